@@ -1,0 +1,6 @@
+"""genvision: train DCGANs and VAEs, sample image grids, and score generators with FID.
+
+Import-light on purpose: submodules are imported where they are used, so `genvision --version` stays fast.
+"""
+
+__version__ = "0.1.0"

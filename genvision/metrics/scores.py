@@ -1,0 +1,222 @@
+"""Sample-quality scores computed from raw feature vectors or classifier logits.
+
+- `kernel_inception_distance`: KID, Bińkowski et al. 2018, "Demystifying MMD GANs" (arXiv:1801.01401): unbiased
+  MMD² with the polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over random subsets.
+- `classifier_score`: the Inception Score formula exp(E_x KL(p(y|x) || p(y))), Salimans et al. 2016, "Improved
+  Techniques for Training GANs" (arXiv:1606.03498), applied to any classifier's logits.
+- `precision_recall`: improved precision and recall, Kynkäänniemi et al. 2019, "Improved Precision and Recall
+  Metric for Assessing Generative Models" (arXiv:1904.06991): k-NN hyperspheres approximate each manifold.
+- `class_coverage`: how many classes a generator produces, and KL between its predicted-class histogram and a
+  reference set's (in the spirit of the mode-count metrics of Srivastava et al. 2017, VEEGAN, arXiv:1705.07761).
+
+Every function computes in float64 on the device of its inputs and returns Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypedDict
+
+import torch
+from torch import Tensor
+
+from genvision.errors import UsageError
+
+
+def _check_features(name: str, features: Tensor) -> Tensor:
+    if features.ndim != 2:
+        raise UsageError(f"{name} must have shape (N, D), got {tuple(features.shape)}")
+    features = features.detach().to(torch.float64)
+    if not torch.isfinite(features).all():
+        raise UsageError(f"{name} contains NaN or inf")
+    return features
+
+
+def _check_same_dim(a: Tensor, b: Tensor) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise UsageError(f"feature sets must have the same dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _poly_mmd2(x: Tensor, y: Tensor) -> Tensor:
+    """Unbiased MMD² between equal-size samples x, y (m, d) with k(a, b) = (aᵀb / d + 1)³."""
+    m, d = x.shape
+    k_xx = (x @ x.T / d + 1) ** 3
+    k_yy = (y @ y.T / d + 1) ** 3
+    k_xy = (x @ y.T / d + 1) ** 3
+    # Unbiased: the within-set sums drop the diagonal k(x_i, x_i) and divide by m(m-1); the cross term keeps all
+    # m² pairs (the estimator of Bińkowski et al.'s reference code and torchmetrics).
+    sum_xx = k_xx.sum() - k_xx.diagonal().sum()
+    sum_yy = k_yy.sum() - k_yy.diagonal().sum()
+    return (sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m)
+
+
+def kernel_inception_distance(
+    features_a: Tensor,
+    features_b: Tensor,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
+    """KID between two feature sets (N_a, D) and (N_b, D): (mean, std) of MMD² over `num_subsets` random subsets.
+
+    Each subset draws `subset_size` rows of each set without replacement (`subset_size` is clipped to
+    min(N_a, N_b)); the std is the population std over subsets, as in the reference code. Subsets come from
+    `generator` (a CPU generator); when it is None a fresh one seeded with 0 is used, so the same features always
+    give the same KID. Draw order (a then b, per subset) matches torchmetrics' `KernelInceptionDistance`.
+    The estimator is unbiased for independent samples; scoring a set against itself, the subsets share samples
+    and the mean comes out slightly negative.
+    """
+    a = _check_features("features_a", features_a)
+    b = _check_features("features_b", features_b)
+    _check_same_dim(a, b)
+    b = b.to(a.device)
+    if num_subsets < 1:
+        raise UsageError(f"num_subsets must be >= 1, got {num_subsets}")
+    m = min(subset_size, a.shape[0], b.shape[0])
+    if m < 2:
+        raise UsageError(
+            f"KID needs subsets of at least 2 samples, got subset_size={subset_size} with "
+            f"{a.shape[0]} and {b.shape[0]} samples"
+        )
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    scores = torch.empty(num_subsets, dtype=torch.float64)
+    for i in range(num_subsets):
+        idx_a = torch.randperm(a.shape[0], generator=generator)[:m].to(a.device)
+        idx_b = torch.randperm(b.shape[0], generator=generator)[:m].to(b.device)
+        scores[i] = _poly_mmd2(a[idx_a], b[idx_b]).cpu()
+    return float(scores.mean()), float(scores.std(correction=0))
+
+
+def classifier_score(logits: Tensor, num_splits: int = 10) -> tuple[float, float]:
+    """Inception-Score formula on (N, C) logits: (mean, population std) of exp(E_x KL(p(y|x) || p(y))) over splits.
+
+    Splits are contiguous, with the boundaries i·N // num_splits of the reference implementation; `num_splits` is
+    clipped to N. Ranges from 1 (every sample gets the same prediction) to C (confident and uniform over classes).
+    """
+    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
+        raise UsageError(f"logits must have shape (N, C) with N, C >= 1, got {tuple(logits.shape)}")
+    if num_splits < 1:
+        raise UsageError(f"num_splits must be >= 1, got {num_splits}")
+    logits = logits.detach().to(torch.float64)
+    if not torch.isfinite(logits).all():
+        raise UsageError("logits contain NaN or inf")
+    # log_softmax instead of log(softmax(...)): confident predictions underflow p to 0 and log(0) = -inf.
+    log_p = torch.log_softmax(logits, dim=1)
+    n = logits.shape[0]
+    splits = min(num_splits, n)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits : (i + 1) * n // splits]
+        # log of the marginal p(y) = mean over x of p(y|x), computed in log space.
+        log_marginal = torch.logsumexp(part, dim=0) - math.log(part.shape[0])
+        p = part.exp()
+        # p log(p / p_y); where p underflowed to exactly 0 the term's limit is 0 (avoid 0 · (-inf) = NaN).
+        kl = torch.where(p > 0, p * (part - log_marginal), torch.zeros_like(p)).sum(dim=1).mean()
+        scores.append(kl.exp())
+    stacked = torch.stack(scores)
+    return float(stacked.mean()), float(stacked.std(correction=0))
+
+
+def _knn_radii(x: Tensor, k: int, row_chunk: int) -> Tensor:
+    """Distance from each row of x to its k-th nearest neighbour in x, excluding itself."""
+    radii = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], row_chunk):
+        dist = torch.cdist(x[start : start + row_chunk], x)
+        rows = torch.arange(dist.shape[0], device=x.device)
+        # Exclude the point itself explicitly rather than taking the (k+1)-th smallest: cdist's matmul path can
+        # put a self-distance slightly above 0, above a true duplicate's distance.
+        dist[rows, rows + start] = math.inf
+        radii[start : start + row_chunk] = dist.kthvalue(k, dim=1).values
+    return radii
+
+
+def _fraction_inside(points: Tensor, centres: Tensor, radii: Tensor, row_chunk: int) -> float:
+    """Fraction of `points` inside at least one ball (centre, radius), boundary included."""
+    inside = 0
+    for start in range(0, points.shape[0], row_chunk):
+        dist = torch.cdist(points[start : start + row_chunk], centres)
+        inside += int((dist <= radii[None, :]).any(dim=1).sum())
+    return inside / points.shape[0]
+
+
+def precision_recall(
+    real_features: Tensor, fake_features: Tensor, k: int = 3, *, row_chunk: int = 1024
+) -> tuple[float, float]:
+    """Improved precision and recall of fake features (M, D) against real features (N, D).
+
+    The real manifold is the union of balls around each real sample with radius = distance to its k-th nearest
+    real neighbour; precision is the fraction of fake samples inside it. Recall swaps the roles. Distances are
+    taken `row_chunk` rows at a time, so memory is O(row_chunk · max(N, M)).
+    """
+    real = _check_features("real_features", real_features)
+    fake = _check_features("fake_features", fake_features)
+    _check_same_dim(real, fake)
+    fake = fake.to(real.device)
+    if k < 1:
+        raise UsageError(f"k must be >= 1, got {k}")
+    if min(real.shape[0], fake.shape[0]) < k + 1:
+        raise UsageError(
+            f"precision/recall with k={k} needs at least {k + 1} samples per set, "
+            f"got {real.shape[0]} real and {fake.shape[0]} fake"
+        )
+    if row_chunk < 1:
+        raise UsageError(f"row_chunk must be >= 1, got {row_chunk}")
+    real_radii = _knn_radii(real, k, row_chunk)
+    fake_radii = _knn_radii(fake, k, row_chunk)
+    precision = _fraction_inside(fake, real, real_radii, row_chunk)
+    recall = _fraction_inside(real, fake, fake_radii, row_chunk)
+    return precision, recall
+
+
+class ClassCoverage(TypedDict):
+    classes_covered: int
+    class_kl: float
+
+
+# Added to each reference class frequency (then renormalised) so that a class the generator produces but the
+# reference set never does gives a large finite KL rather than log(p / 0) = inf.
+CLASS_KL_EPS = 1e-6
+
+
+def _class_histogram(name: str, values: Tensor, num_classes: int) -> Tensor:
+    if values.ndim == 2 and values.is_floating_point():
+        if values.shape[1] != num_classes:
+            raise UsageError(f"{name} must have {num_classes} columns (one per class), got {tuple(values.shape)}")
+        labels = values.argmax(dim=1)
+    elif values.ndim == 1 and not values.is_floating_point() and not values.is_complex():
+        labels = values.long()
+    else:
+        raise UsageError(
+            f"{name} must be float logits (N, {num_classes}) or integer labels (N,), "
+            f"got {values.dtype} of shape {tuple(values.shape)}"
+        )
+    if labels.numel() == 0:
+        raise UsageError(f"{name} is empty")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UsageError(
+            f"{name} holds labels outside [0, {num_classes}): min {int(labels.min())}, max {int(labels.max())}"
+        )
+    counts = torch.bincount(labels.flatten().cpu(), minlength=num_classes).to(torch.float64)
+    return counts / counts.sum()
+
+
+def class_coverage(
+    fake_logits: Tensor, reference: Tensor, num_classes: int, threshold: float = 0.02
+) -> ClassCoverage:
+    """Predicted-class coverage of generated samples.
+
+    `fake_logits` (N, C): classifier logits of generated samples. `reference`: logits (M, C) or predicted labels
+    (M,) of the reference (real) set. `classes_covered` counts classes holding at least `threshold` of the
+    generated samples; `class_kl` = KL(generated histogram || reference histogram), with the reference histogram
+    smoothed by `CLASS_KL_EPS`; empty generated classes contribute 0 (the limit of p log p).
+    """
+    if num_classes < 1:
+        raise UsageError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"threshold must be in [0, 1], got {threshold}")
+    p = _class_histogram("fake_logits", fake_logits.detach(), num_classes)
+    q = _class_histogram("reference", reference.detach(), num_classes)
+    q = (q + CLASS_KL_EPS) / (1 + num_classes * CLASS_KL_EPS)
+    kl = (torch.xlogy(p, p) - p * q.log()).sum()
+    return ClassCoverage(classes_covered=int((p >= threshold).sum()), class_kl=float(kl))

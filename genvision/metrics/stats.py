@@ -1,0 +1,215 @@
+"""Streaming feature statistics and the Fréchet distance behind FID.
+
+FID (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium",
+arXiv:1706.08500) is the Fréchet (2-Wasserstein) distance between two Gaussians fitted to feature vectors:
+
+    d² = ||mu1 - mu2||² + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^{1/2})      (Dowson & Landau 1982)
+
+`FeatureStats` accumulates the sufficient statistics (count, sum of x, sum of x xᵀ) in float64, like stylegan2-ada's
+`FeatureStats` and torchmetrics' `FrechetInceptionDistance`, so batches, shards and processes combine by addition.
+`frechet_distance` follows pytorch-fid's `calculate_frechet_distance` but takes the matrix square root through
+symmetric eigendecompositions instead of `scipy.linalg.sqrtm` (see the comment there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genvision.errors import UsageError
+
+ArrayLike = Tensor | np.ndarray
+
+
+class FeatureStats:
+    """Running count, sum and sum of outer products of (N, D) feature batches, in float64.
+
+    The accumulators live on one device: the `device` given, else the device of the first batch (features from
+    later batches are moved there). With `keep_features=True` the raw feature vectors are kept too (KID and
+    precision/recall need them), as float64 if they arrive as float64, else float32.
+
+    In multi-process runs pass ``device=accelerator.device``: a rank that sees no batch must still hold its
+    (zero) sums on the device the collective in `reduce_across_processes` runs on.
+    """
+
+    def __init__(
+        self, num_features: int, *, keep_features: bool = False, device: torch.device | str | None = None
+    ) -> None:
+        if num_features < 1:
+            raise UsageError(f"num_features must be >= 1, got {num_features}")
+        self.num_features = num_features
+        self.keep_features = keep_features
+        self._device_fixed = device is not None
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self._count = torch.zeros((), dtype=torch.int64, device=device)
+        self._sum = torch.zeros(num_features, dtype=torch.float64, device=device)
+        self._sum_outer = torch.zeros(num_features, num_features, dtype=torch.float64, device=device)
+        self._kept: list[Tensor] = []
+        self._reduced = False
+
+    @property
+    def device(self) -> torch.device:
+        return self._sum.device
+
+    @property
+    def count(self) -> int:
+        return int(self._count.item())
+
+    def _move(self, device: torch.device) -> None:
+        self._count, self._sum, self._sum_outer = (t.to(device) for t in (self._count, self._sum, self._sum_outer))
+        self._kept = [t.to(device) for t in self._kept]
+
+    def update(self, features: Tensor) -> None:
+        """Add a batch of feature vectors, shape (N, D) (any float dtype; N may be 0)."""
+        if self._reduced:
+            raise RuntimeError("FeatureStats.update after reduce_across_processes: the sums are already global")
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise UsageError(
+                f"features must have shape (N, {self.num_features}), got {tuple(features.shape)}"
+            )
+        if not self._device_fixed:
+            self._move(features.device)
+            self._device_fixed = True
+        x = features.detach().to(self.device, torch.float64)
+        self._count += x.shape[0]
+        self._sum += x.sum(dim=0)
+        self._sum_outer += x.T @ x
+        if self.keep_features:
+            keep_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+            self._kept.append(features.detach().to(self.device, keep_dtype))
+
+    def merge(self, other: FeatureStats) -> None:
+        """Add another accumulator's statistics (e.g. another shard of the same data set) into this one."""
+        if other.num_features != self.num_features:
+            raise UsageError(f"cannot merge FeatureStats of {other.num_features} features into {self.num_features}")
+        if not self._device_fixed and other._device_fixed:
+            self._move(other.device)
+            self._device_fixed = True
+        self._count += other._count.to(self.device)
+        self._sum += other._sum.to(self.device)
+        self._sum_outer += other._sum_outer.to(self.device)
+        if self.keep_features:
+            if not other.keep_features:
+                raise ValueError("cannot merge FeatureStats(keep_features=False) into one that keeps features")
+            self._kept.extend(t.to(self.device) for t in other._kept)
+
+    def reduce_across_processes(
+        self,
+        reduce_sum: Callable[[Tensor], Tensor],
+        *,
+        gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        """Replace the local sums by their sum over all processes; call once, after the last `update`.
+
+        `reduce_sum(t)` must return the element-wise sum of `t` over processes, e.g.
+        ``lambda t: accelerator.reduce(t, "sum")``; every process must call this (it is a collective). With
+        `keep_features=True` pass `gather` too (concatenation along dim 0 over processes, e.g.
+        ``accelerator.gather_for_metrics``), otherwise the kept raw features would silently stay local.
+        """
+        if self._reduced:
+            raise RuntimeError("FeatureStats.reduce_across_processes called twice: the sums would be double-counted")
+        if self.keep_features and gather is None:
+            raise ValueError("FeatureStats(keep_features=True).reduce_across_processes needs gather=")
+        self._count = reduce_sum(self._count)
+        self._sum = reduce_sum(self._sum)
+        self._sum_outer = reduce_sum(self._sum_outer)
+        if self.keep_features:
+            assert gather is not None
+            self._kept = [gather(self.features())]
+        self._reduced = True
+
+    def features(self) -> Tensor:
+        """The kept raw feature vectors, concatenated: (N, D)."""
+        if not self.keep_features:
+            raise ValueError("FeatureStats(keep_features=False) does not keep the raw features")
+        if not self._kept:
+            return torch.zeros(0, self.num_features, device=self.device)
+        if len(self._kept) > 1:
+            self._kept = [torch.cat(self._kept)]
+        return self._kept[0]
+
+    def _check_finite(self) -> None:
+        # Checked here rather than per batch: one host sync instead of one per `update`.
+        if not (torch.isfinite(self._sum).all() and torch.isfinite(self._sum_outer).all()):
+            raise UsageError(
+                f"features contain NaN or inf ({self.count} samples accumulated); "
+                "the images or the feature extractor produced non-finite values"
+            )
+
+    def mean(self) -> Tensor:
+        """Sample mean, float64 (D,), on `self.device`."""
+        n = self.count
+        if n < 1:
+            raise UsageError("need at least 1 sample to estimate a mean, got 0")
+        self._check_finite()
+        return self._sum / n
+
+    def covariance(self) -> Tensor:
+        """Unbiased sample covariance (divides by N - 1, like `numpy.cov` and pytorch-fid), float64 (D, D)."""
+        n = self.count
+        if n < 2:
+            raise UsageError(f"need at least 2 samples to estimate a covariance, got {n}")
+        mu = self.mean()
+        # (Σ x xᵀ - N μ μᵀ) / (N - 1). Raw moments cancel catastrophically only when |μ| dwarfs the spread by
+        # ~1e6 or more; float64 accumulation leaves ample margin for network features (|μ| ~ σ).
+        cov = (self._sum_outer - n * torch.outer(mu, mu)) / (n - 1)
+        # x.T @ x is symmetric in exact arithmetic only; symmetrize so later eigh calls see a symmetric matrix.
+        return (cov + cov.T) / 2
+
+    def mean_and_covariance(self) -> tuple[Tensor, Tensor]:
+        """(mean (D,), covariance (D, D)), float64 on `self.device`."""
+        return self.mean(), self.covariance()
+
+
+def _as_float64(name: str, value: ArrayLike) -> Tensor:
+    t = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+    t = t.detach().to("cpu", torch.float64)
+    if not torch.isfinite(t).all():
+        raise UsageError(f"FID input {name} contains NaN or inf; the statistics were computed from non-finite features")
+    return t
+
+
+def _sqrt_psd(matrix: Tensor) -> Tensor:
+    """Symmetric square root of a symmetric positive semi-definite matrix."""
+    eigvals, eigvecs = torch.linalg.eigh(matrix)
+    # A covariance is PSD, but rounding leaves eigenvalues like -1e-13 where the true value is 0 (rank-deficient
+    # covariance: fewer samples than dimensions). Clamp them to 0 instead of taking sqrt of a negative.
+    return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T
+
+
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64 on the CPU.
+
+    Accepts numpy arrays or tensors: mu (D,), sigma (D, D). Raises `UsageError` for mismatched shapes, non-finite
+    inputs or a non-finite result.
+    """
+    m1, s1, m2, s2 = (_as_float64(n, v) for n, v in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)))
+    if m1.ndim != 1 or m2.shape != m1.shape:
+        raise UsageError(f"FID means must both have shape (D,), got {tuple(m1.shape)} and {tuple(m2.shape)}")
+    d = m1.shape[0]
+    if s1.shape != (d, d) or s2.shape != (d, d):
+        raise UsageError(
+            f"FID covariances must both have shape ({d}, {d}) to match the means, "
+            f"got {tuple(s1.shape)} and {tuple(s2.shape)}"
+        )
+    s1 = (s1 + s1.T) / 2
+    s2 = (s2 + s2.T) / 2
+    # Tr((σ1 σ2)^{1/2}). pytorch-fid takes scipy.linalg.sqrtm of the non-symmetric product σ1 σ2; for near-singular
+    # covariances that can return NaN/complex values and needs an ad-hoc diagonal offset. Instead use the similar
+    # matrix  √σ1 σ2 √σ1 = √σ1 (σ1 σ2) √σ1⁻¹: it has the same eigenvalues as σ1 σ2, but it is symmetric PSD, so
+    # `eigh` is stable and its eigenvalues are real and >= 0 up to rounding (clamped to 0; the identity holds by
+    # continuity when σ1 is singular). Tr of the square root = Σ sqrt(eigenvalues). torch-fidelity and torchmetrics
+    # likewise work from eigenvalues instead of sqrtm.
+    root1 = _sqrt_psd(s1)
+    middle = root1 @ s2 @ root1
+    middle = (middle + middle.T) / 2
+    tr_covmean = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum()
+    diff = m1 - m2
+    fid = float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_covmean)
+    if not np.isfinite(fid):
+        raise UsageError(f"FID is not finite ({fid}); the feature statistics overflow float64")
+    # FID is a squared distance; identical statistics give -1e-12-ish after cancellation, report those as 0.
+    return max(fid, 0.0)

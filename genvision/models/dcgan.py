@@ -1,0 +1,150 @@
+"""DCGAN generator and discriminator.
+
+Radford, Metz & Chintala 2015, "Unsupervised Representation Learning with Deep Convolutional Generative
+Adversarial Networks" (arXiv:1511.06434). Layer widths follow pytorch/examples `dcgan`: at 64 px with
+`base_channels=64` the generator is 512-256-128-64 and the discriminator 64-128-256-512. Other resolutions add or
+remove one stride-2 stage per factor of two: with n = log2(resolution) - 2 stages, generator stage i has
+`base_channels * 2**(n - 1 - i)` channels and discriminator stage i has `base_channels * 2**i`.
+
+`generator_stack` and `discriminator_stack` are shared with `genvision.models.vae.ConvVAE`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from genvision.errors import UsageError
+
+RESOLUTIONS = (32, 64, 128)
+NORMALIZATIONS = ("batch", "none", "spectral")
+
+
+def check_architecture(resolution: int, **positive: int) -> int:
+    """Validate the resolution and positive sizes; return the number of stride-2 stages, log2(resolution) - 2."""
+    if resolution not in RESOLUTIONS:
+        raise UsageError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}; got {resolution!r}")
+    for name, value in positive.items():
+        if not isinstance(value, int) or value <= 0:
+            raise UsageError(f"{name} must be a positive integer; got {value!r}")
+    return int(math.log2(resolution)) - 2
+
+
+def generator_stack(latent_dim: int, base_channels: int, image_channels: int, resolution: int) -> nn.Sequential:
+    """DCGAN generator layers from a (N, latent_dim, 1, 1) code to raw (N, image_channels, R, R) outputs (no tanh)."""
+    stages = check_architecture(
+        resolution, latent_dim=latent_dim, base_channels=base_channels, image_channels=image_channels
+    )
+    widths = [base_channels * 2 ** (stages - 1 - i) for i in range(stages)]  # 64 px, base 64: 512, 256, 128, 64
+    layers: list[nn.Module] = [
+        nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False),  # (N, widths[0], 4, 4)
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    for in_channels, out_channels in zip(widths[:-1], widths[1:]):
+        layers += [
+            nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False),  # (N, out_channels, 2H, 2W)
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    # Spatial size is now resolution / 2.
+    layers.append(nn.ConvTranspose2d(widths[-1], image_channels, 4, 2, 1))  # (N, image_channels, R, R)
+    return nn.Sequential(*layers)
+
+
+def discriminator_stack(
+    base_channels: int, image_channels: int, resolution: int, batch_norm: bool
+) -> tuple[nn.Sequential, int]:
+    """DCGAN discriminator trunk from (N, image_channels, R, R) down to (N, C, 4, 4); returns (layers, C).
+
+    The first convolution has no normalisation (Radford et al. 2015); later ones have BatchNorm when `batch_norm`.
+    """
+    stages = check_architecture(resolution, base_channels=base_channels, image_channels=image_channels)
+    widths = [base_channels * 2**i for i in range(stages)]  # 64 px, base 64: 64, 128, 256, 512
+    layers: list[nn.Module] = [
+        nn.Conv2d(image_channels, widths[0], 4, 2, 1),  # (N, widths[0], R/2, R/2)
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for in_channels, out_channels in zip(widths[:-1], widths[1:]):
+        layers.append(nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=not batch_norm))  # (N, out, H/2, W/2)
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    # Spatial size is now 4x4.
+    return nn.Sequential(*layers), widths[-1]
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """DCGAN initialisation, for `module.apply`: conv weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02), biases 0.
+
+    A spectrally normalised convolution has its unnormalised weight (`parametrizations.weight.original`)
+    initialised; its power-iteration vectors then re-converge during training forwards. The constructors here
+    initialise before adding spectral norm, so those vectors start out matched to the weight.
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if parametrize.is_parametrized(module, "weight"):
+            weight = module.parametrizations.weight.original
+        else:
+            weight = module.weight
+        nn.init.normal_(weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """DCGAN generator: z of shape (N, latent_dim) or (N, latent_dim, 1, 1) -> images (N, C, R, R) in [-1, 1].
+
+    Weights are initialised with `init_dcgan_weights`.
+    """
+
+    def __init__(
+        self, latent_dim: int = 100, base_channels: int = 64, image_channels: int = 1, resolution: int = 32
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_channels = image_channels
+        self.resolution = resolution
+        self.layers = generator_stack(latent_dim, base_channels, image_channels, resolution)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 2:
+            z = z[:, :, None, None]  # (N, latent_dim, 1, 1)
+        return torch.tanh(self.layers(z))  # (N, image_channels, R, R)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: images (N, C, R, R) -> raw logits (N,) (no sigmoid; the losses take logits).
+
+    `normalization`: "batch" (BatchNorm after every conv but the first and last, as in the paper), "none", or
+    "spectral" (Miyato et al. 2018: spectral norm on every conv, no BatchNorm). Use "none" or "spectral" with the
+    WGAN-GP gradient penalty, which is per-sample and ill-defined under BatchNorm (Gulrajani et al. 2017).
+    Weights are initialised with `init_dcgan_weights`.
+    """
+
+    def __init__(
+        self, base_channels: int = 64, image_channels: int = 1, resolution: int = 32, normalization: str = "batch"
+    ) -> None:
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise UsageError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}")
+        self.normalization = normalization
+        self.layers, channels = discriminator_stack(
+            base_channels, image_channels, resolution, batch_norm=normalization == "batch"
+        )
+        self.layers.append(nn.Conv2d(channels, 1, 4, 1, 0))  # (N, 1, 1, 1)
+        self.apply(init_dcgan_weights)
+        if normalization == "spectral":
+            for module in self.layers:
+                if isinstance(module, nn.Conv2d):
+                    spectral_norm(module)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images).flatten()  # (N,)

@@ -1,0 +1,95 @@
+"""Convolutional VAE with a DCGAN-shaped encoder and decoder.
+
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114). The encoder is the DCGAN
+discriminator trunk (Radford et al. 2015) followed by a linear layer to (mu, logvar); the decoder is the DCGAN
+generator stack with the same width rule, without the final tanh.
+
+Output scheme: `decode(z)` returns raw per-pixel logits `out` (N, C, R, R). For both likelihoods the mean image in
+[-1, 1] is `decoder_mean(out) = 2 * sigmoid(out) - 1`: under "bernoulli" `out` are the logits of pixel intensities
+t = (x + 1) / 2 in [0, 1]; under "gaussian" x ~ N(decoder_mean(out), sigma²) in [-1, 1]-space (see
+`genvision.losses.log_likelihood`). So `sample` and `reconstruct` need not know the likelihood.
+
+`learned_variance=True` adds a learned scalar `log_sigma` for the Gaussian likelihood (Rybkin et al. 2021,
+"Simple and Effective VAE Training with Calibrated Decoders", σ-VAE); pass `sigma=model.log_sigma.exp()` to
+`genvision.losses.elbo`. Otherwise the caller passes a fixed sigma.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genvision.losses import decoder_mean
+from genvision.models.dcgan import discriminator_stack, generator_stack, init_dcgan_weights
+
+LOGVAR_LIMIT = 10.0
+
+
+class ConvVAE(nn.Module):
+    """Images (N, C, R, R) in [-1, 1] -> q(z|x) = N(mu, exp(logvar)) over `latent_dim` dims -> decoder logits.
+
+    logvar is soft-clamped to (-10, 10) as 10 * tanh(raw / 10): about the identity near 0, smooth, and keeps
+    exp(logvar) finite however large the encoder's raw output. Conv/BatchNorm weights use the DCGAN init.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        base_channels: int = 32,
+        image_channels: int = 1,
+        resolution: int = 32,
+        learned_variance: bool = False,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_channels = image_channels
+        self.resolution = resolution
+        # (N, C, R, R) -> (N, width, 4, 4), widths base_channels * 2**i
+        self.encoder, width = discriminator_stack(base_channels, image_channels, resolution, batch_norm=True)
+        self.to_posterior = nn.Linear(width * 4 * 4, 2 * latent_dim)  # (N, 2 * latent_dim)
+        # (N, latent_dim, 1, 1) -> (N, C, R, R) logits, same widths as genvision.models.dcgan.Generator
+        self.decoder = generator_stack(latent_dim, base_channels, image_channels, resolution)
+        self.log_sigma = nn.Parameter(torch.zeros(())) if learned_variance else None
+        self.apply(init_dcgan_weights)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (N, latent_dim); logvar soft-clamped to (-10, 10)."""
+        mu, raw_logvar = self.to_posterior(self.encoder(x).flatten(1)).chunk(2, dim=1)
+        return mu, LOGVAR_LIMIT * torch.tanh(raw_logvar / LOGVAR_LIMIT)
+
+    def reparameterize(
+        self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn with `generator` (which must be on mu's device)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits (N, C, R, R) from z (N, latent_dim); `decoder_mean` maps them to images in [-1, 1]."""
+        return self.decoder(z[:, :, None, None])
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(out, mu, logvar) with out = decode(z), z ~ q(z|x); feed them to `genvision.losses.elbo`."""
+        mu, logvar = self.encode(x)
+        return self.decode(self.reparameterize(mu, logvar, generator)), mu, logvar
+
+    @staticmethod
+    def mean_image(out: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from decoder logits, for either likelihood: 2 * sigmoid(out) - 1."""
+        return decoder_mean(out)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """n mean images (n, C, R, R) in [-1, 1] decoded from z ~ N(0, I)."""
+        if device is None:
+            device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        return self.mean_image(self.decode(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean reconstructions in [-1, 1] decoded from the posterior mean (no sampling noise)."""
+        mu, _ = self.encode(x)
+        return self.mean_image(self.decode(mu))

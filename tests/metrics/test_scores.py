@@ -1,0 +1,210 @@
+"""KID, classifier (Inception) score, precision/recall and class coverage, on hand-built inputs."""
+
+import math
+
+import pytest
+import torch
+
+from genvision.errors import UsageError
+from genvision.metrics.scores import (
+    CLASS_KL_EPS,
+    class_coverage,
+    classifier_score,
+    kernel_inception_distance,
+    precision_recall,
+)
+
+
+def gaussian(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + shift
+
+
+# --- KID --------------------------------------------------------------------------------------------------------
+
+
+def test_kid_of_identical_sets_is_near_zero_and_grows_with_a_shift():
+    x = gaussian(2000, 16, seed=0)
+    same_mean, same_std = kernel_inception_distance(x, x, num_subsets=10, subset_size=100)
+    other_sample_mean, _ = kernel_inception_distance(x, gaussian(2000, 16, seed=1), num_subsets=10, subset_size=100)
+    shifted_mean, _ = kernel_inception_distance(x, gaussian(2000, 16, seed=2, shift=0.5), 10, 100)
+    # Subset-to-subset noise here is ~0.02 per subset; a 0.5 shift in every coordinate gives ~1.
+    assert abs(same_mean) < 0.03
+    assert abs(other_sample_mean) < 0.03
+    assert 0 < same_std < 0.1
+    assert shifted_mean > 0.5
+
+
+def test_kid_on_exactly_equal_subsets_is_zero():
+    # subset_size = N and the same rows on both sides: every subset pair is the same set, so MMD² is
+    # (sum_xx + sum_xx) / (m (m-1)) - 2 sum_all / m², i.e. exactly the bias of the cross term: compute it by hand.
+    x = gaussian(5, 3, seed=2)
+    k = (x @ x.T / 3 + 1) ** 3
+    m = 5
+    off_diag = k.sum() - k.diagonal().sum()
+    expected = 2 * off_diag / (m * (m - 1)) - 2 * k.sum() / m**2
+    mean, std = kernel_inception_distance(x, x, num_subsets=3, subset_size=10)  # clipped to 5
+    assert mean == pytest.approx(float(expected), rel=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_matches_torchmetrics():
+    from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
+
+    real = gaussian(60, 8, seed=3)
+    fake = gaussian(50, 8, seed=4, shift=0.3)
+
+    # Same subsets through torchmetrics' own MMD function.
+    g = torch.Generator().manual_seed(5)
+    reference = []
+    for _ in range(4):
+        ia = torch.randperm(60, generator=g)[:25]
+        ib = torch.randperm(50, generator=g)[:25]
+        reference.append(poly_mmd(real[ia], fake[ib]))
+    reference = torch.stack(reference)
+    mean, std = kernel_inception_distance(
+        real, fake, num_subsets=4, subset_size=25, generator=torch.Generator().manual_seed(5)
+    )
+    assert mean == pytest.approx(float(reference.mean()), rel=1e-10)
+    assert std == pytest.approx(float(reference.std(correction=0)), rel=1e-10)
+
+    # The whole metric class, fed features through an identity "extractor"; it draws subsets from the global RNG
+    # in the same order (real, then fake), so seeding it the same way gives the same subsets.
+    with pytest.warns(UserWarning, match="save all extracted features"):
+        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=4, subset_size=25)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    torch.manual_seed(5)
+    tm_mean, tm_std = metric.compute()
+    assert mean == pytest.approx(float(tm_mean), rel=1e-10)
+    assert std == pytest.approx(float(tm_std), rel=1e-10)
+
+
+def test_kid_is_deterministic_and_validates():
+    a, b = gaussian(30, 4, seed=6), gaussian(30, 4, seed=7)
+    assert kernel_inception_distance(a, b, 5, 10) == kernel_inception_distance(a, b, 5, 10)
+    with pytest.raises(UsageError, match="at least 2 samples"):
+        kernel_inception_distance(a[:1], b)
+    with pytest.raises(UsageError, match="same dimension"):
+        kernel_inception_distance(a, b[:, :3])
+
+
+# --- classifier score -------------------------------------------------------------------------------------------
+
+
+def test_classifier_score_of_confident_uniform_predictions_is_num_classes():
+    num_classes = 5
+    labels = torch.arange(100) % num_classes  # each of the 10 contiguous splits holds every class twice
+    logits = 100.0 * torch.nn.functional.one_hot(labels, num_classes).double()
+    mean, std = classifier_score(logits)
+    assert mean == pytest.approx(num_classes, rel=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_classifier_score_of_identical_predictions_is_one():
+    logits = torch.tensor([[2.0, -1.0, 0.5]]).repeat(40, 1)
+    mean, std = classifier_score(logits, num_splits=4)
+    assert mean == pytest.approx(1.0, abs=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_classifier_score_by_hand_with_splits_clipped():
+    # Two samples, p1 = (1, 0) and p2 = (1/2, 1/2) (logits with -inf-free extremes: 0 vs -1000 underflows to 0).
+    logits = torch.tensor([[0.0, -1000.0], [0.0, 0.0]])
+    marginal = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    kl1 = math.log(1 / 0.75)
+    kl2 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert torch.isclose(marginal.sum(), torch.tensor(1.0, dtype=torch.float64))
+    mean, std = classifier_score(logits, num_splits=10)  # clipped to 2 splits of one sample: each scores 1
+    assert (mean, std) == pytest.approx((1.0, 0.0), abs=1e-12)
+    mean, _ = classifier_score(logits, num_splits=1)
+    assert mean == pytest.approx(math.exp((kl1 + kl2) / 2), rel=1e-12)
+
+
+def test_classifier_score_rejects_bad_logits():
+    with pytest.raises(UsageError, match=r"\(N, C\)"):
+        classifier_score(torch.zeros(5))
+    with pytest.raises(UsageError, match="NaN"):
+        classifier_score(torch.tensor([[0.0, float("nan")]]))
+
+
+# --- precision / recall -----------------------------------------------------------------------------------------
+
+
+def on_a_line(*xs: float) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.float64)[:, None] * torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+
+
+def test_precision_recall_of_identical_sets_is_one():
+    x = gaussian(200, 5, seed=8)
+    assert precision_recall(x, x.clone(), k=3, row_chunk=64) == (1.0, 1.0)
+
+
+def test_precision_recall_of_far_apart_sets_is_zero():
+    assert precision_recall(gaussian(50, 5, seed=9), gaussian(50, 5, seed=10, shift=100.0), k=3) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("k", "expected_recall"),
+    [
+        # k=1: real radii 1, fake radii 0.5 -> real 0, 1, 2 lie within 0.5 of a fake point.
+        (1, 0.3),
+        # k=3: fake radii (1.5, 1, 1, 1, 1.5) -> real 0..3 covered (3 is 1 from fake 2), real 4 is 2 > 1.5 away.
+        (3, 0.4),
+    ],
+)
+def test_precision_recall_of_a_sub_cluster_by_hand(k, expected_recall):
+    real = on_a_line(*range(10))  # 0, 1, ..., 9 along a unit direction in 2-D
+    fake = on_a_line(0.0, 0.5, 1.0, 1.5, 2.0)  # all within the real manifold, covering only its start
+    precision, recall = precision_recall(real, fake, k=k, row_chunk=3)
+    assert precision == 1.0
+    assert recall == pytest.approx(expected_recall)
+
+
+def test_precision_by_hand_with_an_outlier():
+    real = on_a_line(0, 1, 2, 3, 4)  # k=1 radii: 1 each
+    fake = on_a_line(0.5, 1.5, 2.5, 10.0)  # the last one is 6 away from real 4
+    precision, recall = precision_recall(real, fake, k=1)
+    assert precision == pytest.approx(0.75)
+    # fake k=1 radii: 1, 1, 1, 7.5 -> every real point is within 1 of 0.5/1.5/2.5 or 7.5 of 10.
+    assert recall == 1.0
+
+
+def test_precision_recall_needs_more_than_k_samples():
+    with pytest.raises(UsageError, match="k=3 needs at least 4"):
+        precision_recall(gaussian(3, 2, seed=11), gaussian(10, 2, seed=12), k=3)
+
+
+# --- class coverage ---------------------------------------------------------------------------------------------
+
+
+def test_class_coverage_by_hand():
+    fake_labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 2)  # histogram (0.5, 0.3, 0.2, 0)
+    fake_logits = torch.nn.functional.one_hot(fake_labels, 4).float() * 5
+    reference = torch.arange(40) % 4  # uniform reference labels
+    q = 0.25 + CLASS_KL_EPS  # (0.25 + eps) / (1 + 4 eps), same for every class
+    q /= 1 + 4 * CLASS_KL_EPS
+    expected_kl = 0.5 * math.log(0.5 / q) + 0.3 * math.log(0.3 / q) + 0.2 * math.log(0.2 / q)
+
+    result = class_coverage(fake_logits, reference, num_classes=4)
+    assert result["classes_covered"] == 3
+    assert result["class_kl"] == pytest.approx(expected_kl, rel=1e-12)
+    assert class_coverage(fake_logits, reference, num_classes=4, threshold=0.25)["classes_covered"] == 2
+
+    # Reference given as logits instead of labels gives the same answer.
+    ref_logits = torch.nn.functional.one_hot(reference, 4).float()
+    assert class_coverage(fake_logits, ref_logits, num_classes=4) == result
+
+
+def test_class_kl_is_zero_for_matching_histograms_and_finite_for_unseen_classes():
+    labels = torch.tensor([0, 1, 1, 2])
+    logits = torch.nn.functional.one_hot(labels, 3).float()
+    assert class_coverage(logits, labels, 3)["class_kl"] == pytest.approx(0.0, abs=1e-9)
+    unseen = class_coverage(logits, torch.tensor([0, 0]), 3)["class_kl"]
+    assert math.isfinite(unseen) and unseen > 5
+
+
+def test_class_coverage_validates():
+    with pytest.raises(UsageError, match="4 columns"):
+        class_coverage(torch.zeros(3, 5), torch.tensor([0]), num_classes=4)
+    with pytest.raises(UsageError, match=r"outside \[0, 4\)"):
+        class_coverage(torch.zeros(3, 4), torch.tensor([7]), num_classes=4)

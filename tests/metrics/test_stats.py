@@ -1,0 +1,183 @@
+"""FeatureStats accumulation and the Fréchet distance, checked analytically and against pytorch-fid/torchmetrics."""
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from genvision.errors import UsageError
+from genvision.metrics.stats import FeatureStats, frechet_distance
+
+
+def random_features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    return torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing + shift
+
+
+def stats_of(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    arr = x.numpy()
+    return arr.mean(axis=0), np.cov(arr, rowvar=False)
+
+
+# --- frechet_distance -------------------------------------------------------------------------------------------
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    mu, sigma = stats_of(random_features(300, 32, seed=0))
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_is_symmetric():
+    mu1, s1 = stats_of(random_features(200, 16, seed=1))
+    mu2, s2 = stats_of(random_features(200, 16, seed=2, shift=0.3))
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(frechet_distance(mu2, s2, mu1, s1), rel=1e-10)
+
+
+def test_fid_closed_form_for_diagonal_covariances():
+    a = np.array([1.0, 4.0, 0.25, 9.0])
+    b = np.array([4.0, 1.0, 0.25, 0.0])  # a zero variance: a singular covariance must still work
+    mu1 = np.array([0.0, 1.0, 2.0, 3.0])
+    mu2 = np.array([1.0, 1.0, 0.0, 3.0])
+    expected = np.sum((np.sqrt(a) - np.sqrt(b)) ** 2) + np.sum((mu1 - mu2) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fid_with_equal_covariances_is_squared_mean_distance():
+    _, sigma = stats_of(random_features(100, 8, seed=3))
+    mu1 = np.arange(8.0)
+    mu2 = mu1 + np.linspace(-1, 1, 8)
+    assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-8)
+
+
+def test_fid_accepts_tensors():
+    mu1, s1 = stats_of(random_features(100, 8, seed=4))
+    mu2, s2 = stats_of(random_features(100, 8, seed=5, shift=1.0))
+    as_t = [torch.from_numpy(v).float() for v in (mu1, s1, mu2, s2)]
+    assert frechet_distance(*as_t) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
+def test_fid_matches_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    mu1, s1 = stats_of(random_features(500, 64, seed=6))
+    mu2, s2 = stats_of(random_features(500, 64, seed=7, shift=0.2))
+    expected = calculate_frechet_distance(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_fid_matches_torchmetrics_with_a_custom_extractor():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class TinyExtractor(torch.nn.Module):
+        num_features = 12  # torchmetrics reads this instead of probing the module with a dummy image
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3 * 4 * 4, self.num_features, dtype=torch.float64)
+            torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, images):
+            return self.proj(images.flatten(1).double())
+
+    extractor = TinyExtractor()
+    g = torch.Generator().manual_seed(8)
+    real = torch.rand(120, 3, 4, 4, generator=g)
+    fake = (torch.rand(120, 3, 4, 4, generator=g) * 0.8 + 0.1).clamp(0, 1)
+
+    # A custom module receives the images as given (normalize=True only skips the uint8 conversion it does for its
+    # own Inception), so float images in [0, 1] are fine.
+    metric = FrechetInceptionDistance(feature=extractor, normalize=True)
+    stats = {True: FeatureStats(12), False: FeatureStats(12)}
+    with torch.no_grad():
+        for is_real, images in ((True, real), (False, fake)):
+            for batch in images.split(50):
+                metric.update(batch, real=is_real)
+                stats[is_real].update(extractor(batch))
+        expected = float(metric.compute())
+    ours = frechet_distance(*stats[True].mean_and_covariance(), *stats[False].mean_and_covariance())
+    assert ours == pytest.approx(expected, rel=1e-4)
+
+
+def test_fid_rejects_mismatched_shapes():
+    with pytest.raises(UsageError, match=r"\(3,\) and \(4,\)"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(UsageError, match=r"\(3, 3\).*\(3, 2\)"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.ones((3, 2)))
+
+
+def test_fid_rejects_non_finite_inputs_and_results():
+    with pytest.raises(UsageError, match="sigma2 contains NaN"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.full((2, 2), np.nan))
+    with pytest.raises(UsageError, match="FID is not finite"):
+        frechet_distance(np.array([1e200, 0.0]), np.eye(2), np.array([-1e200, 0.0]), np.eye(2))
+
+
+# --- FeatureStats -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_feature_stats_match_numpy_for_any_batch_size(batch_size):
+    x = random_features(130, 10, seed=9, shift=2.0).float()
+    stats = FeatureStats(10)
+    for batch in x.split(batch_size):
+        stats.update(batch)
+    mu, sigma = stats_of(x.double())
+    assert stats.count == 130
+    assert_close(stats.mean(), torch.from_numpy(mu), rtol=1e-12, atol=1e-12)
+    assert_close(stats.covariance(), torch.from_numpy(sigma), rtol=1e-12, atol=1e-12)
+
+
+def test_feature_stats_merged_shards_equal_the_whole():
+    x = random_features(100, 6, seed=10)
+    whole, shard_a, shard_b = FeatureStats(6), FeatureStats(6), FeatureStats(6)
+    whole.update(x)
+    shard_a.update(x[:37])
+    shard_b.update(x[37:])
+    shard_a.merge(shard_b)
+    assert shard_a.count == 100
+    for ours, ref in zip(shard_a.mean_and_covariance(), whole.mean_and_covariance()):
+        assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_reduce_across_processes_with_two_identical_ranks():
+    x = random_features(50, 4, seed=11)
+    stats = FeatureStats(4)
+    stats.update(x)
+    mu, sigma = stats.mean_and_covariance()
+    stats.reduce_across_processes(lambda t: t * 2)  # two ranks that saw the same 50 samples
+    assert stats.count == 100
+    assert_close(stats.mean(), mu, rtol=1e-12, atol=1e-12)
+    # 100 samples made of each point twice: covariance scales by (n - 1) / (2n - 1) * 2.
+    assert_close(stats.covariance(), sigma * (2 * 49 / 99), rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="twice"):
+        stats.reduce_across_processes(lambda t: t * 2)
+
+
+def test_kept_features_are_concatenated_and_gathered():
+    x = random_features(20, 3, seed=12)
+    stats = FeatureStats(3, keep_features=True)
+    stats.update(x[:5].float())
+    stats.update(x[5:].float())
+    assert stats.features().dtype == torch.float32
+    assert_close(stats.features(), x.float())
+    with pytest.raises(ValueError, match="gather"):
+        stats.reduce_across_processes(lambda t: t)
+    stats.reduce_across_processes(lambda t: t * 2, gather=lambda t: torch.cat([t, t]))
+    assert stats.features().shape == (40, 3)
+    assert stats.count == 40
+
+
+def test_feature_stats_errors():
+    stats = FeatureStats(3)
+    with pytest.raises(UsageError, match=r"\(N, 3\), got \(2, 4\)"):
+        stats.update(torch.zeros(2, 4))
+    stats.update(torch.zeros(1, 3))
+    with pytest.raises(UsageError, match="need at least 2 samples to estimate a covariance, got 1"):
+        stats.mean_and_covariance()
+    stats.update(torch.tensor([[float("nan"), 0.0, 0.0]]))
+    with pytest.raises(UsageError, match="NaN or inf"):
+        stats.covariance()
+    with pytest.raises(ValueError, match="keep"):
+        FeatureStats(3).features()
