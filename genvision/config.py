@@ -90,3 +90,103 @@ def config_from_dict(cls: type[T], values: dict) -> T:
     if unknown:
         raise UsageError(f"config has unknown fields {unknown} for {cls.__name__}")
     return cls(**values)
+
+
+@dataclass
+class RunConfig(DataConfig):
+    """Fields every training command shares."""
+
+    out_dir: str = opt("runs/run", "run folder for config.json, metrics.jsonl, weights and images")
+    seed: int = opt(0, "seed for weights, noise and batch order")
+    batch_size: int = opt(64, "images per process per step")
+    mixed_precision: str = opt("no", "autocast precision through Accelerate", choices=("no", "fp16", "bf16"))
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+
+
+@dataclass
+class ClassifierConfig(RunConfig):
+    """`genvision train-classifier`: the baseline classifier (and FID feature extractor)."""
+
+    out_dir: str = opt("runs/classifier", "run folder for config.json, metrics.jsonl and classifier.safetensors")
+    eval_dataset: str = opt("", "held-out dataset spec; empty = the test split of --dataset")
+    epochs: int = opt(20, "passes over the training set")
+    lr: float = opt(3e-3, "peak learning rate of the one-cycle AdamW schedule")
+    weight_decay: float = opt(5e-4, "AdamW decoupled weight decay")
+    label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
+    max_shift: int = opt(2, "random translation augmentation, in px (0 = off)")
+    base_channels: int = opt(16, "width of the first conv stage; stages are 1x, 2x, 4x")
+    num_features: int = opt(128, "width of the feature layer = FID feature dimension")
+    overwrite: bool = opt(False, "replace a classifier already in --out-dir")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.resolution in (32, 64), "resolution", "32 or 64 for the classifier", self.resolution)
+        require(self.epochs > 0, "epochs", "> 0", self.epochs)
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.base_channels > 0, "base_channels", "> 0", self.base_channels)
+        require(self.num_features > 0, "num_features", "> 0", self.num_features)
+        require(self.max_shift >= 0, "max_shift", ">= 0", self.max_shift)
+        require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
+
+    def resolved_eval_dataset(self) -> str:
+        """The held-out spec: --eval-dataset, else the test split of --dataset (folders have none: reuse them)."""
+        if self.eval_dataset:
+            return self.eval_dataset
+        if self.dataset.startswith("folder:"):
+            return self.dataset
+        name = self.dataset.partition(":")[0]
+        return f"{name}:test" if name != "celeba" else "celeba:valid"
+
+
+GAN_LOSS_NAMES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
+GAN_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "d_normalization")
+
+
+@dataclass
+class GANConfig(RunConfig):
+    """`train_gan.py` / `genvision train-gan`: a DCGAN (Radford et al. 2015) on Accelerate."""
+
+    out_dir: str = opt("runs/dcgan", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
+    num_steps: int = opt(3000, "generator updates to train for")
+    batch_size: int = opt(64, "images per process per step")
+    latent_dim: int = opt(100, "size of the N(0, I) latent z")
+    base_channels: int = opt(32, "width of the last G layer / first D layer; others are 2x, 4x, ...")
+    d_normalization: str = opt("batch", "discriminator normalisation", choices=("batch", "none", "spectral"))
+    loss: str = opt("nonsaturating", "adversarial loss", choices=GAN_LOSS_NAMES)
+    r1_gamma: float = opt(0.0, "R1 penalty weight gamma on real images (0 = off)")
+    gp_weight: float = opt(10.0, "gradient-penalty weight lambda for --loss wgan-gp")
+    d_steps: int = opt(1, "discriminator updates per generator update")
+    lr: float = opt(2e-4, "Adam learning rate of the generator")
+    d_lr: float = opt(0.0, "Adam learning rate of the discriminator (0 = same as --lr)")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
+    log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
+    sample_every: int = opt(500, "steps between sample grids in samples/ (0 = off)")
+    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only the final one)")
+    fid_every: int = opt(1000, "steps between FID evaluations against the dataset (0 = off)")
+    num_fid_samples: int = opt(5000, "generated images per FID evaluation")
+    fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
+    classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
+    keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
+    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
+    num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
+        require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
+        for name in ("latent_dim", "base_channels", "d_steps", "num_grid_images"):
+            require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
+        for name in ("log_every", "sample_every", "checkpoint_every", "fid_every", "r1_gamma", "gp_weight",
+                     "d_lr"):
+            require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1" if not 0 <= self.beta1 < 1 else "beta2",
+                "in [0, 1)", self.beta1 if not 0 <= self.beta1 < 1 else self.beta2)
+        require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
+        require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
+        require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)

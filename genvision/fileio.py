@@ -30,11 +30,15 @@ def check_output_path(path: str | os.PathLike, flag: str = "--output") -> Path:
 def _temp_beside(path: Path) -> str:
     """A new temp file in `path`'s folder with the permissions a plain `open` would give (mkstemp uses 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    _plain_permissions(tmp)
+    return tmp
+
+
+def _plain_permissions(path: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    return tmp
+    os.chmod(path, 0o666 & ~umask)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -71,6 +75,7 @@ def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     tmp = _temp_beside(path)
     try:
         write(tmp)
+        _plain_permissions(tmp)  # some writers (safetensors) recreate the file with mode 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

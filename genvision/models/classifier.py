@@ -28,7 +28,7 @@ class ClassifierArchitecture:
     image_channels: int = 1  # 1 (grayscale) or 3 (RGB)
     resolution: int = 32  # input side in px, 32 or 64
     num_classes: int = 10  # output logits
-    base_channels: int = 32  # width of the first stage; stages are 1x, 2x, 4x
+    base_channels: int = 16  # width of the first stage; stages are 1x, 2x, 4x
     num_features: int = 128  # width of the feature layer (the FID feature dimension)
 
 
@@ -43,7 +43,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequent
 class Classifier(nn.Module):
     """Small CNN classifier with a `features` method and a `num_features` attribute (see module docstring)."""
 
-    def __init__(self, image_channels: int = 1, resolution: int = 32, num_classes: int = 10, base_channels: int = 32,
+    def __init__(self, image_channels: int = 1, resolution: int = 32, num_classes: int = 10, base_channels: int = 16,
                  num_features: int = 128) -> None:
         super().__init__()
         if image_channels not in (1, 3):

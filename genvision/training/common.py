@@ -1,0 +1,111 @@
+"""Pieces every training loop shares: the accelerator, seeding, the run folder, and metric logging."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genvision import __version__
+from genvision.errors import UsageError
+from genvision.fileio import append_jsonl, write_json
+
+
+def make_accelerator(mixed_precision: str = "no"):
+    """An Accelerator for this process: picks up `accelerate launch`/`torchrun` env, CUDA if present, else CPU."""
+    from accelerate import Accelerator
+
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU")
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_run_dir(out_dir: str | Path) -> Path:
+    """Create the run folder (and parents); refuse a path that is a file."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out-dir {path} is a file, expected a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run_dir: Path, config, kind: str) -> None:
+    """config.json: the resolved config, its kind and the genvision version."""
+    write_json(run_dir / "config.json", {"kind": kind, "genvision_version": __version__,
+                                         "config": dataclasses.asdict(config)})
+
+
+def log_metrics(run_dir: Path, record: dict, accelerator=None, step: int | None = None) -> None:
+    """Append one line to metrics.jsonl and send the numbers to Accelerate's trackers (if any were started)."""
+    append_jsonl(run_dir / "metrics.jsonl", record)
+    if accelerator is not None and accelerator.trackers:
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        accelerator.log(numbers, step=step)
+
+
+def rng_state() -> dict:
+    """Every global RNG state (Python, NumPy, torch CPU and CUDA) as plain tensors and numbers."""
+    version, python_state, gauss = random.getstate()
+    numpy_state = np.random.get_state()
+    return {
+        "python": torch.tensor(python_state, dtype=torch.int64), "python_version": version,
+        "python_gauss": gauss,
+        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)), "numpy_pos": int(numpy_state[2]),
+        "numpy_has_gauss": int(numpy_state[3]), "numpy_gauss": float(numpy_state[4]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plot_losses(metrics_path: Path, out_path: Path, keys: tuple[str, ...], title: str) -> None:
+    """Plot `keys` of metrics.jsonl against step (and FID on a second axis when logged) to a PNG, atomically."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genvision.fileio import atomic_save
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            axis.plot(*zip(*points), label=key, linewidth=1.2)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    fid_points = [(r["step"], r["fid"]) for r in records if "fid" in r]
+    handles, labels = axis.get_legend_handles_labels()
+    if fid_points:
+        fid_axis = axis.twinx()
+        line, = fid_axis.plot(*zip(*fid_points), "k.--", label="FID")
+        fid_axis.set_ylabel("FID")
+        handles, labels = handles + [line], labels + ["FID"]
+    axis.legend(handles, labels, loc="upper right")
+    figure.tight_layout()
+    atomic_save(out_path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)

@@ -1,0 +1,90 @@
+"""Classifier weight files: one self-describing safetensors file each, and the ones shipped in this folder.
+
+A classifier file holds the state dict and, in the safetensors header metadata, ``kind = "classifier"``, the
+architecture (JSON) and how it was trained (dataset, held-out accuracy, genvision version). `load_classifier` refuses
+any other file in one line. `shipped_classifier("mnist5k")` returns the classifier trained by
+``genvision train-classifier --out-dir runs/clf`` that ships with the package (see README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from genvision import __version__
+from genvision.errors import UsageError
+from genvision.fileio import atomic_save
+from genvision.models.classifier import Classifier, ClassifierArchitecture
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+SHIPPED = {"mnist5k": WEIGHTS_DIR / "classifier-mnist5k.safetensors"}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (identifies an extractor's weights in statistics files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_classifier(model: Classifier, path: str | Path, info: dict) -> None:
+    """Write `model` and its architecture + `info` (dataset, accuracy, ...) to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {
+        "kind": "classifier",
+        "architecture": json.dumps(dataclasses.asdict(model.architecture)),
+        "info": json.dumps(info),
+        "genvision_version": __version__,
+    }
+    atomic_save(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
+    """(Classifier in eval mode, info) from a file written by `save_classifier`, or a one-line UsageError."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"classifier file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UsageError(f"{path} is not a safetensors classifier file ({error})") from None
+    if metadata.get("kind") != "classifier":
+        raise UsageError(f"{path} is not a genvision classifier (kind {metadata.get('kind')!r}, "
+                         f"expected 'classifier')")
+    try:
+        architecture = ClassifierArchitecture(**json.loads(metadata["architecture"]))
+        model = Classifier(**dataclasses.asdict(architecture))
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UsageError(f"{path}: classifier weights do not match their architecture ({error})") from None
+    info = json.loads(metadata.get("info", "{}"))
+    info["sha256"] = file_sha256(path)
+    info["path"] = str(path)
+    return model.to(device).eval(), info
+
+
+def shipped_classifier_path(dataset: str = "mnist5k") -> Path:
+    """The shipped classifier file for `dataset` (by name, split ignored), or a UsageError naming --classifier."""
+    name = dataset.partition(":")[0]
+    if name not in SHIPPED:
+        raise UsageError(f"no classifier ships for dataset {name!r} (only {', '.join(SHIPPED)}); train one with "
+                         f"`genvision train-classifier --dataset {dataset}` and pass --classifier PATH")
+    return SHIPPED[name]
+
+
+def shipped_classifier(dataset: str = "mnist5k", device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
+    """The classifier that ships with genvision for `dataset` (currently mnist5k)."""
+    return load_classifier(shipped_classifier_path(dataset), device)
