@@ -117,6 +117,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         path = path.parent
     if not path.exists():
         raise UsageError(f"checkpoint {path} does not exist")
+    if path.is_file() and path.suffix == ".safetensors":
+        kind = _weights_file_kind(path)
+        raise UsageError(f"{path} is a {kind!r} weights file, not a checkpoint folder (expected {META_FILE}, "
+                         f"{WEIGHTS_FILE}, {STATE_FILE} inside a folder)")
     if not path.is_dir() or not (path / META_FILE).is_file():
         raise UsageError(f"{path} is not a genvision checkpoint folder (expected {META_FILE}, {WEIGHTS_FILE}, "
                          f"{STATE_FILE} inside)")
@@ -130,6 +134,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not (path / name).is_file():
             raise UsageError(f"checkpoint {path} is incomplete: {name} is missing")
     return Checkpoint(path, meta)
+
+
+def _weights_file_kind(path: Path) -> str:
+    """The `kind` in a safetensors file's metadata ("classifier", ...), or "unknown"."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("kind", "unknown")
+    except Exception:  # noqa: BLE001 - not a readable safetensors file
+        return "unreadable"
 
 
 def list_checkpoints(run_dir: str | Path, best: bool = False) -> list[Path]:

@@ -190,3 +190,25 @@ class GANConfig(RunConfig):
         require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
         require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
         require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
+
+
+@dataclass
+class SampleConfig:
+    """`genvision sample`: images from a GAN or VAE checkpoint (or a run folder: its best, else latest)."""
+
+    source: str = opt("", "checkpoint folder or run folder")
+    num: int = opt(64, "number of images")
+    grid: str = opt("", "write one PNG grid here (with a .json sidecar)")
+    out_dir: str = opt("", "write NUM numbered PNGs into this folder")
+    nrow: int = opt(8, "images per grid row")
+    seed: int = opt(0, "sample i depends only on (seed, i)")
+    batch_size: int = opt(256, "images per forward pass (does not change the images)")
+    ema: bool = opt(True, "use the generator's EMA weights when the checkpoint has them")
+    overwrite: bool = opt(False, "replace existing files")
+
+    def validate(self) -> None:
+        require(self.num > 0, "num", "> 0", self.num)
+        require(self.nrow > 0, "nrow", "> 0", self.nrow)
+        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        if bool(self.grid) == bool(self.out_dir):
+            raise UsageError("give exactly one of --grid FILE.png and --out-dir DIR")

@@ -134,3 +134,37 @@ def save_image_folder(images: torch.Tensor, out_dir: str | Path, overwrite: bool
     for image, path in zip(images, paths):
         save_png(image.permute(1, 2, 0).numpy(), path)
     return paths
+
+
+def sample_command(config) -> str:
+    """Carry out `genvision sample` (a SampleConfig); returns the line to print."""
+    import json
+    import sys
+
+    from genvision.fileio import check_output_path, write_json
+
+    if config.grid:
+        grid_path = check_output_path(config.grid, "--grid")
+        sidecar = grid_path.with_suffix(grid_path.suffix + ".json")
+        for existing in (grid_path, sidecar):
+            if existing.exists() and not config.overwrite:
+                raise UsageError(f"--grid {grid_path}: {existing} exists; pass --overwrite to replace it")
+    elif Path(config.out_dir).exists() and not Path(config.out_dir).is_dir():
+        raise UsageError(f"--out-dir {config.out_dir} is a file, expected a folder")
+    loaded = load_generator(config.source, ema=config.ema)
+    images = generate(loaded, config.num, config.seed, config.batch_size)
+    checkpoint = loaded.checkpoint
+    if config.out_dir:
+        save_image_folder(images, config.out_dir, config.overwrite)
+        return f"wrote {len(images)} PNGs ({loaded.resolution}x{loaded.resolution}) to {config.out_dir}"
+    save_grid(images, grid_path, config.nrow)
+    from genvision.weights import file_sha256
+
+    write_json(sidecar, {
+        "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,
+        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": loaded.used_ema,
+        "seed": config.seed, "num": config.num, "nrow": config.nrow,
+        "command": " ".join(["genvision", "sample", *sys.argv[2:]]) if sys.argv[1:2] == ["sample"] else
+        json.dumps(sys.argv),
+    })
+    return f"wrote {grid_path} ({len(images)} images, step {checkpoint.step}, seed {config.seed})"
