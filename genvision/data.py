@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def prepare_image(image: Image.Image, resolution: int, channels: int) -> np.ndar
         image = image.resize(new_size, Image.Resampling.BICUBIC)
         left, top = (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on PIL's read-only buffer
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
@@ -191,6 +192,9 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool):
             raise UsageError(f"dataset {spec.name}: download into {root} failed: {error}") from None
         raise UsageError(f"dataset {spec.name} not found in {root.resolve()}; add --download to fetch it, or "
                          f"--data-root to point at it") from None
+    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:  # present but unreadable
+        raise UsageError(f"dataset {spec.name} in {root.resolve()} is corrupt or truncated: "
+                         f"{type(error).__name__}: {error}") from None
 
 
 class _PresenceChecked:
@@ -206,6 +210,8 @@ class _PresenceChecked:
         import torchvision.datasets as tvd
 
         class CIFAR10(tvd.CIFAR10):
+            meta = {**tvd.CIFAR10.meta, "md5": None}  # batches.meta: presence only, as for the batches
+
             def _check_integrity(self) -> bool:
                 folder = Path(self.root) / self.base_folder
                 return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
@@ -439,6 +445,9 @@ class StreamingBatches(InMemoryBatches):
         self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
         self.epoch, self.position, self._iterator = 0, 0, None
         self.num_items = len(self.dataset)
+        if self.num_items < batch_size * world_size:
+            raise UsageError(f"--batch-size {batch_size} x {world_size} process(es) exceeds the {self.num_items} "
+                             f"images of {parsed}")
 
     def __len__(self) -> int:
         return self.num_items // (self.batch_size * self.world_size)

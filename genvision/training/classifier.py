@@ -8,6 +8,7 @@ cores. Held-out accuracy is measured on the main process after every epoch.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,10 @@ def train_classifier(config: ClassifierConfig) -> dict:
     """Train, evaluate each epoch, and write config.json, metrics.jsonl and classifier.safetensors to out_dir."""
     from tqdm import tqdm
 
-    run_dir = prepare_run_dir(config.out_dir)
+    run_dir = Path(config.out_dir)
     weights_path = run_dir / WEIGHTS_NAME
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out-dir {run_dir} is a file, expected a folder")
     if weights_path.exists() and not config.overwrite:
         raise UsageError(f"--out-dir {run_dir} already holds {WEIGHTS_NAME}; choose another folder or pass "
                          f"--overwrite")
@@ -65,6 +68,7 @@ def train_classifier(config: ClassifierConfig) -> dict:
                                                   world_size=accelerator.num_processes, device=accelerator.device)
     held_out = load_dataset(config.resolved_eval_dataset(), config.resolution, channels, config.data_root,
                             config.download)
+    prepare_run_dir(run_dir)  # only once the data has loaded: bad input leaves nothing behind
     model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(batches)

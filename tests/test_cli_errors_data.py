@@ -1,0 +1,81 @@
+"""`genvision train-classifier` with bad data flags: exit code 2, one line on stderr, nothing written.
+
+The commands run as real subprocesses, all started at once (most of their time is importing torch). Spec parsing,
+truncated images and batch sizes larger than the dataset are covered in-process by test_data.py.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = {
+    # name: (extra argv, words the error line must contain; "{tmp}" is the case's folder)
+    "unknown-dataset": (["--dataset", "imagenet"], ["imagenet", "mnist5k", "fashion-mnist", "cifar10", "svhn", "celeba",
+                                                    "folder:PATH"]),
+    "folder-missing": (["--dataset", "folder:{tmp}/missing"], ["{tmp}/missing", "does not exist"]),
+    "folder-no-images": (["--dataset", "folder:{tmp}/empty"], ["{tmp}/empty", "no images"]),
+    "folder-corrupt-image": (["--dataset", "folder:{tmp}/corrupt"], ["{tmp}/corrupt/x.png"]),
+    "cifar10-offline": (["--dataset", "cifar10", "--data-root", "{tmp}/data"], ["cifar10", "{tmp}/data", "--download"]),
+    "resolution-48": (["--resolution", "48"], ["--resolution", "power of two", "48"]),
+    "batch-size-0": (["--batch-size", "0"], ["--batch-size", "0"]),
+    "batch-size-negative": (["--batch-size", "-1"], ["--batch-size", "-1"]),
+    "channels-2": (["--channels", "2"], ["--channels"]),
+}
+
+
+def _prepare(tmp: Path, name: str) -> None:
+    from PIL import Image
+
+    if name == "folder-no-images":
+        (tmp / "empty" / "sub").mkdir(parents=True)
+        (tmp / "empty" / "notes.txt").write_text("no images here")
+    elif name == "folder-corrupt-image":
+        (tmp / "corrupt").mkdir()
+        (tmp / "corrupt" / "x.png").write_bytes(b"definitely not a png file" * 4)
+    elif name == "cifar10-offline":
+        (tmp / "data").mkdir()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Start every case at once; return name -> (returncode, stdout, stderr, case folder, out dir)."""
+    cache = tmp_path_factory.mktemp("cli-cache")
+    env = {**os.environ, "GENVISION_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    running = {}
+    for name, (argv, _) in CASES.items():
+        tmp = tmp_path_factory.mktemp(name)
+        _prepare(tmp, name)
+        out_dir = tmp / "run"
+        command = [sys.executable, "-m", "genvision", "train-classifier", "--epochs", "1", "--out-dir", str(out_dir),
+                   *[a.format(tmp=tmp) for a in argv]]
+        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        running[name] = (process, tmp, out_dir)
+    done = {}
+    for name, (process, tmp, out_dir) in running.items():
+        stdout, stderr = process.communicate(timeout=120)
+        done[name] = (process.returncode, stdout, stderr, tmp, out_dir)
+    done["cache"] = cache
+    return done
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_data_input_is_one_line_exit_2(results, name):
+    returncode, stdout, stderr, tmp, out_dir = results[name]
+    lines = stderr.strip().splitlines()
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    assert len(lines) == 1 and lines[0].strip(), stderr
+    assert lines[0].startswith("genvision train-classifier: error: ")
+    for word in CASES[name][1]:
+        assert word.format(tmp=tmp) in lines[0], (word, lines[0])
+    # nothing written: the run folder is absent, or at most an empty folder
+    assert not out_dir.exists() or not any(p.is_file() for p in out_dir.rglob("*")), list(out_dir.rglob("*"))
+
+
+def test_failed_runs_leave_no_temp_files_in_the_cache(results):
+    leftovers = [p for p in results["cache"].rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []

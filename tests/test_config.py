@@ -1,0 +1,101 @@
+"""config: dataclass fields <-> kebab-case flags, and validation errors that name the flag."""
+
+import argparse
+import dataclasses
+
+import pytest
+
+from genvision.config import (ClassifierConfig, DataConfig, RunConfig, add_config_arguments, config_from_args,
+                              config_from_dict, flag_name)
+from genvision.errors import UsageError
+
+
+def _parse(argv, cls=ClassifierConfig):
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_arguments(parser, cls)
+    return config_from_args(cls, parser.parse_args(argv))
+
+
+def test_flag_name():
+    assert flag_name("batch_size") == "--batch-size"
+    assert flag_name("in_memory_limit_gb") == "--in-memory-limit-gb"
+
+
+def test_defaults_round_trip():
+    assert _parse([]) == ClassifierConfig()
+    assert _parse([], DataConfig) == DataConfig()
+
+
+def test_every_field_has_a_kebab_flag_with_help():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ClassifierConfig)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for field in dataclasses.fields(ClassifierConfig):
+        assert flag_name(field.name) in flags
+        assert field.metadata.get("help")
+
+
+def test_flags_round_trip():
+    config = _parse(["--batch-size", "16", "--resolution", "64", "--channels", "3", "--dataset", "mnist5k:test",
+                     "--lr", "0.01", "--epochs", "2", "--hflip", "--download", "--in-memory-limit-gb", "0.5",
+                     "--mixed-precision", "bf16", "--out-dir", "runs/x", "--seed", "7", "--max-shift", "0"])
+    assert config == dataclasses.replace(
+        ClassifierConfig(), batch_size=16, resolution=64, channels=3, dataset="mnist5k:test", lr=0.01, epochs=2,
+        hflip=True, download=True, in_memory_limit_gb=0.5, mixed_precision="bf16", out_dir="runs/x", seed=7,
+        max_shift=0)
+    assert isinstance(config.batch_size, int) and isinstance(config.lr, float)
+    assert config_from_dict(ClassifierConfig, dataclasses.asdict(config)) == config
+
+
+def test_boolean_flags_have_no_variant():
+    assert _parse(["--hflip"]).hflip is True
+    assert _parse(["--hflip", "--no-hflip"]).hflip is False
+    assert _parse(["--no-hflip"]).hflip is False
+    assert _parse(["--overwrite"]).overwrite is True
+
+
+def test_choices_are_enforced_by_argparse():
+    with pytest.raises((SystemExit, argparse.ArgumentError)):
+        _parse(["--mixed-precision", "fp32"])
+    with pytest.raises((SystemExit, argparse.ArgumentError)):
+        _parse(["--batch-size", "ten"])
+
+
+@pytest.mark.parametrize("argv, flag, words", [
+    (["--resolution", "48"], "--resolution", "power of two"),
+    (["--resolution", "8"], "--resolution", "power of two"),
+    (["--resolution", "128"], "--resolution", "32 or 64"),
+    (["--batch-size", "0"], "--batch-size", "> 0"),
+    (["--batch-size", "-1"], "--batch-size", "> 0"),
+    (["--channels", "2"], "--channels", "0, 1 or 3"),
+    (["--in-memory-limit-gb", "-1"], "--in-memory-limit-gb", ">= 0"),
+    (["--epochs", "0"], "--epochs", "> 0"),
+    (["--lr", "0"], "--lr", "> 0"),
+    (["--label-smoothing", "1"], "--label-smoothing", "[0, 1)"),
+    (["--max-shift", "-1"], "--max-shift", ">= 0"),
+])
+def test_validate_names_the_flag(argv, flag, words):
+    with pytest.raises(UsageError) as error:
+        _parse(argv)
+    message = str(error.value)
+    assert flag in message and words in message and argv[1] in message and "\n" not in message
+    assert error.value.exit_code == 2
+
+
+def test_run_config_allows_other_resolutions():
+    assert _parse(["--resolution", "128"], RunConfig).resolution == 128
+    assert _parse(["--resolution", "16"], DataConfig).resolution == 16
+
+
+def test_config_from_dict_rejects_unknown_keys_and_fills_defaults():
+    with pytest.raises(UsageError, match="bogus"):
+        config_from_dict(ClassifierConfig, {"bogus": 1})
+    assert config_from_dict(ClassifierConfig, {"epochs": 3}) == dataclasses.replace(ClassifierConfig(), epochs=3)
+
+
+def test_resolved_eval_dataset():
+    assert ClassifierConfig(dataset="mnist5k:train").resolved_eval_dataset() == "mnist5k:test"
+    assert ClassifierConfig(dataset="cifar10").resolved_eval_dataset() == "cifar10:test"
+    assert ClassifierConfig(dataset="celeba:train").resolved_eval_dataset() == "celeba:valid"
+    assert ClassifierConfig(dataset="folder:x/y").resolved_eval_dataset() == "folder:x/y"
+    assert ClassifierConfig(eval_dataset="mnist:test").resolved_eval_dataset() == "mnist:test"
