@@ -181,12 +181,23 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     return read_checkpoint(path)
 
 
+def _delete(folder: Path) -> None:
+    """Delete a checkpoint folder; it is first renamed to a hidden temp name, so a run killed mid-delete leaves a
+    temp folder (ignored, and removed by `remove_stale_temps`), never a half-deleted checkpoint that still lists."""
+    doomed = folder.parent / f".tmp-{folder.name}-deleting"
+    try:
+        os.rename(folder, doomed)
+    except OSError:
+        doomed = folder
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def prune(run_dir: str | Path, keep: int) -> None:
     """Delete all but the newest `keep` step checkpoints and all but the newest best checkpoint."""
     for stale in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+        _delete(stale)
     for stale in list_checkpoints(run_dir, best=True)[:-1]:
-        shutil.rmtree(stale, ignore_errors=True)
+        _delete(stale)
 
 
 def remove_stale_temps(run_dir: str | Path) -> None:

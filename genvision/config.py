@@ -132,13 +132,17 @@ class ClassifierConfig(RunConfig):
         require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
 
     def resolved_eval_dataset(self) -> str:
-        """The held-out spec: --eval-dataset, else the test split of --dataset (folders have none: reuse them)."""
-        if self.eval_dataset:
-            return self.eval_dataset
-        if self.dataset.startswith("folder:"):
-            return self.dataset
-        name = self.dataset.partition(":")[0]
-        return f"{name}:test" if name != "celeba" else "celeba:valid"
+        return held_out_dataset(self.dataset, self.eval_dataset)
+
+
+def held_out_dataset(dataset: str, eval_dataset: str = "") -> str:
+    """The held-out spec: `eval_dataset`, else the test split of `dataset` (celeba: valid; folders: themselves)."""
+    if eval_dataset:
+        return eval_dataset
+    if dataset.startswith("folder:"):
+        return dataset
+    name = dataset.partition(":")[0]
+    return f"{name}:test" if name != "celeba" else "celeba:valid"
 
 
 GAN_LOSS_NAMES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
@@ -212,3 +216,57 @@ class SampleConfig:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
         if bool(self.grid) == bool(self.out_dir):
             raise UsageError("give exactly one of --grid FILE.png and --out-dir DIR")
+
+
+VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood")
+
+
+@dataclass
+class VAEConfig(RunConfig):
+    """`train_vae.py` / `genvision train-vae`: a convolutional VAE (Kingma & Welling 2014)."""
+
+    out_dir: str = opt("runs/vae", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
+    num_steps: int = opt(3000, "optimizer steps to train for")
+    batch_size: int = opt(64, "images per process per step")
+    latent_dim: int = opt(16, "size of the latent z (prior N(0, I))")
+    base_channels: int = opt(32, "width of the first encoder / last decoder layer; others are 2x, 4x, ...")
+    likelihood: str = opt("bernoulli", "p(x|z): bernoulli (dynamically binarised pixels), gaussian (fixed "
+                          "--sigma) or gaussian-learned (one learned sigma, sigma-VAE)",
+                          choices=("bernoulli", "gaussian", "gaussian-learned"))
+    sigma: float = opt(0.1, "fixed decoder std of --likelihood gaussian, in [-1, 1] pixel units")
+    beta: float = opt(1.0, "weight of KL (summed over latent dims) vs reconstruction (summed over pixels)")
+    kl_schedule: str = opt("linear", "KL weight schedule", choices=("constant", "linear", "cyclical"))
+    kl_warmup_steps: int = opt(500, "steps of the linear warm-up, or the period of each cyclical cycle")
+    free_bits: float = opt(0.0, "minimum KL per latent dim in nats, batch-averaged (0 = off)")
+    lr: float = opt(1e-3, "Adam learning rate")
+    log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
+    sample_every: int = opt(500, "steps between prior-sample and reconstruction grids (0 = off)")
+    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only the final one)")
+    fid_every: int = opt(1000, "steps between FID evaluations of prior samples (0 = off)")
+    num_fid_samples: int = opt(5000, "generated images per FID evaluation")
+    fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
+    classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
+    eval_dataset: str = opt("", "held-out split for reconstructions and test NLL; empty = test split of --dataset")
+    keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
+    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
+    num_grid_images: int = opt(64, "images in each prior-sample grid (fixed noise, stored in the checkpoint)")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
+        require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
+        for name in ("latent_dim", "base_channels", "num_grid_images"):
+            require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
+        for name in ("log_every", "sample_every", "checkpoint_every", "fid_every", "free_bits",
+                     "kl_warmup_steps"):
+            require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        require(self.beta >= 0, "beta", ">= 0", self.beta)
+        require(self.sigma > 0, "sigma", "> 0", self.sigma)
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.kl_schedule != "cyclical" or self.kl_warmup_steps > 0, "kl_warmup_steps",
+                "> 0 for --kl-schedule cyclical", self.kl_warmup_steps)
+        require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
+        require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
+
+    def resolved_eval_dataset(self) -> str:
+        return held_out_dataset(self.dataset, self.eval_dataset)

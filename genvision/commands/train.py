@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from genvision.config import ClassifierConfig, GANConfig, add_config_arguments, config_from_args
+from genvision.config import ClassifierConfig, GANConfig, VAEConfig, add_config_arguments, config_from_args
 
 
 def add_dry_run(parser: argparse.ArgumentParser) -> None:
@@ -35,12 +35,53 @@ def run_train_gan(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_vae(args: argparse.Namespace) -> int:
+    config = config_from_args(VAEConfig, args)
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    from genvision.training.vae import train_vae
+
+    train_vae(config)
+    return 0
+
+
+def run_evaluate_vae(args: argparse.Namespace) -> int:
+    from genvision.training.vae import evaluate_vae
+
+    report = evaluate_vae(args.checkpoint, args.dataset, args.num_importance_samples, args.seed)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['dataset']}: negative ELBO {report['negative_elbo_nats']:.2f} nats/image "
+              f"({report['elbo_bits_per_dim']:.4f} bits/dim); importance-weighted NLL (k="
+              f"{report['num_importance_samples']}) {report['iw_nll_nats']:.2f} nats/image "
+              f"({report['iw_bits_per_dim']:.4f} bits/dim); {report['num_images']} images, step {report['step']}")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train-gan", help="train a DCGAN (also: python train_gan.py)",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, GANConfig)
     add_dry_run(parser)
     parser.set_defaults(run=run_train_gan)
+
+    parser = subparsers.add_parser("train-vae", help="train a convolutional VAE (also: python train_vae.py)",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser, VAEConfig)
+    add_dry_run(parser)
+    parser.set_defaults(run=run_train_vae)
+
+    parser = subparsers.add_parser("evaluate-vae", help="held-out negative ELBO and importance-weighted NLL of a "
+                                   "VAE checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="VAE checkpoint folder or run folder")
+    parser.add_argument("--dataset", default="", help="held-out dataset spec; empty = the run's held-out split")
+    parser.add_argument("--num-importance-samples", type=int, default=100,
+                        help="k of the importance-weighted bound (Burda et al. 2016)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run_evaluate_vae)
 
     parser = subparsers.add_parser("train-classifier", help="train the baseline classifier / FID feature extractor",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)

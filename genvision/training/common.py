@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def make_accelerator(mixed_precision: str = "no"):
 
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU")
-    return Accelerator(mixed_precision=mixed_precision)
+    # Under torchrun / accelerate launch on a machine without GPUs, Accelerate only sets up its gloo (MULTI_CPU)
+    # process group when told cpu=True; otherwise every process silently trains alone as "rank 0 of 1".
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available())
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +92,9 @@ def plot_losses(metrics_path: Path, out_path: Path, keys: tuple[str, ...], title
 
     from genvision.fileio import atomic_save
 
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    metrics_path = Path(metrics_path)  # absent when nothing was logged (--log-every 0): an empty plot
+    text = metrics_path.read_text() if metrics_path.is_file() else ""
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
     figure, axis = plt.subplots(figsize=(8, 4.5), dpi=100)
     for key in keys:
         points = [(r["step"], r[key]) for r in records if key in r]
@@ -109,3 +115,50 @@ def plot_losses(metrics_path: Path, out_path: Path, keys: tuple[str, ...], title
     figure.tight_layout()
     atomic_save(out_path, lambda tmp: figure.savefig(tmp, format="png"))
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-process helpers (no-ops in a single process). Models stay plain modules: gradients are averaged with one
+# all-reduce of a flat buffer, and BatchNorm buffers are broadcast from rank 0 after every step (what DDP does with
+# broadcast_buffers), so every rank holds identical weights and a step may call a network more than once.
+
+
+def average_gradients(module: torch.nn.Module, accelerator) -> None:
+    """Average this module's gradients over processes."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def broadcast_buffers(modules: list[torch.nn.Module], accelerator) -> None:
+    """Copy rank 0's floating-point buffers (BatchNorm running statistics) to every rank."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast
+
+    buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = broadcast(torch.cat([b.reshape(-1) for b in buffers]), from_process=0)
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
+
+
+def gather_generator_states(noise: torch.Generator, accelerator) -> torch.Tensor:
+    """(num_processes, state bytes): every rank's torch.Generator state, for exact multi-process resume."""
+    return accelerator.gather(noise.get_state().to(accelerator.device)[None]).cpu()
+
+
+def restore_generator_state(noise: torch.Generator, states: torch.Tensor, step: int, accelerator) -> None:
+    """Load this rank's saved state; with a different process count, reseed deterministically per rank."""
+    if states.shape[0] == accelerator.num_processes:
+        noise.set_state(states[accelerator.process_index].clone())  # a row view with an offset segfaults
+    else:
+        noise.manual_seed(int(states[0].sum()) + step + accelerator.process_index)
