@@ -16,6 +16,8 @@ from genvision.errors import GenvisionError
 
 COMMAND_MODULES = (
     "genvision.commands.train",
+    "genvision.commands.sample",
+    "genvision.commands.evaluate",
 )
 
 

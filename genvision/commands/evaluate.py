@@ -1,0 +1,60 @@
+"""`genvision stats` and `genvision fid`: flags -> config (`metrics.evaluate`) -> one library call -> output.
+
+SOURCE is a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec
+(see `genvision.metrics.sources`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from genvision.config import add_config_arguments, config_from_args
+from genvision.metrics.evaluate import FidConfig, StatsConfig
+
+SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec "
+               "(mnist5k:train, cifar10:test, folder:PATH)")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    config = config_from_args(StatsConfig, args)
+    from genvision.metrics.evaluate import write_stats
+
+    result = write_stats(args.source, config)
+    meta = result.metadata
+    print(f"wrote {result.path}: {config.features} statistics of {result.count} images from {args.source} "
+          f"({meta.extractor}@{meta.extractor_hash[:12]}, {meta.image_size} px, {meta.image_channels} ch)")
+    return 0
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    config = config_from_args(FidConfig, args)
+    from genvision.metrics.evaluate import evaluate_fid
+
+    report = evaluate_fid(args.source_a, args.source_b, config)
+    if config.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print("\n".join(report.lines(config)))
+    return 0
+
+
+def register(subparsers) -> None:
+    stats = subparsers.add_parser(
+        "stats", help="write the FID statistics (mu, sigma) of a SOURCE to an .npz file",
+        description="Compute FID feature statistics of SOURCE and write them, with the extractor's identity, to an "
+                    ".npz file that pytorch-fid also reads.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    stats.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    add_config_arguments(stats, StatsConfig)
+    stats.set_defaults(run=run_stats)
+
+    fid = subparsers.add_parser(
+        "fid", help="FID (and optionally KID, precision/recall, classifier score) between two SOURCEs",
+        description="Fréchet distance between the feature statistics of SOURCE_A (e.g. a generator) and SOURCE_B "
+                    "(e.g. the training data or its .npz statistics).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fid.add_argument("source_a", metavar="SOURCE_A", help=f"the images to evaluate: {SOURCE_HELP}")
+    fid.add_argument("source_b", metavar="SOURCE_B", help="the reference: same kinds as SOURCE_A")
+    add_config_arguments(fid, FidConfig)
+    fid.set_defaults(run=run_fid)

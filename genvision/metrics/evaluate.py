@@ -1,0 +1,283 @@
+"""`genvision stats` and `genvision fid` as library functions, with their config dataclasses.
+
+- FID: Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium"
+  (arXiv:1706.08500), on the features of `extractors` (the baseline classifier, or InceptionV3 for
+  literature-comparable numbers).
+- KID (``--kid``): Bińkowski et al. 2018, "Demystifying MMD GANs" (arXiv:1801.01401).
+- Precision/recall (``--precision-recall``): Kynkäänniemi et al. 2019 (arXiv:1904.06991), SOURCE_A as the
+  generated set, SOURCE_B as the real one.
+- Classifier score: the Inception Score formula of Salimans et al. 2016 (arXiv:1606.03498) on the baseline
+  classifier's logits (so named "classifier score (IS formula)", not IS; 10 splits after a fixed-seed shuffle),
+  plus class coverage; reported for SOURCE_A whenever the classifier is the extractor and logits exist (a
+  statistics file has none).
+- Image handling follows Parmar et al. 2022 (clean-fid, arXiv:2104.11222): uint8 quantisation and one resize path
+  for every source (`extractors.resize_for_extractor`).
+
+This module imports only the standard library and `genvision.config` at import time (the CLI registers its flags
+from these dataclasses); torch and the extractors load inside the functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genvision.config import opt, require
+
+if TYPE_CHECKING:
+    import torch
+
+    from genvision.metrics.extractors import FeatureExtractor
+    from genvision.metrics.sources import SourceOptions, SourceStatistics
+    from genvision.metrics.statsfile import StatsMetadata
+
+
+@dataclass
+class FeatureConfig:
+    """Which features, on which device, and how sources are read (shared by `stats` and `fid`)."""
+
+    features: str = opt("classifier", "feature extractor: the baseline classifier, or InceptionV3 (torch-fidelity) "
+                        "for literature-comparable FID", choices=("classifier", "inception"))
+    classifier: str = opt("", "classifier file (.safetensors from train-classifier) for --features classifier; "
+                          "empty = the one shipped for mnist5k")
+    inception_weights: str = opt("", "InceptionV3 state dict file (pt_inception-2015-12-05-6726825d.pth) for "
+                                 "--features inception; never downloaded")
+    batch_size: int = opt(500, "images per feature-extraction batch (and per generator forward pass)")
+    num_samples: int = opt(5000, "images drawn from each generator source; folders, datasets and statistics "
+                           "files use all of theirs")
+    seed: int = opt(0, "seed of the generator's latent noise")
+    device: str = opt("auto", "torch device for feature extraction: auto (cuda if available, else cpu), cpu, "
+                      "cuda, cuda:1, ...")
+    data_root: str = opt("data", "folder holding torchvision datasets, for dataset specs such as cifar10:test")
+    dataset_resolution: int = opt(0, "side in px at which dataset specs are decoded before resizing to the "
+                                  "extractor input; 0 = the classifier's input size (32 px for inception)")
+    cache: bool = opt(True, "cache the statistics of dataset specs under $GENVISION_CACHE/stats (default "
+                      "~/.cache/genvision/stats)")
+
+    def validate(self) -> None:
+        require(self.features in ("classifier", "inception"), "features", "classifier or inception", self.features)
+        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(self.num_samples > 0, "num_samples", "> 0", self.num_samples)
+        require(self.dataset_resolution >= 0, "dataset_resolution", ">= 0", self.dataset_resolution)
+
+
+@dataclass
+class StatsConfig(FeatureConfig):
+    """`genvision stats SOURCE --output FILE.npz`."""
+
+    output: str = opt("", "statistics file to write (.npz with mu, sigma and extractor metadata; pytorch-fid "
+                      "reads it)")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.output.endswith(".npz"), "output", "a file path ending in .npz", self.output)
+
+
+@dataclass
+class FidConfig(FeatureConfig):
+    """`genvision fid SOURCE_A SOURCE_B`."""
+
+    kid: bool = opt(False, "also report the kernel inception distance (KID, Bińkowski et al. 2018)")
+    kid_subsets: int = opt(100, "KID: random subsets averaged")
+    kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
+    precision_recall: bool = opt(False, "also report improved precision and recall (Kynkäänniemi et al. 2019), "
+                                 "SOURCE_A as generated, SOURCE_B as real")
+    precision_recall_k: int = opt(3, "precision/recall: k of the k-nearest-neighbour radii")
+    classifier_scores: bool = opt(False, "also print the classifier score (IS formula) of SOURCE_A and its class "
+                                  "coverage against SOURCE_B (classifier features; always in --json)")
+    json: bool = opt(False, "print one JSON object instead of human-readable lines")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
+        require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
+        require(self.precision_recall_k > 0, "precision_recall_k", "> 0", self.precision_recall_k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared pieces.
+
+
+def resolve_device(text: str) -> "torch.device":
+    """"auto" -> cuda when available, else cpu; anything else must be a valid torch device string."""
+    import torch
+
+    from genvision.errors import UsageError
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: no CUDA device is available")
+    return device
+
+
+def make_extractor(config: FeatureConfig, device: "torch.device") -> "FeatureExtractor":
+    from genvision.metrics.extractors import load_extractor
+
+    return load_extractor(config.features, classifier=config.classifier,
+                          inception_weights=config.inception_weights, device=device)
+
+
+def source_options(config: FeatureConfig, device: "torch.device") -> "SourceOptions":
+    from genvision.metrics.sources import SourceOptions
+
+    return SourceOptions(batch_size=config.batch_size, device=device, num_samples=config.num_samples,
+                         seed=config.seed, data_root=config.data_root, dataset_resolution=config.dataset_resolution,
+                         use_cache=config.cache)
+
+
+def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
+    """Warn on stderr when a side has fewer images than feature dimensions (singular covariance)."""
+    if 0 < statistics.count < num_features:
+        print(f"warning: {statistics.source} gives {statistics.count} images, fewer than the {num_features} feature "
+              f"dimensions: its covariance is singular and FID is strongly biased and unstable; use well over "
+              f"{num_features} images", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# genvision stats
+
+
+@dataclass
+class StatsResult:
+    path: Path
+    count: int
+    metadata: "StatsMetadata"
+
+
+def write_stats(source: str, config: StatsConfig) -> StatsResult:
+    """Compute the FID statistics of `source` and write them to ``config.output`` (checked before any work)."""
+    from genvision.fileio import check_output_path
+    from genvision.metrics.sources import resolve_source, source_statistics
+    from genvision.metrics.statsfile import save_stats
+
+    config.validate()
+    output = check_output_path(config.output, "--output")
+    resolved = resolve_source(source)
+    device = resolve_device(config.device)
+    extractor = make_extractor(config, device)
+    statistics = source_statistics(resolved, extractor, source_options(config, device))
+    warn_if_few(statistics, extractor.num_features)
+    metadata = extractor.metadata(source, statistics.count)
+    save_stats(output, statistics.mu, statistics.sigma, metadata)
+    return StatsResult(output, statistics.count, metadata)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# genvision fid
+
+
+@dataclass
+class FidReport:
+    """Everything `genvision fid` reports; optional scores are None when not asked for or not applicable."""
+
+    fid: float
+    n_a: int
+    n_b: int
+    features: str  # "classifier" or "inception"
+    extractor: str
+    extractor_hash: str
+    source_a: str
+    source_b: str
+    kid: float | None = None
+    kid_std: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    classifier_score: float | None = None
+    classifier_score_std: float | None = None
+    classes_covered: int | None = None
+    num_classes: int | None = None
+    class_kl: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: the always-present keys plus every optional score that was computed."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+    def lines(self, config: FidConfig) -> list[str]:
+        """Human-readable output: the FID line, then one line per extra score asked for."""
+        lines = [f"FID {format_number(self.fid)} ({self.features} features, {self.n_a} vs {self.n_b} images)"]
+        if self.kid is not None:
+            lines.append(f"KID {self.kid:.6f} ± {self.kid_std:.6f}")
+        if self.precision is not None:
+            lines.append(f"precision {self.precision:.4f}, recall {self.recall:.4f} "
+                         f"({self.source_a} against {self.source_b}, k={config.precision_recall_k})")
+        if config.classifier_scores:
+            if self.classifier_score is not None:
+                lines.append(f"classifier score (IS formula) {self.classifier_score:.3f} ± "
+                             f"{self.classifier_score_std:.3f} ({self.source_a})")
+            if self.classes_covered is not None:
+                lines.append(f"classes covered {self.classes_covered}/{self.num_classes}, class KL "
+                             f"{self.class_kl:.4f} ({self.source_a} against {self.source_b})")
+        return lines
+
+
+def format_number(value: float) -> str:
+    """Two decimals from 1 up; four significant digits below (a FID of 0.0042 should not print as 0.00)."""
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4g}"
+
+
+def shuffled_classifier_score(logits: "torch.Tensor", num_splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """`scores.classifier_score` over a fixed-seed shuffle of the rows.
+
+    The IS formula averages over contiguous splits, which assumes i.i.d. rows (true of generator samples). Datasets
+    and class-named folders come sorted by class, so each split would hold one class and score ~1; shuffling first
+    makes the score independent of the source's order.
+    """
+    import torch
+
+    from genvision.metrics.scores import classifier_score
+
+    order = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(seed))
+    return classifier_score(logits[order.to(logits.device)], num_splits)
+
+
+def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
+    """FID between two SOURCEs (plus KID, precision/recall and classifier scores as configured).
+
+    Statistics-file sources are read first, so a bad file fails before any image is decoded.
+    """
+    from genvision.errors import UsageError
+    from genvision.metrics import scores
+    from genvision.metrics.sources import resolve_source, source_statistics
+    from genvision.metrics.stats import frechet_distance
+
+    config.validate()
+    resolved = [resolve_source(source_a), resolve_source(source_b)]
+    device = resolve_device(config.device)
+    extractor = make_extractor(config, device)
+    options = source_options(config, device)
+    need_features = config.kid or config.precision_recall
+    results: list[SourceStatistics | None] = [None, None]
+    for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
+        results[index] = source_statistics(resolved[index], extractor, options, need_features=need_features,
+                                           need_logits=bool(extractor.num_classes))
+    side_a, side_b = results
+    assert side_a is not None and side_b is not None
+    for side in (side_a, side_b):
+        warn_if_few(side, extractor.num_features)
+    fid = frechet_distance(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma)
+    if not math.isfinite(fid):  # frechet_distance already refuses this; kept as the documented guard
+        raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
+    report = FidReport(fid, side_a.count, side_b.count, config.features, extractor.extractor_id,
+                       extractor.weights_hash, source_a, source_b)
+    if config.kid:
+        report.kid, report.kid_std = scores.kernel_inception_distance(
+            side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size)
+    if config.precision_recall:
+        report.precision, report.recall = scores.precision_recall(side_b.features, side_a.features,
+                                                                  config.precision_recall_k)
+    if side_a.logits is not None and side_a.logits.shape[0] > 0:
+        report.classifier_score, report.classifier_score_std = shuffled_classifier_score(side_a.logits)
+        if side_b.logits is not None and side_b.logits.shape[0] > 0:
+            coverage = scores.class_coverage(side_a.logits, side_b.logits, extractor.num_classes)
+            report.classes_covered, report.class_kl = coverage["classes_covered"], coverage["class_kl"]
+            report.num_classes = extractor.num_classes
+    return report

@@ -1,0 +1,52 @@
+"""FID during training: the generator's samples against the cached statistics of the reference dataset.
+
+The reference statistics come from the same cache `genvision fid` uses, so the FID logged at step N equals
+`genvision fid RUN/checkpoints/step-N REFERENCE --num-samples K --seed S` for the same extractor. The latents are
+fixed for the whole run (`sampling.latent_noise` with the run's seed), so successive evaluations differ only by the
+generator, not by the draw.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from genvision.imageconv import to_uint8
+from genvision.metrics.extractors import ClassifierExtractor
+from genvision.metrics.sources import SourceOptions, extract, source_statistics
+from genvision.metrics.stats import frechet_distance
+from genvision.sampling import latent_noise
+
+
+class TrainingFID:
+    """Callable: sampler (z -> images in [-1, 1]) -> FID against `reference` with the classifier extractor."""
+
+    def __init__(self, reference: str, classifier: str, num_samples: int, latent_dim: int, seed: int,
+                 data_root: str, device: torch.device | str, batch_size: int = 500) -> None:
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.extractor = (ClassifierExtractor.from_file(classifier, self.device) if classifier
+                          else ClassifierExtractor.shipped(reference, self.device))
+        options = SourceOptions(batch_size=batch_size, device=self.device, data_root=data_root)
+        statistics = source_statistics(reference, self.extractor, options)
+        self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma
+        self.latents = latent_noise(num_samples, latent_dim, seed=seed)  # as `genvision fid CKPT --seed SEED`
+
+    @classmethod
+    def from_config(cls, config, device: torch.device | str) -> "TrainingFID":
+        """From a GANConfig or VAEConfig (--fid-reference, --classifier, --num-fid-samples, --latent-dim, --seed)."""
+        return cls(config.fid_reference or config.dataset, config.classifier, config.num_fid_samples,
+                   config.latent_dim, config.seed, config.data_root, device)
+
+    @torch.no_grad()
+    def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """uint8 samples of the fixed latents, quantised as PNG saving would."""
+        batches = [to_uint8(sampler(self.latents[start:start + self.batch_size].to(self.device))).cpu()
+                   for start in range(0, len(self.latents), self.batch_size)]
+        return torch.cat(batches)
+
+    def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        stats, _ = extract(self.generated_images(sampler), self.extractor, self.batch_size, self.device,
+                           name="generated")
+        mu, sigma = stats.mean_and_covariance()
+        return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), self.reference_mu, self.reference_sigma)

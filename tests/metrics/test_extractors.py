@@ -1,0 +1,230 @@
+"""Feature-extractor contract, `resize_for_extractor`, and the offline InceptionV3 path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from genvision.errors import UsageError
+from genvision.imageconv import to_model_range
+from genvision.metrics.extractors import (
+    INCEPTION_ID,
+    ClassifierExtractor,
+    InceptionExtractor,
+    load_extractor,
+    resize_for_extractor,
+    rgb_to_luma,
+)
+from genvision.models.classifier import Classifier
+from genvision.weights import file_sha256, save_classifier
+
+
+def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
+    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
+    from genvision.data import load_dataset
+
+    torch.manual_seed(seed)
+    model = Classifier(base_channels=8, num_features=num_features)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average: one pass sets the running statistics
+    model.train()
+    with torch.no_grad():
+        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
+    save_classifier(model.eval(), path, {"dataset": "random-test"})
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
+    make_classifier(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The classifier extractor.
+
+
+def test_classifier_extractor_contract(classifier_file):
+    extractor = ClassifierExtractor.from_file(classifier_file)
+    assert extractor.extractor_id == "classifier"
+    assert extractor.weights_hash == file_sha256(classifier_file) and len(extractor.weights_hash) == 64
+    assert (extractor.input_size, extractor.input_channels) == (32, 1)
+    assert extractor.num_features == 32 and extractor.num_classes == 10
+    images = torch.rand(5, 1, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        features = extractor.features(images)
+        logits = extractor.logits(images)
+        both = extractor.features_and_logits(images)
+        reference = extractor.model(images)
+    assert features.shape == (5, 32) and logits.shape == (5, 10)
+    torch.testing.assert_close(both[0], features)
+    torch.testing.assert_close(logits, reference)  # eval mode: dropout off, same logits as forward()
+    assert features.std(dim=0).mean() > 1e-3  # calibrated BatchNorm: features actually vary
+    metadata = extractor.metadata("somewhere", 7)
+    assert (metadata.extractor, metadata.image_size, metadata.image_channels, metadata.num_samples) == (
+        "classifier", 32, 1, 7)
+    with pytest.raises(ValueError, match="expects float"):
+        extractor.features(torch.zeros(2, 3, 32, 32))
+
+
+def test_inference_model_folds_batchnorm_and_matches_the_classifier(classifier_file):
+    extractor = ClassifierExtractor.from_file(classifier_file)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in extractor.inference_model.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in extractor.model.modules())  # untouched
+    images = torch.rand(600, 1, 32, 32) * 2 - 1  # more than one CPU chunk
+    with torch.inference_mode():
+        features, logits = extractor.features_and_logits(images)
+        expected_features = extractor.model.features(images)
+        expected_logits = extractor.model(images)
+    assert features.shape == (600, 32) and logits.shape == (600, 10)
+    torch.testing.assert_close(features, expected_features, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_weights_hash_changes_with_weights(tmp_path, classifier_file):
+    other = tmp_path / "other.safetensors"
+    make_classifier(other, seed=1)
+    first, second = ClassifierExtractor.from_file(classifier_file), ClassifierExtractor.from_file(other)
+    assert first.weights_hash != second.weights_hash
+    assert first.metadata() != second.metadata()
+    assert not first.metadata().same_feature_space(second.metadata())
+
+
+def test_load_extractor_refuses_non_classifier(tmp_path):
+    from safetensors.torch import save_file
+
+    not_classifier = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(not_classifier))
+    with pytest.raises(UsageError, match="not a genvision classifier"):
+        load_extractor("classifier", classifier=not_classifier)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(UsageError, match="not a safetensors classifier"):
+        load_extractor("classifier", classifier=text)
+    with pytest.raises(UsageError, match="--features"):
+        load_extractor("vgg")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resize_for_extractor.
+
+
+def test_resize_gray_to_rgb_repeats_channel():
+    gray = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    rgb = resize_for_extractor(gray, 32, 3)
+    assert rgb.shape == (4, 3, 32, 32) and rgb.dtype == torch.uint8
+    for channel in range(3):
+        assert torch.equal(rgb[:, channel], gray[:, 0])
+
+
+def test_resize_rgb_to_gray_is_pil_luma():
+    generator = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (3, 3, 17, 23), dtype=torch.uint8, generator=generator)
+    luma = rgb_to_luma(rgb)
+    for index in range(rgb.shape[0]):
+        pil = Image.fromarray(rgb[index].permute(1, 2, 0).numpy(), "RGB").convert("L")
+        assert np.array_equal(luma[index, 0].numpy(), np.asarray(pil))
+    # extremes: white stays 255, black 0, pure colours give PIL's weights
+    pure = torch.tensor([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=torch.uint8)
+    pure = pure.view(5, 3, 1, 1)
+    assert rgb_to_luma(pure).flatten().tolist() == [255, 0, 76, 150, 29]
+    same_size = resize_for_extractor(rgb[:, :, :16, :16], 16, 1)
+    assert same_size.shape == (3, 1, 16, 16)
+    assert torch.equal(same_size, luma[:, :, :16, :16])
+
+
+def test_resize_changes_size_with_antialiased_bicubic():
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    small = resize_for_extractor(images, 32, 1)
+    assert small.shape == (2, 1, 32, 32) and small.dtype == torch.uint8
+    expected = F.interpolate(images.float(), size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
+    assert torch.equal(small, expected.round().clamp(0, 255).to(torch.uint8))
+    big = resize_for_extractor(images[:, :, :16, :16], 299, 3)
+    assert big.shape == (2, 3, 299, 299)
+    constant = torch.full((1, 1, 28, 28), 200, dtype=torch.uint8)
+    assert torch.equal(resize_for_extractor(constant, 32, 1), torch.full((1, 1, 32, 32), 200, dtype=torch.uint8))
+
+
+def test_resize_center_crops_non_square_and_skips_matching():
+    wide = torch.zeros(1, 1, 32, 48, dtype=torch.uint8)
+    wide[..., 8:40] = 255  # the central 32x32 square is white, the borders black
+    assert torch.equal(resize_for_extractor(wide, 32, 1), torch.full((1, 1, 32, 32), 255, dtype=torch.uint8))
+    images = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    assert resize_for_extractor(images, 32, 1) is images
+    with pytest.raises(TypeError):
+        resize_for_extractor(images.float(), 32, 1)
+    with pytest.raises(UsageError):
+        resize_for_extractor(torch.zeros(1, 2, 8, 8, dtype=torch.uint8), 32, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# InceptionV3 (torch-fidelity), offline, on random weights written here.
+
+
+def write_random_inception_weights(path) -> None:
+    """torch-fidelity's InceptionV3 with its random initialisation, saved as a plain state dict."""
+    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+
+    class Unloaded(fidelity.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
+            return None
+
+    original = fidelity.load_state_dict_from_url
+    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
+    try:
+        torch.manual_seed(0)
+        module = Unloaded("random-inception", ["2048"])
+    finally:
+        fidelity.load_state_dict_from_url = original
+    torch.save(module.state_dict(), path)
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
+    write_random_inception_weights(path)
+    return path
+
+
+def test_inception_extractor_offline(inception_weights, monkeypatch):
+    loads = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    extractor = load_extractor("inception", inception_weights=inception_weights)
+    assert loads == [True]  # our one load, weights_only; torch-fidelity's own torch.load never runs
+    assert isinstance(extractor, InceptionExtractor)
+    assert extractor.extractor_id == INCEPTION_ID == "inception-v3-compat"
+    assert extractor.weights_hash == file_sha256(inception_weights)
+    assert (extractor.input_size, extractor.input_channels, extractor.num_features) == (299, 3, 2048)
+    assert extractor.num_classes == 0
+    images = resize_for_extractor(torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8), 299, 3)
+    with torch.inference_mode():
+        features = extractor.features(to_model_range(images))
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_inception_needs_weights_file(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    with pytest.raises(UsageError, match="--inception-weights") as info:
+        load_extractor("inception")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="does not exist"):
+        load_extractor("inception", inception_weights=tmp_path / "missing.pth")
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"layer": object()}, pickled)  # needs unpickling of arbitrary objects: refused
+    with pytest.raises(UsageError, match="weights_only=True"):
+        load_extractor("inception", inception_weights=pickled)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    with pytest.raises(UsageError, match="does not fit"):
+        load_extractor("inception", inception_weights=wrong)

@@ -1,0 +1,278 @@
+"""SOURCE resolution, feature extraction, in-memory vs PNG agreement, and the reference-statistics cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from genvision.errors import UsageError
+from genvision.imageconv import to_model_range
+from genvision.metrics import sources
+from genvision.metrics.extractors import ClassifierExtractor
+from genvision.metrics.sources import SourceOptions, extract, resolve_source, source_statistics
+from genvision.metrics.stats import frechet_distance
+from genvision.metrics.statsfile import StatsMetadata, save_stats
+from genvision.models.classifier import Classifier
+from genvision.weights import save_classifier
+
+
+def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
+    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
+    from genvision.data import load_dataset
+
+    torch.manual_seed(seed)
+    model = Classifier(base_channels=8, num_features=num_features)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
+    save_classifier(model.eval(), path, {"dataset": "random-test"})
+
+
+@pytest.fixture(scope="module")
+def extractor(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
+    make_classifier(path)
+    return ClassifierExtractor.from_file(path)
+
+
+def write_pngs(images: torch.Tensor, folder) -> None:
+    """uint8 (N, C, H, W) -> folder/0000.png ... exactly as a sample writer would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        array = image.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(array[..., 0], "L") if array.shape[-1] == 1 else Image.fromarray(array, "RGB")
+        pil.save(folder / f"{index:04d}.png")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resolving SOURCE strings.
+
+
+def test_resolve_source_kinds(tmp_path):
+    images = tmp_path / "images"
+    write_pngs(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), images)
+    assert resolve_source(str(images)).kind == "folder"
+    assert resolve_source(f"folder:{images}").kind == "folder"
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000100").mkdir(parents=True)
+    assert resolve_source(str(run)).kind == "generator"
+    assert resolve_source(str(run / "checkpoints" / "step-000100")).kind == "generator"
+    vae_run = tmp_path / "vae-run"
+    vae_run.mkdir()
+    (vae_run / "config.json").write_text(json.dumps({"kind": "vae", "config": {}}))
+    assert resolve_source(str(vae_run)).kind == "generator"
+    classifier_run = tmp_path / "classifier-run"
+    classifier_run.mkdir()
+    (classifier_run / "config.json").write_text(json.dumps({"kind": "classifier"}))
+    assert resolve_source(str(classifier_run)).kind == "folder"
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"x")
+    assert resolve_source(str(checkpoint)).kind == "generator"
+
+    stats = tmp_path / "ref.npz"
+    save_stats(stats, np.zeros(2), np.eye(2), StatsMetadata("classifier", "ab", 32, 1))
+    assert resolve_source(str(stats)).kind == "stats"
+
+    dataset = resolve_source("mnist5k")
+    assert (dataset.kind, dataset.spec) == ("dataset", "mnist5k:train")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nowhere/images", "no such file or folder: nowhere/images"),
+    ("missing.npz", "no such file or folder: missing.npz"),
+    ("imagenet:train", "not a file, a folder or a dataset spec"),
+    ("mnist5k:val", "unknown split"),
+])
+def test_resolve_source_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_source(text)
+
+
+def test_single_image_file_is_refused(tmp_path):
+    write_pngs(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), tmp_path)
+    with pytest.raises(UsageError, match="single image"):
+        resolve_source(str(tmp_path / "0000.png"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Extraction and the in-memory / PNG-folder agreement.
+
+
+def test_extract_tensor_and_batches_agree(extractor):
+    images = torch.randint(0, 256, (70, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    stats, logits = extract(images, extractor, batch_size=32, keep_features=True, with_logits=True)
+    assert stats.count == 70 and stats.features().shape == (70, 32) and logits.shape == (70, 10)
+    with torch.inference_mode():
+        direct = extractor.features(to_model_range(images))
+    torch.testing.assert_close(stats.features(), direct)
+    batched, _ = extract(iter([images[:50], images[50:]]), extractor, batch_size=32)
+    torch.testing.assert_close(batched.mean(), stats.mean())
+    with pytest.raises(UsageError, match="uint8"):
+        extract(images.float(), extractor)
+
+
+@pytest.mark.parametrize("shape", [(80, 1, 32, 32), (80, 3, 28, 28)], ids=["gray-32px", "rgb-28px"])
+def test_in_memory_and_png_folder_give_identical_fid(extractor, tmp_path, shape):
+    generator = torch.Generator().manual_seed(1)
+    samples = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    reference = torch.randint(0, 256, (90, 1, 32, 32), dtype=torch.uint8, generator=generator)
+    write_pngs(samples, tmp_path / "samples")
+
+    in_memory, _ = extract(samples, extractor, batch_size=500)
+    from_folder = source_statistics(str(tmp_path / "samples"), extractor, SourceOptions(batch_size=500))
+    ref, _ = extract(reference, extractor)
+    mu_ref, sigma_ref = ref.mean_and_covariance()
+    mu_mem, sigma_mem = in_memory.mean_and_covariance()
+    assert from_folder.count == shape[0]
+    np.testing.assert_array_equal(from_folder.mu, mu_mem.numpy())
+    np.testing.assert_array_equal(from_folder.sigma, sigma_mem.numpy())
+    fid_memory = frechet_distance(mu_mem, sigma_mem, mu_ref, sigma_ref)
+    fid_folder = frechet_distance(from_folder.mu, from_folder.sigma, mu_ref, sigma_ref)
+    assert fid_memory == fid_folder and fid_memory > 0
+
+
+def test_mixed_folder_notes_resizing_and_channels_once(extractor, tmp_path, capsys):
+    generator = torch.Generator().manual_seed(2)
+    write_pngs(torch.randint(0, 256, (3, 3, 28, 28), dtype=torch.uint8, generator=generator), tmp_path / "a")
+    write_pngs(torch.randint(0, 256, (3, 1, 40, 40), dtype=torch.uint8, generator=generator), tmp_path / "b")
+    write_pngs(torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8, generator=generator), tmp_path / "c")
+    result = source_statistics(str(tmp_path), extractor, SourceOptions(batch_size=4))
+    assert result.count == 9
+    stderr = capsys.readouterr().err.splitlines()
+    resized = [line for line in stderr if "resized to 32x32 px" in line]
+    converted = [line for line in stderr if "3-channel images are converted to 1 channel" in line]
+    assert len(resized) == 1 and len(converted) == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 64])
+def test_folder_batches_cover_every_file_in_order(extractor, tmp_path, batch_size):
+    images = torch.randint(0, 256, (11, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    write_pngs(images, tmp_path)
+    files = sorted(tmp_path.glob("*.png"))
+    batches = list(sources.folder_batches(files, extractor, batch_size, "test", workers=2))
+    assert [b.shape[0] for b in batches] == [min(batch_size, 11 - s) for s in range(0, 11, batch_size)]
+    assert torch.equal(torch.cat(batches), images)
+
+
+def test_cpu_cores_are_split_between_decoding_and_torch(monkeypatch):
+    monkeypatch.setattr(sources, "available_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert sources.split_cpu_cores(torch.device("cpu")) == (1, 1)
+    monkeypatch.setattr(sources, "available_cores", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert sources.split_cpu_cores(torch.device("cpu")) == (4, 12)
+    assert sources.split_cpu_cores(torch.device("cuda")) == (8, 16)
+
+
+def test_limited_torch_threads_restores_the_setting():
+    before = torch.get_num_threads()
+    with sources.limited_torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), sources.limited_torch_threads(before + 1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_list_images_matches_data_list_folder(tmp_path):
+    from genvision.data import list_folder
+
+    write_pngs(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), tmp_path / "b")
+    write_pngs(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), tmp_path / "a" / "deep")
+    write_pngs(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), tmp_path)
+    (tmp_path / "a" / "UPPER.PNG").write_bytes((tmp_path / "0000.png").read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "a-b").mkdir()
+    expected, _, _ = list_folder(str(tmp_path))
+    assert sources.list_images(tmp_path) == [str(path) for path in expected]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no images"):
+        sources.list_images(tmp_path / "empty")
+
+
+def test_folder_with_one_image_is_refused(extractor, tmp_path):
+    write_pngs(torch.zeros(1, 1, 32, 32, dtype=torch.uint8), tmp_path)
+    with pytest.raises(UsageError, match="gives 1 image; FID statistics need at least 2"):
+        source_statistics(str(tmp_path), extractor)
+
+
+def test_stats_source_has_no_raw_features(extractor, tmp_path):
+    path = tmp_path / "ref.npz"
+    save_stats(path, np.zeros(32), np.eye(32), extractor.metadata("x", 100))
+    result = source_statistics(str(path), extractor)
+    assert (result.count, result.features, result.logits) == (100, None, None)
+    with pytest.raises(UsageError, match="need raw features"):
+        source_statistics(str(path), extractor, need_features=True)
+    other = tmp_path / "other.npz"
+    save_stats(other, np.zeros(32), np.eye(32), StatsMetadata("classifier", "0" * 64, 32, 1))
+    with pytest.raises(UsageError, match="was computed with extractor"):
+        source_statistics(str(other), extractor)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reference-statistics cache.
+
+
+def test_reference_cache_skips_second_extraction(extractor, tmp_path, monkeypatch):
+    calls = []
+    real_extract = sources.extract
+
+    def counting_extract(*args, **kwargs):
+        calls.append(kwargs.get("name"))
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "extract", counting_extract)
+    options = SourceOptions(cache_dir=tmp_path / "stats")
+    first = source_statistics("mnist5k:test", extractor, options, need_logits=True)
+    assert len(calls) == 1 and not first.from_cache and first.count == 500
+    second = source_statistics("mnist5k:test", extractor, options, need_logits=True)
+    assert len(calls) == 1 and second.from_cache
+    np.testing.assert_array_equal(first.mu, second.mu)
+    np.testing.assert_array_equal(first.sigma, second.sigma)
+    torch.testing.assert_close(first.logits, second.logits)
+    cached = sorted(p.name for p in (tmp_path / "stats").iterdir())
+    assert cached == [
+        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.1.features.safetensors",
+        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.1.npz",
+    ]
+
+    # Raw features were not cached (only mu, sigma and logits): the first run that needs them recomputes once.
+    third = source_statistics("mnist5k:test", extractor, options, need_features=True)
+    assert len(calls) == 2 and third.features.shape == (500, 32)
+    fourth = source_statistics("mnist5k:test", extractor, options, need_features=True, need_logits=True)
+    assert len(calls) == 2 and fourth.from_cache
+    torch.testing.assert_close(third.features, fourth.features)
+
+    no_cache = source_statistics("mnist5k:test", extractor, SourceOptions(use_cache=False))
+    assert len(calls) == 3 and not no_cache.from_cache
+
+
+def test_reference_cache_is_keyed_by_extractor(extractor, tmp_path):
+    other_path = tmp_path / "other.safetensors"
+    make_classifier(other_path, seed=3)
+    other = ClassifierExtractor.from_file(other_path)
+    options = SourceOptions(cache_dir=tmp_path / "stats")
+    first = source_statistics("mnist5k:test", extractor, options)
+    second = source_statistics("mnist5k:test", other, options)
+    assert not second.from_cache
+    assert len(list((tmp_path / "stats").glob("*.npz"))) == 2
+    assert frechet_distance(first.mu, first.sigma, second.mu, second.sigma) > 0
+
+
+def test_corrupt_cache_entry_is_recomputed(extractor, tmp_path):
+    options = SourceOptions(cache_dir=tmp_path / "stats")
+    first = source_statistics("mnist5k:test", extractor, options)
+    (entry,) = (tmp_path / "stats").glob("*.npz")
+    entry.write_bytes(b"garbage")
+    second = source_statistics("mnist5k:test", extractor, options)
+    assert not second.from_cache
+    np.testing.assert_array_equal(first.mu, second.mu)

@@ -1,0 +1,338 @@
+"""`genvision stats` and `genvision fid` end to end: subprocesses for the real CLI, in-process `main` for the many
+bad-input cases (same parser, same error path, a fraction of the start-up cost)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from genvision.cli import main
+from genvision.imageconv import to_model_range
+from genvision.metrics.statsfile import StatsMetadata, save_stats
+from genvision.models.classifier import Classifier
+from genvision.weights import SHIPPED, file_sha256, save_classifier
+
+FID_LINE = re.compile(r"^FID (\d+\.\d+|\d\.\d+e-\d+|0\.\d+) \(classifier features, (\d+) vs (\d+) images\)$")
+
+
+def genvision(*args, cache, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GENVISION_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "genvision", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def assert_one_line_error(result_or_err: str, rc: int, *fragments: str) -> None:
+    lines = result_or_err.strip().splitlines()
+    assert rc == 2, result_or_err
+    assert len(lines) == 1, result_or_err
+    assert "Traceback" not in result_or_err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def run_main(argv: list[str]) -> int:
+    """`genvision ARGV...` in process; argparse's own errors arrive as SystemExit(2)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code)
+
+
+def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
+    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
+    from genvision.data import load_dataset
+
+    torch.manual_seed(seed)
+    model = Classifier(base_channels=8, num_features=num_features)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
+    save_classifier(model.eval(), path, {"dataset": "random-test"})
+
+
+def write_pngs(images: torch.Tensor, folder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        array = image.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(array[..., 0], "L") if array.shape[-1] == 1 else Image.fromarray(array, "RGB")
+        pil.save(folder / f"{index:04d}.png")
+
+
+def noise_images(count: int, seed: int = 0, channels: int = 1, size: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (count, channels, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A classifier file, a folder of 200 real digits, a folder of 200 noise images, and a private cache."""
+    from genvision.data import load_dataset
+
+    root = tmp_path_factory.mktemp("cli-fid")
+    classifier = root / "clf.safetensors"
+    make_classifier(classifier)
+    write_pngs(load_dataset("mnist5k:test").images[:200], root / "digits")
+    write_pngs(noise_images(200), root / "noise")
+    return {"root": root, "classifier": classifier, "digits": root / "digits", "noise": root / "noise",
+            "cache": root / "cache"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real CLI in subprocesses.
+
+
+def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(setup):
+    from pytorch_fid.fid_score import compute_statistics_of_path
+
+    out = setup["root"] / "digits.npz"
+    result = genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
+                       cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == [result.stdout.strip()]
+    assert result.stdout.startswith(f"wrote {out}: classifier statistics of 200 images from {setup['digits']}")
+    mu, sigma = compute_statistics_of_path(str(out), None, 1, 32, "cpu")
+    assert mu.shape == (32,) and sigma.shape == (32, 32)
+    with np.load(out) as archive:
+        assert str(archive["extractor"]) == "classifier"
+        assert str(archive["extractor_hash"]) == file_sha256(setup["classifier"])
+        assert int(archive["num_samples"]) == 200
+        np.testing.assert_array_equal(archive["mu"], mu)
+
+    result = genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    match = FID_LINE.match(result.stdout.strip())
+    assert match, result.stdout
+    assert float(match.group(1)) < 1e-6 and match.group(2) == match.group(3) == "200"
+
+
+def test_fid_json_and_extra_scores(setup):
+    common = ["--classifier", setup["classifier"], "--kid", "--kid-subsets", "10", "--kid-subset-size", "100",
+              "--precision-recall"]
+    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"fid", "n_a", "n_b", "features", "kid", "kid_std", "precision", "recall", "classifier_score",
+            "classes_covered", "class_kl"} <= set(report)
+    assert (report["n_a"], report["n_b"], report["features"]) == (200, 500, "classifier")
+    assert report["fid"] > 1 and report["kid"] > 0
+    assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+    assert 1 <= report["classifier_score"] <= 10 and 0 <= report["classes_covered"] <= 10
+
+    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert FID_LINE.match(lines[0]) and lines[0].endswith("(classifier features, 200 vs 500 images)")
+    assert lines[1].startswith("KID ") and lines[2].startswith("precision ")
+    assert lines[3].startswith("classifier score (IS formula) ") and lines[4].startswith("classes covered ")
+    assert float(FID_LINE.match(lines[0]).group(1)) == pytest.approx(report["fid"], rel=1e-3)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["fid", "mnist5k:test", "mnist5k:test", "--num-samples", "0"], ["--num-samples must be > 0, got 0"]),
+    (["fid", "no/such/folder", "mnist5k:test"], ["no such file or folder: no/such/folder"]),
+    (["fid", "mnist5k:test", "mnist5k:test", "--features", "inception"], ["--inception-weights"]),
+])
+def test_cli_errors_are_one_line_exit_2(setup, args, fragments):
+    result = genvision(*args, cache=setup["cache"])
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, result.returncode, *fragments)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every bad input, in process.
+
+
+def bad_npz_files(root, classifier):
+    """name -> (path, expected fragment of the error)."""
+    root.mkdir(exist_ok=True)
+    digest = file_sha256(classifier)
+    good_meta = StatsMetadata("classifier", digest, 32, 1, "x", 100)
+    files = {}
+    path = root / "no-mu.npz"
+    np.savez(path, sigma=np.eye(32))
+    files["no-mu"] = (path, "has no 'mu' array")
+    path = root / "nan.npz"
+    mu = np.zeros(32)
+    mu[3] = np.nan
+    np.savez(path, mu=mu, sigma=np.eye(32))
+    files["nan"] = (path, "mu contains NaN or inf")
+    path = root / "shapes.npz"
+    np.savez(path, mu=np.zeros(32), sigma=np.eye(31))
+    files["shapes"] = (path, "sigma (31, 31)")
+    path = root / "pickled.npz"
+    np.savez(path, mu=np.array([object()] * 32, dtype=object), sigma=np.eye(32))
+    files["pickled"] = (path, "'mu' holds a pickled object array")
+    path = root / "other-extractor.npz"
+    save_stats(path, np.zeros(32), np.eye(32), StatsMetadata("classifier", "f" * 64, 32, 1, "x", 100))
+    files["other-extractor"] = (path, "was computed with extractor classifier@ffff")
+    path = root / "inception.npz"
+    save_stats(path, np.zeros(8), np.eye(8), StatsMetadata("inception-v3-compat", "e" * 64, 299, 3, "x", 100))
+    files["inception"] = (path, "holds 8-dimensional statistics, expected 32")
+    path = root / "pytorch-fid.npz"
+    np.savez(path, mu=np.zeros(32), sigma=np.eye(32))
+    files["no-metadata"] = (path, "has no extractor metadata")
+    path = root / "one-sample.npz"
+    save_stats(path, np.zeros(32), np.eye(32), StatsMetadata("classifier", digest, 32, 1, "x", 1))
+    files["one-sample"] = (path, "gives 1 image")
+    path = root / "not-a-zip.npz"
+    path.write_bytes(b"hello")
+    files["not-a-zip"] = (path, "is not a valid .npz archive")
+    assert good_meta.same_feature_space(StatsMetadata("classifier", digest, 32, 1))
+    return files
+
+
+BAD_NPZ = ["no-mu", "nan", "shapes", "pickled", "other-extractor", "inception", "no-metadata", "one-sample",
+           "not-a-zip"]
+
+
+@pytest.mark.parametrize("name", BAD_NPZ)
+def test_bad_stats_files(setup, capsys, name):
+    path, fragment = bad_npz_files(setup["root"] / "bad", setup["classifier"])[name]
+    rc = run_main(["fid", str(setup["digits"]), str(path), "--classifier", str(setup["classifier"])])
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, rc, str(path), fragment)
+
+
+def test_bad_inputs(setup, capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one = tmp_path / "one"
+    write_pngs(noise_images(1), one)
+    broken = tmp_path / "broken"
+    write_pngs(noise_images(3), broken)
+    (broken / "0001.png").write_bytes(b"not a png")
+    not_classifier = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(not_classifier))
+    clf = ["--classifier", str(setup["classifier"])]
+    digits = str(setup["digits"])
+    cases = [
+        (["fid", digits, "mnist5k:test", "--num-samples", "0", *clf], "--num-samples must be > 0"),
+        (["fid", digits, "mnist5k:test", "--batch-size", "-1", *clf], "--batch-size must be > 0"),
+        (["fid", digits, "mnist5k:test", "--num-samples", "many"], "invalid int value: 'many'"),
+        (["fid", digits, "mnist5k:test", "--classifier", str(not_classifier)], "is not a genvision classifier"),
+        (["fid", digits, "mnist5k:test", "--classifier", str(tmp_path / "nope.safetensors")], "does not exist"),
+        (["fid", "nowhere/images", "mnist5k:test", *clf], "no such file or folder: nowhere/images"),
+        (["fid", digits, "missing.npz", *clf], "no such file or folder: missing.npz"),
+        (["fid", digits, "imagenet", *clf], "is not a file, a folder or a dataset spec"),
+        (["fid", str(empty), digits, *clf], "holds no images"),
+        (["fid", str(one), digits, *clf], "gives 1 image; FID statistics need at least 2"),
+        (["fid", str(broken), digits, *clf], "cannot read image"),
+        (["fid", str(setup["root"] / "digits" / "0000.png"), digits, *clf], "single image"),
+        (["fid", digits, "mnist5k:test", "--features", "inception"], "--inception-weights"),
+        (["fid", digits, "mnist5k:test", "--device", "toaster", *clf], "--device must be"),
+        (["stats", digits, *clf], "--output must be a file path ending in .npz"),
+        (["stats", digits, "--output", str(tmp_path / "stats.txt"), *clf], "ending in .npz"),
+        (["stats", digits, "--output", str(tmp_path / "missing-folder" / "s.npz"), *clf], "does not exist"),
+        (["stats", digits, "--output", str(tmp_path / "s.npz"), "--num-samples", "0", *clf], "--num-samples"),
+    ]
+    for argv, fragment in cases:
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        rc = run_main(argv)
+        captured = capsys.readouterr()
+        assert captured.out == "", argv
+        assert_one_line_error(captured.err, rc, fragment)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before, f"{argv} wrote files"
+
+
+def test_few_samples_warn_but_score(setup, capsys, tmp_path):
+    write_pngs(noise_images(10, seed=5), tmp_path / "ten")
+    rc = run_main(["fid", str(tmp_path / "ten"), str(setup["digits"]), "--classifier", str(setup["classifier"])])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert FID_LINE.match(captured.out.strip())
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "fewer than the 32 feature dimensions" in warnings[0]
+
+
+def test_classifier_score_ignores_class_sorted_order():
+    from genvision.metrics.evaluate import shuffled_classifier_score
+    from genvision.metrics.scores import classifier_score
+
+    logits = 20 * torch.eye(10).repeat_interleave(50, dim=0)  # 500 confident predictions, sorted by class
+    assert classifier_score(logits)[0] == pytest.approx(1.0, abs=1e-3)  # each contiguous split holds one class
+    score, std = shuffled_classifier_score(logits)
+    assert score > 8 and std < 1
+    assert shuffled_classifier_score(logits.flip(0))[0] == pytest.approx(score, abs=0.5)  # order barely matters
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# InceptionV3 offline, on random weights written by the test.
+
+
+def test_inception_offline_on_a_weights_file(setup, tmp_path, capsys):
+    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+
+    class Unloaded(fidelity.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
+            return None
+
+    original = fidelity.load_state_dict_from_url
+    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
+    try:
+        torch.manual_seed(0)
+        module = Unloaded("random-inception", ["2048"])
+    finally:
+        fidelity.load_state_dict_from_url = original
+    weights = tmp_path / "inception-random.pth"
+    torch.save(module.state_dict(), weights)
+    write_pngs(noise_images(3, seed=1), tmp_path / "a")
+    write_pngs(noise_images(3, seed=2, channels=3, size=40), tmp_path / "b")
+
+    out = tmp_path / "a.npz"  # `stats` in process (torch-fidelity's import costs seconds), `fid` in a subprocess
+    rc = run_main(["stats", str(tmp_path / "a"), "--output", str(out), "--features", "inception",
+                   "--inception-weights", str(weights)])
+    assert rc == 0
+    assert "inception-v3-compat" in capsys.readouterr().out
+    with np.load(out) as archive:
+        assert archive["mu"].shape == (2048,) and int(archive["image_size"]) == 299
+    result = genvision("fid", tmp_path / "b", out, "--features", "inception", "--inception-weights", weights,
+                       "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["features"] == "inception" and report["extractor"] == "inception-v3-compat"
+    assert np.isfinite(report["fid"]) and (report["n_a"], report["n_b"]) == (3, 3)
+    assert "classifier_score" not in report
+    assert "fewer than the 2048 feature dimensions" in result.stderr
+    assert "resized to 299x299 px" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real data with the shipped classifier.
+
+
+@pytest.mark.slow
+def test_shipped_classifier_real_vs_real_and_vs_noise(tmp_path):
+    if not SHIPPED["mnist5k"].is_file():
+        pytest.skip("the shipped classifier genvision/weights/classifier-mnist5k.safetensors is not built yet")
+    write_pngs(noise_images(500, seed=7), tmp_path / "noise")
+    cache = tmp_path / "cache"
+    started = time.perf_counter()
+    real = genvision("fid", "mnist5k:train", "mnist5k:test", "--json", cache=cache)
+    real_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    noise = genvision("fid", "mnist5k:train", tmp_path / "noise", "--json", cache=cache)
+    noise_seconds = time.perf_counter() - started
+    assert real.returncode == 0 and noise.returncode == 0, real.stderr + noise.stderr
+    real_report, noise_report = json.loads(real.stdout), json.loads(noise.stdout)
+    real_fid, noise_fid = real_report["fid"], noise_report["fid"]
+    assert real_report["classes_covered"] == 10 and real_report["classifier_score"] > 3
+    print(f"\nshipped classifier: FID mnist5k:train vs test {real_fid:.3f} ({real_seconds:.1f} s), "
+          f"vs 500 noise PNGs {noise_fid:.3f} ({noise_seconds:.1f} s, reference statistics cached)")
+    assert real_seconds < 60 and noise_seconds < 60
+    assert noise_fid > 20 * real_fid and noise_fid > 10 * max(real_fid, 1.0)
