@@ -31,6 +31,12 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA warm-up: min(decay, (1 + step) / (10 + step)), so early averages do not drag in the random init
+    (with a flat 0.999, 37% of the EMA would still be the initial weights after 1000 steps)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 class GANTask:
     """Generator, discriminator, EMA generator, their optimizers, data and noise: what the schedule trains."""
 
@@ -72,12 +78,13 @@ class GANTask:
         return torch.randn(self.config.batch_size, self.config.latent_dim, device=self.accelerator.device,
                            generator=self.noise)
 
-    def discriminator_step(self) -> dict[str, torch.Tensor]:
-        """Minimise L_D(D(x), D(G(z))) (+ penalties) with G fixed."""
+    def discriminator_step(self, fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Minimise L_D(D(x), D(G(z))) (+ penalties) with G fixed; `fake` (detached) saves a G forward pass."""
         config, accelerator, discriminator = self.config, self.accelerator, self.discriminator
         real, _ = next(self.batches)
-        with torch.no_grad(), accelerator.autocast():
-            fake = self.generator(self.latents())
+        if fake is None:
+            with torch.no_grad(), accelerator.autocast():
+                fake = self.generator(self.latents())
         real.requires_grad_(config.r1_gamma > 0)
         with accelerator.autocast():
             real_logits = discriminator(real).float()
@@ -98,12 +105,14 @@ class GANTask:
                 "d_real": as_probability(real_logits.detach()).mean(),
                 "d_fake": as_probability(fake_logits.detach()).mean()}
 
-    def generator_step(self) -> torch.Tensor:
-        """Minimise L_G(D(G(z))) with D fixed (its gradients are computed, then discarded)."""
+    def generator_step(self, fake: torch.Tensor | None = None) -> torch.Tensor:
+        """Minimise L_G(D(G(z))) with D fixed (D's weights get no gradients); `fake` may be reused from D's step."""
         accelerator = self.accelerator
         self.discriminator.requires_grad_(False)
         with accelerator.autocast():
-            fake_logits = self.discriminator(self.generator(self.latents())).float()
+            if fake is None:
+                fake = self.generator(self.latents())
+            fake_logits = self.discriminator(fake).float()
         g_loss = self.g_loss_fn(fake_logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
@@ -113,13 +122,23 @@ class GANTask:
         return g_loss.detach()
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """`d_steps` discriminator updates, one generator update, the EMA update."""
-        for _ in range(self.config.d_steps):
-            stats = self.discriminator_step()
-        stats["g_loss"] = self.generator_step()
+        """`d_steps` discriminator updates, one generator update, the EMA update.
+
+        With one D step the fake batch is generated once, with gradients: D trains on it detached, then G's loss
+        is taken through the updated D on the same batch (the pytorch/examples DCGAN step), saving a G forward.
+        """
+        if self.config.d_steps == 1:
+            with self.accelerator.autocast():
+                fake = self.generator(self.latents())
+            stats = self.discriminator_step(fake.detach())
+            stats["g_loss"] = self.generator_step(fake)
+        else:
+            for _ in range(self.config.d_steps):
+                stats = self.discriminator_step()
+            stats["g_loss"] = self.generator_step()
         common.broadcast_buffers([self.generator, self.discriminator], self.accelerator)
         if self.generator_ema is not None:
-            update_ema(self.generator_ema, self.generator, self.config.ema_decay)
+            update_ema(self.generator_ema, self.generator, ema_decay_at(self.step, self.config.ema_decay))
         self.step += 1
         return stats
 
