@@ -1,0 +1,62 @@
+"""The baseline classifier: shapes, contract, weight files, and the shipped MNIST-5k weights."""
+
+import pytest
+import torch
+
+from genvision.data import load_dataset
+from genvision.errors import UsageError
+from genvision.models.classifier import Classifier
+from genvision.training.classifier import accuracy, random_translate
+from genvision.weights import load_classifier, save_classifier, shipped_classifier
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_at_both_sizes_and_channel_counts(resolution, channels):
+    model = Classifier(channels, resolution, num_classes=7, base_channels=4, num_features=12).eval()
+    images = torch.rand(5, channels, resolution, resolution) * 2 - 1
+    assert model(images).shape == (5, 7)
+    assert model.features(images).shape == (5, model.num_features) == (5, 12)
+    assert (model.features(images) >= 0).all()  # post-ReLU features
+
+
+def test_input_contract_is_enforced():
+    model = Classifier(1, 32, base_channels=4)
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
+        model.features(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(UsageError):
+        Classifier(2, 32)
+    with pytest.raises(UsageError):
+        Classifier(1, 48)
+
+
+def test_weights_file_round_trip_and_refusals(tmp_path):
+    model = Classifier(1, 32, base_channels=4, num_features=8).eval()
+    path = tmp_path / "clf.safetensors"
+    save_classifier(model, path, {"dataset": "x", "test_accuracy": 0.5})
+    loaded, info = load_classifier(path)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    torch.testing.assert_close(loaded(images), model(images))
+    assert info["dataset"] == "x" and len(info["sha256"]) == 64
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UsageError, match="junk.safetensors"):
+        load_classifier(tmp_path / "junk.safetensors")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_classifier(tmp_path / "missing.safetensors")
+
+
+def test_shipped_classifier_reaches_98_percent_on_mnist5k_test():
+    model, info = shipped_classifier("mnist5k")
+    test = load_dataset("mnist5k:test")
+    assert accuracy(model, test.images, test.labels) >= 0.98
+    assert info["test_accuracy"] >= 0.98 and info["dataset"] == "mnist5k:train"
+
+
+def test_random_translate_shifts_whole_images_and_fills_black():
+    images = torch.full((4, 1, 8, 8), -1.0)
+    images[:, :, 3:5, 3:5] = 1.0  # a 2x2 bright square in the middle
+    shifted = random_translate(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    assert ((shifted == 1.0).sum(dim=(1, 2, 3)) == 4).all()  # the square moved, intact (|shift| <= 2)
+    assert set(shifted.unique().tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(random_translate(images, 0, torch.Generator()), images)
