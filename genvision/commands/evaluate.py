@@ -1,7 +1,8 @@
 """`genvision stats` and `genvision fid`: flags -> config (`metrics.evaluate`) -> one library call -> output.
 
 SOURCE is a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec
-(see `genvision.metrics.sources`).
+(see `genvision.metrics.sources`). A generator gives prior samples; with `fid --reconstructions SPLIT` a VAE gives its
+reconstructions of the dataset split SPLIT instead (reconstruction FID).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def register(subparsers) -> None:
     fid = subparsers.add_parser(
         "fid", help="FID (and optionally KID, precision/recall, classifier score) between two SOURCEs",
         description="Fréchet distance between the feature statistics of SOURCE_A (e.g. a generator) and SOURCE_B "
-                    "(e.g. the training data or its .npz statistics).",
+                    "(e.g. the training data or its .npz statistics). A generator SOURCE gives --num-samples prior "
+                    "samples; with --reconstructions SPLIT a VAE SOURCE gives its reconstructions of SPLIT instead "
+                    "(e.g. `genvision fid VAE_RUN mnist5k:test --reconstructions mnist5k:test`).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fid.add_argument("source_a", metavar="SOURCE_A", help=f"the images to evaluate: {SOURCE_HELP}")
     fid.add_argument("source_b", metavar="SOURCE_B", help="the reference: same kinds as SOURCE_A")

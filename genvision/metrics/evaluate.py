@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from genvision.metrics.extractors import FeatureExtractor
-    from genvision.metrics.sources import SourceOptions, SourceStatistics
+    from genvision.metrics.sources import Source, SourceOptions, SourceStatistics
     from genvision.metrics.statsfile import StatsMetadata
 
 
@@ -89,6 +89,10 @@ class FidConfig(FeatureConfig):
     precision_recall_k: int = opt(3, "precision/recall: k of the k-nearest-neighbour radii")
     classifier_scores: bool = opt(False, "also print the classifier score (IS formula) of SOURCE_A and its class "
                                   "coverage against SOURCE_B (classifier features; always in --json)")
+    reconstructions: str = opt("", "dataset split (e.g. mnist5k:test): score each VAE SOURCE by its posterior-mean "
+                               "reconstructions of every image of this split instead of prior samples "
+                               "(reconstruction FID; --num-samples does not apply); every generator SOURCE must "
+                               "then be a VAE")
     json: bool = opt(False, "print one JSON object instead of human-readable lines")
 
     def validate(self) -> None:
@@ -131,7 +135,7 @@ def source_options(config: FeatureConfig, device: "torch.device") -> "SourceOpti
 
     return SourceOptions(batch_size=config.batch_size, device=device, num_samples=config.num_samples,
                          seed=config.seed, data_root=config.data_root, dataset_resolution=config.dataset_resolution,
-                         use_cache=config.cache)
+                         use_cache=config.cache, reconstructions=getattr(config, "reconstructions", ""))
 
 
 def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
@@ -196,6 +200,7 @@ class FidReport:
     classes_covered: int | None = None
     num_classes: int | None = None
     class_kl: float | None = None
+    reconstructions: str | None = None  # the dataset split VAE sources reconstructed (--reconstructions)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: the always-present keys plus every optional score that was computed."""
@@ -203,7 +208,8 @@ class FidReport:
 
     def lines(self, config: FidConfig) -> list[str]:
         """Human-readable output: the FID line, then one line per extra score asked for."""
-        lines = [f"FID {format_number(self.fid)} ({self.features} features, {self.n_a} vs {self.n_b} images)"]
+        what = f"; VAE reconstructions of {self.reconstructions}" if self.reconstructions else ""
+        lines = [f"FID {format_number(self.fid)} ({self.features} features, {self.n_a} vs {self.n_b} images{what})"]
         if self.kid is not None:
             lines.append(f"KID {self.kid:.6f} ± {self.kid_std:.6f}")
         if self.precision is not None:
@@ -239,6 +245,33 @@ def shuffled_classifier_score(logits: "torch.Tensor", num_splits: int = 10, seed
     return classifier_score(logits[order.to(logits.device)], num_splits)
 
 
+def check_reconstruction_sources(resolved: "list[Source]", split: str) -> None:
+    """`--reconstructions SPLIT`: SPLIT is a dataset spec, every generator source is a VAE, and there is one.
+
+    Reads only checkpoint.json files, so a wrong source fails before any model, extractor or image is loaded.
+    """
+    from genvision.checkpoint import resolve_checkpoint
+    from genvision.data import DatasetSpec
+    from genvision.errors import UsageError
+
+    try:
+        DatasetSpec.parse(split)
+    except UsageError as error:
+        raise UsageError(f"--reconstructions {split!r} is not a dataset spec: {error}") from None
+    vaes = 0
+    for source in resolved:
+        if source.kind != "generator":
+            continue
+        checkpoint = resolve_checkpoint(source.path)
+        if checkpoint.kind != "vae":
+            raise UsageError(f"--reconstructions needs VAE sources, but {source} is a {checkpoint.kind!r} checkpoint "
+                             f"({checkpoint.path})")
+        vaes += 1
+    if not vaes:
+        kinds = " and ".join(f"{source} (a {source.kind})" for source in resolved)
+        raise UsageError(f"--reconstructions needs a VAE checkpoint or run folder as a SOURCE; got {kinds}")
+
+
 def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     """FID between two SOURCEs (plus KID, precision/recall and classifier scores as configured).
 
@@ -251,6 +284,8 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
 
     config.validate()
     resolved = [resolve_source(source_a), resolve_source(source_b)]
+    if config.reconstructions:
+        check_reconstruction_sources(resolved, config.reconstructions)
     device = resolve_device(config.device)
     extractor = make_extractor(config, device)
     options = source_options(config, device)
@@ -267,7 +302,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     if not math.isfinite(fid):  # frechet_distance already refuses this; kept as the documented guard
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
     report = FidReport(fid, side_a.count, side_b.count, config.features, extractor.extractor_id,
-                       extractor.weights_hash, source_a, source_b)
+                       extractor.weights_hash, source_a, source_b, reconstructions=config.reconstructions or None)
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(
             side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size)

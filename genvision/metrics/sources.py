@@ -3,8 +3,9 @@
 A SOURCE string names, tried in this order:
 
 1. an existing folder: a training run folder (holding ``checkpoints/``, or a ``config.json`` whose ``kind`` is
-   ``gan`` or ``vae``) or a folder inside ``checkpoints/`` is a generator; any other folder is a folder of images
-   (``folder:PATH`` means the same);
+   ``gan`` or ``vae``) or a folder inside ``checkpoints/`` is a generator (prior samples; with
+   ``SourceOptions.reconstructions`` a VAE's reconstructions of that dataset split instead); any other folder is a
+   folder of images (``folder:PATH`` means the same);
 2. an existing ``.npz`` file: FID statistics (mu, sigma), checked against the extractor's metadata;
 3. any other existing file: a generator checkpoint;
 4. otherwise a dataset spec (``mnist5k:train``, ``cifar10:test``, ...). A string that looks like a path (holds a
@@ -363,6 +364,7 @@ class SourceOptions:
     dataset_resolution: int = 0  # px at which dataset specs are decoded; 0 = `default_dataset_resolution`
     use_cache: bool = True
     cache_dir: Path | None = None  # None = default_cache_dir() / "stats"
+    reconstructions: str = ""  # dataset spec: VAE generators give their reconstructions of it, not prior samples
 
     def stats_cache_dir(self) -> Path:
         from genvision.data import default_cache_dir
@@ -493,7 +495,18 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
 
 
 def generator_images(source: Source, options: SourceOptions) -> Tensor:
-    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`)."""
+    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`).
+
+    With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
+    reconstructions of every image of that split (`training.vae.reconstruction_images`).
+    """
+    if options.reconstructions:
+        from genvision.training.vae import reconstruction_images
+
+        images = reconstruction_images(str(source.path), options.reconstructions, options.batch_size,
+                                       options.device, options.data_root)
+        _require_two(f"{source} (reconstructions of {options.reconstructions})", images.shape[0])
+        return images
     try:
         from genvision.sampling import generate_images
     except ImportError:

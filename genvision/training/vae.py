@@ -105,8 +105,7 @@ class VAETask:
     # -- images -----------------------------------------------------------------------------------------------
 
     def sampler(self):
-        """z -> mean images in [-1, 1] (eval mode)."""
-        self.model.eval()
+        """z -> mean images in [-1, 1]; the model is in eval mode for each call and back in train mode after."""
 
         def decode(z: torch.Tensor) -> torch.Tensor:
             return self.model.mean_image(self.model.decode(z.to(self.accelerator.device)))
@@ -235,7 +234,6 @@ def train_vae(config: VAEConfig) -> dict:
     return summary
 
 
-
 def load_vae(source: str) -> tuple[ConvVAE, VAEConfig, object]:
     """(model in eval mode, its config, the checkpoint) from a VAE checkpoint or run folder."""
     from genvision.checkpoint import check_kind, resolve_checkpoint
@@ -250,13 +248,17 @@ def load_vae(source: str) -> tuple[ConvVAE, VAEConfig, object]:
     return model.eval(), config, checkpoint
 
 
-def held_out_images(config: VAEConfig, dataset: str = "") -> tuple[str, torch.Tensor]:
-    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs."""
+def held_out_images(config: VAEConfig, dataset: str = "", data_root: str | None = None) -> tuple[str, torch.Tensor]:
+    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
+
+    `data_root` overrides the run's --data-root (then nothing is downloaded).
+    """
     from genvision.data import load_dataset
     from genvision.imageconv import to_model_range
 
     spec = dataset or config.resolved_eval_dataset()
-    data = load_dataset(spec, config.resolution, config.channels, config.data_root, config.download)
+    download = config.download if data_root is None else False
+    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download)
     images = to_model_range(data.images)
     if likelihood_family(config) == "bernoulli":
         images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
@@ -283,3 +285,31 @@ def evaluate_vae(source: str, dataset: str = "", num_importance_samples: int = 1
             "elbo_bits_per_dim": nats_to_bits_per_dim(nelbo, dims, family),
             "num_importance_samples": num_importance_samples, "iw_nll_nats": iw_nll,
             "iw_bits_per_dim": nats_to_bits_per_dim(iw_nll, dims, family)}
+
+
+@torch.inference_mode()
+def reconstruction_images(source: str, dataset: str, batch_size: int = 500, device: torch.device | str = "cpu",
+                          data_root: str | None = None) -> torch.Tensor:
+    """uint8 (N, C, H, W) posterior-mean reconstructions of every image of the split `dataset` by a VAE.
+
+    `genvision fid --reconstructions`: inputs are prepared as in training (`held_out_images`: decoded at the run's
+    resolution and channels, binarised with the fixed seed for Bernoulli VAEs), reconstructed from the posterior
+    mean (`ConvVAE.reconstruct`, no sampling noise) and quantised like PNG saving (`imageconv.to_uint8`).
+    """
+    from genvision.errors import UsageError
+    from genvision.imageconv import to_uint8
+
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+    model, config, checkpoint = load_vae(source)
+    model.to(device)
+    _, images = held_out_images(config, dataset, data_root)
+    out = []
+    for start in range(0, len(images), batch_size):
+        reconstructed = model.reconstruct(images[start:start + batch_size].to(device))
+        if not torch.isfinite(reconstructed).all():
+            raise UsageError(f"VAE of {checkpoint.path} produced non-finite reconstructions of {dataset} (images "
+                             f"{start}..{start + len(reconstructed) - 1})")
+        out.append(to_uint8(reconstructed).cpu())
+    return torch.cat(out) if out else torch.zeros(0, config.channels, config.resolution, config.resolution,
+                                                  dtype=torch.uint8)
