@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "genvision.commands.train",
     "genvision.commands.sample",
     "genvision.commands.evaluate",
+    "genvision.commands.report",
 )
 
 

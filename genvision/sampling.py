@@ -3,7 +3,18 @@
 Every sample draws its latent from its own generator seeded by (seed, index), like NVlabs/edm's
 StackedRandomGenerator, so an image depends only on the seed and its index, never on the batch size. Generated
 images leave the model in [-1, 1] and are quantised once by `imageconv.to_uint8`, exactly as a PNG stores them;
-everything downstream (grids, PNG folders, FID) takes those uint8 images.
+everything downstream (grids, PNG folders, FID) takes those uint8 images, and every path checks the model's output
+is finite before anything is written.
+
+- Truncation trick (Brock et al. 2019, "Large Scale GAN Training for High Fidelity Natural Image Synthesis",
+  arXiv:1809.11096): latent components with |z| > T are redrawn, from the same per-sample generator, until they
+  fall inside [-T, T]; a sample therefore still depends only on (seed, index, T).
+- Interpolation: spherical linear interpolation (slerp; Shoemake 1985, "Animating rotation with quaternion
+  curves"), which White 2016 ("Sampling Generative Networks", arXiv:1609.04468) recommends for Gaussian latents:
+  a straight line between two N(0, I) draws passes near the origin, where latents of that norm are never drawn.
+  Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples.
+- Reconstructions (VAEs, Kingma & Welling 2014): held-out inputs, each row above its row of posterior-mean
+  reconstructions (`ConvVAE.reconstruct`), prepared as in training (`training.vae.held_out_images`).
 """
 
 from __future__ import annotations
@@ -20,12 +31,57 @@ from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.imageconv import to_uint8
 
+SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with s * SEED_STRIDE + i
 
-def latent_noise(num: int, latent_dim: int, seed: int, start: int = 0) -> torch.Tensor:
-    """(num, latent_dim) N(0, I) latents; row i comes from a generator seeded by (seed, start + i) alone."""
-    rows = [torch.randn(latent_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + start + i))
-            for i in range(num)]
+
+def latent_row(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> torch.Tensor:
+    """The (latent_dim,) N(0, I) latent of sample `index`; with truncation T > 0 every |z_j| <= T.
+
+    Components outside [-T, T] are redrawn from the sample's own generator until inside (rejection sampling of the
+    truncated normal); the expected number of rounds grows like 1 / P(|z| <= T), so tiny T is slow.
+    """
+    generator = torch.Generator().manual_seed(seed * SEED_STRIDE + index)
+    z = torch.randn(latent_dim, generator=generator)
+    if truncation > 0:
+        outside = z.abs() > truncation
+        while outside.any():
+            z[outside] = torch.randn(int(outside.sum()), generator=generator)
+            outside = z.abs() > truncation
+    return z
+
+
+def latent_noise(num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0) -> torch.Tensor:
+    """(num, latent_dim) latents; row i comes from `latent_row(seed, start + i, truncation)` alone."""
+    rows = [latent_row(latent_dim, seed, start + i, truncation) for i in range(num)]
     return torch.stack(rows) if rows else torch.empty(0, latent_dim)
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical linear interpolation of rows: start, end (R, D), weights t (K,) in [0, 1] -> (R, K, D).
+
+    slerp(a, b; t) = sin((1 - t) w) / sin(w) a + sin(t w) / sin(w) b, with w the angle between a and b (White
+    2016's form, which also interpolates the norm). Nearly (anti)parallel rows fall back to linear interpolation.
+    Weights of exactly 0 and 1 return `start` and `end` bit for bit.
+    """
+    a, b, t = start.double()[:, None, :], end.double()[:, None, :], weights.double()[None, :, None]
+    cosine = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
+    omega = torch.arccos(cosine.clamp(-1.0, 1.0))
+    sine = torch.sin(omega)
+    parallel = sine.abs() < 1e-6
+    safe = torch.where(parallel, torch.ones_like(sine), sine)
+    spherical = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
+    linear = (1 - t) * a + t * b
+    out = torch.where(parallel, linear, spherical).to(start.dtype)
+    out = torch.where(t == 0, start[:, None, :], out)
+    return torch.where(t == 1, end[:, None, :], out)
+
+
+def interpolation_latents(rows: int, steps: int, latent_dim: int, seed: int,
+                          truncation: float = 0.0) -> torch.Tensor:
+    """(rows * steps, latent_dim): row r slerps in `steps` equal steps from latent 2r to latent 2r+1 of `seed`."""
+    ends = latent_noise(2 * rows, latent_dim, seed, truncation=truncation)
+    path = slerp(ends[0::2], ends[1::2], torch.linspace(0, 1, steps))
+    return path.reshape(rows * steps, latent_dim)
 
 
 @dataclass
@@ -40,50 +96,134 @@ class LoadedGenerator:
     used_ema: bool
 
 
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], checkpoint: Checkpoint,
+                  role: str) -> None:
+    """load_state_dict, with a mismatch reported in one line instead of a traceback."""
+    if not weights:
+        raise UsageError(f"checkpoint {checkpoint.path} holds no {role!r} weights")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise UsageError(f"checkpoint {checkpoint.path}: the {role!r} weights do not fit the architecture in its "
+                         f"checkpoint.json ({first})") from None
+
+
 def load_generator(source: str | Path, ema: bool = True, device: torch.device | str = "cpu") -> LoadedGenerator:
     """Rebuild the generator of a GAN checkpoint (EMA weights when present and `ema`) or a VAE's decoder."""
     checkpoint = resolve_checkpoint(source)
     config = checkpoint.config
+    if checkpoint.kind not in ("gan", "vae"):
+        raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' "
+                         "generator")
+    try:
+        shape = (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
+                 int(config["resolution"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json config lacks a valid {error} "
+                         "(latent_dim, base_channels, channels, resolution)") from None
     if checkpoint.kind == "gan":
         from genvision.models.dcgan import Generator
 
-        model = Generator(config["latent_dim"], config["base_channels"], config["channels"], config["resolution"])
-        roles = checkpoint.roles()
-        role = "generator_ema" if ema and "generator_ema" in roles else "generator"
-        model.load_state_dict(checkpoint.weights(role))
+        model = Generator(*shape)
+        weights = checkpoint.weights("generator_ema") if ema else {}
+        role = "generator_ema" if weights else "generator"
+        _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
         model.to(device).eval()
-        return LoadedGenerator(model, config["latent_dim"], config["resolution"], config["channels"], checkpoint,
-                               role == "generator_ema")
-    if checkpoint.kind == "vae":
-        from genvision.models.vae import ConvVAE
+        return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema")
+    from genvision.models.vae import ConvVAE
 
-        model = ConvVAE(config["latent_dim"], config["base_channels"], config["channels"], config["resolution"],
-                        config.get("likelihood") == "gaussian-learned")
-        model.load_state_dict(checkpoint.weights("vae"))
-        model.to(device).eval()
-        return LoadedGenerator(lambda z: model.mean_image(model.decode(z)), config["latent_dim"],
-                               config["resolution"], config["channels"], checkpoint, False)
-    raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' generator")
+    vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
+    _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
+    vae.to(device).eval()
+    return LoadedGenerator(lambda z: vae.mean_image(vae.decode(z)), shape[0], shape[3], shape[2], checkpoint, False)
+
+
+def check_finite(images: torch.Tensor, what: str) -> None:
+    """Refuse non-finite model output before anything is written."""
+    if not torch.isfinite(images).all():
+        raise UsageError(f"{what} produced non-finite images; nothing was written")
 
 
 @torch.inference_mode()
+def decode_latents(loaded: LoadedGenerator, latents: torch.Tensor, batch_size: int = 256,
+                   device: torch.device | str = "cpu", first_index: int = 0) -> torch.Tensor:
+    """uint8 images (N, C, H, W) of latents (N, latent_dim), `batch_size` at a time, each batch checked finite."""
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+    out = []
+    for first in range(0, len(latents), batch_size):
+        images = loaded.decode(latents[first:first + batch_size].to(device))
+        first_image, last_image = first_index + first, first_index + first + len(images) - 1
+        check_finite(images, f"generator of {loaded.checkpoint.path} (images {first_image}..{last_image})")
+        out.append(to_uint8(images).cpu())
+    if not out:
+        return torch.zeros(0, loaded.channels, loaded.resolution, loaded.resolution, dtype=torch.uint8)
+    return torch.cat(out)
+
+
 def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: int = 256,
-             device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
-    """uint8 images (num_samples, C, H, W); sample i uses latent_noise(seed, start + i) whatever the batch size."""
+             device: torch.device | str = "cpu", start: int = 0, truncation: float = 0.0) -> torch.Tensor:
+    """uint8 images (num_samples, C, H, W); sample i uses latent_row(seed, start + i) whatever the batch size."""
     if num_samples <= 0:
         raise UsageError(f"--num-samples must be > 0, got {num_samples}")
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
     out = []
-    for first in range(0, num_samples, batch_size):
+    for first in range(0, num_samples, batch_size):  # latents drawn per batch: O(batch) memory for any count
         count = min(batch_size, num_samples - first)
-        z = latent_noise(count, loaded.latent_dim, seed, start + first).to(device)
-        images = loaded.decode(z)
-        if not torch.isfinite(images).all():
-            raise UsageError(f"generator of {loaded.checkpoint.path} produced non-finite images (samples "
-                             f"{start + first}..{start + first + count - 1}); nothing was written")
-        out.append(to_uint8(images).cpu())
+        z = latent_noise(count, loaded.latent_dim, seed, start + first, truncation)
+        out.append(decode_latents(loaded, z, batch_size, device, start + first))
     return torch.cat(out)
+
+
+def interpolate(loaded: LoadedGenerator, rows: int, steps: int, seed: int, batch_size: int = 256,
+                device: torch.device | str = "cpu", truncation: float = 0.0) -> torch.Tensor:
+    """uint8 (rows * steps, C, H, W): row r walks (slerp) from sample 2r to sample 2r+1 of `generate(seed)`."""
+    if rows <= 0 or steps < 2:
+        raise UsageError(f"interpolation needs --num > 0 rows of --interpolate >= 2 images, got {rows} x {steps}")
+    latents = interpolation_latents(rows, steps, loaded.latent_dim, seed, truncation)
+    return decode_latents(loaded, latents, batch_size, device)
+
+
+def rows_above(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tensor:
+    """Interleave two equal-length image sets for `make_grid(..., nrow)`: each row of `top` above its row of
+    `bottom`; a short last row is padded with black images so the pairs stay aligned."""
+    columns = min(nrow, len(top))
+    parts = []
+    for first in range(0, len(top), columns):
+        for images in (top[first:first + columns], bottom[first:first + columns]):
+            blank = images.new_zeros((columns - len(images), *images.shape[1:]))
+            parts += [images, blank]
+    return torch.cat(parts)
+
+
+@torch.inference_mode()
+def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, batch_size: int = 256,
+                         device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, Checkpoint]:
+    """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`.
+
+    Inputs are prepared as in training (`held_out_images`: the run's resolution and channels, binarised with the
+    fixed seed for Bernoulli VAEs); reconstructions decode the posterior mean. A GAN checkpoint is refused.
+    """
+    from genvision.training.vae import held_out_images, load_vae
+
+    checkpoint = resolve_checkpoint(source)
+    if checkpoint.kind != "vae":
+        raise UsageError(f"--reconstruct needs a VAE checkpoint; {checkpoint.path} is a {checkpoint.kind!r} "
+                         "checkpoint")
+    model, config, _ = load_vae(str(checkpoint.path))
+    model.to(device)
+    spec, images = held_out_images(config, dataset)
+    if num > len(images):
+        raise UsageError(f"--num {num} exceeds the {len(images)} images of --reconstruct {spec}")
+    chosen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
+    outputs = []
+    for first in range(0, num, batch_size):
+        reconstructed = model.reconstruct(chosen[first:first + batch_size].to(device))
+        check_finite(reconstructed, f"VAE of {checkpoint.path} (reconstructions of {spec})")
+        outputs.append(to_uint8(reconstructed).cpu())
+    return to_uint8(chosen), torch.cat(outputs), checkpoint
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,
@@ -120,28 +260,46 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     save_png(make_grid(images, nrow), path)
 
 
-def save_image_folder(images: torch.Tensor, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """uint8 (N, C, H, W) -> out_dir/000000.png ...; refuses to replace existing files unless `overwrite`."""
+def check_image_folder(out_dir: str | Path, count: int, overwrite: bool = False) -> list[Path]:
+    """The paths out_dir/000000.png ... for `count` images; refuses a file, or existing PNGs unless `overwrite`."""
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out-dir {folder} is a file, expected a folder")
-    paths = [folder / f"{index:06d}.png" for index in range(len(images))]
+    paths = [folder / f"{index:06d}.png" for index in range(count)]
     clashes = [p for p in paths if p.exists()]
     if clashes and not overwrite:
         raise UsageError(f"--out-dir {folder} already holds {clashes[0].name} (and {len(clashes) - 1} more of the "
                          f"files to write); pass --overwrite to replace them")
-    folder.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def save_image_folder(images: torch.Tensor, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """uint8 (N, C, H, W) -> out_dir/000000.png ...; refuses to replace existing files unless `overwrite`."""
+    paths = check_image_folder(out_dir, len(images), overwrite)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     for image, path in zip(images, paths):
         save_png(image.permute(1, 2, 0).numpy(), path)
     return paths
 
 
-def sample_command(config) -> str:
-    """Carry out `genvision sample` (a SampleConfig); returns the line to print."""
-    import json
+def invoked_command() -> str:
+    """The command line as typed (`genvision sample ...`), shell-quoted, for sidecars."""
+    import shlex
     import sys
 
+    if sys.argv[1:2] == ["sample"]:
+        return shlex.join(["genvision", *sys.argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
+
+
+def sample_command(config) -> str:
+    """Carry out `genvision sample` (a SampleConfig); returns the line to print.
+
+    Every check that can fail (paths, checkpoint, flags against the checkpoint's kind, model output) runs before the
+    first file is written.
+    """
     from genvision.fileio import check_output_path, write_json
+    from genvision.weights import file_sha256
 
     if config.grid:
         grid_path = check_output_path(config.grid, "--grid")
@@ -149,22 +307,37 @@ def sample_command(config) -> str:
         for existing in (grid_path, sidecar):
             if existing.exists() and not config.overwrite:
                 raise UsageError(f"--grid {grid_path}: {existing} exists; pass --overwrite to replace it")
-    elif Path(config.out_dir).exists() and not Path(config.out_dir).is_dir():
-        raise UsageError(f"--out-dir {config.out_dir} is a file, expected a folder")
-    loaded = load_generator(config.source, ema=config.ema)
-    images = generate(loaded, config.num, config.seed, config.batch_size)
-    checkpoint = loaded.checkpoint
+    else:
+        check_image_folder(config.out_dir, config.num, config.overwrite)
+    record: dict = {}
+    if config.reconstruct:
+        inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
+                                                           config.seed, config.batch_size)
+        images, nrow, used_ema = rows_above(inputs, outputs, config.nrow), config.nrow, False
+        record["reconstruct"] = config.reconstruct
+        what = f"{config.num} held-out images of {config.reconstruct} above their reconstructions"
+    else:
+        loaded = load_generator(config.source, ema=config.ema)
+        checkpoint, used_ema = loaded.checkpoint, loaded.used_ema
+        if config.interpolate:
+            images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size,
+                                 truncation=config.truncation)
+            nrow = config.interpolate
+            record["interpolate"] = config.interpolate
+            what = f"{config.num} rows of {config.interpolate} interpolated images"
+        else:
+            images = generate(loaded, config.num, config.seed, config.batch_size, truncation=config.truncation)
+            nrow = config.nrow
+            what = f"{len(images)} images"
+        record["truncation"] = config.truncation
     if config.out_dir:
         save_image_folder(images, config.out_dir, config.overwrite)
-        return f"wrote {len(images)} PNGs ({loaded.resolution}x{loaded.resolution}) to {config.out_dir}"
-    save_grid(images, grid_path, config.nrow)
-    from genvision.weights import file_sha256
-
+        size = images.shape[-1]
+        return f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}"
+    save_grid(images, grid_path, nrow)
     write_json(sidecar, {
         "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,
-        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": loaded.used_ema,
-        "seed": config.seed, "num": config.num, "nrow": config.nrow,
-        "command": " ".join(["genvision", "sample", *sys.argv[2:]]) if sys.argv[1:2] == ["sample"] else
-        json.dumps(sys.argv),
+        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": used_ema,
+        "seed": config.seed, "num": config.num, "nrow": nrow, **record, "command": invoked_command(),
     })
-    return f"wrote {grid_path} ({len(images)} images, step {checkpoint.step}, seed {config.seed})"
+    return f"wrote {grid_path} ({what}, step {checkpoint.step}, seed {config.seed})"

@@ -1,10 +1,25 @@
-"""`genvision sample`: a grid or a folder of PNGs from a checkpoint."""
+"""`genvision sample`: a grid or a folder of PNGs from a GAN or VAE checkpoint; interpolations; reconstructions.
+
+Flags come from `config.SampleConfig`; the work is `sampling.sample_command`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from genvision.config import SampleConfig, add_config_arguments, config_from_args
+
+EXAMPLES = """examples:
+  genvision sample runs/dcgan --num 64 --grid samples.png               # 8x8 grid (+ samples.png.json)
+  genvision sample runs/dcgan --num 5000 --out-dir fakes/               # 000000.png ... 004999.png
+  genvision sample runs/dcgan --num 64 --truncation 1.0 --grid trunc.png
+  genvision sample runs/dcgan --interpolate 10 --num 8 --grid walk.png  # 8 rows of 10 (slerp)
+  genvision sample runs/vae --reconstruct mnist5k:test --num 32 --grid recon.png
+"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every flag's help, and the examples epilog kept as written."""
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -16,8 +31,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("sample", help="write a grid or numbered PNGs from a GAN/VAE checkpoint",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser(
+        "sample", help="write a grid or numbered PNGs from a GAN/VAE checkpoint (also interpolations, "
+                       "VAE reconstructions)",
+        description="Sample a GAN or VAE checkpoint (or a run folder: its best checkpoint, else its latest). Sample "
+                    "i depends only on (--seed, i), never on --batch-size.",
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
     parser.add_argument("source", metavar="CHECKPOINT_OR_RUN", help="checkpoint folder, or run folder")
     add_config_arguments(parser, SampleConfig, skip=("source",))
     parser.set_defaults(run=run_sample)

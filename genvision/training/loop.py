@@ -156,7 +156,7 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
 def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict, fid: float | None,
                      scheduled: bool) -> None:
     """Commit a step checkpoint (when scheduled) and a best checkpoint (when FID improved); prune old ones."""
-    fid_tensor = torch.tensor([math.nan if fid is None else fid], device=accelerator.device)
+    fid_tensor = torch.tensor([math.nan if fid is None else fid], dtype=torch.float64, device=accelerator.device)
     fid = accelerator.gather(fid_tensor)[0].item()  # the main process's value, on every rank
     improved = not math.isnan(fid) and fid < state["best_fid"]
     if improved:
@@ -180,15 +180,35 @@ def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict
 
 
 def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: float | None) -> dict:
-    """Final grid, loss plot, task metrics, and the closing line naming the run folder, final and best FID."""
+    """Final grid, loss plot, task metrics, summary.json (with the wall time), report.html, and the closing line
+    naming the run folder, final and best FID.
+
+    The report (`genvision.report`) scores --num-fid-samples samples of the best checkpoint (none when FID is off);
+    it can never cost the finished run: any failure is one warning line on stderr and the run still succeeds.
+    """
+    import sys
+
     best = None if math.isinf(state["best_fid"]) else state["best_fid"]
     summary = {"run_dir": str(run_dir), "step": state["step"], "final_fid": fid, "best_fid": best,
                "best_step": state["best_step"], **task.final_metrics()}
     if accelerator.is_main_process:
+        # config.json is written as the schedule starts (`run_schedule`), so its age is the training wall time
+        # (of the latest session, for a resumed run).
+        summary["wall_time_s"] = round(time.time() - (run_dir / "config.json").stat().st_mtime, 3)
         write_fixed_grid(task, run_dir / "final.png")
         common.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png", keys=task.loss_keys,
                            title=f"{task.kind.upper()} {config.dataset}")
         write_json(run_dir / "summary.json", summary)
+        try:
+            from genvision.config import ReportConfig
+            from genvision.report import write_report
+
+            options = ReportConfig(run_dir=str(run_dir), num_samples=config.num_fid_samples if config.fid_every else 0)
+            print(f"report {write_report(run_dir, options, accelerator.device)}", flush=True)
+        except Exception as error:  # noqa: BLE001 - never lose a finished run to its report; say why in one line
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            print(f"warning: {run_dir / 'report.html'} not written ({reason}); the run itself is complete, retry "
+                  f"with `genvision report {run_dir}`", file=sys.stderr, flush=True)
         if fid is None:
             fid_text = "FID off (--fid-every 0)"
         else:

@@ -1,0 +1,564 @@
+"""`genvision report RUN_DIR`: one self-contained HTML page (``RUN_DIR/report.html``) summarising a training run.
+
+The page holds the resolved config (config.json), loss curves and FID over steps (matplotlib, from metrics.jsonl),
+the latest sample grid and a grid from the best checkpoint (else final.png), the VAE's latest reconstructions, the
+training wall time and throughput, the VAE's held-out negative ELBO (summary.json), and a final metrics table
+computed on `num_samples` generated images of the run's best checkpoint (else its latest) with the run's classifier
+extractor, against the run's FID reference (--fid-reference, else --dataset):
+
+- FID (Heusel et al. 2017, arXiv:1706.08500) with a bootstrap 95% interval (Efron 1979; percentile interval of
+  Efron & Tibshirani 1993): the generated feature vectors are resampled with replacement `bootstrap` times (seeded)
+  and FID is recomputed against the fixed reference statistics. The interval covers the sampling noise of the
+  generated side only, and since FID is biased upwards in 1/N (Chong & Forsyth 2020, arXiv:1911.07023) and a
+  resample holds only ~63% distinct images, the interval sits slightly above the point estimate.
+- KID (Bińkowski et al. 2018, arXiv:1801.01401), improved precision and recall (Kynkäänniemi et al. 2019,
+  arXiv:1904.06991, k = 3), the classifier score (the Inception Score formula of Salimans et al. 2016 on the
+  classifier's logits), classes covered and the KL between predicted-class histograms (`metrics.scores`).
+
+With the run's seed and `num_samples` = its --num-fid-samples, the generated images are exactly those of the
+training FID, so the table's FID equals the FID logged at the chosen checkpoint's step. Every image is embedded as a
+``data:image/png;base64`` URI and the styles are inline: the page has no external asset. It is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from genvision.config import ReportConfig
+from genvision.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+REPORT_NAME = "report.html"
+LOSS_KEYS = {"gan": ("d_loss", "g_loss"), "vae": ("loss", "reconstruction", "kl")}
+BEST_GRID_IMAGES = 64
+PRECISION_RECALL_K = 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading a run folder.
+
+
+@dataclass
+class RunRecord:
+    """What a run folder says about itself: config.json, metrics.jsonl records and summary.json (if finished)."""
+
+    path: Path
+    kind: str
+    version: str
+    config: dict
+    records: list[dict]
+    summary: dict | None
+
+
+def read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} is not readable JSON ({error})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl records (none when absent); a torn last line of a killed run is skipped."""
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+    return records
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """The run folder's files, or a one-line UsageError when `run_dir` is not a GAN/VAE run folder."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"run folder {path} {'is not a folder' if path.exists() else 'does not exist'}")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{path} is not a training run folder (no config.json; expected the --out-dir of "
+                         "train_gan.py or train_vae.py)")
+    saved = read_json_file(config_path)
+    kind = saved.get("kind") if isinstance(saved, dict) else None
+    if kind not in LOSS_KEYS or not isinstance(saved.get("config"), dict):
+        raise UsageError(f"{path} is not a GAN or VAE run folder (config.json kind {kind!r}; expected 'gan' or "
+                         "'vae')")
+    summary_path = path / "summary.json"
+    summary = read_json_file(summary_path) if summary_path.is_file() else None
+    return RunRecord(path, kind, str(saved.get("genvision_version", "")), saved["config"],
+                     read_metrics(path / "metrics.jsonl"), summary if isinstance(summary, dict) else None)
+
+
+def throughput(records: list[dict]) -> float | None:
+    """Training images per second over every logged window: sum(steps) / sum(steps / img_per_s).
+
+    Each metrics.jsonl line carries the throughput of the steps since the line before, so this is total images over
+    total time (the images per step cancel). A window whose step did not advance (a resumed session) is skipped.
+    """
+    steps, seconds, previous = 0, 0.0, 0
+    for record in records:
+        speed = record.get("img_per_s")
+        if not isinstance(speed, (int, float)) or speed <= 0:
+            continue
+        window = record["step"] - previous
+        previous = record["step"]
+        if window > 0:
+            steps, seconds = steps + window, seconds + window / speed
+    return steps / seconds if seconds > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bootstrap interval of FID.
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a symmetric PSD matrix (eigenvalues rounded below 0 are clamped)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    return (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
+
+
+def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: "np.ndarray",
+                 reference_sigma: "np.ndarray") -> torch.Tensor:
+    """(B,) FIDs of B reweightings of `features` (N, D) against fixed reference statistics.
+
+    Row b of `weights` (B, N) holds how often each feature vector is drawn (a bootstrap resample: non-negative
+    counts summing to N); all ones gives the plain FID of `features` (`stats.frechet_distance`, same formula:
+    Tr((S_ref^1/2 S S_ref^1/2)^1/2) from eigenvalues). The weighted second moments, the costly part, are taken in
+    float32 on centred features; means, covariances and the trace terms in float64.
+    """
+    x = features.detach().to("cpu", torch.float64)
+    n = x.shape[0]
+    centre = x.mean(0)
+    centred = (x - centre).float()
+    mu_ref = torch.as_tensor(reference_mu, dtype=torch.float64)
+    sigma_ref = torch.as_tensor(reference_sigma, dtype=torch.float64)
+    sigma_ref = (sigma_ref + sigma_ref.T) / 2
+    root_ref = _sqrt_psd(sigma_ref)
+    weights = weights.to(torch.float32)
+    offsets = (weights @ centred).double() / n  # (B, D): resample mean - centre
+    second = torch.stack([(centred * row[:, None]).T @ centred for row in weights]).double()
+    covariance = (second - n * offsets[:, :, None] * offsets[:, None, :]) / (n - 1)
+    covariance = (covariance + covariance.transpose(1, 2)) / 2
+    middle = root_ref @ covariance @ root_ref
+    middle = (middle + middle.transpose(1, 2)) / 2
+    # One eigvalsh per matrix: with 2 threads the batched call nests MKL threads inside ATen's and took minutes on
+    # busy cores for 200 matrices of 128 x 128.
+    trace_sqrt = torch.stack([torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum() for matrix in middle])
+    difference = centre + offsets - mu_ref
+    fid = (difference ** 2).sum(-1) + covariance.diagonal(dim1=1, dim2=2).sum(-1) + torch.trace(sigma_ref) \
+        - 2 * trace_sqrt
+    return fid.clamp_min(0)
+
+
+def bootstrap_fid(features: torch.Tensor, reference_mu: "np.ndarray", reference_sigma: "np.ndarray",
+                  num_resamples: int = 200, seed: int = 0, chunk: int = 50) -> torch.Tensor:
+    """(num_resamples,) FIDs of resamples with replacement of `features` (seeded; deterministic per seed)."""
+    from genvision.metrics.sources import limited_torch_threads
+
+    generator = torch.Generator().manual_seed(seed)
+    n = features.shape[0]
+    out = []
+    # Hundreds of small eigendecompositions gain nothing from threads, and on busy cores MKL's threads and the
+    # OpenMP team of the matmuls before them spin against each other (measured: 0.7 s on one thread, 20+ s on two).
+    with limited_torch_threads(1):
+        for first in range(0, num_resamples, chunk):
+            count = min(chunk, num_resamples - first)
+            draws = torch.randint(0, n, (count, n), generator=generator)
+            weights = torch.zeros(count, n).scatter_add_(1, draws, torch.ones(count, n))
+            out.append(weighted_fid(features, weights, reference_mu, reference_sigma))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def percentile_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap replicates."""
+    tail = (1 - level) / 2
+    low, high = torch.quantile(values.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Final metrics on generated samples.
+
+
+@dataclass
+class FinalMetrics:
+    """The final metrics table; `note` explains an absent table."""
+
+    checkpoint: str = ""
+    step: int = 0
+    num_samples: int = 0
+    seed: int = 0
+    reference: str = ""
+    num_reference: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    note: str = ""
+
+
+def run_extractor(config: dict, reference: str, device: torch.device):
+    """The run's FID feature extractor: its --classifier file, else the classifier shipped for the reference."""
+    from genvision.metrics.extractors import ClassifierExtractor
+
+    if config.get("classifier"):
+        return ClassifierExtractor.from_file(config["classifier"], device)
+    return ClassifierExtractor.shipped(reference, device)
+
+
+def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
+    """Score `options.num_samples` samples of the best (else latest) checkpoint against the run's reference."""
+    from genvision.checkpoint import best_checkpoint, latest_checkpoint
+    from genvision.metrics import scores
+    from genvision.metrics.sources import SourceOptions, extract, source_statistics
+    from genvision.metrics.stats import frechet_distance
+    from genvision.sampling import generate, load_generator
+
+    if options.num_samples == 0:
+        return FinalMetrics(note="not computed (--num-samples 0, or a run with FID off: --fid-every 0); run "
+                                 f"`genvision report {run.path}` to compute them")
+    chosen = best_checkpoint(run.path) or latest_checkpoint(run.path)
+    if chosen is None:
+        return FinalMetrics(note=f"not computed: no committed checkpoint in {run.path / 'checkpoints'} yet")
+    started = time.perf_counter()
+    config = run.config
+    reference = config.get("fid_reference") or config.get("dataset") or "mnist5k:train"
+    seed = options.seed if options.seed >= 0 else int(config.get("seed", 0))
+    extractor = run_extractor(config, reference, device)
+    source_options = SourceOptions(batch_size=options.batch_size, device=device,
+                                   data_root=config.get("data_root", "data"))
+    real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=True)
+    loaded = load_generator(chosen, device=device)
+    images = generate(loaded, options.num_samples, seed, options.batch_size, device)
+    stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True, with_logits=True,
+                            name="generated")
+    mu, sigma = stats.mean_and_covariance()
+    features = stats.features().cpu()
+    values: dict[str, Any] = {"fid": frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), real.mu, real.sigma)}
+    if options.bootstrap:
+        replicates = bootstrap_fid(features, real.mu, real.sigma, options.bootstrap, seed=seed)
+        values["fid_interval"] = percentile_interval(replicates)
+    values["kid"] = scores.kernel_inception_distance(features, real.features, options.kid_subsets,
+                                                     options.kid_subset_size)
+    values["precision"], values["recall"] = scores.precision_recall(real.features, features, PRECISION_RECALL_K)
+    if logits is not None and extractor.num_classes:
+        values["classifier_score"] = scores.classifier_score(logits)
+        if real.logits is not None and len(real.logits):
+            coverage = scores.class_coverage(logits, real.logits, extractor.num_classes)
+            values["classes_covered"] = (coverage["classes_covered"], extractor.num_classes)
+            values["class_kl"] = coverage["class_kl"]
+    return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
+                        values, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures and images.
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _figure_png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_plot(records: list[dict], keys: tuple[str, ...], title: str) -> bytes | None:
+    """PNG of the logged losses against step; None when nothing was logged."""
+    series = {key: [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))] for key in keys}
+    if not any(series.values()):
+        return None
+    figure, axis = _pyplot().subplots(figsize=(7, 3.6), dpi=100)
+    for key, points in series.items():
+        if points:
+            axis.plot(*zip(*points), label=key, linewidth=1.2, marker="." if len(points) < 50 else None)
+    axis.set(xlabel="step", ylabel="loss", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper right")
+    return _figure_png(figure)
+
+
+def fid_plot(records: list[dict], best_step: int | None) -> bytes | None:
+    """PNG of FID against step (the best evaluation marked); None when FID was never logged."""
+    points = [(r["step"], r["fid"]) for r in records if isinstance(r.get("fid"), (int, float))]
+    if not points:
+        return None
+    figure, axis = _pyplot().subplots(figsize=(7, 3.6), dpi=100)
+    axis.plot(*zip(*points), "o-", color="black", linewidth=1.2, markersize=3, label="FID")
+    best = [(s, f) for s, f in points if s == best_step]
+    if best:
+        axis.plot(*best[0], "*", color="tab:red", markersize=12, label=f"best (step {best_step})")
+    axis.set(xlabel="step", ylabel="FID (classifier features)", title="FID during training")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper right")
+    return _figure_png(figure)
+
+
+def grid_png(images: torch.Tensor, nrow: int = 8) -> bytes:
+    """uint8 (N, C, H, W) -> PNG bytes of a grid (`sampling.make_grid`)."""
+    from PIL import Image
+
+    from genvision.sampling import make_grid
+
+    array = make_grid(images, nrow)
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def latest(folder: Path, pattern: str) -> Path | None:
+    found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def best_grid(run: RunRecord, seed: int, device: torch.device) -> tuple[bytes, str] | None:
+    """(PNG, caption): BEST_GRID_IMAGES samples of the best checkpoint, else final.png; None when neither exists."""
+    from genvision.checkpoint import best_checkpoint
+    from genvision.sampling import generate, load_generator
+
+    best = best_checkpoint(run.path)
+    if best is not None:
+        loaded = load_generator(best, device=device)
+        images = generate(loaded, BEST_GRID_IMAGES, seed, BEST_GRID_IMAGES, device)
+        return grid_png(images), f"best checkpoint {best.name} (samples 0-{BEST_GRID_IMAGES - 1}, seed {seed})"
+    final = run.path / "final.png"
+    if final.is_file():
+        return final.read_bytes(), "final.png (fixed noise, end of the run; no best-by-FID checkpoint)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTML.
+
+STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2330;
+       background: #f6f7f9; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 2px solid #d8dde6; }
+.sub { color: #5a6270; margin-top: 0; } .note { color: #6b5a00; background: #fff6d5; padding: 6px 10px; }
+table { border-collapse: collapse; background: white; margin: 8px 0; font-size: 14px; }
+td, th { border: 1px solid #d8dde6; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #eef1f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+figure { margin: 0; background: white; padding: 8px; border: 1px solid #d8dde6; }
+figcaption { font-size: 13px; color: #5a6270; margin-top: 4px; max-width: 520px; }
+img.grid { image-rendering: pixelated; } img { display: block; }
+.config { columns: 2; column-gap: 24px; } code { font-size: 13px; }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def table(rows: list[tuple], header: tuple[str, ...] = ()) -> str:
+    """An HTML table; cells are escaped, numbers right-aligned."""
+    parts = ["<table>"]
+    if header:
+        parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = "".join(f"<td class=num>{esc(c)}</td>" if isinstance(c, (int, float)) else f"<td>{esc(c)}</td>"
+                        for c in row)
+        parts.append(f"<tr>{cells}</tr>")
+    return "".join(parts) + "</table>"
+
+
+def display_width(png: bytes, css: str) -> int:
+    """On-page width in px: plots at 520 px (two side by side in a 1200 px window); grids at 2x their pixels
+    (crisp, `image-rendering: pixelated`), at most 520 px."""
+    from PIL import Image
+
+    if css != "grid":
+        return 520
+    with Image.open(io.BytesIO(png)) as image:
+        return min(2 * image.width, 520)
+
+
+def figure_html(png: bytes | None, caption: str, css: str) -> str:
+    if png is None:
+        return f"<figure><p class=note>{esc(caption)}: nothing to show</p></figure>"
+    return (f"<figure><img class={css} style=\"width: {display_width(png, css)}px\" alt=\"{esc(caption)}\" "
+            f"src=\"{png_data_uri(png)}\"><figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def training_rows(run: RunRecord) -> list[tuple]:
+    """Steps, logged FIDs, wall time, throughput and (VAE) held-out NLL."""
+    summary = run.summary or {}
+    last_step = run.records[-1]["step"] if run.records else summary.get("step", 0)
+    rows: list[tuple] = [("steps trained", summary.get("step", last_step),
+                          f"of --num-steps {run.config.get('num_steps', '?')}"
+                          + ("" if run.summary else "; no summary.json: the run has not finished"))]
+    if summary.get("final_fid") is not None:
+        rows.append(("final FID (logged)", number(summary["final_fid"]), f"step {summary.get('step')}"))
+    if summary.get("best_fid") is not None:
+        rows.append(("best FID (logged)", number(summary["best_fid"]), f"step {summary.get('best_step')}"))
+    if isinstance(summary.get("wall_time_s"), (int, float)):
+        seconds = summary["wall_time_s"]
+        rows.append(("wall time", round(seconds, 1), f"seconds ({duration(seconds)}) of the training schedule, "
+                     "from summary.json"))
+    speed = throughput(run.records)
+    if speed is not None:
+        rows.append(("training throughput", round(speed, 1), "images/s over the logged windows of metrics.jsonl "
+                     "(all processes; includes sampling, FID and checkpoint time)"))
+    if isinstance(summary.get("test_negative_elbo_nats"), (int, float)):
+        rows.append(("held-out negative ELBO", number(summary["test_negative_elbo_nats"], 2),
+                     f"nats/image (upper bound on the NLL) = {number(summary.get('test_bits_per_dim'))} bits/dim"))
+    return rows
+
+
+def metrics_html(metrics: FinalMetrics) -> str:
+    if metrics.note:
+        return f"<p class=note>Final metrics {esc(metrics.note)}.</p>"
+    values, rows = metrics.values, []
+    fid_detail = "Fréchet distance of classifier features (Heusel et al. 2017)"
+    if "fid_interval" in values:
+        low, high = values["fid_interval"]
+        fid_detail += f"; bootstrap 95% interval [{number(low)}, {number(high)}] (generated side resampled)"
+    rows.append(("FID", number(values["fid"]), fid_detail))
+    kid, kid_std = values["kid"]
+    rows.append(("KID", f"{number(kid, 5)} ± {number(kid_std, 5)}",
+                 "mean ± std over random subsets (Bińkowski et al. 2018)"))
+    rows.append(("precision", number(values["precision"]), f"improved precision, k = {PRECISION_RECALL_K} "
+                 "(Kynkäänniemi et al. 2019)"))
+    rows.append(("recall", number(values["recall"]), f"improved recall, k = {PRECISION_RECALL_K}"))
+    if "classifier_score" in values:
+        score, score_std = values["classifier_score"]
+        rows.append(("classifier score", f"{number(score, 3)} ± {number(score_std, 3)}",
+                     "Inception Score formula on the classifier's logits (Salimans et al. 2016)"))
+    if "classes_covered" in values:
+        covered, total = values["classes_covered"]
+        rows.append(("classes covered", f"{covered} / {total}", "classes holding >= 2% of the generated samples"))
+        rows.append(("class KL", number(values["class_kl"]), "KL(generated || reference) of predicted-class "
+                     "histograms"))
+    caption = (f"{metrics.num_samples} samples (seed {metrics.seed}) of {metrics.checkpoint} (step {metrics.step}) "
+               f"against {metrics.reference} ({metrics.num_reference} images); computed in "
+               f"{metrics.seconds:.1f} s")
+    return f"<p class=sub>{esc(caption)}</p>" + table(rows, ("metric", "value", "what"))
+
+
+def logged_html(run: RunRecord) -> str:
+    """The FID evaluations and the last logged losses of metrics.jsonl."""
+    fids = [(r["step"], r["fid"]) for r in run.records if "fid" in r]
+    parts = []
+    if fids:
+        parts.append("<h3>FID evaluations (metrics.jsonl)</h3>" + table(fids, ("step", "FID")))
+    losses = [r for r in run.records if "fid" not in r]
+    if losses:
+        last = losses[-1]
+        parts.append(f"<h3>Last logged step ({last['step']})</h3>" +
+                     table([(key, value) for key, value in last.items() if key != "step"], ("metric", "value")))
+    return "".join(parts) or "<p class=note>metrics.jsonl is empty (--log-every 0, or the run just started).</p>"
+
+
+def render(run: RunRecord, metrics: FinalMetrics, figures: dict[str, tuple[bytes | None, str]]) -> str:
+    """The whole page."""
+    title = f"genvision report: {run.kind.upper()} {run.config.get('dataset', '')} ({run.path.name})"
+    figure_block = "".join(figure_html(png, caption, css) for png, caption, css in figures.values())
+    config_rows = [(key, json.dumps(value)) for key, value in run.config.items()]
+    created = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<body>
+<h1>{esc(title)}</h1>
+<p class=sub>run folder <code>{esc(run.path.resolve())}</code> &middot; genvision {esc(run.version)} &middot;
+report written {esc(created)}</p>
+<h2>Final metrics</h2>
+{metrics_html(metrics)}
+<h2>Training</h2>
+{table(training_rows(run), ("", "value", "detail"))}
+<h2>Curves and samples</h2>
+<div class=row>{figure_block}</div>
+<h2>Logged metrics</h2>
+{logged_html(run)}
+<h2>Config (config.json)</h2>
+<div class=config>{table(config_rows, ("field", "value"))}</div>
+</body></html>
+"""
+
+
+def collect_figures(run: RunRecord, seed: int, device: torch.device) -> dict[str, tuple[bytes | None, str, str]]:
+    """name -> (PNG or None, caption, css class) for every figure of the page."""
+    keys = LOSS_KEYS[run.kind]
+    best_step = (run.summary or {}).get("best_step") or None
+    figures: dict[str, tuple[bytes | None, str, str]] = {
+        "losses": (loss_plot(run.records, keys, f"{run.kind.upper()} losses"), "losses against step", "plot"),
+        "fid": (fid_plot(run.records, best_step), "FID against step (metrics.jsonl)", "plot"),
+    }
+    latest_grid = latest(run.path / "samples", "step-*.png")
+    figures["latest"] = (latest_grid.read_bytes() if latest_grid else None,
+                         f"latest grid samples/{latest_grid.name} (fixed noise)" if latest_grid else "latest grid",
+                         "grid")
+    best = best_grid(run, seed, device)
+    figures["best"] = (best[0], best[1], "grid") if best else (None, "best grid", "grid")
+    if run.kind == "vae":
+        recon = latest(run.path / "samples", "reconstructions-step-*.png")
+        if recon is not None:
+            figures["reconstructions"] = (recon.read_bytes(), f"held-out inputs above their reconstructions, "
+                                          f"samples/{recon.name}", "grid")
+    return figures
+
+
+def write_report(run_dir: str | Path, options: ReportConfig | None = None,
+                 device: torch.device | str | None = None) -> Path:
+    """Write RUN_DIR/report.html atomically and return its path (see the module docstring)."""
+    from genvision.fileio import atomic_write
+
+    options = options or ReportConfig(run_dir=str(run_dir))
+    options.validate()
+    run = read_run(run_dir)
+    if device is None:
+        from genvision.metrics.evaluate import resolve_device
+
+        device = resolve_device(options.device)
+    device = torch.device(device)
+    metrics = final_metrics(run, options, device)
+    seed = options.seed if options.seed >= 0 else int(run.config.get("seed", 0))
+    page = render(run, metrics, collect_figures(run, seed, device))
+    path = run.path / REPORT_NAME
+    with atomic_write(path, "wb") as handle:
+        handle.write(page.encode("utf-8"))
+    return path
+
+
+def report_command(config: ReportConfig) -> str:
+    """Carry out `genvision report` (a ReportConfig); returns the line to print (the page's path)."""
+    return str(write_report(config.run_dir, config))

@@ -1,0 +1,226 @@
+"""`genvision sample` on tiny GAN and VAE runs: reproducible grids, PNG folders, interpolation, truncation,
+reconstructions, and every bad input as one line on stderr with exit code 2 and nothing written.
+
+The two runs are real `train_gan.py` / `train_vae.py` subprocesses (started together); the sample commands run
+in-process through `genvision.cli.main` (importing torch once), plus two real subprocesses for the exit code and the
+sidecar's command line.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genvision.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num-steps", "2", "--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images",
+        "4", "--fid-every", "0", "--sample-every", "1"]
+CLASSIFIER = ROOT / "genvision" / "weights" / "classifier-mnist5k.safetensors"
+PADDING, SIZE = 2, 32  # make_grid's padding; the runs' resolution
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """{"gan": run folder, "vae": run folder}: 2-step runs of the tiny models, trained at the same time."""
+    base = tmp_path_factory.mktemp("sample-runs")
+    started = {kind: (subprocess.Popen([sys.executable, f"train_{kind}.py", "--out-dir", str(base / kind), *TINY],
+                                       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True), base / kind) for kind in ("gan", "vae")}
+    for kind, (process, _) in started.items():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{kind}: {stderr[-3000:]}"
+    return {kind: out for kind, (_, out) in started.items()}
+
+
+def sample(*argv) -> tuple[int, str, str]:
+    """Run `genvision sample ARGV` in-process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["sample", *map(str, argv)])
+        except SystemExit as exit_:  # argparse errors
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def ok(*argv) -> str:
+    code, stdout, stderr = sample(*argv)
+    assert code == 0, stderr
+    return stdout
+
+
+def png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def tile(grid: np.ndarray, row: int, column: int) -> np.ndarray:
+    top, left = PADDING + row * (SIZE + PADDING), PADDING + column * (SIZE + PADDING)
+    return grid[top:top + SIZE, left:left + SIZE]
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_grid_is_byte_identical_across_batch_sizes(runs, tmp_path, kind):
+    paths = [tmp_path / f"grid-{batch}.png" for batch in (1, 7, 64)]
+    for batch, path in zip((1, 7, 64), paths):
+        assert str(path) in ok(runs[kind], "--num", 20, "--seed", 4, "--batch-size", batch, "--grid", path)
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+    assert png(paths[0]).shape == (3 * (SIZE + PADDING) + PADDING, 8 * (SIZE + PADDING) + PADDING)
+    sidecar = json.loads(Path(f"{paths[0]}.json").read_text())
+    checkpoint = runs[kind] / "checkpoints" / "step-000002"
+    assert (sidecar["checkpoint"], sidecar["kind"], sidecar["step"], sidecar["seed"]) == (str(checkpoint), kind, 2, 4)
+    assert sidecar["weights_sha256"] == hashlib.sha256((checkpoint / "weights.safetensors").read_bytes()).hexdigest()
+    assert sidecar["truncation"] == 0.0 and sidecar["ema"] == (kind == "gan")
+
+
+def test_out_dir_writes_numbered_pngs_and_never_overwrites(runs, tmp_path):
+    folder = tmp_path / "fakes"
+    assert "wrote 5 PNGs (32x32)" in ok(runs["gan"], "--num", 5, "--out-dir", folder)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"{i:06d}.png" for i in range(5)]
+    assert all(png(folder / name).shape == (SIZE, SIZE) for name in names)
+    before = {name: (folder / name).read_bytes() for name in names}
+    code, stdout, stderr = sample(runs["gan"], "--num", 5, "--seed", 1, "--out-dir", folder)
+    assert code == 2 and "--overwrite" in stderr and stdout == ""
+    assert {name: (folder / name).read_bytes() for name in names} == before
+    ok(runs["gan"], "--num", 5, "--seed", 1, "--out-dir", folder, "--overwrite")
+    assert {name: (folder / name).read_bytes() for name in names} != before
+
+
+@pytest.mark.parametrize("kind,truncation", [("gan", "0"), ("vae", "0"), ("gan", "0.8")])
+def test_interpolation_rows_end_in_the_samples_of_their_latents(runs, tmp_path, kind, truncation):
+    walk, singles = tmp_path / "walk.png", tmp_path / "singles"
+    common = ["--seed", 7, "--truncation", truncation]
+    assert "3 rows of 5 interpolated images" in ok(runs[kind], "--interpolate", 5, "--num", 3, "--grid", walk,
+                                                   "--batch-size", 4, *common)
+    ok(runs[kind], "--num", 6, "--out-dir", singles, *common)
+    grid = png(walk)
+    assert grid.shape == (3 * (SIZE + PADDING) + PADDING, 5 * (SIZE + PADDING) + PADDING)
+    for row in range(3):
+        assert np.array_equal(tile(grid, row, 0), png(singles / f"{2 * row:06d}.png"))
+        assert np.array_equal(tile(grid, row, 4), png(singles / f"{2 * row + 1:06d}.png"))
+    sidecar = json.loads(Path(f"{walk}.json").read_text())
+    assert (sidecar["interpolate"], sidecar["num"], sidecar["nrow"]) == (5, 3, 5)
+
+
+def test_truncation_is_batch_independent_and_changes_the_images(runs, tmp_path):
+    paths = [tmp_path / f"t{batch}.png" for batch in (1, 64)]
+    for batch, path in zip((1, 64), paths):
+        ok(runs["gan"], "--num", 16, "--truncation", 0.5, "--batch-size", batch, "--grid", path)
+    ok(runs["gan"], "--num", 16, "--grid", tmp_path / "plain.png")
+    assert paths[0].read_bytes() == paths[1].read_bytes() != (tmp_path / "plain.png").read_bytes()
+    assert json.loads(Path(f"{paths[0]}.json").read_text())["truncation"] == 0.5
+
+
+def test_vae_reconstruction_grid(runs, tmp_path):
+    grid_path = tmp_path / "recon.png"
+    assert "10 held-out images of mnist5k:test" in ok(runs["vae"], "--reconstruct", "mnist5k:test", "--num", 10,
+                                                      "--nrow", 4, "--grid", grid_path)
+    grid = png(grid_path)
+    assert grid.shape == (6 * (SIZE + PADDING) + PADDING, 4 * (SIZE + PADDING) + PADDING)  # 3 pairs of rows
+    inputs = tile(grid, 0, 0)
+    assert set(np.unique(inputs)) <= {0, 255} and inputs.any()  # a binarised digit (Bernoulli VAE)
+    assert not tile(grid, 4, 2).any() and not tile(grid, 5, 3).any()  # the short last pair is padded black
+    assert json.loads(Path(f"{grid_path}.json").read_text())["reconstruct"] == "mnist5k:test"
+
+
+def _corrupt_copy(runs, tmp: Path, name: str, content: bytes) -> Path:
+    copy = tmp / "ckpt"
+    shutil.copytree(runs["gan"] / "checkpoints" / "step-000002", copy)
+    (copy / name).write_bytes(content)
+    return copy
+
+
+BAD = {
+    # name: (argv with {tmp}, {gan}, {vae}, {classifier} placeholders; words the error line must contain)
+    "missing-checkpoint": (["{tmp}/nothing", "--grid", "{tmp}/g.png"], ["{tmp}/nothing", "does not exist"]),
+    "corrupt-checkpoint-json": (["{tmp}/ckpt", "--grid", "{tmp}/g.png"], ["corrupt", "checkpoint.json"]),
+    "corrupt-weights": (["{tmp}/ckpt", "--grid", "{tmp}/g.png"], ["weights.safetensors"]),
+    "classifier-file": (["{classifier}", "--grid", "{tmp}/g.png"], ["classifier", "not a checkpoint"]),
+    "run-without-checkpoint": (["{tmp}/run", "--grid", "{tmp}/g.png"], ["no committed checkpoint"]),
+    "num-0": (["{gan}", "--num", "0", "--grid", "{tmp}/g.png"], ["--num", "0"]),
+    "nrow-0": (["{gan}", "--nrow", "0", "--grid", "{tmp}/g.png"], ["--nrow", "0"]),
+    "nrow-negative": (["{gan}", "--nrow", "-3", "--grid", "{tmp}/g.png"], ["--nrow", "-3"]),
+    "batch-size-0": (["{gan}", "--batch-size", "0", "--grid", "{tmp}/g.png"], ["--batch-size"]),
+    "reconstruct-gan": (["{gan}", "--reconstruct", "mnist5k:test", "--grid", "{tmp}/g.png"],
+                        ["--reconstruct", "VAE", "'gan'"]),
+    "reconstruct-bad-split": (["{vae}", "--reconstruct", "mnist5k:bogus", "--grid", "{tmp}/g.png"], ["bogus"]),
+    "reconstruct-too-many": (["{vae}", "--reconstruct", "mnist5k:test", "--num", "501", "--grid", "{tmp}/g.png"],
+                             ["--num 501", "500"]),
+    "out-dir-is-file": (["{gan}", "--out-dir", "{tmp}/file.txt"], ["--out-dir", "is a file"]),
+    "grid-exists": (["{gan}", "--grid", "{tmp}/file.txt"], ["exists", "--overwrite"]),
+    "grid-folder-missing": (["{gan}", "--grid", "{tmp}/no/g.png"], ["does not exist"]),
+    "no-output": (["{gan}"], ["--grid", "--out-dir"]),
+    "both-outputs": (["{gan}", "--grid", "{tmp}/g.png", "--out-dir", "{tmp}/d"], ["exactly one"]),
+    "truncation-negative": (["{gan}", "--truncation", "-1", "--grid", "{tmp}/g.png"], ["--truncation", "-1"]),
+    "truncation-nan": (["{gan}", "--truncation", "nan", "--grid", "{tmp}/g.png"], ["--truncation", "nan"]),
+    "interpolate-1": (["{gan}", "--interpolate", "1", "--grid", "{tmp}/g.png"], ["--interpolate", ">= 2"]),
+    "interpolate-out-dir": (["{gan}", "--interpolate", "4", "--out-dir", "{tmp}/d"], ["--interpolate", "--grid"]),
+    "interpolate-and-reconstruct": (["{vae}", "--interpolate", "4", "--reconstruct", "mnist5k:test", "--grid",
+                                     "{tmp}/g.png"], ["at most one"]),
+    "reconstruct-truncation": (["{vae}", "--reconstruct", "mnist5k:test", "--truncation", "1", "--grid",
+                                "{tmp}/g.png"], ["--truncation"]),
+    "unknown-flag": (["{gan}", "--grid", "{tmp}/g.png", "--temperature", "2"], ["--temperature"]),
+}
+
+
+def _prepare(runs, tmp: Path, name: str) -> None:
+    (tmp / "file.txt").write_text("not a folder")
+    if name == "corrupt-checkpoint-json":
+        _corrupt_copy(runs, tmp, "checkpoint.json", b"\x00{{ not json")
+    elif name == "corrupt-weights":
+        _corrupt_copy(runs, tmp, "weights.safetensors", os.urandom(256))
+    elif name == "run-without-checkpoint":
+        (tmp / "run" / "checkpoints").mkdir(parents=True)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, name):
+    argv, words = BAD[name]
+    _prepare(runs, tmp_path, name)
+    values = {"tmp": tmp_path, "gan": runs["gan"], "vae": runs["vae"], "classifier": CLASSIFIER}
+    before = _snapshot(tmp_path)
+    code, stdout, stderr = sample(*[a.format(**values) for a in argv])
+    assert code == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip() and "Traceback" not in stderr, stderr
+    for word in words:
+        assert word.format(**values) in lines[0], (word, lines[0])
+    assert stdout == "" and _snapshot(tmp_path) == before
+
+
+def test_real_processes_exit_code_and_sidecar_command(runs, tmp_path):
+    grid = tmp_path / "g.png"
+    commands = {"good": ["sample", str(runs["vae"]), "--num", "4", "--seed", "2", "--grid", str(grid)],
+                "bad": ["sample", str(runs["gan"]), "--reconstruct", "mnist5k:test", "--grid", str(tmp_path / "x.png")]}
+    started = {name: subprocess.Popen([sys.executable, "-m", "genvision", *argv], cwd=tmp_path, env=_env(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, argv in commands.items()}
+    results = {name: (process, *process.communicate(timeout=120)) for name, process in started.items()}
+    process, stdout, stderr = results["good"]
+    assert process.returncode == 0 and stdout.strip() == f"wrote {grid} (4 images, step 2, seed 2)", stderr
+    assert json.loads(Path(f"{grid}.json").read_text())["command"] == "genvision " + " ".join(commands["good"])
+    process, stdout, stderr = results["bad"]
+    assert process.returncode == 2 and stdout == "" and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "--reconstruct" in stderr
+    assert not (tmp_path / "x.png").exists()

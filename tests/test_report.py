@@ -1,0 +1,264 @@
+"""`genvision report` and the report written at the end of every run (`training.loop.finish`).
+
+A 2-step tiny GAN run with FID on (100 samples) writes its report itself; a tiny VAE run (FID off) gets one from
+`genvision report --num-samples 100`. Checks: self-contained page (every image a PNG data URI), the numbers of
+metrics.jsonl, summary.json and config.json on the page, the final table's FID equal to the FID the run logged (same
+latents), the bootstrap maths, a report failure that costs only a warning line, bad input, and (when Debian's
+`chromium` is installed) a headless screenshot that is not blank.
+"""
+
+import base64
+import contextlib
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from genvision.cli import main
+from genvision.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num-steps", "2", "--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images",
+        "4", "--sample-every", "1", "--log-every", "1"]
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """`genvision ARGV` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*map(str, argv)])
+        except SystemExit as exit_:  # argparse errors
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """{"gan": (run folder, stdout), "vae": (run folder, stdout)}, trained at the same time."""
+    base = tmp_path_factory.mktemp("report-runs")
+    extra = {"gan": ["--fid-every", "1", "--num-fid-samples", "100"], "vae": ["--fid-every", "0"]}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    started = {kind: subprocess.Popen([sys.executable, f"train_{kind}.py", "--out-dir", str(base / kind), *TINY,
+                                       *extra[kind]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for kind in extra}
+    done = {}
+    for kind, process in started.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{kind}: {stderr[-3000:]}"
+        assert "warning" not in stderr, stderr
+        done[kind] = (base / kind, stdout)
+    return done
+
+
+@pytest.fixture(scope="module")
+def vae_report(runs) -> tuple[Path, str]:
+    """(report path, stdout) of `genvision report VAE_RUN --num-samples 100`."""
+    run, _ = runs["vae"]
+    code, stdout, stderr = cli("report", run, "--num-samples", 100, "--bootstrap", 50)
+    assert code == 0, stderr
+    return run / "report.html", stdout
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def data_uris(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_finished_run_writes_its_report_before_the_closing_line(runs):
+    run, stdout = runs["gan"]
+    lines = stdout.strip().splitlines()
+    assert lines[-2] == f"report {run / 'report.html'}" and lines[-1].startswith(f"run folder {run}")
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".report.html*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 < summary["wall_time_s"] < 300
+
+
+def test_page_is_self_contained(runs):
+    page = (runs["gan"][0] / "report.html").read_text()
+    images = data_uris(page)
+    assert len(images) >= 4 and all(image.startswith(b"\x89PNG\r\n\x1a\n") for image in images)
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources), sources
+    assert "<script" not in page and "<link" not in page and "url(" not in page and "@import" not in page
+
+
+def test_page_shows_metrics_jsonl_summary_and_config(runs):
+    run, _ = runs["gan"]
+    page = (run / "report.html").read_text()
+    logged = records(run)
+    fids = [r for r in logged if "fid" in r]
+    assert [r["step"] for r in fids] == [1, 2]
+    for record in fids:
+        assert f"<td class=num>{record['step']}</td><td class=num>{record['fid']}</td>" in page
+    last = [r for r in logged if "fid" not in r][-1]
+    assert f"Last logged step ({last['step']})" in page
+    for key in ("d_loss", "g_loss", "img_per_s"):
+        assert f"<td>{key}</td><td class=num>{last[key]}</td>" in page
+    config = json.loads((run / "config.json").read_text())["config"]
+    for key, value in config.items():
+        assert f"<td>{key}</td><td>{html.escape(json.dumps(value))}</td>" in page, key
+    for words in ("wall time", "training throughput", "best FID (logged)", "KID", "precision", "recall",
+                  "classes covered", "class KL", "bootstrap 95% interval", "best checkpoint best-step-000002"):
+        assert words in page, words
+
+
+def test_final_fid_equals_the_fid_the_run_logged(runs):
+    """Same checkpoint, seed and sample count as the training FID: the same images, so the same FID."""
+    run, _ = runs["gan"]
+    page = (run / "report.html").read_text()
+    assert "100 samples (seed 0) of " + str(run / "checkpoints" / "best-step-000002") in page
+    fid = float(re.search(r"<td>FID</td><td>([0-9.]+)</td>", page).group(1))
+    low, high = map(float, re.search(r"bootstrap 95% interval \[([0-9.]+), ([0-9.]+)\]", page).groups())
+    logged = [r["fid"] for r in records(run) if "fid" in r][-1]
+    assert fid == pytest.approx(logged, rel=1e-5, abs=1e-4)
+    assert low <= high and math_close_or_inside(fid, low, high)
+
+
+def math_close_or_inside(value: float, low: float, high: float) -> bool:
+    """The bootstrap interval of a biased statistic may sit just above it; allow a small margin."""
+    margin = 0.05 * max(abs(value), 1e-9)
+    return low - margin <= value <= high + margin
+
+
+def test_vae_report_from_the_command(vae_report, runs):
+    path, stdout = vae_report
+    run, _ = runs["vae"]
+    assert stdout.strip() == str(path) and path.is_file()
+    page = path.read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert "held-out negative ELBO" in page and f"{summary['test_negative_elbo_nats']:.2f}" in page
+    assert f"{summary['test_bits_per_dim']:.4f} bits/dim" in page
+    assert "held-out inputs above their reconstructions" in page and "final.png" in page
+    assert "100 samples (seed 0)" in page and "FID evaluations" not in page  # FID was off for this run
+    assert len(data_uris(page)) >= 4
+
+
+def test_run_with_fid_off_gets_a_report_without_the_metrics_table(runs, tmp_path):
+    run, stdout = runs["vae"]
+    assert "report " in stdout  # written by loop.finish (then replaced by the vae_report fixture's page)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    from genvision.config import ReportConfig
+    from genvision.report import write_report
+
+    page = write_report(copy, ReportConfig(run_dir=str(copy), num_samples=0), "cpu").read_text()
+    assert "Final metrics not computed" in page and "<td>KID</td>" not in page
+
+
+def test_report_failure_in_finish_is_one_warning_line(tmp_path, monkeypatch, capsys):
+    """loop.finish: summary.json, final.png and the closing line survive a broken report."""
+    import genvision.report
+    from genvision.config import GANConfig
+    from genvision.training import loop
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(genvision.report, "write_report", broken)
+    (tmp_path / "config.json").write_text("{}")
+    task = SimpleNamespace(kind="gan", loss_keys=("d_loss",), fixed_noise=torch.zeros(2, 3), final_metrics=dict,
+                           sampler=lambda: (lambda z: torch.zeros(len(z), 1, 4, 4)))
+    accelerator = SimpleNamespace(is_main_process=True, device=torch.device("cpu"), wait_for_everyone=lambda: None)
+    state = {"step": 5, "best_fid": float("inf"), "best_step": 0}
+    summary = loop.finish(task, GANConfig(), accelerator, tmp_path, state, None)
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "RuntimeError: boom second line" in err
+    assert out.strip().splitlines()[-1].startswith(f"run folder {tmp_path}")
+    assert summary["step"] == 5 and json.loads((tmp_path / "summary.json").read_text())["wall_time_s"] >= 0
+    assert (tmp_path / "final.png").is_file() and not (tmp_path / "report.html").exists()
+
+
+def test_weighted_fid_and_bootstrap():
+    from genvision.metrics.stats import frechet_distance
+    from genvision.report import bootstrap_fid, percentile_interval, weighted_fid
+
+    generator = torch.Generator().manual_seed(0)
+    fake = torch.randn(800, 12, generator=generator) * 1.5 + 0.3
+    real = torch.randn(600, 12, generator=generator, dtype=torch.float64)
+    mu, sigma = real.mean(0).numpy(), np.cov(real.numpy(), rowvar=False)
+    plain = frechet_distance(fake.double().mean(0).numpy(), np.cov(fake.double().numpy(), rowvar=False), mu, sigma)
+    assert weighted_fid(fake, torch.ones(1, 800), mu, sigma).item() == pytest.approx(plain, rel=1e-6)
+    doubled = torch.cat([fake, fake])  # weights 2 on every row of `fake` = the doubled set (up to N-1 vs 2N-1)
+    weights = torch.cat([torch.full((1, 800), 2.0), torch.zeros(1, 800)], dim=1)
+    assert weighted_fid(doubled, weights, mu, sigma).item() == pytest.approx(plain, rel=2e-3)
+    replicates = bootstrap_fid(fake, mu, sigma, num_resamples=120, seed=3, chunk=50)
+    assert replicates.shape == (120,) and torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=3))
+    assert not torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=4))
+    low, high = percentile_interval(replicates)
+    assert low < high and low - 0.1 * plain < plain < high
+
+
+def test_throughput_is_total_images_over_total_time():
+    from genvision.report import throughput
+
+    logged = [{"step": 10, "img_per_s": 100.0}, {"step": 10, "fid": 3.0}, {"step": 30, "img_per_s": 50.0},
+              {"step": 20, "img_per_s": 80.0}]  # the last: a resumed session that re-logs an earlier step
+    assert throughput(logged) == pytest.approx(30 / (10 / 100 + 20 / 50))
+    assert throughput([]) is None
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "plain-folder", "classifier-run", "corrupt-config",
+                                  "num-samples-2", "bootstrap-negative"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, case):
+    target, extra = tmp_path / case, []
+    if case == "file":
+        target.write_text("x")
+    elif case in ("plain-folder", "classifier-run", "corrupt-config"):
+        target.mkdir()
+        (target / "a.png").write_bytes(b"")
+        if case == "classifier-run":
+            (target / "config.json").write_text(json.dumps({"kind": "classifier", "config": {}}))
+        if case == "corrupt-config":
+            (target / "config.json").write_text("{ not json")
+    elif case != "missing":  # bad flags on a real run
+        target = runs["vae"][0]
+        extra = ["--num-samples", "2"] if case == "num-samples-2" else ["--bootstrap", "-1"]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    report_before = (runs["vae"][0] / "report.html").stat().st_mtime_ns
+    code, stdout, stderr = cli("report", target, *extra)
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("genvision report: error: "), stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert (runs["vae"][0] / "report.html").stat().st_mtime_ns == report_before
+
+
+def test_library_refuses_a_folder_that_is_not_a_run(tmp_path):
+    from genvision.report import write_report
+
+    with pytest.raises(UsageError, match="not a training run folder"):
+        write_report(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    page = runs["gan"][0] / "report.html"
+    process = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                              f"--screenshot={shot}", "--window-size=1200,1600", page.resolve().as_uri()],
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0 and shot.is_file(), process.stderr[-2000:]
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (1600, 1200, 3)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
