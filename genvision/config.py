@@ -154,7 +154,7 @@ class GANConfig(RunConfig):
     """`train_gan.py` / `genvision train-gan`: a DCGAN (Radford et al. 2015) on Accelerate."""
 
     out_dir: str = opt("runs/dcgan", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
-    num_steps: int = opt(3000, "generator updates to train for")
+    num_steps: int = opt(7000, "generator updates to train for")
     batch_size: int = opt(64, "images per process per step")
     latent_dim: int = opt(100, "size of the N(0, I) latent z")
     base_channels: int = opt(32, "width of the last G layer / first D layer; others are 2x, 4x, ...")
@@ -201,21 +201,62 @@ class SampleConfig:
     """`genvision sample`: images from a GAN or VAE checkpoint (or a run folder: its best, else latest)."""
 
     source: str = opt("", "checkpoint folder or run folder")
-    num: int = opt(64, "number of images")
+    num: int = opt(64, "number of images; with --interpolate the number of rows; with --reconstruct the number of "
+                   "held-out inputs")
     grid: str = opt("", "write one PNG grid here (with a .json sidecar)")
     out_dir: str = opt("", "write NUM numbered PNGs into this folder")
-    nrow: int = opt(8, "images per grid row")
-    seed: int = opt(0, "sample i depends only on (seed, i)")
+    nrow: int = opt(8, "images per grid row (with --interpolate each row holds its K images instead)")
+    seed: int = opt(0, "sample i depends only on (seed, i); with --reconstruct it picks the held-out inputs")
     batch_size: int = opt(256, "images per forward pass (does not change the images)")
     ema: bool = opt(True, "use the generator's EMA weights when the checkpoint has them")
+    truncation: float = opt(0.0, "truncation trick (Brock et al. 2019): latent components with |z| > T are redrawn "
+                            "until inside, in latent std units (0 = off)")
+    interpolate: int = opt(0, "rows of K images walking along the great circle (slerp) from the latent of sample "
+                           "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid)")
+    reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "
+                           "row above its row of reconstructions (empty = off; needs --grid)")
     overwrite: bool = opt(False, "replace existing files")
 
     def validate(self) -> None:
         require(self.num > 0, "num", "> 0", self.num)
         require(self.nrow > 0, "nrow", "> 0", self.nrow)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(0 <= self.truncation < float("inf"), "truncation", "> 0 (or 0 = off)", self.truncation)
+        require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
+                self.interpolate)
         if bool(self.grid) == bool(self.out_dir):
             raise UsageError("give exactly one of --grid FILE.png and --out-dir DIR")
+        if self.interpolate and self.reconstruct:
+            raise UsageError("give at most one of --interpolate K and --reconstruct SPLIT")
+        if (self.interpolate or self.reconstruct) and not self.grid:
+            flag = "--interpolate" if self.interpolate else "--reconstruct"
+            raise UsageError(f"{flag} writes a grid: give --grid FILE.png instead of --out-dir")
+        if self.reconstruct and self.truncation:
+            raise UsageError("--truncation applies to latents drawn from the prior, not to --reconstruct "
+                             "(reconstructions decode the posterior mean)")
+
+
+@dataclass
+class ReportConfig:
+    """`genvision report RUN_DIR`: one self-contained HTML page summarising a training run."""
+
+    run_dir: str = opt("", "training run folder (holds config.json, metrics.jsonl, checkpoints/)")
+    num_samples: int = opt(5000, "generated images scored for the final metrics table (0 = skip the table)")
+    seed: int = opt(-1, "latent seed of those images; -1 = the run's --seed (the latents of its training FID)")
+    bootstrap: int = opt(200, "bootstrap resamples of the generated features for the FID 95 percent interval (0 = off)")
+    kid_subsets: int = opt(10, "KID: random subsets averaged")
+    kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
+    batch_size: int = opt(500, "images per generator / feature-extractor forward pass")
+    device: str = opt("auto", "torch device for sampling and features: auto (cuda if available, else cpu), cpu, "
+                      "cuda, cuda:1, ...")
+
+    def validate(self) -> None:
+        require(self.num_samples == 0 or self.num_samples >= 4, "num_samples", ">= 4 (or 0 = no metrics)",
+                self.num_samples)
+        require(self.bootstrap >= 0, "bootstrap", ">= 0", self.bootstrap)
+        require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
+        require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
+        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
 
 
 VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood")
@@ -226,7 +267,7 @@ class VAEConfig(RunConfig):
     """`train_vae.py` / `genvision train-vae`: a convolutional VAE (Kingma & Welling 2014)."""
 
     out_dir: str = opt("runs/vae", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
-    num_steps: int = opt(3000, "optimizer steps to train for")
+    num_steps: int = opt(4000, "optimizer steps to train for")
     batch_size: int = opt(64, "images per process per step")
     latent_dim: int = opt(16, "size of the latent z (prior N(0, I))")
     base_channels: int = opt(32, "width of the first encoder / last decoder layer; others are 2x, 4x, ...")
