@@ -91,7 +91,7 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
     """Train `task` to config.num_steps on the schedule of config's --*-every flags; see the module docstring."""
     from tqdm import tqdm
 
-    state = {"step": 0, "best_fid": math.inf, "best_step": 0, "last_checkpoint": None}
+    state = {"step": 0, "best_fid": math.inf, "best_step": 0, "last_checkpoint": None, "start_time": time.time()}
     if checkpoint is not None:
         check_architecture(checkpoint, asdict(config), task.architecture_fields)
         state["step"] = task.restore(checkpoint)
@@ -192,9 +192,8 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
     summary = {"run_dir": str(run_dir), "step": state["step"], "final_fid": fid, "best_fid": best,
                "best_step": state["best_step"], **task.final_metrics()}
     if accelerator.is_main_process:
-        # config.json is written as the schedule starts (`run_schedule`), so its age is the training wall time
-        # (of the latest session, for a resumed run).
-        summary["wall_time_s"] = round(time.time() - (run_dir / "config.json").stat().st_mtime, 3)
+        # Wall time of this session (a resumed run counts from its resumption).
+        summary["wall_time_s"] = round(time.time() - state["start_time"], 3)
         write_fixed_grid(task, run_dir / "final.png")
         common.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png", keys=task.loss_keys,
                            title=f"{task.kind.upper()} {config.dataset}")

@@ -114,11 +114,16 @@ class VAETask:
 
     @torch.no_grad()
     def reconstructions(self, count: int = 32) -> torch.Tensor:
-        """uint8 (2 * rows * 8, C, H, W): rows of 8 held-out inputs, each above its row of reconstructions."""
+        """uint8 (2 * rows * 8, C, H, W): rows of 8 held-out inputs, each above its row of reconstructions.
+
+        The inputs are a fixed random subset (seed 0) of the held-out split, the same at every step: held-out
+        splits such as mnist5k:test are stored sorted by class, so their first images are all one digit.
+        """
         from genvision.imageconv import to_uint8
 
         self.model.eval()
-        inputs = self.held_out[:count].to(self.accelerator.device)
+        chosen = torch.randperm(len(self.held_out), generator=torch.Generator().manual_seed(0))[:count]
+        inputs = self.held_out[chosen].to(self.accelerator.device)
         outputs = self.model.reconstruct(inputs)
         self.model.train()
         rows = []

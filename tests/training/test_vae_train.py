@@ -126,7 +126,8 @@ def test_images(run):
 
 
 def test_reconstruction_grid_rows(run):
-    """Input rows are the fixed binarisation of the held-out images; reconstruction rows are the model's means."""
+    """Input rows are a fixed random subset (seed 0) of the binarised held-out images; reconstruction rows are the
+    model's means of those."""
     import numpy as np
     from PIL import Image
 
@@ -136,6 +137,7 @@ def test_reconstruction_grid_rows(run):
     _, out = run
     model, config, _ = load_vae(str(out))
     _, images = held_out_images(config)
+    images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:32]]
     with torch.no_grad():
         expected_outputs = to_uint8(model.reconstruct(images[:32]))
     grid = np.asarray(Image.open(out / "samples" / "reconstructions-step-000003.png"))
