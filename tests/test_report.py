@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -176,7 +177,7 @@ def test_report_failure_in_finish_is_one_warning_line(tmp_path, monkeypatch, cap
     task = SimpleNamespace(kind="gan", loss_keys=("d_loss",), fixed_noise=torch.zeros(2, 3), final_metrics=dict,
                            sampler=lambda: (lambda z: torch.zeros(len(z), 1, 4, 4)))
     accelerator = SimpleNamespace(is_main_process=True, device=torch.device("cpu"), wait_for_everyone=lambda: None)
-    state = {"step": 5, "best_fid": float("inf"), "best_step": 0}
+    state = {"step": 5, "best_fid": float("inf"), "best_step": 0, "start_time": time.time()}
     summary = loop.finish(task, GANConfig(), accelerator, tmp_path, state, None)
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("warning: ") and "RuntimeError: boom second line" in err
