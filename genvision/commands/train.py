@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import dataclasses
 import json
 
@@ -13,37 +14,18 @@ def add_dry_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
 
 
-def run_train_classifier(args: argparse.Namespace) -> int:
-    config = config_from_args(ClassifierConfig, args)
-    if args.dry_run:
-        print(json.dumps(dataclasses.asdict(config), indent=2))
+def trainer(config_class: type, module: str, function: str):
+    """A subcommand runner: flags -> validated config -> (--dry-run: print it) -> genvision.training.MODULE.FUNCTION."""
+
+    def run(args: argparse.Namespace) -> int:
+        config = config_from_args(config_class, args)
+        if args.dry_run:
+            print(json.dumps(dataclasses.asdict(config), indent=2))
+            return 0
+        getattr(importlib.import_module(f"genvision.training.{module}"), function)(config)
         return 0
-    from genvision.training.classifier import train_classifier
 
-    train_classifier(config)
-    return 0
-
-
-def run_train_gan(args: argparse.Namespace) -> int:
-    config = config_from_args(GANConfig, args)
-    if args.dry_run:
-        print(json.dumps(dataclasses.asdict(config), indent=2))
-        return 0
-    from genvision.training.gan import train_gan
-
-    train_gan(config)
-    return 0
-
-
-def run_train_vae(args: argparse.Namespace) -> int:
-    config = config_from_args(VAEConfig, args)
-    if args.dry_run:
-        print(json.dumps(dataclasses.asdict(config), indent=2))
-        return 0
-    from genvision.training.vae import train_vae
-
-    train_vae(config)
-    return 0
+    return run
 
 
 def run_evaluate_vae(args: argparse.Namespace) -> int:
@@ -65,13 +47,13 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, GANConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=run_train_gan)
+    parser.set_defaults(run=trainer(GANConfig, "gan", "train_gan"))
 
     parser = subparsers.add_parser("train-vae", help="train a convolutional VAE (also: python train_vae.py)",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, VAEConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=run_train_vae)
+    parser.set_defaults(run=trainer(VAEConfig, "vae", "train_vae"))
 
     parser = subparsers.add_parser("evaluate-vae", help="held-out negative ELBO and importance-weighted NLL of a "
                                    "VAE checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -87,4 +69,4 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, ClassifierConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=run_train_classifier)
+    parser.set_defaults(run=trainer(ClassifierConfig, "classifier", "train_classifier"))

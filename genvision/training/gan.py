@@ -19,7 +19,7 @@ from genvision.config import GAN_ARCHITECTURE_FIELDS, GANConfig
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common
-from genvision.training.loop import check_out_dir, find_resume_checkpoint, run_schedule
+from genvision.training.loop import train
 
 
 @torch.no_grad()
@@ -203,15 +203,4 @@ class GANTask:
 
 def train_gan(config: GANConfig) -> dict:
     """Train a DCGAN on the shared schedule; returns the summary (run folder, final and best FID)."""
-    run_dir = check_out_dir(config.out_dir)
-    checkpoint = find_resume_checkpoint(config.resume, run_dir, "gan")  # bad --resume fails before any write
-    accelerator = common.make_accelerator(config.mixed_precision)
-    task = GANTask(config, accelerator)
-    evaluator = None
-    if accelerator.is_main_process and config.fid_every > 0:
-        from genvision.training.fid import TrainingFID
-
-        evaluator = TrainingFID.from_config(config, accelerator.device)
-    summary = run_schedule(task, config, accelerator, run_dir, checkpoint, evaluator)
-    accelerator.end_training()
-    return summary
+    return train(GANTask, config)

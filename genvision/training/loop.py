@@ -215,3 +215,22 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
         print(f"run folder {run_dir}: {fid_text}", flush=True)
     accelerator.wait_for_everyone()
     return summary
+
+
+def train(task_class, config) -> dict:
+    """Build `task_class(config, accelerator)` and run the schedule: the body of train_gan and train_vae.
+
+    A bad --resume or --out-dir fails before anything is written; FID is evaluated on the main process only.
+    """
+    run_dir = check_out_dir(config.out_dir)
+    checkpoint = find_resume_checkpoint(config.resume, run_dir, task_class.kind)
+    accelerator = common.make_accelerator(config.mixed_precision)
+    task = task_class(config, accelerator)
+    evaluator = None
+    if accelerator.is_main_process and config.fid_every > 0:
+        from genvision.training.fid import TrainingFID
+
+        evaluator = TrainingFID.from_config(config, accelerator.device)
+    summary = run_schedule(task, config, accelerator, run_dir, checkpoint, evaluator)
+    accelerator.end_training()
+    return summary

@@ -21,7 +21,7 @@ from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common
-from genvision.training.loop import check_out_dir, find_resume_checkpoint, run_schedule
+from genvision.training.loop import train
 
 BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
 
@@ -225,18 +225,7 @@ def held_out_iw_nll(model: ConvVAE, images: torch.Tensor, config: VAEConfig, num
 
 def train_vae(config: VAEConfig) -> dict:
     """Train a VAE on the shared schedule; returns the summary (FID, held-out negative ELBO)."""
-    run_dir = check_out_dir(config.out_dir)
-    checkpoint = find_resume_checkpoint(config.resume, run_dir, "vae")  # bad --resume fails before any write
-    accelerator = common.make_accelerator(config.mixed_precision)
-    task = VAETask(config, accelerator)
-    evaluator = None
-    if accelerator.is_main_process and config.fid_every > 0:
-        from genvision.training.fid import TrainingFID
-
-        evaluator = TrainingFID.from_config(config, accelerator.device)
-    summary = run_schedule(task, config, accelerator, run_dir, checkpoint, evaluator)
-    accelerator.end_training()
-    return summary
+    return train(VAETask, config)
 
 
 def load_vae(source: str) -> tuple[ConvVAE, VAEConfig, object]:
