@@ -162,3 +162,30 @@ def restore_generator_state(noise: torch.Generator, states: torch.Tensor, step: 
         noise.set_state(states[accelerator.process_index].clone())  # a row view with an offset segfaults
     else:
         noise.manual_seed(int(states[0].sum()) + step + accelerator.process_index)
+
+
+def run_state(task) -> dict:
+    """The training state every task shares: grad scaler, RNGs (every rank's noise), data position, fixed noise,
+    step. `task` has .accelerator, .noise, .batches, .fixed_noise and .step."""
+    scaler = task.accelerator.scaler
+    return {
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "rng": rng_state(),
+        "noise": gather_generator_states(task.noise, task.accelerator),
+        "data": task.batches.state_dict(),
+        "fixed_noise": task.fixed_noise.cpu(),
+        "step": task.step,
+    }
+
+
+def restore_run_state(task, state: dict) -> int:
+    """Load what `run_state` saved into `task`; returns the step to continue from."""
+    accelerator = task.accelerator
+    if accelerator.scaler is not None and state["scaler"]:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    restore_generator_state(task.noise, state["noise"], state["step"], accelerator)
+    task.batches.load_state_dict(state["data"])
+    task.fixed_noise = state["fixed_noise"].to(accelerator.device)
+    task.step = int(state["step"])
+    return task.step

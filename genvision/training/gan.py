@@ -167,17 +167,8 @@ class GANTask:
         weights = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict()}
         if self.generator_ema is not None:
             weights["generator_ema"] = self.generator_ema.state_dict()
-        scaler = self.accelerator.scaler
-        return weights, {
-            "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_d": self.optimizer_d.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "rng": common.rng_state(),
-            "noise": common.gather_generator_states(self.noise, self.accelerator),
-            "data": self.batches.state_dict(),
-            "fixed_noise": self.fixed_noise.cpu(),
-            "step": self.step,
-        }
+        return weights, {"optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
+                         **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()
@@ -188,14 +179,7 @@ class GANTask:
                                                checkpoint.weights("generator"))
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
-        if self.accelerator.scaler is not None and state["scaler"]:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        common.set_rng_state(state["rng"])
-        common.restore_generator_state(self.noise, state["noise"], state["step"], self.accelerator)
-        self.batches.load_state_dict(state["data"])
-        self.fixed_noise = state["fixed_noise"].to(self.accelerator.device)
-        self.step = int(state["step"])
-        return self.step
+        return common.restore_run_state(self, state)
 
     def final_metrics(self) -> dict:
         return {}

@@ -139,29 +139,13 @@ class VAETask:
     # -- checkpoints ------------------------------------------------------------------------------------------
 
     def state_payload(self) -> tuple[dict[str, dict], dict]:
-        scaler = self.accelerator.scaler
-        return {"vae": self.model.state_dict()}, {
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "rng": common.rng_state(),
-            "noise": common.gather_generator_states(self.noise, self.accelerator),
-            "data": self.batches.state_dict(),
-            "fixed_noise": self.fixed_noise.cpu(),
-            "step": self.step,
-        }
+        return {"vae": self.model.state_dict()}, {"optimizer": self.optimizer.state_dict(), **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()
         self.model.load_state_dict(checkpoint.weights("vae"))
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.accelerator.scaler is not None and state["scaler"]:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        common.set_rng_state(state["rng"])
-        common.restore_generator_state(self.noise, state["noise"], state["step"], self.accelerator)
-        self.batches.load_state_dict(state["data"])
-        self.fixed_noise = state["fixed_noise"].to(self.accelerator.device)
-        self.step = int(state["step"])
-        return self.step
+        return common.restore_run_state(self, state)
 
     # -- the end ----------------------------------------------------------------------------------------------
 
