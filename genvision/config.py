@@ -150,7 +150,37 @@ GAN_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channel
 
 
 @dataclass
-class GANConfig(RunConfig):
+class GenerativeConfig(RunConfig):
+    """Fields of the shared training schedule (`training.loop`) of GANs and VAEs."""
+
+    num_steps: int = opt(1000, "optimisation steps to train for")
+    log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
+    sample_every: int = opt(500, "steps between sample grids in samples/ (0 = off)")
+    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only the final one)")
+    fid_every: int = opt(1000, "steps between FID evaluations of generated samples against the dataset (0 = off)")
+    num_fid_samples: int = opt(5000, "generated images per FID evaluation")
+    fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
+    classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
+    keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
+    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
+    num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
+    latent_dim: int = opt(100, "size of the N(0, I) latent z")
+    base_channels: int = opt(32, "network width at full resolution; others are 2x, 4x, ...")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
+        require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
+        for name in ("latent_dim", "base_channels", "num_grid_images"):
+            require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
+        for name in ("log_every", "sample_every", "checkpoint_every", "fid_every"):
+            require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
+        require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
+
+
+@dataclass
+class GANConfig(GenerativeConfig):
     """`train_gan.py` / `genvision train-gan`: a DCGAN (Radford et al. 2015) on Accelerate."""
 
     out_dir: str = opt("runs/dcgan", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
@@ -168,32 +198,16 @@ class GANConfig(RunConfig):
     beta1: float = opt(0.5, "Adam beta1")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
-    log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
-    sample_every: int = opt(500, "steps between sample grids in samples/ (0 = off)")
-    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only the final one)")
-    fid_every: int = opt(1000, "steps between FID evaluations against the dataset (0 = off)")
-    num_fid_samples: int = opt(5000, "generated images per FID evaluation")
-    fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
-    classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
-    keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
-    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
-    num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
 
     def validate(self) -> None:
         super().validate()
-        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
-        require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
-        for name in ("latent_dim", "base_channels", "d_steps", "num_grid_images"):
-            require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
-        for name in ("log_every", "sample_every", "checkpoint_every", "fid_every", "r1_gamma", "gp_weight",
-                     "d_lr"):
+        require(self.d_steps > 0, "d_steps", "> 0", self.d_steps)
+        for name in ("r1_gamma", "gp_weight", "d_lr"):
             require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1" if not 0 <= self.beta1 < 1 else "beta2",
                 "in [0, 1)", self.beta1 if not 0 <= self.beta1 < 1 else self.beta2)
         require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
-        require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
-        require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
 
 
 @dataclass
@@ -263,7 +277,7 @@ VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channel
 
 
 @dataclass
-class VAEConfig(RunConfig):
+class VAEConfig(GenerativeConfig):
     """`train_vae.py` / `genvision train-vae`: a convolutional VAE (Kingma & Welling 2014)."""
 
     out_dir: str = opt("runs/vae", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
@@ -280,34 +294,17 @@ class VAEConfig(RunConfig):
     kl_warmup_steps: int = opt(500, "steps of the linear warm-up, or the period of each cyclical cycle")
     free_bits: float = opt(0.0, "minimum KL per latent dim in nats, batch-averaged (0 = off)")
     lr: float = opt(1e-3, "Adam learning rate")
-    log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
-    sample_every: int = opt(500, "steps between prior-sample and reconstruction grids (0 = off)")
-    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only the final one)")
-    fid_every: int = opt(1000, "steps between FID evaluations of prior samples (0 = off)")
-    num_fid_samples: int = opt(5000, "generated images per FID evaluation")
-    fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
-    classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
     eval_dataset: str = opt("", "held-out split for reconstructions and test NLL; empty = test split of --dataset")
-    keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
-    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
-    num_grid_images: int = opt(64, "images in each prior-sample grid (fixed noise, stored in the checkpoint)")
 
     def validate(self) -> None:
         super().validate()
-        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
-        require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
-        for name in ("latent_dim", "base_channels", "num_grid_images"):
-            require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
-        for name in ("log_every", "sample_every", "checkpoint_every", "fid_every", "free_bits",
-                     "kl_warmup_steps"):
+        for name in ("free_bits", "kl_warmup_steps"):
             require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         require(self.beta >= 0, "beta", ">= 0", self.beta)
         require(self.sigma > 0, "sigma", "> 0", self.sigma)
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(self.kl_schedule != "cyclical" or self.kl_warmup_steps > 0, "kl_warmup_steps",
                 "> 0 for --kl-schedule cyclical", self.kl_warmup_steps)
-        require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
-        require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
 
     def resolved_eval_dataset(self) -> str:
         return held_out_dataset(self.dataset, self.eval_dataset)

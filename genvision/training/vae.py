@@ -176,35 +176,43 @@ class _TrainAfter:
 
 
 @torch.no_grad()
-def held_out_negative_elbo(model: ConvVAE, images: torch.Tensor, config: VAEConfig, device,
-                           batch_size: int = 500, seed: int = 0) -> float:
-    """Mean -ELBO (beta = 1, no free bits) in nats per image over `images` (already binarised if Bernoulli)."""
+def mean_per_image(model: ConvVAE, images: torch.Tensor, batch_total, device, batch_size: int) -> float:
+    """Mean over `images` of a per-image quantity; `batch_total(x)` returns its sum over the batch x.
+
+    The model is in eval mode meanwhile and back in train mode afterwards.
+    """
     model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
     total = 0.0
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        out, mu, logvar = model(x, generator=generator)
-        _, reconstruction, kl = elbo(x, out, mu, logvar, likelihood_family(config), 1.0,
-                                     likelihood_sigma(model, config))
-        total += (reconstruction + kl).item() * len(x)
+        total += batch_total(images[start:start + batch_size].to(device))
     model.train()
     return total / len(images)
 
 
-@torch.no_grad()
+def held_out_negative_elbo(model: ConvVAE, images: torch.Tensor, config: VAEConfig, device,
+                           batch_size: int = 500, seed: int = 0) -> float:
+    """Mean -ELBO (beta = 1, no free bits) in nats per image over `images` (already binarised if Bernoulli)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def batch_total(x: torch.Tensor) -> float:
+        out, mu, logvar = model(x, generator=generator)
+        _, reconstruction, kl = elbo(x, out, mu, logvar, likelihood_family(config), 1.0,
+                                     likelihood_sigma(model, config))
+        return (reconstruction + kl).item() * len(x)
+
+    return mean_per_image(model, images, batch_total, device, batch_size)
+
+
 def held_out_iw_nll(model: ConvVAE, images: torch.Tensor, config: VAEConfig, num_samples: int, device,
                     batch_size: int = 100, seed: int = 0) -> float:
     """Importance-weighted NLL bound (Burda et al. 2016, k = num_samples) in nats per image."""
-    model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        nll = importance_weighted_nll(model, x, num_samples, likelihood_family(config),
-                                      likelihood_sigma(model, config), generator)
-        total += nll.sum().item()
-    return total / len(images)
+
+    def batch_total(x: torch.Tensor) -> float:
+        return importance_weighted_nll(model, x, num_samples, likelihood_family(config),
+                                       likelihood_sigma(model, config), generator).sum().item()
+
+    return mean_per_image(model, images, batch_total, device, batch_size)
 
 
 def train_vae(config: VAEConfig) -> dict:
