@@ -6,11 +6,12 @@ training wall time and throughput, the VAE's held-out negative ELBO (summary.jso
 computed on `num_samples` generated images of the run's best checkpoint (else its latest) with the run's classifier
 extractor, against the run's FID reference (--fid-reference, else --dataset):
 
-- FID (Heusel et al. 2017, arXiv:1706.08500) with a bootstrap 95% interval (Efron 1979; percentile interval of
-  Efron & Tibshirani 1993): the generated feature vectors are resampled with replacement `bootstrap` times (seeded)
-  and FID is recomputed against the fixed reference statistics. The interval covers the sampling noise of the
-  generated side only, and since FID is biased upwards in 1/N (Chong & Forsyth 2020, arXiv:1911.07023) and a
-  resample holds only ~63% distinct images, the interval sits slightly above the point estimate.
+- FID (Heusel et al. 2017, arXiv:1706.08500) with a bootstrap 95% interval (`metrics.stats.bootstrap_fid`; Efron
+  1979, percentile interval of Efron & Tibshirani 1993): the generated feature vectors are resampled with replacement
+  `bootstrap` times (seeded) and FID is recomputed against the fixed reference statistics. The interval covers the
+  sampling noise of the generated side only, and since FID is biased upwards in 1/N (Chong & Forsyth 2020,
+  arXiv:1911.07023) and a resample holds only ~63% distinct images, the interval sits slightly above the point
+  estimate.
 - KID (Bińkowski et al. 2018, arXiv:1801.01401), improved precision and recall (Kynkäänniemi et al. 2019,
   arXiv:1904.06991, k = 3), the classifier score (the Inception Score formula of Salimans et al. 2016 on the
   classifier's logits), classes covered and the KL between predicted-class histograms (`metrics.scores`).
@@ -30,15 +31,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from genvision.config import ReportConfig
 from genvision.errors import UsageError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 REPORT_NAME = "report.html"
 LOSS_KEYS = {"gan": ("d_loss", "g_loss"), "vae": ("loss", "reconstruction", "kl")}
@@ -122,75 +120,6 @@ def throughput(records: list[dict]) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Bootstrap interval of FID.
-
-
-def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric PSD matrix (eigenvalues rounded below 0 are clamped)."""
-    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    return (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
-
-
-def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: "np.ndarray",
-                 reference_sigma: "np.ndarray") -> torch.Tensor:
-    """(B,) FIDs of B reweightings of `features` (N, D) against fixed reference statistics.
-
-    Row b of `weights` (B, N) holds how often each feature vector is drawn (a bootstrap resample: non-negative
-    counts summing to N); all ones gives the plain FID of `features` (`stats.frechet_distance`, same formula:
-    Tr((S_ref^1/2 S S_ref^1/2)^1/2) from eigenvalues). The weighted second moments, the costly part, are taken in
-    float32 on centred features; means, covariances and the trace terms in float64.
-    """
-    x = features.detach().to("cpu", torch.float64)
-    n = x.shape[0]
-    centre = x.mean(0)
-    centred = (x - centre).float()
-    mu_ref = torch.as_tensor(reference_mu, dtype=torch.float64)
-    sigma_ref = torch.as_tensor(reference_sigma, dtype=torch.float64)
-    sigma_ref = (sigma_ref + sigma_ref.T) / 2
-    root_ref = _sqrt_psd(sigma_ref)
-    weights = weights.to(torch.float32)
-    offsets = (weights @ centred).double() / n  # (B, D): resample mean - centre
-    second = torch.stack([(centred * row[:, None]).T @ centred for row in weights]).double()
-    covariance = (second - n * offsets[:, :, None] * offsets[:, None, :]) / (n - 1)
-    covariance = (covariance + covariance.transpose(1, 2)) / 2
-    middle = root_ref @ covariance @ root_ref
-    middle = (middle + middle.transpose(1, 2)) / 2
-    # One eigvalsh per matrix: with 2 threads the batched call nests MKL threads inside ATen's and took minutes on
-    # busy cores for 200 matrices of 128 x 128.
-    trace_sqrt = torch.stack([torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum() for matrix in middle])
-    difference = centre + offsets - mu_ref
-    fid = (difference ** 2).sum(-1) + covariance.diagonal(dim1=1, dim2=2).sum(-1) + torch.trace(sigma_ref) \
-        - 2 * trace_sqrt
-    return fid.clamp_min(0)
-
-
-def bootstrap_fid(features: torch.Tensor, reference_mu: "np.ndarray", reference_sigma: "np.ndarray",
-                  num_resamples: int = 200, seed: int = 0, chunk: int = 50) -> torch.Tensor:
-    """(num_resamples,) FIDs of resamples with replacement of `features` (seeded; deterministic per seed)."""
-    from genvision.metrics.sources import limited_torch_threads
-
-    generator = torch.Generator().manual_seed(seed)
-    n = features.shape[0]
-    out = []
-    # Hundreds of small eigendecompositions gain nothing from threads, and on busy cores MKL's threads and the
-    # OpenMP team of the matmuls before them spin against each other (measured: 0.7 s on one thread, 20+ s on two).
-    with limited_torch_threads(1):
-        for first in range(0, num_resamples, chunk):
-            count = min(chunk, num_resamples - first)
-            draws = torch.randint(0, n, (count, n), generator=generator)
-            weights = torch.zeros(count, n).scatter_add_(1, draws, torch.ones(count, n))
-            out.append(weighted_fid(features, weights, reference_mu, reference_sigma))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def percentile_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
-    """The central `level` percentile interval of bootstrap replicates."""
-    tail = (1 - level) / 2
-    low, high = torch.quantile(values.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
-    return float(low), float(high)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Final metrics on generated samples.
 
 
@@ -209,21 +138,13 @@ class FinalMetrics:
     note: str = ""
 
 
-def run_extractor(config: dict, reference: str, device: torch.device):
-    """The run's FID feature extractor: its --classifier file, else the classifier shipped for the reference."""
-    from genvision.metrics.extractors import ClassifierExtractor
-
-    if config.get("classifier"):
-        return ClassifierExtractor.from_file(config["classifier"], device)
-    return ClassifierExtractor.shipped(reference, device)
-
-
 def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
     """Score `options.num_samples` samples of the best (else latest) checkpoint against the run's reference."""
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics import scores
+    from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, extract, source_statistics
-    from genvision.metrics.stats import frechet_distance
+    from genvision.metrics.stats import bootstrap_fid, frechet_distance, percentile_interval
     from genvision.sampling import generate, load_generator
 
     if options.num_samples == 0:
@@ -236,7 +157,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     config = run.config
     reference = config.get("fid_reference") or config.get("dataset") or "mnist5k:train"
     seed = options.seed if options.seed >= 0 else int(config.get("seed", 0))
-    extractor = run_extractor(config, reference, device)
+    extractor = run_extractor(config.get("classifier", ""), reference, device)
     source_options = SourceOptions(batch_size=options.batch_size, device=device,
                                    data_root=config.get("data_root", "data"))
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=True)

@@ -14,14 +14,12 @@ is finite before anything is written.
   a straight line between two N(0, I) draws passes near the origin, where latents of that norm are never drawn.
   Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples.
 - Reconstructions (VAEs, Kingma & Welling 2014): held-out inputs, each row above its row of posterior-mean
-  reconstructions (`ConvVAE.reconstruct`), prepared as in training (`training.vae.held_out_images`).
+  reconstructions (`ConvVAE.reconstruct`), prepared as in training (`generators.held_out_images`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,6 +27,7 @@ import torch
 from genvision.checkpoint import Checkpoint, resolve_checkpoint
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
+from genvision.generators import LoadedGenerator, check_finite, load_generator
 from genvision.imageconv import to_uint8
 
 SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with s * SEED_STRIDE + i
@@ -84,67 +83,6 @@ def interpolation_latents(rows: int, steps: int, latent_dim: int, seed: int,
     return path.reshape(rows * steps, latent_dim)
 
 
-@dataclass
-class LoadedGenerator:
-    """A generator rebuilt from a checkpoint: `decode(z)` maps latents to images in [-1, 1]."""
-
-    decode: Callable[[torch.Tensor], torch.Tensor]
-    latent_dim: int
-    resolution: int
-    channels: int
-    checkpoint: Checkpoint
-    used_ema: bool
-
-
-def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], checkpoint: Checkpoint,
-                  role: str) -> None:
-    """load_state_dict, with a mismatch reported in one line instead of a traceback."""
-    if not weights:
-        raise UsageError(f"checkpoint {checkpoint.path} holds no {role!r} weights")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UsageError(f"checkpoint {checkpoint.path}: the {role!r} weights do not fit the architecture in its "
-                         f"checkpoint.json ({first})") from None
-
-
-def load_generator(source: str | Path, ema: bool = True, device: torch.device | str = "cpu") -> LoadedGenerator:
-    """Rebuild the generator of a GAN checkpoint (EMA weights when present and `ema`) or a VAE's decoder."""
-    checkpoint = resolve_checkpoint(source)
-    config = checkpoint.config
-    if checkpoint.kind not in ("gan", "vae"):
-        raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' "
-                         "generator")
-    try:
-        shape = (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
-                 int(config["resolution"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json config lacks a valid {error} "
-                         "(latent_dim, base_channels, channels, resolution)") from None
-    if checkpoint.kind == "gan":
-        from genvision.models.dcgan import Generator
-
-        model = Generator(*shape)
-        weights = checkpoint.weights("generator_ema") if ema else {}
-        role = "generator_ema" if weights else "generator"
-        _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
-        model.to(device).eval()
-        return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema")
-    from genvision.models.vae import ConvVAE
-
-    vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
-    _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
-    vae.to(device).eval()
-    return LoadedGenerator(lambda z: vae.mean_image(vae.decode(z)), shape[0], shape[3], shape[2], checkpoint, False)
-
-
-def check_finite(images: torch.Tensor, what: str) -> None:
-    """Refuse non-finite model output before anything is written."""
-    if not torch.isfinite(images).all():
-        raise UsageError(f"{what} produced non-finite images; nothing was written")
-
-
 @torch.inference_mode()
 def decode_latents(loaded: LoadedGenerator, latents: torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu", first_index: int = 0) -> torch.Tensor:
@@ -198,15 +136,14 @@ def rows_above(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tens
     return torch.cat(parts)
 
 
-@torch.inference_mode()
 def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, batch_size: int = 256,
                          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, Checkpoint]:
     """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`.
 
-    Inputs are prepared as in training (`held_out_images`: the run's resolution and channels, binarised with the
-    fixed seed for Bernoulli VAEs); reconstructions decode the posterior mean. A GAN checkpoint is refused.
+    Inputs are prepared as in training (`generators.held_out_images`: the run's resolution and channels, binarised
+    with the fixed seed for Bernoulli VAEs); reconstructions decode the posterior mean. A GAN checkpoint is refused.
     """
-    from genvision.training.vae import held_out_images, load_vae
+    from genvision.generators import held_out_images, load_vae, reconstruct
 
     checkpoint = resolve_checkpoint(source)
     if checkpoint.kind != "vae":
@@ -218,12 +155,8 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
     if num > len(images):
         raise UsageError(f"--num {num} exceeds the {len(images)} images of --reconstruct {spec}")
     chosen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
-    outputs = []
-    for first in range(0, num, batch_size):
-        reconstructed = model.reconstruct(chosen[first:first + batch_size].to(device))
-        check_finite(reconstructed, f"VAE of {checkpoint.path} (reconstructions of {spec})")
-        outputs.append(to_uint8(reconstructed).cpu())
-    return to_uint8(chosen), torch.cat(outputs), checkpoint
+    outputs = reconstruct(model, chosen, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
+    return to_uint8(chosen), outputs, checkpoint
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,
@@ -298,8 +231,7 @@ def sample_command(config) -> str:
     Every check that can fail (paths, checkpoint, flags against the checkpoint's kind, model output) runs before the
     first file is written.
     """
-    from genvision.fileio import check_output_path, write_json
-    from genvision.weights import file_sha256
+    from genvision.fileio import check_output_path, file_sha256, write_json
 
     if config.grid:
         grid_path = check_output_path(config.grid, "--grid")

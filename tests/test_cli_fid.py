@@ -20,7 +20,8 @@ from genvision.cli import main
 from genvision.imageconv import to_model_range
 from genvision.metrics.statsfile import StatsMetadata, save_stats
 from genvision.models.classifier import Classifier
-from genvision.weights import SHIPPED, file_sha256, save_classifier
+from genvision.fileio import file_sha256
+from genvision.weights import SHIPPED, save_classifier
 
 FID_LINE = re.compile(r"^FID (\d+\.\d+|\d\.\d+e-\d+|0\.\d+) \(classifier features, (\d+) vs (\d+) images\)$")
 

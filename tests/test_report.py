@@ -186,26 +186,6 @@ def test_report_failure_in_finish_is_one_warning_line(tmp_path, monkeypatch, cap
     assert (tmp_path / "final.png").is_file() and not (tmp_path / "report.html").exists()
 
 
-def test_weighted_fid_and_bootstrap():
-    from genvision.metrics.stats import frechet_distance
-    from genvision.report import bootstrap_fid, percentile_interval, weighted_fid
-
-    generator = torch.Generator().manual_seed(0)
-    fake = torch.randn(800, 12, generator=generator) * 1.5 + 0.3
-    real = torch.randn(600, 12, generator=generator, dtype=torch.float64)
-    mu, sigma = real.mean(0).numpy(), np.cov(real.numpy(), rowvar=False)
-    plain = frechet_distance(fake.double().mean(0).numpy(), np.cov(fake.double().numpy(), rowvar=False), mu, sigma)
-    assert weighted_fid(fake, torch.ones(1, 800), mu, sigma).item() == pytest.approx(plain, rel=1e-6)
-    doubled = torch.cat([fake, fake])  # weights 2 on every row of `fake` = the doubled set (up to N-1 vs 2N-1)
-    weights = torch.cat([torch.full((1, 800), 2.0), torch.zeros(1, 800)], dim=1)
-    assert weighted_fid(doubled, weights, mu, sigma).item() == pytest.approx(plain, rel=2e-3)
-    replicates = bootstrap_fid(fake, mu, sigma, num_resamples=120, seed=3, chunk=50)
-    assert replicates.shape == (120,) and torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=3))
-    assert not torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=4))
-    low, high = percentile_interval(replicates)
-    assert low < high and low - 0.1 * plain < plain < high
-
-
 def test_throughput_is_total_images_over_total_time():
     from genvision.report import throughput
 

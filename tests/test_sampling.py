@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from genvision.errors import UsageError
-from genvision.sampling import (LoadedGenerator, decode_latents, generate, interpolate, interpolation_latents,
-                                latent_noise, make_grid, rows_above, slerp)
+from genvision.generators import LoadedGenerator
+from genvision.sampling import (decode_latents, generate, interpolate, interpolation_latents, latent_noise, make_grid,
+                                rows_above, slerp)
 
 
 def test_latent_noise_is_per_sample_and_unchanged_without_truncation():

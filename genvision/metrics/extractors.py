@@ -330,7 +330,7 @@ class InceptionExtractor:
     @classmethod
     def from_file(cls, path: str | Path | None, device: torch.device | str = "cpu") -> "InceptionExtractor":
         """Load the weights file `path` (required: there is no download fallback)."""
-        from genvision.weights import file_sha256
+        from genvision.fileio import file_sha256
 
         if not path:
             raise UsageError(f"--features inception needs its weights: {inception_weights_hint()}")
@@ -384,3 +384,11 @@ def load_extractor(kind: str = "classifier", *, classifier: str | Path = "", inc
             print("warning: --classifier is ignored with --features inception", file=sys.stderr)
         return InceptionExtractor.from_file(inception_weights or None, device)
     raise UsageError(f"--features must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
+
+
+def run_extractor(classifier: str | Path, reference: str, device: torch.device | str = "cpu") -> ClassifierExtractor:
+    """The extractor that scores a training run (its FID during training and its report): the run's --classifier
+    file, else the classifier shipped for its FID reference dataset."""
+    if classifier:
+        return ClassifierExtractor.from_file(classifier, device)
+    return ClassifierExtractor.shipped(reference, device)

@@ -36,7 +36,6 @@ import threading
 from collections import deque
 from itertools import islice
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -48,7 +47,7 @@ from torch import Tensor
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.metrics.extractors import FeatureExtractor, resize_for_extractor
-from genvision.metrics.stats import FeatureStats
+from genvision.metrics.stats import FeatureStats, limited_torch_threads
 from genvision.metrics.statsfile import StatsMetadata, load_stats, save_stats
 
 STATS_CACHE_FORMAT = 1  # bump when extraction changes, so stale reference statistics miss
@@ -308,19 +307,6 @@ def split_cpu_cores(device: torch.device) -> tuple[int, int]:
     return decode, max(1, min(torch.get_num_threads(), cores - decode))
 
 
-@contextmanager
-def limited_torch_threads(threads: int) -> Iterator[None]:
-    """Set torch's intra-op thread count for the duration of the block, then restore it."""
-    previous = torch.get_num_threads()
-    if threads != previous:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 def folder_batches(files: Sequence[str | Path], extractor: FeatureExtractor, batch_size: int, name: str,
                    workers: int | None = None) -> Iterator[Tensor]:
     """uint8 batches at the extractor's geometry, decoded by a thread pool (PIL and torch release the GIL).
@@ -498,10 +484,10 @@ def generator_images(source: Source, options: SourceOptions) -> Tensor:
     """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`).
 
     With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
-    reconstructions of every image of that split (`training.vae.reconstruction_images`).
+    reconstructions of every image of that split (`generators.reconstruction_images`).
     """
     if options.reconstructions:
-        from genvision.training.vae import reconstruction_images
+        from genvision.generators import reconstruction_images
 
         images = reconstruction_images(str(source.path), options.reconstructions, options.batch_size,
                                        options.device, options.data_root)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from genvision.imageconv import to_uint8
-from genvision.metrics.extractors import ClassifierExtractor
+from genvision.metrics.extractors import run_extractor
 from genvision.metrics.sources import SourceOptions, extract, source_statistics
 from genvision.metrics.stats import frechet_distance
 from genvision.sampling import latent_noise
@@ -25,8 +25,7 @@ class TrainingFID:
     def __init__(self, reference: str, classifier: str, num_samples: int, latent_dim: int, seed: int,
                  data_root: str, device: torch.device | str, batch_size: int = 500) -> None:
         self.device, self.batch_size = torch.device(device), batch_size
-        self.extractor = (ClassifierExtractor.from_file(classifier, self.device) if classifier
-                          else ClassifierExtractor.shipped(reference, self.device))
+        self.extractor = run_extractor(classifier, reference, self.device)
         options = SourceOptions(batch_size=batch_size, device=self.device, data_root=data_root)
         statistics = source_statistics(reference, self.extractor, options)
         self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma

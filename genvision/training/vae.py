@@ -7,7 +7,8 @@ so the reported NLL is a true discrete NLL; held-out evaluation uses one fixed, 
 
 Every --sample-every steps the run writes a grid of prior samples (fixed noise) and a grid of held-out
 reconstructions (inputs in the row above their reconstructions). At the end it reports the held-out negative ELBO in
-nats per image and bits per dimension.
+nats per image and bits per dimension. Loading checkpoints and preparing held-out inputs (the fixed binarisation)
+live in `genvision.generators`, which sampling and evaluation share.
 """
 
 from __future__ import annotations
@@ -18,30 +19,16 @@ from pathlib import Path
 import torch
 
 from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
+from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common
 from genvision.training.loop import train
 
-BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
-
-
-def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images in [-1, 1] -> {-1, 1}: pixel on with probability (x + 1) / 2."""
-    probability = (images + 1) / 2
-    draws = torch.rand(images.shape, generator=generator, device=images.device)
-    return torch.where(draws < probability, 1.0, -1.0)
-
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
     """The decoder's sigma: learned (sigma-VAE), fixed --sigma, or unused (Bernoulli)."""
     return model.log_sigma.exp() if model.log_sigma is not None else config.sigma
-
-
-def likelihood_family(config_or_name) -> str:
-    """The likelihood of genvision.losses ('bernoulli' or 'gaussian') for a --likelihood choice."""
-    name = config_or_name if isinstance(config_or_name, str) else config_or_name.likelihood
-    return "bernoulli" if name == "bernoulli" else "gaussian"
 
 
 def nats_to_bits_per_dim(nats: float, dims: int, likelihood: str) -> float:
@@ -120,16 +107,14 @@ class VAETask:
         splits such as mnist5k:test are stored sorted by class, so their first images are all one digit.
         """
         from genvision.imageconv import to_uint8
+        from genvision.sampling import rows_above
 
         self.model.eval()
         chosen = torch.randperm(len(self.held_out), generator=torch.Generator().manual_seed(0))[:count]
         inputs = self.held_out[chosen].to(self.accelerator.device)
         outputs = self.model.reconstruct(inputs)
         self.model.train()
-        rows = []
-        for start in range(0, len(inputs), 8):
-            rows += [inputs[start:start + 8], outputs[start:start + 8]]
-        return to_uint8(torch.cat(rows)).cpu()
+        return rows_above(to_uint8(inputs).cpu(), to_uint8(outputs).cpu(), 8)
 
     def write_grids(self, run_dir: Path, step: int) -> None:
         from genvision.sampling import save_grid
@@ -220,37 +205,6 @@ def train_vae(config: VAEConfig) -> dict:
     return train(VAETask, config)
 
 
-def load_vae(source: str) -> tuple[ConvVAE, VAEConfig, object]:
-    """(model in eval mode, its config, the checkpoint) from a VAE checkpoint or run folder."""
-    from genvision.checkpoint import check_kind, resolve_checkpoint
-    from genvision.config import config_from_dict
-
-    checkpoint = resolve_checkpoint(source)
-    check_kind(checkpoint, "vae", "checkpoint")
-    config = config_from_dict(VAEConfig, checkpoint.config)
-    model = ConvVAE(config.latent_dim, config.base_channels, config.channels, config.resolution,
-                    learned_variance=config.likelihood == "gaussian-learned")
-    model.load_state_dict(checkpoint.weights("vae"))
-    return model.eval(), config, checkpoint
-
-
-def held_out_images(config: VAEConfig, dataset: str = "", data_root: str | None = None) -> tuple[str, torch.Tensor]:
-    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
-
-    `data_root` overrides the run's --data-root (then nothing is downloaded).
-    """
-    from genvision.data import load_dataset
-    from genvision.imageconv import to_model_range
-
-    spec = dataset or config.resolved_eval_dataset()
-    download = config.download if data_root is None else False
-    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download)
-    images = to_model_range(data.images)
-    if likelihood_family(config) == "bernoulli":
-        images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
-    return spec, images
-
-
 def evaluate_vae(source: str, dataset: str = "", num_importance_samples: int = 100, seed: int = 0,
                  device: torch.device | str | None = None) -> dict:
     """`genvision evaluate-vae`: held-out negative ELBO and importance-weighted NLL (nats/image, bits/dim)."""
@@ -271,31 +225,3 @@ def evaluate_vae(source: str, dataset: str = "", num_importance_samples: int = 1
             "elbo_bits_per_dim": nats_to_bits_per_dim(nelbo, dims, family),
             "num_importance_samples": num_importance_samples, "iw_nll_nats": iw_nll,
             "iw_bits_per_dim": nats_to_bits_per_dim(iw_nll, dims, family)}
-
-
-@torch.inference_mode()
-def reconstruction_images(source: str, dataset: str, batch_size: int = 500, device: torch.device | str = "cpu",
-                          data_root: str | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) posterior-mean reconstructions of every image of the split `dataset` by a VAE.
-
-    `genvision fid --reconstructions`: inputs are prepared as in training (`held_out_images`: decoded at the run's
-    resolution and channels, binarised with the fixed seed for Bernoulli VAEs), reconstructed from the posterior
-    mean (`ConvVAE.reconstruct`, no sampling noise) and quantised like PNG saving (`imageconv.to_uint8`).
-    """
-    from genvision.errors import UsageError
-    from genvision.imageconv import to_uint8
-
-    if batch_size <= 0:
-        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
-    model, config, checkpoint = load_vae(source)
-    model.to(device)
-    _, images = held_out_images(config, dataset, data_root)
-    out = []
-    for start in range(0, len(images), batch_size):
-        reconstructed = model.reconstruct(images[start:start + batch_size].to(device))
-        if not torch.isfinite(reconstructed).all():
-            raise UsageError(f"VAE of {checkpoint.path} produced non-finite reconstructions of {dataset} (images "
-                             f"{start}..{start + len(reconstructed) - 1})")
-        out.append(to_uint8(reconstructed).cpu())
-    return torch.cat(out) if out else torch.zeros(0, config.channels, config.resolution, config.resolution,
-                                                  dtype=torch.uint8)

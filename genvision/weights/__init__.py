@@ -9,7 +9,6 @@ any other file in one line. `shipped_classifier("mnist5k")` returns the classifi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,20 +16,11 @@ import torch
 
 from genvision import __version__
 from genvision.errors import UsageError
-from genvision.fileio import atomic_save
+from genvision.fileio import atomic_save, file_sha256
 from genvision.models.classifier import Classifier, ClassifierArchitecture
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 SHIPPED = {"mnist5k": WEIGHTS_DIR / "classifier-mnist5k.safetensors"}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (identifies an extractor's weights in statistics files)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_classifier(model: Classifier, path: str | Path, info: dict) -> None:

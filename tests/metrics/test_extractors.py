@@ -20,7 +20,8 @@ from genvision.metrics.extractors import (
     rgb_to_luma,
 )
 from genvision.models.classifier import Classifier
-from genvision.weights import file_sha256, save_classifier
+from genvision.fileio import file_sha256
+from genvision.weights import save_classifier
 
 
 def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:

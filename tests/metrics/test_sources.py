@@ -173,16 +173,6 @@ def test_cpu_cores_are_split_between_decoding_and_torch(monkeypatch):
     assert sources.split_cpu_cores(torch.device("cuda")) == (8, 16)
 
 
-def test_limited_torch_threads_restores_the_setting():
-    before = torch.get_num_threads()
-    with sources.limited_torch_threads(before + 1):
-        assert torch.get_num_threads() == before + 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), sources.limited_torch_threads(before + 1):
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-
-
 def test_list_images_matches_data_list_folder(tmp_path):
     from genvision.data import list_folder
 

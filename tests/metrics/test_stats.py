@@ -6,7 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from genvision.errors import UsageError
-from genvision.metrics.stats import FeatureStats, frechet_distance
+from genvision.metrics.stats import (FeatureStats, bootstrap_fid, frechet_distance, limited_torch_threads,
+                                     percentile_interval, weighted_fid)
 
 
 def random_features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
@@ -181,3 +182,30 @@ def test_feature_stats_errors():
         stats.covariance()
     with pytest.raises(ValueError, match="keep"):
         FeatureStats(3).features()
+
+
+def test_weighted_fid_and_bootstrap():
+    generator = torch.Generator().manual_seed(0)
+    fake = torch.randn(800, 12, generator=generator) * 1.5 + 0.3
+    real = torch.randn(600, 12, generator=generator, dtype=torch.float64)
+    mu, sigma = real.mean(0).numpy(), np.cov(real.numpy(), rowvar=False)
+    plain = frechet_distance(fake.double().mean(0).numpy(), np.cov(fake.double().numpy(), rowvar=False), mu, sigma)
+    assert weighted_fid(fake, torch.ones(1, 800), mu, sigma).item() == pytest.approx(plain, rel=1e-6)
+    doubled = torch.cat([fake, fake])  # weights 2 on every row of `fake` = the doubled set (up to N-1 vs 2N-1)
+    weights = torch.cat([torch.full((1, 800), 2.0), torch.zeros(1, 800)], dim=1)
+    assert weighted_fid(doubled, weights, mu, sigma).item() == pytest.approx(plain, rel=2e-3)
+    replicates = bootstrap_fid(fake, mu, sigma, num_resamples=120, seed=3, chunk=50)
+    assert replicates.shape == (120,) and torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=3))
+    assert not torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=4))
+    low, high = percentile_interval(replicates)
+    assert low < high and low - 0.1 * plain < plain < high
+
+
+def test_limited_torch_threads_restores_the_setting():
+    before = torch.get_num_threads()
+    with limited_torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), limited_torch_threads(before + 1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

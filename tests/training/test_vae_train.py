@@ -132,7 +132,7 @@ def test_reconstruction_grid_rows(run):
     from PIL import Image
 
     from genvision.imageconv import to_uint8
-    from genvision.training.vae import held_out_images, load_vae
+    from genvision.generators import held_out_images, load_vae
 
     _, out = run
     model, config, _ = load_vae(str(out))

@@ -1,0 +1,175 @@
+"""Trained generators from checkpoints: any GAN or VAE checkpoint becomes a model that maps latents to images, and a
+VAE's also encodes and reconstructs held-out images prepared exactly as in training.
+
+This is the layer sampling, metrics, the report and training share (see the import-linter contract in
+pyproject.toml): it knows checkpoints, models and datasets, and nothing about how images are written or scored.
+
+- `load_generator`: a GAN's generator (EMA weights when present; Radford et al. 2016, "Unsupervised Representation
+  Learning with Deep Convolutional Generative Adversarial Networks", arXiv:1511.06434) or a VAE's decoder mean
+  (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1].
+- `load_vae`: the whole VAE with its resolved config.
+- `held_out_images`: a split decoded at the run's resolution and channels, binarised with one fixed seed for
+  Bernoulli VAEs (the dynamic binarisation of the MNIST density-modelling literature, frozen for evaluation).
+- `reconstruct`: batched posterior-mean reconstructions (`ConvVAE.reconstruct`), quantised like PNG saving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from genvision.checkpoint import Checkpoint, check_kind, resolve_checkpoint
+from genvision.errors import UsageError
+from genvision.imageconv import to_uint8
+
+if TYPE_CHECKING:
+    from genvision.config import VAEConfig
+    from genvision.models.vae import ConvVAE
+
+BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator rebuilt from a checkpoint: `decode(z)` maps latents to images in [-1, 1]."""
+
+    decode: Callable[[torch.Tensor], torch.Tensor]
+    latent_dim: int
+    resolution: int
+    channels: int
+    checkpoint: Checkpoint
+    used_ema: bool
+
+
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], checkpoint: Checkpoint,
+                  role: str) -> None:
+    """load_state_dict, with a mismatch reported in one line instead of a traceback."""
+    if not weights:
+        raise UsageError(f"checkpoint {checkpoint.path} holds no {role!r} weights")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise UsageError(f"checkpoint {checkpoint.path}: the {role!r} weights do not fit the architecture in its "
+                         f"checkpoint.json ({first})") from None
+
+
+def load_generator(source: str | Path, ema: bool = True, device: torch.device | str = "cpu") -> LoadedGenerator:
+    """Rebuild the generator of a GAN checkpoint (EMA weights when present and `ema`) or a VAE's decoder."""
+    checkpoint = resolve_checkpoint(source)
+    config = checkpoint.config
+    if checkpoint.kind not in ("gan", "vae"):
+        raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' "
+                         "generator")
+    try:
+        shape = (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
+                 int(config["resolution"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json config lacks a valid {error} "
+                         "(latent_dim, base_channels, channels, resolution)") from None
+    if checkpoint.kind == "gan":
+        from genvision.models.dcgan import Generator
+
+        model = Generator(*shape)
+        weights = checkpoint.weights("generator_ema") if ema else {}
+        role = "generator_ema" if weights else "generator"
+        _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
+        model.to(device).eval()
+        return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema")
+    from genvision.models.vae import ConvVAE
+
+    vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
+    _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
+    vae.to(device).eval()
+    return LoadedGenerator(lambda z: vae.mean_image(vae.decode(z)), shape[0], shape[3], shape[2], checkpoint, False)
+
+
+def load_vae(source: str | Path) -> tuple["ConvVAE", "VAEConfig", Checkpoint]:
+    """(model in eval mode, its config, the checkpoint) from a VAE checkpoint or run folder."""
+    from genvision.config import VAEConfig, config_from_dict
+    from genvision.models.vae import ConvVAE
+
+    checkpoint = resolve_checkpoint(source)
+    check_kind(checkpoint, "vae", "checkpoint")
+    config = config_from_dict(VAEConfig, checkpoint.config)
+    model = ConvVAE(config.latent_dim, config.base_channels, config.channels, config.resolution,
+                    learned_variance=config.likelihood == "gaussian-learned")
+    model.load_state_dict(checkpoint.weights("vae"))
+    return model.eval(), config, checkpoint
+
+
+def check_finite(images: torch.Tensor, what: str) -> None:
+    """Refuse non-finite model output before anything is written."""
+    if not torch.isfinite(images).all():
+        raise UsageError(f"{what} produced non-finite images; nothing was written")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Held-out inputs and reconstructions, prepared as in training.
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [-1, 1] -> {-1, 1}: pixel on with probability (x + 1) / 2."""
+    probability = (images + 1) / 2
+    draws = torch.rand(images.shape, generator=generator, device=images.device)
+    return torch.where(draws < probability, 1.0, -1.0)
+
+
+def likelihood_family(config_or_name) -> str:
+    """The likelihood of genvision.losses ('bernoulli' or 'gaussian') for a --likelihood choice."""
+    name = config_or_name if isinstance(config_or_name, str) else config_or_name.likelihood
+    return "bernoulli" if name == "bernoulli" else "gaussian"
+
+
+def held_out_images(config: "VAEConfig", dataset: str = "",
+                    data_root: str | None = None) -> tuple[str, torch.Tensor]:
+    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
+
+    `data_root` overrides the run's --data-root (then nothing is downloaded).
+    """
+    from genvision.data import load_dataset
+    from genvision.imageconv import to_model_range
+
+    spec = dataset or config.resolved_eval_dataset()
+    download = config.download if data_root is None else False
+    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download)
+    images = to_model_range(data.images)
+    if likelihood_family(config) == "bernoulli":
+        images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
+    return spec, images
+
+
+@torch.inference_mode()
+def reconstruct(model: "ConvVAE", images: torch.Tensor, batch_size: int, device: torch.device | str,
+                what: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) posterior-mean reconstructions of `images` (N, C, H, W) in [-1, 1], `batch_size` at a
+    time, each batch checked finite (`what` names the model and inputs in the error)."""
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+    out = []
+    for start in range(0, len(images), batch_size):
+        reconstructed = model.reconstruct(images[start:start + batch_size].to(device))
+        check_finite(reconstructed, f"{what} (images {start}..{start + len(reconstructed) - 1})")
+        out.append(to_uint8(reconstructed).cpu())
+    if not out:
+        return torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
+    return torch.cat(out)
+
+
+def reconstruction_images(source: str, dataset: str, batch_size: int = 500, device: torch.device | str = "cpu",
+                          data_root: str | None = None) -> torch.Tensor:
+    """uint8 (N, C, H, W) posterior-mean reconstructions of every image of the split `dataset` by a VAE.
+
+    `genvision fid --reconstructions`: inputs are prepared as in training (`held_out_images`: decoded at the run's
+    resolution and channels, binarised with the fixed seed for Bernoulli VAEs), reconstructed from the posterior
+    mean (`ConvVAE.reconstruct`, no sampling noise) and quantised like PNG saving (`imageconv.to_uint8`).
+    """
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+    model, config, checkpoint = load_vae(source)
+    model.to(device)
+    spec, images = held_out_images(config, dataset, data_root)
+    return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
