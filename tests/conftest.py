@@ -1,11 +1,21 @@
-"""Shared test setup: one intra-op thread (tiny models on 2 cores run faster that way) and a private data cache."""
+"""Shared test setup: one intra-op thread (tiny models on 2 cores run faster that way), a private data cache, the
+shared helpers module on sys.path, and the fixtures several test files use."""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:  # `import helpers` from every test file (pytest runs with --import-mode=importlib)
+    sys.path.insert(0, TESTS)
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+pytest.register_assert_rewrite("helpers")  # its assertions explain their failures like the tests' own
+import helpers  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -21,3 +31,34 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("GENVISION_CACHE", None)
     else:
         os.environ["GENVISION_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def start_process():
+    """start_process(argv, cwd=ROOT, env=None) starts `python ARGV...` (see helpers.start); whatever is still running
+    when the module ends is killed, so a failed assertion leaves no process behind the test session."""
+    started = []
+
+    def start(argv: list[str], cwd: Path = helpers.ROOT, env: dict | None = None):
+        proc = helpers.start(argv, cwd=cwd, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    helpers.kill_strays(started)
+
+
+@pytest.fixture(scope="session")
+def classifier_file(tmp_path_factory) -> Path:
+    """A random tiny classifier file (helpers.make_classifier, seed 0), shared read-only by every test."""
+    path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
+    helpers.make_classifier(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    """torch-fidelity's InceptionV3 with random weights as a .pth file (skips without torch-fidelity)."""
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
+    helpers.write_random_inception_weights(path)
+    return path

@@ -4,12 +4,11 @@ The commands run as real subprocesses, all started at once (most of their time i
 truncated images and batch sizes larger than the dataset are covered in-process by test_data.py.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import assert_one_line_error, subprocess_env, wait
 
 CASES = {
     # name: (extra argv, words the error line must contain; "{tmp}" is the case's folder)
@@ -27,8 +26,6 @@ CASES = {
 
 
 def _prepare(tmp: Path, name: str) -> None:
-    from PIL import Image
-
     if name == "folder-no-images":
         (tmp / "empty" / "sub").mkdir(parents=True)
         (tmp / "empty" / "notes.txt").write_text("no images here")
@@ -40,24 +37,19 @@ def _prepare(tmp: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, start_process):
     """Start every case at once; return name -> (returncode, stdout, stderr, case folder, out dir)."""
     cache = tmp_path_factory.mktemp("cli-cache")
-    env = {**os.environ, "GENVISION_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env(cache, PYTHONWARNINGS="ignore")
     running = {}
     for name, (argv, _) in CASES.items():
         tmp = tmp_path_factory.mktemp(name)
         _prepare(tmp, name)
         out_dir = tmp / "run"
-        command = [sys.executable, "-m", "genvision", "train-classifier", "--epochs", "1", "--out-dir", str(out_dir),
+        command = ["-m", "genvision", "train-classifier", "--epochs", "1", "--out-dir", str(out_dir),
                    *[a.format(tmp=tmp) for a in argv]]
-        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
-        running[name] = (process, tmp, out_dir)
-    done = {}
-    for name, (process, tmp, out_dir) in running.items():
-        stdout, stderr = process.communicate(timeout=120)
-        done[name] = (process.returncode, stdout, stderr, tmp, out_dir)
+        running[name] = (start_process(command, cwd=tmp, env=env), tmp, out_dir)
+    done = {name: (*wait(process, timeout=120), tmp, out_dir) for name, (process, tmp, out_dir) in running.items()}
     done["cache"] = cache
     return done
 
@@ -65,13 +57,9 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_data_input_is_one_line_exit_2(results, name):
     returncode, stdout, stderr, tmp, out_dir = results[name]
-    lines = stderr.strip().splitlines()
-    assert returncode == 2, stderr
-    assert "Traceback" not in stderr and "Traceback" not in stdout
-    assert len(lines) == 1 and lines[0].strip(), stderr
-    assert lines[0].startswith("genvision train-classifier: error: ")
-    for word in CASES[name][1]:
-        assert word.format(tmp=tmp) in lines[0], (word, lines[0])
+    assert_one_line_error(returncode, stderr, *(word.format(tmp=tmp) for word in CASES[name][1]),
+                          command="train-classifier")
+    assert "Traceback" not in stdout
     # nothing written: the run folder is absent, or at most an empty folder
     assert not out_dir.exists() or not any(p.is_file() for p in out_dir.rglob("*")), list(out_dir.rglob("*"))
 

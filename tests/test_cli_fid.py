@@ -4,90 +4,30 @@ bad-input cases (same parser, same error path, a fraction of the start-up cost).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
 
-from genvision.cli import main
-from genvision.imageconv import to_model_range
-from genvision.metrics.statsfile import StatsMetadata, save_stats
-from genvision.models.classifier import Classifier
 from genvision.fileio import file_sha256
-from genvision.weights import SHIPPED, save_classifier
+from genvision.metrics.statsfile import StatsMetadata, save_stats
+from genvision.weights import SHIPPED
+from helpers import assert_one_line_error, cli, noise_images, run_genvision, write_pngs
 
 FID_LINE = re.compile(r"^FID (\d+\.\d+|\d\.\d+e-\d+|0\.\d+) \(classifier features, (\d+) vs (\d+) images\)$")
 
 
-def genvision(*args, cache, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GENVISION_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "genvision", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def assert_one_line_error(result_or_err: str, rc: int, *fragments: str) -> None:
-    lines = result_or_err.strip().splitlines()
-    assert rc == 2, result_or_err
-    assert len(lines) == 1, result_or_err
-    assert "Traceback" not in result_or_err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def run_main(argv: list[str]) -> int:
-    """`genvision ARGV...` in process; argparse's own errors arrive as SystemExit(2)."""
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code)
-
-
-def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
-    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
-    from genvision.data import load_dataset
-
-    torch.manual_seed(seed)
-    model = Classifier(base_channels=8, num_features=num_features)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
-    save_classifier(model.eval(), path, {"dataset": "random-test"})
-
-
-def write_pngs(images: torch.Tensor, folder) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, image in enumerate(images):
-        array = image.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(array[..., 0], "L") if array.shape[-1] == 1 else Image.fromarray(array, "RGB")
-        pil.save(folder / f"{index:04d}.png")
-
-
-def noise_images(count: int, seed: int = 0, channels: int = 1, size: int = 32) -> torch.Tensor:
-    return torch.randint(0, 256, (count, channels, size, size), dtype=torch.uint8,
-                         generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, classifier_file):
     """A classifier file, a folder of 200 real digits, a folder of 200 noise images, and a private cache."""
     from genvision.data import load_dataset
 
     root = tmp_path_factory.mktemp("cli-fid")
-    classifier = root / "clf.safetensors"
-    make_classifier(classifier)
     write_pngs(load_dataset("mnist5k:test").images[:200], root / "digits")
     write_pngs(noise_images(200), root / "noise")
-    return {"root": root, "classifier": classifier, "digits": root / "digits", "noise": root / "noise",
+    return {"root": root, "classifier": classifier_file, "digits": root / "digits", "noise": root / "noise",
             "cache": root / "cache"}
 
 
@@ -99,8 +39,8 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
     from pytorch_fid.fid_score import compute_statistics_of_path
 
     out = setup["root"] / "digits.npz"
-    result = genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
-                       cache=setup["cache"])
+    result = run_genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
+                           cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]
     assert result.stdout.startswith(f"wrote {out}: classifier statistics of 200 images from {setup['digits']}")
@@ -112,7 +52,7 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
         assert int(archive["num_samples"]) == 200
         np.testing.assert_array_equal(archive["mu"], mu)
 
-    result = genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
+    result = run_genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     match = FID_LINE.match(result.stdout.strip())
     assert match, result.stdout
@@ -122,7 +62,7 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
 def test_fid_json_and_extra_scores(setup):
     common = ["--classifier", setup["classifier"], "--kid", "--kid-subsets", "10", "--kid-subset-size", "100",
               "--precision-recall"]
-    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
+    result = run_genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"fid", "n_a", "n_b", "features", "kid", "kid_std", "precision", "recall", "classifier_score",
@@ -132,7 +72,7 @@ def test_fid_json_and_extra_scores(setup):
     assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
     assert 1 <= report["classifier_score"] <= 10 and 0 <= report["classes_covered"] <= 10
 
-    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
+    result = run_genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert FID_LINE.match(lines[0]) and lines[0].endswith("(classifier features, 200 vs 500 images)")
@@ -147,9 +87,9 @@ def test_fid_json_and_extra_scores(setup):
     (["fid", "mnist5k:test", "mnist5k:test", "--features", "inception"], ["--inception-weights"]),
 ])
 def test_cli_errors_are_one_line_exit_2(setup, args, fragments):
-    result = genvision(*args, cache=setup["cache"])
+    result = run_genvision(*args, cache=setup["cache"])
     assert result.stdout == ""
-    assert_one_line_error(result.stderr, result.returncode, *fragments)
+    assert_one_line_error(result.returncode, result.stderr, *fragments)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,15 +140,14 @@ BAD_NPZ = ["no-mu", "nan", "shapes", "pickled", "other-extractor", "inception", 
 
 
 @pytest.mark.parametrize("name", BAD_NPZ)
-def test_bad_stats_files(setup, capsys, name):
+def test_bad_stats_files(setup, name):
     path, fragment = bad_npz_files(setup["root"] / "bad", setup["classifier"])[name]
-    rc = run_main(["fid", str(setup["digits"]), str(path), "--classifier", str(setup["classifier"])])
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert_one_line_error(captured.err, rc, str(path), fragment)
+    rc, stdout, stderr = cli("fid", setup["digits"], path, "--classifier", setup["classifier"])
+    assert stdout == ""
+    assert_one_line_error(rc, stderr, str(path), fragment)
 
 
-def test_bad_inputs(setup, capsys, tmp_path):
+def test_bad_inputs(setup, tmp_path):
     from safetensors.torch import save_file
 
     empty = tmp_path / "empty"
@@ -244,20 +183,18 @@ def test_bad_inputs(setup, capsys, tmp_path):
     ]
     for argv, fragment in cases:
         before = sorted(p.name for p in tmp_path.rglob("*"))
-        rc = run_main(argv)
-        captured = capsys.readouterr()
-        assert captured.out == "", argv
-        assert_one_line_error(captured.err, rc, fragment)
+        rc, stdout, stderr = cli(*argv)
+        assert stdout == "", argv
+        assert_one_line_error(rc, stderr, fragment)
         assert sorted(p.name for p in tmp_path.rglob("*")) == before, f"{argv} wrote files"
 
 
-def test_few_samples_warn_but_score(setup, capsys, tmp_path):
+def test_few_samples_warn_but_score(setup, tmp_path):
     write_pngs(noise_images(10, seed=5), tmp_path / "ten")
-    rc = run_main(["fid", str(tmp_path / "ten"), str(setup["digits"]), "--classifier", str(setup["classifier"])])
-    captured = capsys.readouterr()
+    rc, stdout, stderr = cli("fid", tmp_path / "ten", setup["digits"], "--classifier", setup["classifier"])
     assert rc == 0
-    assert FID_LINE.match(captured.out.strip())
-    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert FID_LINE.match(stdout.strip())
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "fewer than the 32 feature dimensions" in warnings[0]
 
 
@@ -273,37 +210,22 @@ def test_classifier_score_ignores_class_sorted_order():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# InceptionV3 offline, on random weights written by the test.
+# InceptionV3 offline, on random weights (the inception_weights fixture).
 
 
-def test_inception_offline_on_a_weights_file(setup, tmp_path, capsys):
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-
-    class Unloaded(fidelity.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    original = fidelity.load_state_dict_from_url
-    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
-        torch.manual_seed(0)
-        module = Unloaded("random-inception", ["2048"])
-    finally:
-        fidelity.load_state_dict_from_url = original
-    weights = tmp_path / "inception-random.pth"
-    torch.save(module.state_dict(), weights)
+def test_inception_offline_on_a_weights_file(setup, tmp_path, inception_weights):
     write_pngs(noise_images(3, seed=1), tmp_path / "a")
     write_pngs(noise_images(3, seed=2, channels=3, size=40), tmp_path / "b")
 
     out = tmp_path / "a.npz"  # `stats` in process (torch-fidelity's import costs seconds), `fid` in a subprocess
-    rc = run_main(["stats", str(tmp_path / "a"), "--output", str(out), "--features", "inception",
-                   "--inception-weights", str(weights)])
+    rc, stdout, _ = cli("stats", tmp_path / "a", "--output", out, "--features", "inception", "--inception-weights",
+                        inception_weights)
     assert rc == 0
-    assert "inception-v3-compat" in capsys.readouterr().out
+    assert "inception-v3-compat" in stdout
     with np.load(out) as archive:
         assert archive["mu"].shape == (2048,) and int(archive["image_size"]) == 299
-    result = genvision("fid", tmp_path / "b", out, "--features", "inception", "--inception-weights", weights,
-                       "--json", cache=setup["cache"])
+    result = run_genvision("fid", tmp_path / "b", out, "--features", "inception", "--inception-weights",
+                           inception_weights, "--json", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["features"] == "inception" and report["extractor"] == "inception-v3-compat"
@@ -324,10 +246,10 @@ def test_shipped_classifier_real_vs_real_and_vs_noise(tmp_path):
     write_pngs(noise_images(500, seed=7), tmp_path / "noise")
     cache = tmp_path / "cache"
     started = time.perf_counter()
-    real = genvision("fid", "mnist5k:train", "mnist5k:test", "--json", cache=cache)
+    real = run_genvision("fid", "mnist5k:train", "mnist5k:test", "--json", cache=cache)
     real_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    noise = genvision("fid", "mnist5k:train", tmp_path / "noise", "--json", cache=cache)
+    noise = run_genvision("fid", "mnist5k:train", tmp_path / "noise", "--json", cache=cache)
     noise_seconds = time.perf_counter() - started
     assert real.returncode == 0 and noise.returncode == 0, real.stderr + noise.stderr
     real_report, noise_report = json.loads(real.stdout), json.loads(noise.stdout)

@@ -9,54 +9,24 @@ start-up; tests/test_cli_fid.py runs the CLI as a subprocess).
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from genvision.cli import main
+from helpers import assert_one_line_error, cli, finish, metrics_records, tiny_flags
 
-ROOT = Path(__file__).resolve().parents[1]
 # 30 steps: fewer leave the BatchNorm running statistics so close to their initial values that every eval-mode
 # sample is the same flat gray image, and any two FIDs would agree trivially (see test_samples_depend_on_the_seed).
 STEPS = 30
-TINY = ["--base-channels", "4", "--latent-dim", "4", "--batch-size", "8", "--num-grid-images", "4",
-        "--num-steps", str(STEPS), "--fid-every", str(STEPS), "--num-fid-samples", "200", "--log-every", "10",
-        "--sample-every", "0"]
+TINY = [*tiny_flags(latent_dim=4, fid_every=STEPS), "--num-steps", str(STEPS), "--num-fid-samples", "200",
+        "--log-every", "10", "--sample-every", "0"]
 CHECKPOINT = f"checkpoints/step-{STEPS:06d}"
 SEEDS = {"gan": 3, "vae": 5}
 
-STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_strays():
-    yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def _popen(argv: list[str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    STARTED.append(proc)
-    return proc
-
-
-def _finish(proc: subprocess.Popen, what: str) -> str:
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, f"{what}: exit {proc.returncode}\n{stderr[-3000:]}"
-    assert "Traceback" not in stderr, f"{what}:\n{stderr[-3000:]}"
-    return stdout
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, start_process):
     """kind -> run folder of a finished run with one FID evaluation, at its last step."""
     from genvision.data import load_dataset
     from genvision.metrics.extractors import ClassifierExtractor
@@ -67,27 +37,26 @@ def runs(tmp_path_factory):
         load_dataset(spec, 32, 0)
     # the reference statistics every run and every `fid` below reads from the shared cache
     source_statistics("mnist5k:train", ClassifierExtractor.shipped("mnist5k:train", torch.device("cpu")))
-    procs = {kind: _popen([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, "--seed", str(SEEDS[kind])])
-             for kind in SEEDS}
+    procs = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, "--seed",
+                                  str(SEEDS[kind])]) for kind in SEEDS}
     for kind, proc in procs.items():
-        _finish(proc, f"train-{kind}")
+        finish(proc, f"train-{kind}")
     return {kind: base / kind for kind in SEEDS}
 
 
 def _training_fid(run: Path) -> tuple[float, float]:
     """(FID logged in metrics.jsonl at the last step (5 decimals), FID in that step's checkpoint metadata)."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_records(run)
     logged = [r["fid"] for r in records if "fid" in r]
     assert len(logged) == 1 and [r["step"] for r in records if "fid" in r] == [STEPS]
     meta = json.loads((run / CHECKPOINT / "checkpoint.json").read_text())
     return logged[0], meta["fid"]
 
 
-def _fid_json(capsys, *argv: str) -> dict:
-    code = main(["fid", *argv, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return json.loads(captured.out)
+def _fid_json(*argv: str) -> dict:
+    code, stdout, stderr = cli("fid", *argv, "--json")
+    assert code == 0, stderr
+    return json.loads(stdout)
 
 
 def _assert_equals_training_fid(fid: float, run: Path) -> None:
@@ -105,36 +74,37 @@ def test_samples_depend_on_the_seed(runs, kind):
     assert a.float().std(0).mean() > 0.05 and (a != b).float().mean() > 0.05
 
 
-def test_gan_run_fid_equals_training_fid(runs, capsys):
+def test_gan_run_fid_equals_training_fid(runs):
     run = runs["gan"]
-    report = _fid_json(capsys, str(run), "mnist5k:train", "--num-samples", "200", "--seed", str(SEEDS["gan"]))
+    report = _fid_json(str(run), "mnist5k:train", "--num-samples", "200", "--seed", str(SEEDS["gan"]))
     assert (report["n_a"], report["n_b"], report["source_a"]) == (200, 4500, str(run))
     assert math.isfinite(report["fid"]) and report["fid"] > 0 and "reconstructions" not in report
     _assert_equals_training_fid(report["fid"], run)
 
 
-def test_vae_run_and_checkpoint_fid_equal_training_fid(runs, capsys):
+def test_vae_run_and_checkpoint_fid_equal_training_fid(runs):
     run = runs["vae"]
     seed = ["--num-samples", "200", "--seed", str(SEEDS["vae"])]
-    by_run = _fid_json(capsys, str(run), "mnist5k:train", *seed)
-    by_checkpoint = _fid_json(capsys, str(run / CHECKPOINT), "mnist5k:train", *seed)
+    by_run = _fid_json(str(run), "mnist5k:train", *seed)
+    by_checkpoint = _fid_json(str(run / CHECKPOINT), "mnist5k:train", *seed)
     assert (by_run["n_a"], by_run["n_b"]) == (200, 4500) and math.isfinite(by_run["fid"]) and by_run["fid"] > 0
     assert by_run["fid"] == by_checkpoint["fid"]  # the run folder resolves to its best (= last step) checkpoint
     _assert_equals_training_fid(by_run["fid"], run)
-    other_seed = _fid_json(capsys, str(run), "mnist5k:train", "--num-samples", "200", "--seed", "0")
+    other_seed = _fid_json(str(run), "mnist5k:train", "--num-samples", "200", "--seed", "0")
     assert math.isfinite(other_seed["fid"]) and other_seed["fid"] != by_run["fid"]  # the seed picks the latents
 
 
-def test_vae_reconstruction_fid(runs, capsys):
+def test_vae_reconstruction_fid(runs):
     run = runs["vae"]
-    report = _fid_json(capsys, str(run), "mnist5k:test", "--reconstructions", "mnist5k:test")
+    report = _fid_json(str(run), "mnist5k:test", "--reconstructions", "mnist5k:test")
     assert (report["n_a"], report["n_b"], report["reconstructions"]) == (500, 500, "mnist5k:test")
     assert math.isfinite(report["fid"]) and report["fid"] > 0
-    prior = _fid_json(capsys, str(run), "mnist5k:test", "--num-samples", "200")
+    prior = _fid_json(str(run), "mnist5k:test", "--num-samples", "200")
     assert prior["n_a"] == 200 and prior["fid"] != report["fid"]
     # either side may be the VAE; the human-readable line says what was scored
-    assert main(["fid", "mnist5k:test", str(run), "--reconstructions", "mnist5k:test"]) == 0
-    line = capsys.readouterr().out.strip()
+    code, stdout, _ = cli("fid", "mnist5k:test", run, "--reconstructions", "mnist5k:test")
+    assert code == 0
+    line = stdout.strip()
     assert line.startswith(f"FID {report['fid']:.2f} (") and "VAE reconstructions of mnist5k:test" in line, line
 
 
@@ -157,7 +127,7 @@ def test_reconstruction_images_are_posterior_means_of_prepared_inputs(runs):
 
 
 @pytest.mark.parametrize("case", ["gan-source", "no-vae-source", "bad-split"])
-def test_reconstructions_usage_errors(runs, capsys, case):
+def test_reconstructions_usage_errors(runs, case):
     vae, gan = str(runs["vae"]), str(runs["gan"])
     argv, words = {
         "gan-source": ([gan, "mnist5k:test"], ["--reconstructions", gan, "'gan'"]),
@@ -165,10 +135,6 @@ def test_reconstructions_usage_errors(runs, capsys, case):
         "bad-split": ([vae, "mnist5k:test"], ["--reconstructions", "'nope:test'"]),
     }[case]
     split = "nope:test" if case == "bad-split" else "mnist5k:test"
-    code = main(["fid", *argv, "--reconstructions", split])
-    captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("genvision fid: error: "), captured.err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
+    code, stdout, stderr = cli("fid", *argv, "--reconstructions", split)
+    assert stdout == ""
+    assert_one_line_error(code, stderr, *words, command="fid")

@@ -10,51 +10,32 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from genvision.cli import main
+from helpers import SHIPPED_CLASSIFIER, assert_one_line_error, cli, finish, snapshot, subprocess_env, tiny_flags, wait
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--num-steps", "2", "--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images",
-        "4", "--fid-every", "0", "--sample-every", "1"]
-CLASSIFIER = ROOT / "genvision" / "weights" / "classifier-mnist5k.safetensors"
+TINY = [*tiny_flags(latent_dim=8), "--num-steps", "2", "--sample-every", "1"]
 PADDING, SIZE = 2, 32  # make_grid's padding; the runs' resolution
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, start_process) -> dict[str, Path]:
     """{"gan": run folder, "vae": run folder}: 2-step runs of the tiny models, trained at the same time."""
     base = tmp_path_factory.mktemp("sample-runs")
-    started = {kind: (subprocess.Popen([sys.executable, f"train_{kind}.py", "--out-dir", str(base / kind), *TINY],
-                                       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True), base / kind) for kind in ("gan", "vae")}
-    for kind, (process, _) in started.items():
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, f"{kind}: {stderr[-3000:]}"
-    return {kind: out for kind, (_, out) in started.items()}
+    env = subprocess_env(PYTHONWARNINGS="ignore")
+    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY], env=env)
+               for kind in ("gan", "vae")}
+    for kind, process in started.items():
+        finish(process, kind)
+    return {kind: base / kind for kind in started}
 
 
 def sample(*argv) -> tuple[int, str, str]:
     """Run `genvision sample ARGV` in-process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["sample", *map(str, argv)])
-        except SystemExit as exit_:  # argparse errors
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    return cli("sample", *argv)
 
 
 def ok(*argv) -> str:
@@ -190,37 +171,29 @@ def _prepare(runs, tmp: Path, name: str) -> None:
         (tmp / "run" / "checkpoints").mkdir(parents=True)
 
 
-def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
-
-
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, name):
     argv, words = BAD[name]
     _prepare(runs, tmp_path, name)
-    values = {"tmp": tmp_path, "gan": runs["gan"], "vae": runs["vae"], "classifier": CLASSIFIER}
-    before = _snapshot(tmp_path)
+    values = {"tmp": tmp_path, "gan": runs["gan"], "vae": runs["vae"], "classifier": SHIPPED_CLASSIFIER}
+    before = snapshot(tmp_path)
     code, stdout, stderr = sample(*[a.format(**values) for a in argv])
-    assert code == 2, (stdout, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].strip() and "Traceback" not in stderr, stderr
-    for word in words:
-        assert word.format(**values) in lines[0], (word, lines[0])
-    assert stdout == "" and _snapshot(tmp_path) == before
+    assert_one_line_error(code, stderr, *(word.format(**values) for word in words))
+    assert stdout == "" and snapshot(tmp_path) == before
 
 
-def test_real_processes_exit_code_and_sidecar_command(runs, tmp_path):
+def test_real_processes_exit_code_and_sidecar_command(runs, tmp_path, start_process):
     grid = tmp_path / "g.png"
     commands = {"good": ["sample", str(runs["vae"]), "--num", "4", "--seed", "2", "--grid", str(grid)],
                 "bad": ["sample", str(runs["gan"]), "--reconstruct", "mnist5k:test", "--grid", str(tmp_path / "x.png")]}
-    started = {name: subprocess.Popen([sys.executable, "-m", "genvision", *argv], cwd=tmp_path, env=_env(),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = subprocess_env(PYTHONWARNINGS="ignore")
+    started = {name: start_process(["-m", "genvision", *argv], cwd=tmp_path, env=env)
                for name, argv in commands.items()}
-    results = {name: (process, *process.communicate(timeout=120)) for name, process in started.items()}
-    process, stdout, stderr = results["good"]
-    assert process.returncode == 0 and stdout.strip() == f"wrote {grid} (4 images, step 2, seed 2)", stderr
+    results = {name: wait(process, timeout=120) for name, process in started.items()}
+    code, stdout, stderr = results["good"]
+    assert code == 0 and stdout.strip() == f"wrote {grid} (4 images, step 2, seed 2)", stderr
     assert json.loads(Path(f"{grid}.json").read_text())["command"] == "genvision " + " ".join(commands["good"])
-    process, stdout, stderr = results["bad"]
-    assert process.returncode == 2 and stdout == "" and "Traceback" not in stderr
+    code, stdout, stderr = results["bad"]
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "--reconstruct" in stderr
     assert not (tmp_path / "x.png").exists()

@@ -8,15 +8,11 @@ latents), the bootstrap maths, a report failure that costs only a warning line, 
 """
 
 import base64
-import contextlib
 import html
-import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,44 +21,26 @@ import numpy as np
 import pytest
 import torch
 
-from genvision.cli import main
 from genvision.errors import UsageError
+from helpers import assert_one_line_error, cli, finish, metrics_records, subprocess_env, tiny_flags
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--num-steps", "2", "--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images",
-        "4", "--sample-every", "1", "--log-every", "1"]
+TINY = ["--num-steps", "2", "--sample-every", "1", "--log-every", "1"]  # and tiny_flags(latent_dim=8), FID on or off
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def cli(*argv) -> tuple[int, str, str]:
-    """`genvision ARGV` in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([*map(str, argv)])
-        except SystemExit as exit_:  # argparse errors
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+def runs(tmp_path_factory, start_process) -> dict[str, tuple[Path, str]]:
     """{"gan": (run folder, stdout), "vae": (run folder, stdout)}, trained at the same time."""
     base = tmp_path_factory.mktemp("report-runs")
-    extra = {"gan": ["--fid-every", "1", "--num-fid-samples", "100"], "vae": ["--fid-every", "0"]}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    started = {kind: subprocess.Popen([sys.executable, f"train_{kind}.py", "--out-dir", str(base / kind), *TINY,
-                                       *extra[kind]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for kind in extra}
-    done = {}
-    for kind, process in started.items():
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, f"{kind}: {stderr[-3000:]}"
-        assert "warning" not in stderr, stderr
-        done[kind] = (base / kind, stdout)
-    return done
+    extra = {"gan": [*tiny_flags(latent_dim=8, fid_every=1), "--num-fid-samples", "100"],
+             "vae": tiny_flags(latent_dim=8)}
+    env = subprocess_env(PYTHONWARNINGS="ignore")
+    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]], env=env)
+               for kind in extra}
+    return {kind: (base / kind, finish(process, kind, forbidden=("Traceback", "warning")))
+            for kind, process in started.items()}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +50,6 @@ def vae_report(runs) -> tuple[Path, str]:
     code, stdout, stderr = cli("report", run, "--num-samples", 100, "--bootstrap", 50)
     assert code == 0, stderr
     return run / "report.html", stdout
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def data_uris(page: str) -> list[bytes]:
@@ -103,7 +77,7 @@ def test_page_is_self_contained(runs):
 def test_page_shows_metrics_jsonl_summary_and_config(runs):
     run, _ = runs["gan"]
     page = (run / "report.html").read_text()
-    logged = records(run)
+    logged = metrics_records(run)
     fids = [r for r in logged if "fid" in r]
     assert [r["step"] for r in fids] == [1, 2]
     for record in fids:
@@ -127,7 +101,7 @@ def test_final_fid_equals_the_fid_the_run_logged(runs):
     assert "100 samples (seed 0) of " + str(run / "checkpoints" / "best-step-000002") in page
     fid = float(re.search(r"<td>FID</td><td>([0-9.]+)</td>", page).group(1))
     low, high = map(float, re.search(r"bootstrap 95% interval \[([0-9.]+), ([0-9.]+)\]", page).groups())
-    logged = [r["fid"] for r in records(run) if "fid" in r][-1]
+    logged = [r["fid"] for r in metrics_records(run) if "fid" in r][-1]
     assert fid == pytest.approx(logged, rel=1e-5, abs=1e-4)
     assert low <= high and math_close_or_inside(fid, low, high)
 
@@ -214,9 +188,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, case):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     report_before = (runs["vae"][0] / "report.html").stat().st_mtime_ns
     code, stdout, stderr = cli("report", target, *extra)
-    assert code == 2 and stdout == "" and "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("genvision report: error: "), stderr
+    assert stdout == ""
+    assert_one_line_error(code, stderr, command="report")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert (runs["vae"][0] / "report.html").stat().st_mtime_ns == report_before
 

@@ -19,31 +19,8 @@ from genvision.metrics.extractors import (
     resize_for_extractor,
     rgb_to_luma,
 )
-from genvision.models.classifier import Classifier
 from genvision.fileio import file_sha256
-from genvision.weights import save_classifier
-
-
-def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
-    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
-    from genvision.data import load_dataset
-
-    torch.manual_seed(seed)
-    model = Classifier(base_channels=8, num_features=num_features)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average: one pass sets the running statistics
-    model.train()
-    with torch.no_grad():
-        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
-    save_classifier(model.eval(), path, {"dataset": "random-test"})
-
-
-@pytest.fixture(scope="module")
-def classifier_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
-    make_classifier(path)
-    return path
+from helpers import make_classifier, record_calls
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,43 +141,11 @@ def test_resize_center_crops_non_square_and_skips_matching():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# InceptionV3 (torch-fidelity), offline, on random weights written here.
-
-
-def write_random_inception_weights(path) -> None:
-    """torch-fidelity's InceptionV3 with its random initialisation, saved as a plain state dict."""
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-
-    class Unloaded(fidelity.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    original = fidelity.load_state_dict_from_url
-    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
-        torch.manual_seed(0)
-        module = Unloaded("random-inception", ["2048"])
-    finally:
-        fidelity.load_state_dict_from_url = original
-    torch.save(module.state_dict(), path)
-
-
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
-    write_random_inception_weights(path)
-    return path
+# InceptionV3 (torch-fidelity), offline, on random weights (the inception_weights fixture).
 
 
 def test_inception_extractor_offline(inception_weights, monkeypatch):
-    loads = []
-    real_load = torch.load
-
-    def recording_load(*args, **kwargs):
-        loads.append(kwargs.get("weights_only"))
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", recording_load)
+    loads = record_calls(monkeypatch, torch, "load", "weights_only")
     extractor = load_extractor("inception", inception_weights=inception_weights)
     assert loads == [True]  # our one load, weights_only; torch-fidelity's own torch.load never runs
     assert isinstance(extractor, InceptionExtractor)

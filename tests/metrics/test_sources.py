@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
 
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
@@ -17,39 +15,12 @@ from genvision.metrics.extractors import ClassifierExtractor
 from genvision.metrics.sources import SourceOptions, extract, resolve_source, source_statistics
 from genvision.metrics.stats import frechet_distance
 from genvision.metrics.statsfile import StatsMetadata, save_stats
-from genvision.models.classifier import Classifier
-from genvision.weights import save_classifier
-
-
-def make_classifier(path, seed: int = 0, num_features: int = 32) -> None:
-    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
-    from genvision.data import load_dataset
-
-    torch.manual_seed(seed)
-    model = Classifier(base_channels=8, num_features=num_features)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
-    save_classifier(model.eval(), path, {"dataset": "random-test"})
+from helpers import make_classifier, record_calls, write_pngs
 
 
 @pytest.fixture(scope="module")
-def extractor(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
-    make_classifier(path)
-    return ClassifierExtractor.from_file(path)
-
-
-def write_pngs(images: torch.Tensor, folder) -> None:
-    """uint8 (N, C, H, W) -> folder/0000.png ... exactly as a sample writer would."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, image in enumerate(images):
-        array = image.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(array[..., 0], "L") if array.shape[-1] == 1 else Image.fromarray(array, "RGB")
-        pil.save(folder / f"{index:04d}.png")
+def extractor(classifier_file):
+    return ClassifierExtractor.from_file(classifier_file)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,14 +184,7 @@ def test_stats_source_has_no_raw_features(extractor, tmp_path):
 
 
 def test_reference_cache_skips_second_extraction(extractor, tmp_path, monkeypatch):
-    calls = []
-    real_extract = sources.extract
-
-    def counting_extract(*args, **kwargs):
-        calls.append(kwargs.get("name"))
-        return real_extract(*args, **kwargs)
-
-    monkeypatch.setattr(sources, "extract", counting_extract)
+    calls = record_calls(monkeypatch, sources, "extract", "name")
     options = SourceOptions(cache_dir=tmp_path / "stats")
     first = source_statistics("mnist5k:test", extractor, options, need_logits=True)
     assert len(calls) == 1 and not first.from_cache and first.count == 500

@@ -7,21 +7,18 @@ own noise generator).
 """
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import TINY_GAN, load_state, load_weights, metrics_records, wait
+
 PROBE = Path(__file__).resolve().parent / "_dist_probe.py"
-TINY = ["--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images", "4", "--fid-every", "0"]
-FLAGS = [*TINY, "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0"]
+FLAGS = [*TINY_GAN, "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0"]
 STEPS = 4
 
 
@@ -31,44 +28,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun(*args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait(proc: subprocess.Popen) -> tuple:
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-    return proc, stdout, stderr
-
-
 @pytest.fixture(scope="module")
-def launches(tmp_path_factory):
-    """({"probe": (proc, stdout, stderr), "script": ...}, probe run folder, probe folder, script run folder)."""
+def launches(tmp_path_factory, start_process):
+    """({"probe": (exit code, stdout, stderr), "script": ...}, probe run folder, probe folder, script run folder)."""
     from genvision.data import load_dataset
+
+    def torchrun(*args: str) -> tuple[int, str, str]:
+        return wait(start_process(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
+                                   "--master-port", str(_free_port()), *args]))
 
     load_dataset("mnist5k:train", 32, 0)  # decoded once here, not by two processes at once
     base = tmp_path_factory.mktemp("gan-dist")
     (base / "probe").mkdir()
     probe_run, script_run = base / "probe-run", base / "script-run"
-    results = {"probe": _wait(_torchrun(str(PROBE), str(base / "probe"), "--out-dir", str(probe_run), *FLAGS,
-                                        "--num-steps", str(STEPS)))}
+    results = {"probe": torchrun(str(PROBE), str(base / "probe"), "--out-dir", str(probe_run), *FLAGS,
+                                 "--num-steps", str(STEPS))}
     source = probe_run / "checkpoints" / "step-000002"
     if source.is_dir():
         shutil.copytree(source, script_run / "checkpoints" / "step-000002")
-        results["script"] = _wait(_torchrun("train_gan.py", "--out-dir", str(script_run), *FLAGS,
-                                            "--num-steps", str(STEPS), "--resume", "auto"))
+        results["script"] = torchrun("train_gan.py", "--out-dir", str(script_run), *FLAGS, "--num-steps", str(STEPS),
+                                     "--resume", "auto")
     return results, probe_run, base / "probe", script_run
 
 
 def test_probe_ranks_end_identical(launches):
-    (proc, stdout, stderr), run, probe = launches[0]["probe"], launches[1], launches[2]
-    assert proc.returncode == 0, stderr[-4000:]
+    (code, stdout, stderr), run, probe = launches[0]["probe"], launches[1], launches[2]
+    assert code == 0, stderr[-4000:]
     infos = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank, info in enumerate(infos):  # really two processes, not two independent single-process runs
         assert info["num_processes"] == 2 and info["process_index"] == rank, info
@@ -91,8 +76,8 @@ def test_probe_ranks_end_identical(launches):
 def test_probe_checkpoint_written_once(launches):
     from genvision.checkpoint import list_checkpoints, read_checkpoint
 
-    (proc, stdout, stderr), run, probe = launches[0]["probe"], launches[1], launches[2]
-    assert proc.returncode == 0, stderr[-4000:]
+    (code, stdout, stderr), run, probe = launches[0]["probe"], launches[1], launches[2]
+    assert code == 0, stderr[-4000:]
     names = ["step-000002", f"step-{STEPS:06d}"]
     assert [p.name for p in list_checkpoints(run)] == names
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == names  # each once, no temp folders
@@ -109,8 +94,7 @@ def test_probe_checkpoint_written_once(launches):
     draws = [torch.randn(4, 8, generator=torch.Generator().set_state(n.clone())) for n in noise]  # see restore()
     assert not torch.equal(draws[0], draws[1])
     assert state["data"] == {"epoch": 0, "position": STEPS}
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, STEPS + 1))  # logged by rank 0 only
+    assert [r["step"] for r in metrics_records(run)] == list(range(1, STEPS + 1))  # logged by rank 0 only
     assert stdout.count("run folder") == 1 and '"step": %d' % STEPS in stdout
 
 
@@ -118,9 +102,9 @@ def test_train_gan_script_under_torchrun(launches):
     from genvision.checkpoint import list_checkpoints
 
     assert "script" in launches[0], "the probe wrote no step-000002 checkpoint to resume from"
-    proc, stdout, stderr = launches[0]["script"]
+    code, stdout, stderr = launches[0]["script"]
     run = launches[3]
-    assert proc.returncode == 0, stderr[-4000:]
+    assert code == 0, stderr[-4000:]
     assert "Traceback" not in stderr
     assert stdout.count("resuming from") == 1 and "step-000002 at step 2" in stdout
     assert [line for line in stdout.splitlines() if line.startswith("run folder")] == \
@@ -129,7 +113,7 @@ def test_train_gan_script_under_torchrun(launches):
     assert json.loads((run / "config.json").read_text())["config"]["num_steps"] == STEPS
     assert [p.name for p in list_checkpoints(run)] == ["step-000002", f"step-{STEPS:06d}"]
     assert not list((run / "checkpoints").glob(".tmp-*"))
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in metrics_records(run)]
     assert steps == list(range(3, STEPS + 1))  # logged once (by rank 0), from the resumed step on
 
 
@@ -137,13 +121,12 @@ def test_distributed_resume_is_bit_exact(launches):
     """2 steps + resume to 4 under torchrun == 4 steps straight under torchrun (the probe), every tensor."""
     results, probe_run, _, script_run = launches
     for name in ("probe", "script"):
-        assert name in results and results[name][0].returncode == 0, (name, results.get(name, ("",) * 3)[2][-3000:])
+        assert name in results and results[name][0] == 0, (name, results.get(name, ("",) * 3)[2][-3000:])
     a_dir = probe_run / "checkpoints" / f"step-{STEPS:06d}"
     b_dir = script_run / "checkpoints" / f"step-{STEPS:06d}"
-    a, b = load_file(a_dir / "weights.safetensors"), load_file(b_dir / "weights.safetensors")
+    a, b = load_weights(a_dir), load_weights(b_dir)
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
-    sa = torch.load(a_dir / "state.pt", weights_only=True)
-    sb = torch.load(b_dir / "state.pt", weights_only=True)
+    sa, sb = load_state(a_dir), load_state(b_dir)
     assert sa["world_size"] == sb["world_size"] == 2 and sa["data"] == sb["data"]
     assert torch.equal(sa["noise"], sb["noise"])  # both ranks' noise generators continued exactly
     for key in ("optimizer_g", "optimizer_d"):

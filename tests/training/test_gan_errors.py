@@ -4,11 +4,7 @@ Every case runs as a real subprocess; all of them start at once (most of their t
 """
 
 import dataclasses
-import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +12,9 @@ import torch
 
 from genvision.checkpoint import list_checkpoints, save_checkpoint
 from genvision.config import GANConfig
+from helpers import SHIPPED_CLASSIFIER, TINY_GAN, assert_one_line_error, metrics_records, snapshot, subprocess_env, wait
 
-ROOT = Path(__file__).resolve().parents[2]
-CLASSIFIER = ROOT / "genvision" / "weights" / "classifier-mnist5k.safetensors"
-TINY = ["--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images", "4", "--fid-every", "0",
-        "--num-steps", "2"]
+FLAGS = [*TINY_GAN, "--num-steps", "2"]
 
 CASES = {
     # name: (extra argv, words the error line must contain); "{tmp}" is the case's folder
@@ -32,7 +26,8 @@ CASES = {
     "keep-checkpoints-1": (["--keep-checkpoints", "1"], ["--keep-checkpoints", ">= 2", "1"]),
     "out-dir-is-a-file": (["--out-dir", "{tmp}/a-file"], ["--out-dir", "{tmp}/a-file", "is a file"]),
     "resume-vae": (["--resume", "{tmp}/vae"], ["{tmp}/vae", "'vae'", "'gan'"]),
-    "resume-classifier": (["--resume", str(CLASSIFIER)], [str(CLASSIFIER), "weights file", "classifier"]),
+    "resume-classifier": (["--resume", str(SHIPPED_CLASSIFIER)],
+                          [str(SHIPPED_CLASSIFIER), "weights file", "classifier"]),
     "resume-garbage-json": (["--resume", "{tmp}/garbage"], ["{tmp}/garbage", "corrupt", "checkpoint.json"]),
     "resume-random-bytes": (["--resume", "{tmp}/random.bin"], ["{tmp}/random.bin", "not a genvision checkpoint"]),
     "resume-other-base-channels": (["--resume", "{tmp}/wide"], ["{tmp}/wide", "base_channels", "8", "4"]),
@@ -59,54 +54,36 @@ def _prepare(tmp: Path, name: str) -> None:
         save_checkpoint(tmp / "wide", _gan_meta(base_channels=8), {"generator": {"w": torch.zeros(1)}}, {})
 
 
-def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, start_process):
     """Start every case and the NaN run at once; name -> (returncode, stdout, stderr, case folder, out dir)."""
     from genvision.data import load_dataset
 
     load_dataset("mnist5k:train", 32, 0)  # decoded here once (the decoding progress bar would be a stderr line)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = {}
     for name, (argv, _) in CASES.items():
         tmp = tmp_path_factory.mktemp(name)
         _prepare(tmp, name)
         argv = [a.replace("{tmp}", str(tmp)) for a in argv]
         out = tmp / "run"
-        before = _snapshot(tmp)
-        command = [sys.executable, "train_gan.py", *TINY, "--out-dir", str(out), *argv]  # later flags win
-        started[name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True), tmp, out, before)
+        before = snapshot(tmp)
+        started[name] = (start_process(["train_gan.py", *FLAGS, "--out-dir", str(out), *argv]),  # later flags win
+                         tmp, out, before)
     nan_out = tmp_path_factory.mktemp("nan") / "run"
-    nan_command = [sys.executable, "train_gan.py", *TINY, "--out-dir", str(nan_out), "--num-steps", "5",
-                   "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "1"]
-    started["nan"] = (subprocess.Popen(nan_command, cwd=ROOT, env={**env, "GENVISION_INJECT_NAN_AT_STEP": "3"},
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    nan_command = ["train_gan.py", *FLAGS, "--out-dir", str(nan_out), "--num-steps", "5", "--checkpoint-every", "2",
+                   "--log-every", "1", "--sample-every", "1"]
+    started["nan"] = (start_process(nan_command, env=subprocess_env(GENVISION_INJECT_NAN_AT_STEP="3")),
                       nan_out.parent, nan_out, None)
-    done = {}
-    for name, (proc, tmp, out, before) in started.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        done[name] = (proc.returncode, stdout, stderr, tmp, out, before)
-    return done
+    return {name: (*wait(proc), tmp, out, before) for name, (proc, tmp, out, before) in started.items()}
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(results, name):
     code, stdout, stderr, tmp, out, before = results[name]
-    assert code == 2, f"exit {code}\n{stderr[-3000:]}"
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    line = lines[0]
-    assert line.startswith("genvision train-gan: error: "), line
-    for word in CASES[name][1]:
-        assert word.replace("{tmp}", str(tmp)) in line, (word, line)
+    assert_one_line_error(code, stderr, *(word.replace("{tmp}", str(tmp)) for word in CASES[name][1]),
+                          command="train-gan")
     assert not out.exists(), f"{out} was created"
-    assert _snapshot(tmp) == before  # nothing written, nothing changed (the pre-existing file included)
+    assert snapshot(tmp) == before  # nothing written, nothing changed (the pre-existing file included)
 
 
 def test_nan_loss_stops_with_exit_3(results):
@@ -119,6 +96,6 @@ def test_nan_loss_stops_with_exit_3(results):
     # nothing of step 3 or later was written: no checkpoint, log line, grid, final image
     assert [p.name for p in list_checkpoints(out)] == ["step-000002"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
-    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [record["step"] for record in metrics_records(out)] == [1, 2]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000001.png", "step-000002.png"]
     assert not (out / "final.png").exists() and "run folder" not in stdout

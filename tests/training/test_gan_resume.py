@@ -6,24 +6,20 @@ every rank's noise generator must be equal, as must the logged losses and the sa
 depend on each other start at once (their time is mostly importing torch).
 """
 
-import json
-import math
-import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images", "4", "--fid-every", "0"]
-COMMON = [*TINY, "--checkpoint-every", "3", "--log-every", "1", "--sample-every", "3"]
+from helpers import (TINY_GAN, assert_same, assert_same_checkpoint_metadata, assert_same_checkpoints,
+                     assert_same_next_noise, finish, load_state, load_weights, logged_losses, noise_images, write_pngs)
+
+COMMON = [*TINY_GAN, "--checkpoint-every", "3", "--log-every", "1", "--sample-every", "3"]
 ROLES = ("generator", "discriminator", "generator_ema")
 
 VARIANTS = {
@@ -35,81 +31,32 @@ VARIANTS = {
 }
 
 
-STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_strays():
-    """A failed assertion must not leave training processes running behind the test session."""
-    yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "train_gan.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    STARTED.append(proc)
-    return proc
-
-
-def _finish(proc: subprocess.Popen, what: str) -> str:
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, f"{what}: exit {proc.returncode}\n{stderr[-3000:]}"
-    assert "Traceback" not in stderr, f"{what}:\n{stderr[-3000:]}"
-    return stdout
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, start_process):
     """name -> (straight run folder, resumed run folder, stdout of the resuming process); all variants at once."""
-    from PIL import Image
-
     from genvision.data import load_dataset
 
     base = tmp_path_factory.mktemp("gan-resume")
     digits = base / "digits"
-    digits.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(24):
-        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8), "L").save(digits / f"{index:02d}.png")
+    write_pngs(noise_images(24), digits)
     for spec in ("mnist5k:train", f"folder:{digits}"):  # decode once here, not in every process at once
         load_dataset(spec, 32, 0)
 
+    def train(*argv: str) -> subprocess.Popen:
+        return start_process(["train_gan.py", *argv])
+
     args = {name: [a.format(digits=digits) for a in extra] + COMMON for name, extra in VARIANTS.items()}
-    straight = {name: _start(["--out-dir", str(base / name / "straight"), "--num-steps", "6", *a])
+    straight = {name: train("--out-dir", str(base / name / "straight"), "--num-steps", "6", *a)
                 for name, a in args.items()}
-    first = {name: _start(["--out-dir", str(base / name / "resumed"), "--num-steps", "3", *a])
-             for name, a in args.items()}
+    first = {name: train("--out-dir", str(base / name / "resumed"), "--num-steps", "3", *a) for name, a in args.items()}
     for name, proc in first.items():
-        _finish(proc, f"{name}: first 3 steps")
-    second = {name: _start(["--out-dir", str(base / name / "resumed"), "--num-steps", "6", "--resume", "auto", *a])
+        finish(proc, f"{name}: first 3 steps")
+    second = {name: train("--out-dir", str(base / name / "resumed"), "--num-steps", "6", "--resume", "auto", *a)
               for name, a in args.items()}
     for name, proc in straight.items():
-        _finish(proc, f"{name}: 6 steps straight")
-    return {name: (base / name / "straight", base / name / "resumed", _finish(proc, f"{name}: resumed"))
+        finish(proc, f"{name}: 6 steps straight")
+    return {name: (base / name / "straight", base / name / "resumed", finish(proc, f"{name}: resumed"))
             for name, proc in second.items()}
-
-
-def assert_same(a, b, where="") -> None:
-    """Recursive exact equality of plain state: tensors by torch.equal (and dtype/shape), floats NaN-aware."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} vs {sorted(b)}"
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{index}]")
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), where
-    else:
-        assert a == b, f"{where}: {a!r} vs {b!r}"
 
 
 def _draws(noise_states: torch.Tensor) -> list[torch.Tensor]:
@@ -118,29 +65,19 @@ def _draws(noise_states: torch.Tensor) -> list[torch.Tensor]:
             for state in noise_states]  # clone: set_state crashes on a row view with an offset
 
 
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(folder / "weights.safetensors")
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_resume_is_bit_exact(runs, name):
     straight, resumed, stdout = runs[name]
     assert "resuming from" in stdout and "step-000003 at step 3" in stdout
     a_dir, b_dir = straight / "checkpoints" / "step-000006", resumed / "checkpoints" / "step-000006"
 
-    # weights.safetensors: every tensor of generator, discriminator (and generator_ema)
-    a, b = _weights(a_dir), _weights(b_dir)
+    # every tensor of weights.safetensors (generator, discriminator, generator_ema) and all of state.pt (optimizers,
+    # scaler, global RNGs, noise, data position, fixed noise, step, best FID)
+    a, _, sa, sb = assert_same_checkpoints(a_dir, b_dir)
     roles = {key.split(".", 1)[0] for key in a}
     assert roles == set(ROLES)
-    assert_same(a, b, "weights")
-    before = _weights(straight / "checkpoints" / "step-000003")
+    before = load_weights(straight / "checkpoints" / "step-000003")
     assert any(not torch.equal(before[k], a[k]) for k in a if k.startswith("generator."))  # it trained on
-
-    # state.pt: optimizers, scaler, global RNGs, noise, data position, fixed noise, step, best FID - all of it
-    sa = torch.load(a_dir / "state.pt", weights_only=True)
-    sb = torch.load(b_dir / "state.pt", weights_only=True)
     for key in ("optimizer_g", "optimizer_d"):
         assert sa[key]["state"], key  # Adam moments exist
         assert_same(sa[key], sb[key], key)
@@ -149,25 +86,12 @@ def test_resume_is_bit_exact(runs, name):
         assert sa["data"] == {"epoch": 4, "position": 0}  # 12 batches of 3 per epoch
     else:
         assert sa["data"] == {"epoch": 0, "position": 6}
-    assert sa["noise"].shape[0] == sa["world_size"] == 1
-    assert_same(_draws(sa["noise"]), _draws(sb["noise"]), "next noise draws")
-    earlier = torch.load(straight / "checkpoints" / "step-000003" / "state.pt", weights_only=True)
-    assert not torch.equal(_draws(earlier["noise"])[0], _draws(sa["noise"])[0])  # the noise state moved on
-    assert_same(sa, sb, "state")
+    assert_same_next_noise(_draws, sa, sb, load_state(straight / "checkpoints" / "step-000003"))
 
     # checkpoint.json, logged losses, sample grids
-    meta_a = json.loads((a_dir / "checkpoint.json").read_text())
-    meta_b = json.loads((b_dir / "checkpoint.json").read_text())
-    for meta in (meta_a, meta_b):
-        del meta["config"]["resume"], meta["config"]["out_dir"]
-    assert meta_a == meta_b
-
-    def losses(run):
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k != "img_per_s"} for r in records]
-
-    assert [r["step"] for r in losses(resumed)] == [1, 2, 3, 4, 5, 6]
-    assert losses(straight) == losses(resumed)
+    assert_same_checkpoint_metadata(a_dir, b_dir)
+    assert [r["step"] for r in logged_losses(resumed)] == [1, 2, 3, 4, 5, 6]
+    assert logged_losses(straight) == logged_losses(resumed)
     for png in ("samples/step-000003.png", "samples/step-000006.png", "final.png"):
         assert (straight / png).read_bytes() == (resumed / png).read_bytes(), png
 
@@ -175,7 +99,8 @@ def test_resume_is_bit_exact(runs, name):
 # ---------------------------------------------------------------------------------------------------------------
 # SIGKILL at random moments: the newest committed checkpoint is always complete and a later --resume auto works.
 
-KILL_FLAGS = [*TINY, "--checkpoint-every", "1", "--keep-checkpoints", "2", "--sample-every", "0", "--log-every", "1"]
+KILL_FLAGS = [*TINY_GAN, "--checkpoint-every", "1", "--keep-checkpoints", "2", "--sample-every", "0",
+              "--log-every", "1"]
 
 
 def _committed_steps(run: Path) -> list[int]:
@@ -225,7 +150,7 @@ def _check_loadable(run: Path, context: str) -> int:
     return read_checkpoint(latest).step
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path):
+def test_sigkill_at_random_moments_then_resume(tmp_path, start_process):
     from genvision.checkpoint import latest_checkpoint, list_checkpoints
 
     seed = random.SystemRandom().randrange(2 ** 32)
@@ -235,7 +160,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
 
     def train(run: Path, *extra: str) -> subprocess.Popen:
-        return _start(["--out-dir", str(run), *KILL_FLAGS, *extra])
+        return start_process(["train_gan.py", "--out-dir", str(run), *KILL_FLAGS, *extra])
 
     # trials 1 and 2: fresh runs, killed at random after their first checkpoint
     _kill_all([(train(a, "--num-steps", "400"), a, 0, delays[0]),
@@ -257,7 +182,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert latest_checkpoint(a) == checkpoints / f"step-{step_a:06d}", context
     assert "step-000998" not in [p.name for p in list_checkpoints(a)]
 
-    stdout = _finish(train(a, "--num-steps", str(step_a + 2), "--resume", "auto"), f"resume of {a} ({context})")
+    stdout = finish(train(a, "--num-steps", str(step_a + 2), "--resume", "auto"), f"resume of {a} ({context})")
     assert f"resuming from {checkpoints / f'step-{step_a:06d}'} at step {step_a}" in stdout, stdout
     assert not list(checkpoints.glob(".tmp-*")), context  # stale temp folders are cleaned up
     assert latest_checkpoint(a) == checkpoints / f"step-{step_a + 2:06d}"

@@ -2,31 +2,20 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--base-channels", "4", "--latent-dim", "8", "--batch-size", "8", "--num-grid-images", "4", "--fid-every", "0"]
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+from helpers import (ROOT, TINY_GAN, load_state, metrics_records, png_size_and_mode, run_python, saved_config,
+                     train_to_completion)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One 3-step run: (completed process, run folder)."""
     out = tmp_path_factory.mktemp("gan-train") / "run"
-    proc = subprocess.run([sys.executable, "train_gan.py", "--out-dir", str(out), *TINY, "--num-steps", "3",
-                           "--sample-every", "1", "--log-every", "1"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, out
+    flags = [*TINY_GAN, "--num-steps", "3", "--sample-every", "1", "--log-every", "1"]
+    return train_to_completion("train_gan.py", out, *flags), out
 
 
 def test_exit_and_closing_line(run):
@@ -38,9 +27,7 @@ def test_exit_and_closing_line(run):
 
 def test_config_json(run):
     _, out = run
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["kind"] == "gan" and saved["genvision_version"]
-    config = saved["config"]
+    config = saved_config(out, "gan")
     assert config["channels"] == 1  # resolved from mnist5k (the flag default is 0)
     assert (config["num_steps"], config["base_channels"], config["latent_dim"], config["batch_size"]) == (3, 4, 8, 8)
     assert config["dataset"] == "mnist5k:train" and config["out_dir"] == str(out) and config["fid_every"] == 0
@@ -48,7 +35,7 @@ def test_config_json(run):
 
 def test_metrics_jsonl(run):
     _, out = run
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_records(out)
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:
         for key in ("d_loss", "g_loss", "d_real", "d_fake", "img_per_s"):
@@ -68,20 +55,11 @@ def test_checkpoint(run):
     checkpoint = read_checkpoint(folder)
     assert (checkpoint.kind, checkpoint.step, checkpoint.config["channels"]) == ("gan", 3, 1)
     assert checkpoint.roles() == {"generator", "discriminator", "generator_ema"}
-    state = torch.load(folder / "state.pt", weights_only=True)
+    state = load_state(folder)
     assert state["step"] == 3 and state["world_size"] == 1 and state["data"] == {"epoch": 0, "position": 3}
     assert state["fixed_noise"].shape == (4, 8)
     for role in ("generator", "discriminator", "generator_ema"):
         assert all(torch.isfinite(t).all() for t in checkpoint.weights(role).values() if t.is_floating_point())
-
-
-def _png(path: Path):
-    from PIL import Image
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    with Image.open(path) as image:
-        image.load()
-        return image.size, image.mode
 
 
 def test_images(run):
@@ -89,8 +67,8 @@ def test_images(run):
     grid = (4 * (32 + 2) + 2, 1 * (32 + 2) + 2)  # 4 images of 32 px in one row, 2 px padding
     assert sorted(p.name for p in (out / "samples").iterdir()) == [f"step-00000{i}.png" for i in (1, 2, 3)]
     for path in [*sorted((out / "samples").iterdir()), out / "final.png"]:
-        assert _png(path) == (grid, "L"), path
-    size, _ = _png(out / "losses.png")
+        assert png_size_and_mode(path) == (grid, "L"), path
+    size, _ = png_size_and_mode(out / "losses.png")
     assert size == (800, 450)
     assert not [p for p in out.rglob("*.tmp")]  # atomic writes left no temp files
 
@@ -101,8 +79,8 @@ def test_dry_run_prints_config_and_writes_nothing(tmp_path, entry):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     script = [str(ROOT / entry[0])] if entry[0].endswith(".py") else entry
-    proc = subprocess.run([sys.executable, *script, "--out-dir", str(out), *TINY, "--num-steps", "3", "--dry-run"],
-                          cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = run_python([*script, "--out-dir", str(out), *TINY_GAN, "--num-steps", "3", "--dry-run"], cwd=cwd,
+                      timeout=120)
     assert proc.returncode == 0, proc.stderr
     config = json.loads(proc.stdout)
     assert config["out_dir"] == str(out) and config["num_steps"] == 3 and config["base_channels"] == 4

@@ -6,43 +6,28 @@ a second start-up) on the run folder, i.e. its final checkpoint.
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--base-channels", "4", "--latent-dim", "4", "--batch-size", "8", "--num-grid-images", "4", "--fid-every", "0"]
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+from helpers import TINY_VAE, cli, load_state, metrics_records, png_size_and_mode, saved_config, train_to_completion
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One 3-step run: (completed process, run folder)."""
     out = tmp_path_factory.mktemp("vae-train") / "run"
-    proc = subprocess.run([sys.executable, "train_vae.py", "--out-dir", str(out), *TINY, "--num-steps", "3",
-                           "--sample-every", "1", "--log-every", "1"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, out
+    flags = [*TINY_VAE, "--num-steps", "3", "--sample-every", "1", "--log-every", "1"]
+    return train_to_completion("train_vae.py", out, *flags), out
 
 
 @pytest.fixture
-def evaluation(run, capsys):
+def evaluation(run):
     """`genvision evaluate-vae RUN --num-importance-samples 8 --json`: (stderr, parsed JSON of stdout)."""
-    from genvision.cli import main
-
     _, out = run
-    code = main(["evaluate-vae", str(out), "--num-importance-samples", "8", "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return captured.err, json.loads(captured.out)
+    code, stdout, stderr = cli("evaluate-vae", out, "--num-importance-samples", "8", "--json")
+    assert code == 0, stderr
+    return stderr, json.loads(stdout)
 
 
 def test_stdout_lines(run):
@@ -57,9 +42,7 @@ def test_stdout_lines(run):
 
 def test_config_json(run):
     _, out = run
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["kind"] == "vae" and saved["genvision_version"]
-    config = saved["config"]
+    config = saved_config(out, "vae")
     assert config["channels"] == 1  # resolved from mnist5k (the flag default is 0)
     assert (config["num_steps"], config["base_channels"], config["latent_dim"], config["batch_size"]) == (3, 4, 4, 8)
     assert (config["likelihood"], config["kl_schedule"], config["beta"]) == ("bernoulli", "linear", 1.0)
@@ -70,7 +53,7 @@ def test_metrics_jsonl(run):
     from genvision.losses import kl_weight
 
     _, out = run
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_records(out)
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:
         for key in ("loss", "reconstruction", "kl", "elbo", "beta", "img_per_s"):
@@ -94,18 +77,9 @@ def test_checkpoint(run):
     assert (checkpoint.kind, checkpoint.step, checkpoint.config["channels"]) == ("vae", 3, 1)
     assert checkpoint.roles() == {"vae"}
     assert all(torch.isfinite(t).all() for t in checkpoint.weights("vae").values() if t.is_floating_point())
-    state = torch.load(folder / "state.pt", weights_only=True)
+    state = load_state(folder)
     assert state["step"] == 3 and state["world_size"] == 1 and state["data"] == {"epoch": 0, "position": 3}
     assert state["fixed_noise"].shape == (4, 4) and state["optimizer"]["state"]
-
-
-def _png(path: Path):
-    from PIL import Image
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    with Image.open(path) as image:
-        image.load()
-        return image.size, image.mode
 
 
 def test_images(run):
@@ -115,13 +89,13 @@ def test_images(run):
         [f"step-00000{i}.png" for i in steps] + [f"reconstructions-step-00000{i}.png" for i in steps])
     prior = (4 * (32 + 2) + 2, 1 * (32 + 2) + 2)  # 4 prior samples of 32 px in one row, 2 px padding
     for path in [*(out / "samples").glob("step-*.png"), out / "final.png"]:
-        assert _png(path) == (prior, "L"), path
+        assert png_size_and_mode(path) == (prior, "L"), path
     # 32 held-out images, 8 a row, each row of inputs above its row of reconstructions: 2 * ceil(32 / 8) rows
     rows = 2 * math.ceil(32 / 8)
     reconstructions = (8 * (32 + 2) + 2, rows * (32 + 2) + 2)
     for path in (out / "samples").glob("reconstructions-step-*.png"):
-        assert _png(path) == (reconstructions, "L"), path
-    assert _png(out / "losses.png")[0] == (800, 450)
+        assert png_size_and_mode(path) == (reconstructions, "L"), path
+    assert png_size_and_mode(out / "losses.png")[0] == (800, 450)
     assert not [p for p in out.rglob("*.tmp")]
 
 
