@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from genvision.errors import UsageError
 
@@ -28,14 +28,14 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
 def require(condition: bool, name: str, expected: str, value: Any) -> None:
     """Raise a one-line UsageError naming the flag, what was expected and the value given."""
     if not condition:
         raise UsageError(f"{flag_name(name)} must be {expected}, got {value!r}")
-
-
-def is_power_of_two(value: int) -> bool:
-    return value > 0 and value & (value - 1) == 0
 
 
 @dataclass
@@ -52,11 +52,37 @@ class DataConfig:
     in_memory_limit_gb: float = opt(8.0, "decoded datasets up to this size (GiB) are held on the device; larger "
                                     "ones stream through a DataLoader")
 
+    resolutions: ClassVar[tuple[int, ...]] = ()  # the image sides a command's models are built for; () = any above
+
     def validate(self) -> None:
-        require(self.resolution >= 16 and is_power_of_two(self.resolution), "resolution",
-                "a power of two >= 16", self.resolution)
+        if self.resolutions:
+            require(self.resolution in self.resolutions, "resolution",
+                    f"one of {', '.join(map(str, self.resolutions))}", self.resolution)
+        else:
+            require(self.resolution >= 16 and is_power_of_two(self.resolution), "resolution",
+                    "a power of two >= 16", self.resolution)
         require(self.channels in (0, 1, 3), "channels", "0, 1 or 3", self.channels)
         require(self.in_memory_limit_gb >= 0, "in_memory_limit_gb", ">= 0", self.in_memory_limit_gb)
+
+
+class NotGiven:
+    """An argparse default that remembers the flag was not given on the command line.
+
+    `config_from_args` unwraps it; `given_fields` lists the fields whose flag was given, which `--resume` keeps
+    while it restores every other field from the run's saved config. It prints as the default it holds, so
+    `--help` shows the plain default.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
@@ -68,17 +94,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         kind = hints[f.name]
         help_text = f.metadata.get("help", "")
         if kind is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=f.default,
+            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=NotGiven(f.default),
                                 help=help_text)
             continue
-        parser.add_argument(flag_name(f.name), type=kind, default=f.default, choices=f.metadata.get("choices"),
-                            metavar=f.name.upper() if not f.metadata.get("choices") else None, help=help_text)
+        choices = f.metadata.get("choices")
+        parser.add_argument(flag_name(f.name), type=kind, default=NotGiven(f.default), choices=choices,
+                            metavar=f.name.upper() if not choices else None, help=help_text)
+
+
+def given_fields(cls: type, args: argparse.Namespace) -> set[str]:
+    """The fields of `cls` whose flag was given on the command line (not left at its default)."""
+    return {f.name for f in dataclasses.fields(cls)
+            if hasattr(args, f.name) and not isinstance(getattr(args, f.name), NotGiven)}
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Build and validate a config dataclass from parsed flags (fields absent from `args` keep their defaults)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    config = cls(**values)
+    config = cls(**{name: value.value if isinstance(value, NotGiven) else value for name, value in values.items()})
     config.validate()
     return config
 
@@ -110,8 +143,12 @@ class RunConfig(DataConfig):
 class ClassifierConfig(RunConfig):
     """`genvision train-classifier`: the baseline classifier (and FID feature extractor)."""
 
+    resolution: int = opt(32, "image side in px: 32 or 64")
     out_dir: str = opt("runs/classifier", "run folder for config.json, metrics.jsonl and classifier.safetensors")
-    eval_dataset: str = opt("", "held-out dataset spec; empty = the test split of --dataset")
+    eval_dataset: str = opt("", "held-out dataset spec; empty = the test split of --dataset (a folder: see "
+                            "--holdout-fraction)")
+    holdout_fraction: float = opt(0.1, "share of each class held out (seeded by --seed) for the reported accuracy "
+                                  "when the held-out spec is --dataset itself, as for folder:PATH")
     epochs: int = opt(20, "passes over the training set")
     lr: float = opt(3e-3, "peak learning rate of the one-cycle AdamW schedule")
     weight_decay: float = opt(5e-4, "AdamW decoupled weight decay")
@@ -119,11 +156,13 @@ class ClassifierConfig(RunConfig):
     max_shift: int = opt(2, "random translation augmentation, in px (0 = off)")
     base_channels: int = opt(16, "width of the first conv stage; stages are 1x, 2x, 4x")
     num_features: int = opt(128, "width of the feature layer = FID feature dimension")
-    overwrite: bool = opt(False, "replace a classifier already in --out-dir")
+    overwrite: bool = opt(False, "start afresh in an --out-dir that holds an earlier run: its files are removed")
+
+    resolutions: ClassVar[tuple[int, ...]] = (32, 64)
 
     def validate(self) -> None:
         super().validate()
-        require(self.resolution in (32, 64), "resolution", "32 or 64 for the classifier", self.resolution)
+        require(0 < self.holdout_fraction < 1, "holdout_fraction", "in (0, 1)", self.holdout_fraction)
         require(self.epochs > 0, "epochs", "> 0", self.epochs)
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(self.base_channels > 0, "base_channels", "> 0", self.base_channels)
@@ -153,6 +192,7 @@ GAN_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channel
 class GenerativeConfig(RunConfig):
     """Fields of the shared training schedule (`training.loop`) of GANs and VAEs."""
 
+    resolution: int = opt(32, "image side in px: 32, 64 or 128")
     num_steps: int = opt(1000, "optimisation steps to train for")
     log_every: int = opt(50, "steps between metrics.jsonl lines (0 = off)")
     sample_every: int = opt(500, "steps between sample grids in samples/ (0 = off)")
@@ -162,14 +202,17 @@ class GenerativeConfig(RunConfig):
     fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
     classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
     keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
-    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder; empty = start fresh")
+    resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder: continue that run with its "
+                      "saved config, overriding only the flags given; empty = start a new run")
+    overwrite: bool = opt(False, "start afresh in an --out-dir that holds an earlier run: its files are removed")
     num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
     latent_dim: int = opt(100, "size of the N(0, I) latent z")
     base_channels: int = opt(32, "network width at full resolution; others are 2x, 4x, ...")
 
+    resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
+
     def validate(self) -> None:
         super().validate()
-        require(self.resolution in (32, 64, 128), "resolution", "one of 32, 64, 128", self.resolution)
         require(self.num_steps > 0, "num_steps", "> 0", self.num_steps)
         for name in ("latent_dim", "base_channels", "num_grid_images"):
             require(getattr(self, name) > 0, name, "> 0", getattr(self, name))
@@ -177,6 +220,9 @@ class GenerativeConfig(RunConfig):
             require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         require(self.num_fid_samples >= 2, "num_fid_samples", ">= 2", self.num_fid_samples)
         require(self.keep_checkpoints >= 2, "keep_checkpoints", ">= 2", self.keep_checkpoints)
+        if self.resume and self.overwrite:
+            raise UsageError(f"give at most one of --resume {self.resume} (continue the run) and --overwrite (start "
+                             "afresh)")
 
 
 @dataclass

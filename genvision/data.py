@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genvision.config import DataConfig
+from genvision.config import DataConfig, flag_name
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.imageconv import to_model_range
@@ -85,6 +85,22 @@ class DatasetSpec:
 
     def __str__(self) -> str:
         return f"folder:{self.path}" if self.name == "folder" else f"{self.name}:{self.split}"
+
+
+def check_dataset_specs(config, flags: tuple[str, ...] = ("dataset", "eval_dataset", "fid_reference")) -> None:
+    """Parse the dataset specs of a config (those of `flags` it has and sets) without loading any data: unknown
+    names and splits, and folders that do not exist, fail in one line naming the flag."""
+    for name in flags:
+        value = getattr(config, name, "")
+        if not value:
+            continue
+        try:
+            spec = DatasetSpec.parse(value)
+        except UsageError as error:
+            raise UsageError(f"{flag_name(name)} {value}: {error}") from None
+        if spec.name == "folder" and not Path(spec.path).is_dir():
+            what = "is not a folder" if Path(spec.path).exists() else "does not exist"
+            raise UsageError(f"{flag_name(name)} {value}: folder {spec.path} {what}")
 
 
 @dataclass
@@ -173,8 +189,9 @@ def read_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
     return pixels[keep], labels[keep]
 
 
-def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool):
-    """Open a torchvision dataset, or fail in one line naming the folder and the --download flag."""
+def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False):
+    """Open a torchvision dataset, or fail in one line naming the folder (and `--download` where the command has it:
+    `offer_download`). A failed download removes what it created under `data_root`, the folder itself included."""
     import torchvision.datasets as tvd
 
     root = Path(data_root)
@@ -185,16 +202,36 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool):
         "svhn": lambda: _PresenceChecked.svhn()(root / "svhn", split=spec.split, download=download),
         "celeba": lambda: _PresenceChecked.celeba()(root, split=spec.split, download=download),
     }
+    before = set(root.iterdir()) if root.is_dir() else None
     try:
         return makers[spec.name]()
-    except RuntimeError as error:
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
         if download:
-            raise UsageError(f"dataset {spec.name}: download into {root} failed: {error}") from None
-        raise UsageError(f"dataset {spec.name} not found in {root.resolve()}; add --download to fetch it, or "
-                         f"--data-root to point at it") from None
-    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:  # present but unreadable
-        raise UsageError(f"dataset {spec.name} in {root.resolve()} is corrupt or truncated: "
+            _remove_created(root, before)
+            reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+            raise UsageError(f"dataset {spec.name}: download into {root} failed ({reason}); check the network "
+                             "connection, or put the dataset's files there yourself and drop --download") from None
+        if isinstance(error, RuntimeError):  # torchvision: files missing
+            fetch = ", or add --download to fetch it" if offer_download else ""
+            raise UsageError(f"dataset {spec.name} not found in {root.resolve()}; point --data-root at the folder "
+                             f"that holds it{fetch}") from None
+        raise UsageError(f"dataset {spec.name} in {root.resolve()} is corrupt or truncated: "  # present, unreadable
                          f"{type(error).__name__}: {error}") from None
+
+
+def _remove_created(root: Path, before: set[Path] | None) -> None:
+    """Remove the entries of `root` that are not in `before` (all of `root` when it did not exist)."""
+    import shutil
+
+    if not root.is_dir():
+        return
+    for entry in (set(root.iterdir()) - (before or set())):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if before is None:
+        root.rmdir()
 
 
 class _PresenceChecked:
@@ -272,7 +309,7 @@ def folder_native_channels(files: Sequence[Path]) -> int:
     return 1 if open_image(files[0]).mode in ("1", "L", "LA", "I", "I;16", "F") else 3
 
 
-def open_source(spec: DatasetSpec, data_root: str, download: bool):
+def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False):
     """(num_items, load(i) -> (PIL image, label), num_classes, native_channels, fingerprint) for any spec."""
     if spec.name == "mnist5k":
         pixels, labels = read_mnist5k(spec.split)
@@ -283,7 +320,7 @@ def open_source(spec: DatasetSpec, data_root: str, download: bool):
         fingerprint = hashlib.sha256(listing.encode()).hexdigest()[:16]
         return (len(files), lambda i: (open_image(files[i]), labels[i]), max(1, len(classes)),
                 folder_native_channels(files), fingerprint)
-    dataset = torchvision_dataset(spec, data_root, download)
+    dataset = torchvision_dataset(spec, data_root, download, offer_download)
     _, channels, num_classes = DATASETS[spec.name]
     fingerprint = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]
 
@@ -312,12 +349,15 @@ def cache_path(spec: DatasetSpec, resolution: int, channels: int, fingerprint: s
 
 
 def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: str = "data",
-                 download: bool = False, cache_dir: str | os.PathLike | None = None) -> ImageData:
-    """Decode `spec` to uint8 (N, C, resolution, resolution), through the on-disk cache."""
+                 download: bool = False, cache_dir: str | os.PathLike | None = None,
+                 offer_download: bool = False) -> ImageData:
+    """Decode `spec` to uint8 (N, C, resolution, resolution), through the on-disk cache. `offer_download`: the
+    command has a --download flag, so a missing torchvision dataset's error may suggest it."""
     from safetensors.torch import load_file, save_file
 
     parsed = DatasetSpec.parse(spec)
-    num_items, load, num_classes, native_channels, fingerprint = open_source(parsed, data_root, download)
+    num_items, load, num_classes, native_channels, fingerprint = open_source(parsed, data_root, download,
+                                                                             offer_download)
     channels = channels or native_channels
     path = cache_path(parsed, resolution, channels, fingerprint, Path(cache_dir or default_cache_dir()))
     if path.is_file():
@@ -337,7 +377,7 @@ def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: 
 def load_from_config(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> ImageData:
     """`load_dataset` with the fields of a DataConfig."""
     return load_dataset(config.dataset, config.resolution, config.channels, config.data_root, config.download,
-                        cache_dir)
+                        cache_dir, offer_download=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,7 +460,7 @@ class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes one item per __getitem__, for `StreamingBatches`."""
 
     def __init__(self, spec: DatasetSpec, config: DataConfig, channels: int) -> None:
-        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download)
+        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download, True)
         self.resolution, self.channels = config.resolution, channels
 
     def __len__(self) -> int:
@@ -439,7 +479,7 @@ class StreamingBatches(InMemoryBatches):
         if batch_size <= 0:
             raise UsageError(f"--batch-size must be > 0, got {batch_size}")
         parsed = DatasetSpec.parse(spec)
-        _, _, _, native, _ = open_source(parsed, config.data_root, config.download)
+        _, _, _, native, _ = open_source(parsed, config.data_root, config.download, True)
         self.dataset = _DecodingDataset(parsed, config, config.channels or native)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
@@ -487,7 +527,7 @@ def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 
     Returns (batches, image channels, number of classes).
     """
     parsed = DatasetSpec.parse(config.dataset)
-    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download)
+    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True)
     channels = config.channels or native
     decoded_bytes = num_items * channels * config.resolution ** 2
     if decoded_bytes > config.in_memory_limit_gb * 2 ** 30:

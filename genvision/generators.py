@@ -124,18 +124,20 @@ def likelihood_family(config_or_name) -> str:
     return "bernoulli" if name == "bernoulli" else "gaussian"
 
 
-def held_out_images(config: "VAEConfig", dataset: str = "",
-                    data_root: str | None = None) -> tuple[str, torch.Tensor]:
+def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | None = None,
+                    training: bool = False) -> tuple[str, torch.Tensor]:
     """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
 
-    `data_root` overrides the run's --data-root (then nothing is downloaded).
+    `data_root` overrides the run's --data-root. Only `training` (the run itself, whose command has --download)
+    downloads a missing dataset when the run was told to; sampling and evaluation never do.
     """
     from genvision.data import load_dataset
     from genvision.imageconv import to_model_range
 
     spec = dataset or config.resolved_eval_dataset()
-    download = config.download if data_root is None else False
-    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download)
+    download = config.download and training and data_root is None
+    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
+                        offer_download=training)
     images = to_model_range(data.images)
     if likelihood_family(config) == "bernoulli":
         images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))

@@ -354,7 +354,8 @@ def training_rows(run: RunRecord) -> list[tuple]:
     if isinstance(summary.get("wall_time_s"), (int, float)):
         seconds = summary["wall_time_s"]
         rows.append(("wall time", round(seconds, 1), f"seconds ({duration(seconds)}) of the training schedule, "
-                     "from summary.json"))
+                     "all sessions of a resumed run together (each up to the checkpoint the next resumed from), from "
+                     "summary.json"))
     speed = throughput(run.records)
     if speed is not None:
         rows.append(("training throughput", round(speed, 1), "images/s over the logged windows of metrics.jsonl "

@@ -263,9 +263,10 @@ def sample_command(config) -> str:
             what = f"{len(images)} images"
         record["truncation"] = config.truncation
     if config.out_dir:
-        save_image_folder(images, config.out_dir, config.overwrite)
+        paths = save_image_folder(images, config.out_dir, config.overwrite)
         size = images.shape[-1]
-        return f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}"
+        return (f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}: {paths[0].name} .. {paths[-1].name}, "
+                f"{what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
     save_grid(images, grid_path, nrow)
     write_json(sidecar, {
         "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,

@@ -80,6 +80,24 @@ def finish(proc: subprocess.Popen, what: str, timeout: float = 300,
     return stdout
 
 
+def run_at_once(jobs: dict[str, tuple[list[str], Path]], start, limit: int = 4,
+                timeout: float = 300) -> dict[str, tuple[int, str, str, float]]:
+    """name -> (exit code, stdout, stderr, seconds) of `python ARGV...` (argv, cwd) for every job, `limit` at a time
+    (`start` is the start_process fixture): a tiny run's time is mostly importing torch, so independent processes
+    are best started together."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(job):
+        name, (argv, cwd) = job
+        began = time.monotonic()
+        proc = start(argv, cwd=cwd)
+        return name, (*wait(proc, timeout), time.monotonic() - began)
+
+    with ThreadPoolExecutor(limit) as pool:
+        return dict(pool.map(run, jobs.items()))
+
+
 def run_python(argv: list[str], cwd: Path = ROOT, env: dict | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """`python ARGV...` run to the end: the completed process with text stdout and stderr."""
@@ -225,11 +243,13 @@ def assert_same_next_noise(draws, state_a: dict, state_b: dict, earlier: dict) -
 
 
 def assert_same_checkpoint_metadata(a_dir: Path, b_dir: Path) -> None:
-    """The checkpoint.json of two checkpoints are equal but for the config's resume and out_dir (the runs' own)."""
+    """The checkpoint.json of two checkpoints are equal but for the config's resume and out_dir (the runs' own) and
+    the measured wall time (present in both)."""
     meta_a = json.loads((a_dir / "checkpoint.json").read_text())
     meta_b = json.loads((b_dir / "checkpoint.json").read_text())
     for meta in (meta_a, meta_b):
         del meta["config"]["resume"], meta["config"]["out_dir"]
+        assert meta.pop("wall_time_s") > 0
     assert meta_a == meta_b
 
 

@@ -16,9 +16,9 @@ CASES = {
                                                     "folder:PATH"]),
     "folder-missing": (["--dataset", "folder:{tmp}/missing"], ["{tmp}/missing", "does not exist"]),
     "folder-no-images": (["--dataset", "folder:{tmp}/empty"], ["{tmp}/empty", "no images"]),
-    "folder-corrupt-image": (["--dataset", "folder:{tmp}/corrupt"], ["{tmp}/corrupt/x.png"]),
+    "folder-corrupt-image": (["--dataset", "folder:{tmp}/corrupt"], ["{tmp}/corrupt/a/x.png"]),
     "cifar10-offline": (["--dataset", "cifar10", "--data-root", "{tmp}/data"], ["cifar10", "{tmp}/data", "--download"]),
-    "resolution-48": (["--resolution", "48"], ["--resolution", "power of two", "48"]),
+    "resolution-48": (["--resolution", "48"], ["--resolution", "must be one of 32, 64, got 48"]),
     "batch-size-0": (["--batch-size", "0"], ["--batch-size", "0"]),
     "batch-size-negative": (["--batch-size", "-1"], ["--batch-size", "-1"]),
     "channels-2": (["--channels", "2"], ["--channels"]),
@@ -30,8 +30,12 @@ def _prepare(tmp: Path, name: str) -> None:
         (tmp / "empty" / "sub").mkdir(parents=True)
         (tmp / "empty" / "notes.txt").write_text("no images here")
     elif name == "folder-corrupt-image":
-        (tmp / "corrupt").mkdir()
-        (tmp / "corrupt" / "x.png").write_bytes(b"definitely not a png file" * 4)
+        from PIL import Image
+
+        for label in ("a", "b"):  # two classes, as a classifier needs
+            (tmp / "corrupt" / label).mkdir(parents=True)
+        (tmp / "corrupt" / "a" / "x.png").write_bytes(b"definitely not a png file" * 4)
+        Image.new("L", (32, 32)).save(tmp / "corrupt" / "b" / "y.png")
     elif name == "cifar10-offline":
         (tmp / "data").mkdir()
 

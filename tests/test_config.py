@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from genvision.config import (ClassifierConfig, DataConfig, RunConfig, add_config_arguments, config_from_args,
-                              config_from_dict, flag_name)
+from genvision.config import (ClassifierConfig, DataConfig, GANConfig, RunConfig, VAEConfig, add_config_arguments,
+                              config_from_args, config_from_dict, flag_name, given_fields)
 from genvision.errors import UsageError
 
 
@@ -62,9 +62,9 @@ def test_choices_are_enforced_by_argparse():
 
 
 @pytest.mark.parametrize("argv, flag, words", [
-    (["--resolution", "48"], "--resolution", "power of two"),
-    (["--resolution", "8"], "--resolution", "power of two"),
-    (["--resolution", "128"], "--resolution", "32 or 64"),
+    (["--resolution", "48"], "--resolution", "must be one of 32, 64"),
+    (["--resolution", "8"], "--resolution", "must be one of 32, 64"),
+    (["--resolution", "128"], "--resolution", "must be one of 32, 64"),
     (["--batch-size", "0"], "--batch-size", "> 0"),
     (["--batch-size", "-1"], "--batch-size", "> 0"),
     (["--channels", "2"], "--channels", "0, 1 or 3"),
@@ -80,6 +80,29 @@ def test_validate_names_the_flag(argv, flag, words):
     message = str(error.value)
     assert flag in message and words in message and argv[1] in message and "\n" not in message
     assert error.value.exit_code == 2
+
+
+@pytest.mark.parametrize("cls, expected", [(GANConfig, "one of 32, 64, 128"), (VAEConfig, "one of 32, 64, 128"),
+                                           (DataConfig, "a power of two >= 16")])
+def test_resolution_message_and_help_say_what_each_command_accepts(cls, expected):
+    with pytest.raises(UsageError, match=f"--resolution must be {expected}, got 48"):
+        _parse(["--resolution", "48"], cls)
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser, cls)
+    help_text = " ".join(parser.format_help().split())
+    accepted = "a power of two >= 16" if cls is DataConfig else "32, 64 or 128"
+    assert f"--resolution RESOLUTION image side in px{',' if cls is DataConfig else ':'} {accepted} (default: 32)" \
+        in help_text, help_text
+
+
+def test_given_fields_are_the_flags_on_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, GANConfig)
+    args = parser.parse_args(["--num-steps", "7000", "--no-hflip", "--base-channels", "8"])
+    assert given_fields(GANConfig, args) == {"num_steps", "hflip", "base_channels"}  # even when equal to the default
+    config = config_from_args(GANConfig, args)
+    assert config == dataclasses.replace(GANConfig(), base_channels=8) and type(config.lr) is float
+    assert given_fields(GANConfig, parser.parse_args([])) == set()
 
 
 def test_run_config_allows_other_resolutions():

@@ -200,7 +200,7 @@ def test_svhn_round_trip(tmp_path):
     assert np.array_equal(loaded.images.numpy(), x.transpose(3, 2, 0, 1))
     assert loaded.labels.tolist() == [0, 1, 2, 0, 9]
     with pytest.raises(UsageError) as missing:  # the test split's file is absent
-        load_dataset("svhn:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+        load_dataset("svhn:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache", offer_download=True)
     assert "svhn" in one_line(missing) and "--download" in str(missing.value)
 
 
@@ -248,12 +248,16 @@ def test_celeba_round_trip(tmp_path):
 def test_torchvision_dataset_absent_offline(tmp_path, name):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UsageError) as error:
-        load_dataset(name, 32, 0, str(empty), download=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(UsageError) as error:  # a training command: it has --download
+        load_dataset(name, 32, 0, str(empty), download=False, cache_dir=tmp_path / "cache", offer_download=True)
     message = one_line(error)
     assert name in message and str(empty.resolve()) in message and "--download" in message
     assert error.value.exit_code == 2
     assert list(empty.iterdir()) == [] and not (tmp_path / "cache").exists()
+    with pytest.raises(UsageError) as error:  # `genvision fid` and the like have no --download: none suggested
+        load_dataset(name, 32, 0, str(empty), download=False, cache_dir=tmp_path / "cache")
+    assert one_line(error) == f"dataset {name} not found in {empty.resolve()}; point --data-root at the folder that " \
+                              "holds it"
 
 
 @pytest.mark.parametrize("spec, words", [("nope", ["nope", "mnist5k", "cifar10", "folder:PATH"]),

@@ -1,28 +1,37 @@
-"""`genvision train-classifier` (and, as they arrive, train-gan / train-vae): flags -> config -> training loop."""
+"""`genvision train-gan`, `train-vae`, `train-classifier`, `evaluate-vae`: flags -> config -> training loop."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import dataclasses
+import importlib
 import json
 
-from genvision.config import ClassifierConfig, GANConfig, VAEConfig, add_config_arguments, config_from_args
+from genvision.config import (ClassifierConfig, GANConfig, VAEConfig, add_config_arguments, config_from_args,
+                              given_fields)
 
 
 def add_dry_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every check that needs no data (dataset specs, run folder, --resume), print the "
+                             "resolved config as JSON and exit")
 
 
-def trainer(config_class: type, module: str, function: str):
-    """A subcommand runner: flags -> validated config -> (--dry-run: print it) -> genvision.training.MODULE.FUNCTION."""
+def trainer(config_class: type, module: str):
+    """A subcommand runner: flags -> validated config -> genvision.training.MODULE.train_MODULE(config, given), or
+    with --dry-run plan_MODULE (the same checks, nothing loaded or written) and the resolved config printed as JSON.
+
+    `given` holds the fields whose flags were on the command line: a resumed run keeps its saved config otherwise.
+    """
 
     def run(args: argparse.Namespace) -> int:
         config = config_from_args(config_class, args)
+        given = given_fields(config_class, args)
+        training = importlib.import_module(f"genvision.training.{module}")
         if args.dry_run:
-            print(json.dumps(dataclasses.asdict(config), indent=2))
+            print(json.dumps(dataclasses.asdict(getattr(training, f"plan_{module}")(config, given)), indent=2))
             return 0
-        getattr(importlib.import_module(f"genvision.training.{module}"), function)(config)
+        getattr(training, f"train_{module}")(config, given)
         return 0
 
     return run
@@ -47,13 +56,13 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, GANConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=trainer(GANConfig, "gan", "train_gan"))
+    parser.set_defaults(run=trainer(GANConfig, "gan"))
 
     parser = subparsers.add_parser("train-vae", help="train a convolutional VAE (also: python train_vae.py)",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, VAEConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=trainer(VAEConfig, "vae", "train_vae"))
+    parser.set_defaults(run=trainer(VAEConfig, "vae"))
 
     parser = subparsers.add_parser("evaluate-vae", help="held-out negative ELBO and importance-weighted NLL of a "
                                    "VAE checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -69,4 +78,4 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, ClassifierConfig)
     add_dry_run(parser)
-    parser.set_defaults(run=trainer(ClassifierConfig, "classifier", "train_classifier"))
+    parser.set_defaults(run=trainer(ClassifierConfig, "classifier"))

@@ -71,6 +71,7 @@ class StatsConfig(FeatureConfig):
 
     output: str = opt("", "statistics file to write (.npz with mu, sigma and extractor metadata; pytorch-fid "
                       "reads it)")
+    overwrite: bool = opt(False, "replace an existing --output file")
 
     def validate(self) -> None:
         super().validate()
@@ -159,12 +160,15 @@ class StatsResult:
 
 def write_stats(source: str, config: StatsConfig) -> StatsResult:
     """Compute the FID statistics of `source` and write them to ``config.output`` (checked before any work)."""
+    from genvision.errors import UsageError
     from genvision.fileio import check_output_path
     from genvision.metrics.sources import resolve_source, source_statistics
     from genvision.metrics.statsfile import save_stats
 
     config.validate()
     output = check_output_path(config.output, "--output")
+    if output.exists() and not config.overwrite:
+        raise UsageError(f"--output {output} exists; pass --overwrite to replace it")
     resolved = resolve_source(source)
     device = resolve_device(config.device)
     extractor = make_extractor(config, device)

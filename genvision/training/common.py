@@ -34,6 +34,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def earlier_run_files(run_dir: Path, names: tuple[str, ...], overwrite: bool, choices: str) -> list[Path]:
+    """The files of an earlier run in `run_dir` (those of `names` present), which `--overwrite` will remove.
+
+    A run folder belongs to one run: without `overwrite`, any of them is refused in one line naming the folder, what
+    it holds and `choices` (the ways out), before anything is read or written. A path that is a file is refused too.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out-dir {run_dir} is a file, expected a folder")
+    found = [run_dir / name for name in names if (run_dir / name).exists()]
+    if found and not overwrite:
+        held = ", ".join(path.name for path in found)
+        raise UsageError(f"--out-dir {run_dir} holds an earlier run ({held}); {choices}")
+    return found
+
+
+def remove_run_files(paths: list[Path]) -> None:
+    """Delete an earlier run's files and folders (what `earlier_run_files` found), for `--overwrite`."""
+    import shutil
+
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def prepare_run_dir(out_dir: str | Path) -> Path:
     """Create the run folder (and parents); refuse a path that is a file."""
     path = Path(out_dir)

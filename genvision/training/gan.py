@@ -19,7 +19,7 @@ from genvision.config import GAN_ARCHITECTURE_FIELDS, GANConfig
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common
-from genvision.training.loop import train
+from genvision.training.loop import plan_run, train
 
 
 @torch.no_grad()
@@ -185,6 +185,15 @@ class GANTask:
         return {}
 
 
-def train_gan(config: GANConfig) -> dict:
-    """Train a DCGAN on the shared schedule; returns the summary (run folder, final and best FID)."""
-    return train(GANTask, config)
+def train_gan(config: GANConfig, given: set[str] | None = None) -> dict:
+    """Train a DCGAN on the shared schedule; returns the summary (run folder, final and best FID).
+
+    `given`: the fields set on the command line; with --resume they override the run's saved config (see
+    `loop.resumed_config`).
+    """
+    return train(GANTask, config, given)
+
+
+def plan_gan(config: GANConfig, given: set[str] | None = None) -> GANConfig:
+    """The config a run would train with (`--dry-run`): every check of `loop.plan_run`, nothing loaded or written."""
+    return plan_run(GANTask, config, given).config

@@ -16,12 +16,13 @@ It ends with a final grid, the loss plot and one line naming the run folder and 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -57,6 +58,14 @@ class Task(Protocol):
     def final_metrics(self) -> dict: ...  # numbers for the closing summary (VAE: test NLL)
 
 
+# What a training run writes into its folder: a folder holding any of these belongs to that run.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "final.png", "losses.png", "report.html", "checkpoints",
+             "samples")
+RUN_CHOICES = ("continue it with --resume auto, start afresh with --overwrite (removes those files), or choose another "
+               "--out-dir")
+COMMAND_LINE_ONLY = ("out_dir", "resume", "overwrite")  # never restored from a resumed run's saved config
+
+
 def find_resume_checkpoint(resume: str, run_dir: Path, kind: str) -> Checkpoint | None:
     """The checkpoint `--resume` names ('auto' = newest of run_dir; None to start fresh), checked for kind."""
     if not resume:
@@ -69,12 +78,76 @@ def find_resume_checkpoint(resume: str, run_dir: Path, kind: str) -> Checkpoint 
     return checkpoint
 
 
-def check_out_dir(out_dir: str) -> Path:
-    """The run folder path, refused if it is a file (nothing is created yet)."""
-    run_dir = Path(out_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out-dir {run_dir} is a file, expected a folder")
-    return run_dir
+def resumed_config(config, checkpoint: Checkpoint, given: set[str] | None = None):
+    """The run's saved config (checkpoint.json), with the fields in `given` (the flags on the command line) taken
+    from `config` instead; `out_dir`, `resume` and `overwrite` always come from `config`.
+
+    `given=None` (a call from Python) counts every field that differs from its default as given.
+    """
+    fields = dataclasses.fields(config)
+    if given is None:
+        given = {f.name for f in fields if getattr(config, f.name) != f.default}
+    names = {f.name for f in fields}
+    keep = set(given) | set(COMMAND_LINE_ONLY)
+    values = {name: value for name, value in checkpoint.config.items() if name in names and name not in keep}
+    values.update({name: getattr(config, name) for name in keep})
+    merged = type(config)(**values)
+    merged.validate()
+    return merged
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What `plan_run` decided before any data is loaded or file written."""
+
+    config: Any  # the resolved config: a resumed run's saved one with the given flags applied
+    run_dir: Path
+    checkpoint: Checkpoint | None  # the checkpoint to resume from; None for a new run
+    earlier_files: list[Path]  # an earlier run's files that --overwrite removes when the run starts
+    finished: bool  # the checkpoint is already at --num-steps: nothing to train
+
+
+def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
+    """Every check a training run can make without loading data, in the order a user would fix them (`--dry-run`
+    runs exactly these): the checkpoint to resume, the run folder (one run per folder), the resumed config, dataset
+    specs and --classifier file, the checkpoint's architecture, and --num-steps against the checkpoint's step."""
+    run_dir = Path(config.out_dir)
+    checkpoint = find_resume_checkpoint(config.resume, run_dir, task_class.kind)
+    if checkpoint is None:
+        check_inputs(config)
+        if config.resume == "auto" and any((run_dir / name).exists() for name in RUN_FILES):
+            raise UsageError(f"--resume auto: {run_dir} holds a run with no committed checkpoint to continue from; "
+                             "start afresh with --overwrite, or choose another --out-dir")
+        earlier = common.earlier_run_files(run_dir, RUN_FILES, config.overwrite, RUN_CHOICES)
+        return RunPlan(config, run_dir, None, earlier, False)
+    if checkpoint.path.resolve().parent.parent != run_dir.resolve():  # continuing elsewhere: into a free folder only
+        common.earlier_run_files(run_dir, RUN_FILES, False, "resume into a folder of its own (another --out-dir)")
+    config = resumed_config(config, checkpoint, given)
+    check_inputs(config)
+    check_architecture(checkpoint, dataclasses.asdict(config), task_class.architecture_fields)
+    if config.num_steps < checkpoint.step:
+        raise UsageError(f"--num-steps {config.num_steps} is below step {checkpoint.step} of {checkpoint.path}; give "
+                         f"--num-steps {checkpoint.step} or more")
+    return RunPlan(config, run_dir, checkpoint, [], config.num_steps == checkpoint.step)
+
+
+def check_inputs(config) -> None:
+    """The dataset specs (names, splits, folders) and the --classifier file, without loading either."""
+    from genvision.data import check_dataset_specs
+
+    check_dataset_specs(config)
+    if config.classifier and not Path(config.classifier).is_file():
+        raise UsageError(f"--classifier {config.classifier}: no such file (expected a .safetensors file written by "
+                         "genvision train-classifier)")
+
+
+def processes(count: int) -> str:
+    return f"{count} process" + ("" if count == 1 else "es")
+
+
+def is_main_launch_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or a single process), before any Accelerator exists."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def write_fixed_grid(task: Task, path: Path) -> None:
@@ -87,17 +160,29 @@ def write_fixed_grid(task: Task, path: Path) -> None:
 
 
 def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Checkpoint | None,
-                 fid_evaluator: Callable[[Callable], float] | None) -> dict:
+                 fid_evaluator: Callable[[Callable], float] | None, earlier_files: list[Path] = ()) -> dict:
     """Train `task` to config.num_steps on the schedule of config's --*-every flags; see the module docstring."""
     from tqdm import tqdm
 
+    # The wall time of a run is that of every session up to the checkpoint it continues from, plus this one.
     state = {"step": 0, "best_fid": math.inf, "best_step": 0, "last_checkpoint": None, "start_time": time.time()}
+    main = accelerator.is_main_process
     if checkpoint is not None:
-        check_architecture(checkpoint, asdict(config), task.architecture_fields)
         state["step"] = task.restore(checkpoint)
         state.update(best_fid=checkpoint.meta.get("best_fid") or math.inf,
-                     best_step=checkpoint.meta.get("best_step") or 0, last_checkpoint=checkpoint.path)
-    main = accelerator.is_main_process
+                     best_step=checkpoint.meta.get("best_step") or 0, last_checkpoint=checkpoint.path,
+                     start_time=state["start_time"] - float(checkpoint.meta.get("wall_time_s") or 0.0))
+        saved, now = checkpoint.meta.get("world_size"), accelerator.num_processes
+        if main and saved not in (None, now):
+            print(f"note: {checkpoint.path} was written by {processes(saved)} and is resumed by {processes(now)}: "
+                  "weights, optimizers and the data position continue, but the data is resharded and each rank's "
+                  f"noise reseeded, so the continuation is exact per rank only, not the run {processes(saved)} would "
+                  "have made", flush=True)
+    if main and earlier_files:
+        common.remove_run_files(earlier_files)
+        print(f"--overwrite: removed the earlier run's {', '.join(p.name for p in earlier_files)} from {run_dir}",
+              flush=True)
+    accelerator.wait_for_everyone()
     common.prepare_run_dir(run_dir)
     if main:
         remove_stale_temps(run_dir)
@@ -163,9 +248,10 @@ def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict
         state["best_fid"], state["best_step"] = fid, state["step"]
     weights, training_state = task.state_payload()  # collective: every rank takes part
     training_state["world_size"] = accelerator.num_processes
-    meta = {"kind": task.kind, "step": state["step"], "config": asdict(config),
+    meta = {"kind": task.kind, "step": state["step"], "config": dataclasses.asdict(config),
             "best_fid": None if math.isinf(state["best_fid"]) else state["best_fid"],
-            "best_step": state["best_step"]}
+            "best_step": state["best_step"], "world_size": accelerator.num_processes,
+            "wall_time_s": round(time.time() - state["start_time"], 3)}
     if not math.isnan(fid):
         meta["fid"] = fid
     if accelerator.is_main_process:
@@ -192,7 +278,7 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
     summary = {"run_dir": str(run_dir), "step": state["step"], "final_fid": fid, "best_fid": best,
                "best_step": state["best_step"], **task.final_metrics()}
     if accelerator.is_main_process:
-        # Wall time of this session (a resumed run counts from its resumption).
+        # Wall time of the run: this session plus the earlier ones up to the checkpoint it resumed from.
         summary["wall_time_s"] = round(time.time() - state["start_time"], 3)
         write_fixed_grid(task, run_dir / "final.png")
         common.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png", keys=task.loss_keys,
@@ -217,13 +303,20 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
     return summary
 
 
-def train(task_class, config) -> dict:
-    """Build `task_class(config, accelerator)` and run the schedule: the body of train_gan and train_vae.
+def train(task_class, config, given: set[str] | None = None) -> dict:
+    """Plan the run, build `task_class(config, accelerator)` and run the schedule: the body of train_gan and train_vae.
 
-    A bad --resume or --out-dir fails before anything is written; FID is evaluated on the main process only.
+    Everything `plan_run` checks fails before anything is loaded or written; a resumed run already at its
+    --num-steps says so in one line and changes nothing. FID is evaluated on the main process only.
     """
-    run_dir = check_out_dir(config.out_dir)
-    checkpoint = find_resume_checkpoint(config.resume, run_dir, task_class.kind)
+    plan = plan_run(task_class, config, given)
+    if plan.finished:
+        if is_main_launch_process():
+            print(f"run folder {plan.run_dir} is already at step {plan.checkpoint.step} of --num-steps "
+                  f"{plan.config.num_steps}; nothing to do (give a larger --num-steps to train on)", flush=True)
+        summary_path = plan.run_dir / "summary.json"
+        return json.loads(summary_path.read_text()) if summary_path.is_file() else {"step": plan.checkpoint.step}
+    config = plan.config
     accelerator = common.make_accelerator(config.mixed_precision)
     task = task_class(config, accelerator)
     evaluator = None
@@ -231,6 +324,6 @@ def train(task_class, config) -> dict:
         from genvision.training.fid import TrainingFID
 
         evaluator = TrainingFID.from_config(config, accelerator.device)
-    summary = run_schedule(task, config, accelerator, run_dir, checkpoint, evaluator)
+    summary = run_schedule(task, config, accelerator, plan.run_dir, plan.checkpoint, evaluator, plan.earlier_files)
     accelerator.end_training()
     return summary

@@ -23,7 +23,7 @@ from genvision.generators import binarize, held_out_images, likelihood_family, l
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common
-from genvision.training.loop import train
+from genvision.training.loop import plan_run, train
 
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
@@ -65,7 +65,7 @@ class VAETask:
                                                                 accelerator.process_index)
         self.fixed_noise = latent_noise(config.num_grid_images, config.latent_dim, seed=config.seed + 1).to(device)
         self.images_per_step = config.batch_size * accelerator.num_processes
-        _, self.held_out = held_out_images(config)  # (N, C, H, W) in [-1, 1], on the CPU
+        _, self.held_out = held_out_images(config, training=True)  # (N, C, H, W) in [-1, 1], on the CPU
 
     # -- the step ---------------------------------------------------------------------------------------------
 
@@ -200,9 +200,18 @@ def held_out_iw_nll(model: ConvVAE, images: torch.Tensor, config: VAEConfig, num
     return mean_per_image(model, images, batch_total, device, batch_size)
 
 
-def train_vae(config: VAEConfig) -> dict:
-    """Train a VAE on the shared schedule; returns the summary (FID, held-out negative ELBO)."""
-    return train(VAETask, config)
+def train_vae(config: VAEConfig, given: set[str] | None = None) -> dict:
+    """Train a VAE on the shared schedule; returns the summary (FID, held-out negative ELBO).
+
+    `given`: the fields set on the command line; with --resume they override the run's saved config (see
+    `loop.resumed_config`).
+    """
+    return train(VAETask, config, given)
+
+
+def plan_vae(config: VAEConfig, given: set[str] | None = None) -> VAEConfig:
+    """The config a run would train with (`--dry-run`): every check of `loop.plan_run`, nothing loaded or written."""
+    return plan_run(VAETask, config, given).config
 
 
 def evaluate_vae(source: str, dataset: str = "", num_importance_samples: int = 100, seed: int = 0,

@@ -1,0 +1,172 @@
+"""A run folder belongs to one run, and `--resume` continues that run with its saved settings.
+
+Every case runs `train_gan.py` / `train_vae.py` as a subprocess with tiny models and asserts the exit code, the one
+line it prints, and that the files it must not touch are byte-identical afterwards (or, for `--overwrite`, that no
+file of the old run remains). The cases work on copies of one finished 3-step run and do not depend on each other,
+so they all start at once (`helpers.run_at_once`).
+"""
+
+import json
+import re
+import shutil
+
+import pytest
+from helpers import ROOT, assert_one_line_error, assert_same_checkpoints, finish, run_at_once, snapshot, tiny_flags
+
+TINY = [*tiny_flags(latent_dim=8), "--checkpoint-every", "3", "--sample-every", "3", "--log-every", "1", "--seed", "3"]
+GAN, VAE = str(ROOT / "train_gan.py"), str(ROOT / "train_vae.py")
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561"]
+EARLIER_WALL_TIME = 1000.0  # s: what the earlier sessions of the "wall-time" case took, by its checkpoint.json
+
+DRY_RUNS = {  # name: (flags, the error that --dry-run gives without loading any data)
+    "unknown-dataset": (["--dataset", "imagenet"],
+                        "--dataset imagenet: unknown dataset 'imagenet'; expected one of mnist5k"),
+    "unknown-split": (["--dataset", "mnist5k:valid"], "--dataset mnist5k:valid: unknown split 'valid' of mnist5k"),
+    "unknown-reference": (["--fid-reference", "cifar100:test"],
+                          "--fid-reference cifar100:test: unknown dataset 'cifar100'"),
+    "missing-folder": (["--dataset", "folder:no/such/folder"],
+                       "--dataset folder:no/such/folder: folder no/such/folder does not exist"),
+    "missing-classifier": (["--classifier", "no-such.safetensors", "--fid-every", "10"],
+                           "--classifier no-such.safetensors: no such file"),
+    "resolution-48": (["--resolution", "48"], "--resolution must be one of 32, 64, 128, got 48"),
+}
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, start_process):
+    """Every case at once. Returns (results: name -> (exit code, stdout, stderr, seconds), folders: name -> its
+    folder, before: folder name -> snapshot taken before any case started, straight: the 6-step run)."""
+    base = tmp_path_factory.mktemp("run-folders")
+    short, straight = base / "short", base / "straight"
+    finish(start_process(["train_gan.py", "--out-dir", str(short), *TINY, "--num-steps", "3"]), "the 3-step run")
+    folders = {name: shutil.copytree(short, base / name) for name in
+               ("held", "overwritten", "finished", "resumed", "resumed-by-two")}
+    (folders["overwritten"] / "notes.txt").write_text("the user's own file\n")
+    meta_path = folders["resumed"] / "checkpoints" / "step-000003" / "checkpoint.json"  # earlier sessions took 1000 s
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "wall_time_s": EARLIER_WALL_TIME}))
+    before = {name: snapshot(folder) for name, folder in folders.items()}
+    held, finished_run = str(folders["held"]), str(folders["finished"])
+    jobs = {
+        "new-run": ([GAN, "--out-dir", held, *TINY, "--num-steps", "2"], base),
+        "new-run-dry": ([VAE, "--out-dir", held, "--num-steps", "2", "--dry-run"], base),
+        "resume-and-overwrite": ([GAN, "--out-dir", held, "--resume", "auto", "--overwrite"], base),
+        "overwrite": ([VAE, "--out-dir", str(folders["overwritten"]), *TINY, "--num-steps", "2", "--checkpoint-every",
+                       "2", "--overwrite"], base),
+        "already-done": ([GAN, "--out-dir", finished_run, "--resume", "auto"], base),
+        "steps-below": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "2"], base),
+        "other-width": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--base-channels",
+                         "8"], base),
+        "resume-dry": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--dry-run"], base),
+        "resume": ([GAN, "--out-dir", str(folders["resumed"]), "--resume", "auto", "--num-steps", "6"], base),
+        "straight": ([GAN, "--out-dir", str(straight), *TINY, "--num-steps", "6"], base),
+        "resumed-by-two": ([*TORCHRUN, GAN, "--out-dir", str(folders["resumed-by-two"]), "--resume", "auto",
+                            "--num-steps", "4"], base),
+    }
+    for name, (flags, _) in DRY_RUNS.items():
+        folders[name] = tmp_path_factory.mktemp(name)
+        jobs[name] = ([GAN, "--out-dir", "run", *flags, "--dry-run"], folders[name])
+    results = run_at_once(jobs, start_process)
+    for name, (_, _, stderr, _) in results.items():
+        assert "Traceback" not in stderr, (name, stderr[-3000:])
+    return results, folders, before, straight
+
+
+def refusal(results: dict, name: str, command: str = "train-gan") -> str:
+    """The one stderr line of a refused case (exit code 2)."""
+    code, _, stderr, _ = results[name]
+    return assert_one_line_error(code, stderr, command=command)
+
+
+def succeeded(results: dict, name: str) -> str:
+    code, stdout, stderr, _ = results[name]
+    assert code == 0, (name, stderr[-3000:])
+    return stdout
+
+
+def test_a_new_run_into_a_run_folder_is_refused_and_changes_nothing(cases):
+    results, folders, before, _ = cases
+    held = folders["held"]
+    line = refusal(results, "new-run")
+    assert line.startswith(f"genvision train-gan: error: --out-dir {held} holds an earlier run (config.json, "), line
+    assert line.endswith("continue it with --resume auto, start afresh with --overwrite (removes those files), or "
+                         "choose another --out-dir"), line
+    assert f"--out-dir {held} holds an earlier run" in refusal(results, "new-run-dry", "train-vae")  # a dry run too
+    assert refusal(results, "resume-and-overwrite").endswith("give at most one of --resume auto (continue the run) "
+                                                             "and --overwrite (start afresh)")
+    assert snapshot(held) == before["held"]
+
+
+def test_overwrite_removes_every_file_of_the_earlier_run(cases):
+    results, folders, _, _ = cases
+    run = folders["overwritten"]
+    assert "--overwrite: removed the earlier run's config.json, metrics.jsonl, summary.json" in \
+        succeeded(results, "overwrite")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["reconstructions-step-000002.png",
+                                                                  "step-000002.png"]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((run / "config.json").read_text())["kind"] == "vae"
+    assert json.loads((run / "summary.json").read_text())["step"] == 2
+    assert (run / "notes.txt").read_text() == "the user's own file\n"  # not a run file: kept
+
+
+def test_resume_auto_of_a_finished_run_changes_nothing(cases):
+    results, folders, before, _ = cases
+    run = folders["finished"]
+    code, stdout, stderr, _ = results["already-done"]
+    assert code == 0 and stderr == "", stderr[-3000:]
+    assert stdout.strip() == (f"run folder {run} is already at step 3 of --num-steps 3; nothing to do (give a larger "
+                              "--num-steps to train on)")
+    assert refusal(results, "steps-below") == (f"genvision train-gan: error: --num-steps 2 is below step 3 of "
+                                               f"{run}/checkpoints/step-000003; give --num-steps 3 or more")
+    line = refusal(results, "other-width")
+    assert "base_channels" in line and "8" in line and "4" in line, line
+    assert snapshot(run) == before["finished"]
+
+
+def test_resume_with_only_num_steps_continues_the_saved_run_bit_for_bit(cases):
+    results, folders, _, straight = cases
+    run = folders["resumed"]
+    succeeded(results, "straight")
+    saved = json.loads((straight / "config.json").read_text())["config"]
+    planned = json.loads(succeeded(results, "resume-dry"))  # the saved batch size, widths, intervals and loss
+    assert {**planned, "resume": "", "out_dir": ""} == {**saved, "resume": "", "out_dir": ""}
+    assert "resuming from" in succeeded(results, "resume") and "step-000003 at step 3" in results["resume"][1]
+    assert_same_checkpoints(run / "checkpoints" / "step-000006", straight / "checkpoints" / "step-000006")
+    resumed = json.loads((run / "config.json").read_text())["config"]
+    assert {**resumed, "resume": "", "out_dir": ""} == {**saved, "resume": "", "out_dir": ""}
+    short = straight.parent / "short"
+    first_session = json.loads((short / "summary.json").read_text())["wall_time_s"]
+    three = json.loads((short / "checkpoints" / "step-000003" / "checkpoint.json").read_text())["wall_time_s"]
+    assert json.loads((run / "summary.json").read_text())["step"] == 6 and 0 < three <= first_session
+
+
+def test_the_wall_time_of_a_resumed_run_counts_every_session(cases):
+    """Earlier sessions' time travels in checkpoint.json: the "resume" case's says they took 1000 s up to step 3."""
+    results, folders, _, _ = cases
+    run = folders["resumed"]
+    seconds = results["resume"][3]  # the whole resuming process
+    assert EARLIER_WALL_TIME < json.loads((run / "summary.json").read_text())["wall_time_s"] < \
+        EARLIER_WALL_TIME + seconds
+    shown = re.search(r"<td>wall time</td><td class=num>([0-9.]+)</td>", (run / "report.html").read_text())
+    assert shown and EARLIER_WALL_TIME < float(shown.group(1)) < EARLIER_WALL_TIME + seconds
+
+
+def test_resume_in_another_process_count_says_so(cases):
+    """A 1-process checkpoint resumed by 2 gloo processes (torchrun) names both counts in one line."""
+    results, folders, _, _ = cases
+    run = folders["resumed-by-two"]
+    notes = [line for line in succeeded(results, "resumed-by-two").splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {run}/checkpoints/step-000003 was written by 1 process and is resumed by 2 processes: "
+                     "weights, optimizers and the data position continue, but the data is resharded and each rank's "
+                     "noise reseeded, so the continuation is exact per rank only, not the run 1 process would have "
+                     "made"]
+    assert json.loads((run / "checkpoints" / "step-000004" / "checkpoint.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("name", list(DRY_RUNS))
+def test_dry_run_checks_everything_that_needs_no_data(cases, name):
+    results, folders, _, _ = cases
+    line = refusal(results, name)
+    assert line.startswith(f"genvision train-gan: error: {DRY_RUNS[name][1]}"), line
+    assert list(folders[name].iterdir()) == []  # no folder created by a command that fails
