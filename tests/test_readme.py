@@ -1,0 +1,118 @@
+"""Every command in the README runs as written, in README order, in a fresh folder.
+
+The commands are read from the README's ```bash blocks. Training commands get tiny models and step counts (the flags
+are replaced or appended, the rest of the command is kept); commands that need the network (`--download`) or GPUs
+(`accelerate launch`, `torchrun`) run their script's command with `--dry-run`, which still parses and checks every
+flag; the install and test commands are the suite itself. Everything else runs exactly as written. `python
+train_gan.py ARGS` is `genvision train-gan ARGS` (the script is `cli.run_command("train-gan")`).
+"""
+
+import re
+import shlex
+
+from helpers import ROOT, cli, wait
+
+TRAINING = {"train_gan.py", "train_vae.py", "train-gan", "train-vae"}
+TINY_TRAINING = {"--base-channels": "4", "--batch-size": "8", "--num-grid-images": "4", "--fid-every": "0",
+                 "--sample-every": "2", "--checkpoint-every": "2", "--log-every": "1"}  # FID in training: other tests
+TINY_CLASSIFIER = {"--epochs": "1", "--base-channels": "4", "--num-features": "16"}
+NOT_RUN = {"pip install -e '.[test]'": "the install command (CI runs it)", "python -m pytest": "this suite"}
+MAX_PNGS = 100  # `sample --out-dir` writes at most this many of the README's 10000 PNGs
+
+
+def readme_commands() -> list[str]:
+    """The commands of every ```bash block, continuation lines joined, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            if tokens:
+                commands.append(shlex.join(tokens))
+    return commands
+
+
+def with_flags(tokens: list[str], flags: dict[str, str]) -> list[str]:
+    """`tokens` with each flag of `flags` set to its value (replaced where present, else appended)."""
+    tokens = list(tokens)
+    for flag, value in flags.items():
+        if flag in tokens:
+            tokens[tokens.index(flag) + 1] = value
+        else:
+            tokens += [flag, value]
+    return tokens
+
+
+def as_run(command: str) -> tuple[list[str], bool] | None:
+    """(genvision argv, whether it trains) for a README command; None when not run (see NOT_RUN).
+
+    A command that trains runs as a subprocess of its own, as written (`python train_gan.py ...`); the others (all
+    of them quick) run in process through `genvision.cli.main`, the entry point of the `genvision` console script.
+    """
+    if command in NOT_RUN:
+        return None
+    tokens = shlex.split(command)
+    if tokens[0] in ("accelerate", "torchrun"):  # GPUs or several processes: check the script's flags only
+        tokens = tokens[next(i for i, token in enumerate(tokens) if token.endswith(".py")) - 1:]
+        tokens[0] = "python"
+    scripts = {"train_gan.py": "train-gan", "train_vae.py": "train-vae"}
+    if tokens[0] == "python" and tokens[1] in scripts:
+        argv = [scripts[tokens[1]], *tokens[2:]]
+    elif tokens[0] == "genvision":
+        argv = tokens[1:]
+    else:
+        raise AssertionError(f"README command {command!r}: this test does not know how to run it")
+    if "--download" in argv or tokens != shlex.split(command):
+        return [*argv, "--dry-run"], False
+    if argv[0] in ("train-gan", "train-vae"):
+        return with_flags(argv, {**TINY_TRAINING, "--num-steps": "4" if "--resume" in argv else "2"}), True
+    if argv[0] == "train-classifier":
+        return with_flags(argv, TINY_CLASSIFIER), True
+    if "--out-dir" in argv and "--num" in argv and int(argv[argv.index("--num") + 1]) > MAX_PNGS:
+        return with_flags(argv, {"--num": str(MAX_PNGS)}), False
+    return argv, False
+
+
+def out_dir(argv: list[str]) -> str:
+    """The run folder a training command writes (its --out-dir, else the default of its config)."""
+    from genvision.config import ClassifierConfig, GANConfig, VAEConfig
+
+    if "--out-dir" in argv:
+        return argv[argv.index("--out-dir") + 1]
+    return {"train-gan": GANConfig, "train-vae": VAEConfig, "train-classifier": ClassifierConfig}[argv[0]]().out_dir
+
+
+def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, start_process):
+    """In README order; a training run starts as soon as the earlier command on its run folder is done, and every
+    other command waits for the training runs before it (a dry run: for the one on its run folder only)."""
+    commands = readme_commands()
+    assert "python train_gan.py" in commands and len(commands) > 20, commands
+    monkeypatch.chdir(tmp_path)  # a fresh clone's root, without its runs/ or samples/
+    training: dict[str, tuple[str, list[str], object]] = {}  # run folder -> (README command, argv, process)
+
+    def done(folder: str | None = None) -> None:
+        for name in [folder] if folder else list(training):
+            if name in training:
+                command, argv, process = training.pop(name)
+                code, _, stderr = wait(process)
+                check(command, argv, code, stderr)
+
+    for command in commands:
+        planned = as_run(command)
+        if planned is None:
+            continue
+        argv, trains = planned
+        if trains:
+            done(out_dir(argv))
+            training[out_dir(argv)] = (command, argv, start_process(["-m", "genvision", *argv], cwd=tmp_path))
+            continue
+        done(out_dir(argv) if "--dry-run" in argv else None)
+        check(command, argv, *cli(*argv)[::2])
+    done()
+    assert (tmp_path / "runs" / "dcgan" / "checkpoints" / "step-000004").is_dir()  # the resume continued the run
+    assert (tmp_path / "interpolation.png").is_file() and len(list((tmp_path / "pngs").iterdir())) == MAX_PNGS
+
+
+def check(command: str, argv: list[str], code: int, stderr: str) -> None:
+    assert code == 0 and "Traceback" not in stderr, \
+        f"README command {command!r} (run as genvision {shlex.join(argv)}) exit {code}:\n{stderr[-3000:]}"
