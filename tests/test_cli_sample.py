@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import SHIPPED_CLASSIFIER, assert_one_line_error, cli, finish, snapshot, subprocess_env, tiny_flags, wait
+from helpers import (SHIPPED_CLASSIFIER, assert_one_line_error, cli, finish, run_genvision, snapshot, subprocess_env,
+                     tiny_flags, wait)
 
 TINY = [*tiny_flags(latent_dim=8), "--num-steps", "2", "--sample-every", "1"]
 PADDING, SIZE = 2, 32  # make_grid's padding; the runs' resolution
@@ -82,6 +83,16 @@ def test_out_dir_writes_numbered_pngs_and_never_overwrites(runs, tmp_path):
     assert {name: (folder / name).read_bytes() for name in names} == before
     ok(runs["gan"], "--num", 5, "--seed", 1, "--out-dir", folder, "--overwrite")
     assert {name: (folder / name).read_bytes() for name in names} != before
+
+
+def test_out_dir_says_what_it_wrote(runs, tmp_path):
+    """As a subprocess: the one line on stdout names the count, size, files, checkpoint, step and seed."""
+    folder = tmp_path / "pngs"
+    result = run_genvision("sample", runs["gan"], "--num", 3, "--seed", 4, "--out-dir", folder)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    checkpoint = runs["gan"] / "checkpoints" / "step-000002"
+    assert result.stdout == (f"wrote 3 PNGs (32x32) to {folder}: 000000.png .. 000002.png, 3 images of {checkpoint} "
+                             "(step 2, seed 4)\n")
 
 
 @pytest.mark.parametrize("kind,truncation", [("gan", "0"), ("vae", "0"), ("gan", "0.8")])

@@ -60,23 +60,17 @@ def one_error_line(result) -> str:
 # Refusals, before anything is written.
 
 
-def test_folder_without_class_subfolders_is_refused_before_anything_is_written(tmp_path):
-    images = write_folder(tmp_path / "flat", {"a": 6, "b": 6}, flat=True)
+@pytest.mark.parametrize("layout, expected", [
+    ({"flat": True, "class_sizes": {"a": 6, "b": 6}},
+     "the images of folder {images} are not in class subfolders (all 12 lie directly in it), so it has 1 class"),
+    ({"class_sizes": {"only": 12}}, "folder {images} has 1 class subfolder (only)"),
+])
+def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, layout, expected):
+    images = write_folder(tmp_path / "images", **layout)
     out = tmp_path / "run"
     line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
-    assert line == (f"genvision train-classifier: error: --dataset folder:{images}: the images of folder {images} are "
-                    f"not in class subfolders (all 12 lie directly in it), so it has 1 class; expected images in one "
-                    f"subfolder per class (at least 2 classes), e.g. {images}/CLASS/*.png")
-    assert not out.exists()
-
-
-def test_folder_with_one_class_subfolder_is_refused(tmp_path):
-    images = write_folder(tmp_path / "single", {"only": 12})
-    out = tmp_path / "run"
-    line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
-    assert line == (f"genvision train-classifier: error: --dataset folder:{images}: folder {images} has 1 class "
-                    f"subfolder (only); expected images in one subfolder per class (at least 2 classes), e.g. "
-                    f"{images}/CLASS/*.png")
+    assert line == (f"genvision train-classifier: error: --dataset folder:{images}: {expected.format(images=images)}; "
+                    f"expected images in one subfolder per class (at least 2 classes), e.g. {images}/CLASS/*.png")
     assert not out.exists()
 
 

@@ -14,6 +14,7 @@ import pytest
 from helpers import ROOT, assert_one_line_error, assert_same_checkpoints, finish, run_at_once, snapshot, tiny_flags
 
 TINY = [*tiny_flags(latent_dim=8), "--checkpoint-every", "3", "--sample-every", "3", "--log-every", "1", "--seed", "3"]
+SAVED = ["--loss", "hinge", "--d-lr", "0.0003"]  # GAN settings a resume must take from the saved config
 GAN, VAE = str(ROOT / "train_gan.py"), str(ROOT / "train_vae.py")
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561"]
 EARLIER_WALL_TIME = 1000.0  # s: what the earlier sessions of the "wall-time" case took, by its checkpoint.json
@@ -38,7 +39,7 @@ def cases(tmp_path_factory, start_process):
     folder, before: folder name -> snapshot taken before any case started, straight: the 6-step run)."""
     base = tmp_path_factory.mktemp("run-folders")
     short, straight = base / "short", base / "straight"
-    finish(start_process(["train_gan.py", "--out-dir", str(short), *TINY, "--num-steps", "3"]), "the 3-step run")
+    finish(start_process(["train_gan.py", "--out-dir", str(short), *TINY, *SAVED, "--num-steps", "3"]), "3 steps")
     folders = {name: shutil.copytree(short, base / name) for name in
                ("held", "overwritten", "finished", "resumed", "resumed-by-two")}
     (folders["overwritten"] / "notes.txt").write_text("the user's own file\n")
@@ -58,7 +59,7 @@ def cases(tmp_path_factory, start_process):
                          "8"], base),
         "resume-dry": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--dry-run"], base),
         "resume": ([GAN, "--out-dir", str(folders["resumed"]), "--resume", "auto", "--num-steps", "6"], base),
-        "straight": ([GAN, "--out-dir", str(straight), *TINY, "--num-steps", "6"], base),
+        "straight": ([GAN, "--out-dir", str(straight), *TINY, *SAVED, "--num-steps", "6"], base),
         "resumed-by-two": ([*TORCHRUN, GAN, "--out-dir", str(folders["resumed-by-two"]), "--resume", "auto",
                             "--num-steps", "4"], base),
     }

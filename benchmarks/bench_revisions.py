@@ -1,0 +1,103 @@
+"""Is a change slower? The default training runs of two git revisions, shortened, in interleaved rounds.
+
+    python benchmarks/bench_revisions.py BASE [HEAD] [--steps 400] [--fid-every 200] [--rounds 3]
+
+Each revision is checked out into a temporary git worktree (HEAD defaults to the working tree itself) and runs
+`python train_gan.py` and `python train_vae.py` with their default config but `--num-steps`, `--fid-every` and a
+fresh `--out-dir`, rounds interleaved (base, head, base, head, ...) so that drift of the machine's speed hits both
+alike. It prints per script the median wall time of each revision (start-up, training, FID evaluations, report) and
+the ratio head / base, with the CPU model: compare ratios, not seconds across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def timed_run(tree: Path, script: str, out_dir: Path, steps: int, fid_every: int, cache: Path) -> tuple[float, float]:
+    """(wall seconds, median logged img/s) of `python SCRIPT` of the revision in `tree` (its genvision first on the
+    path)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "GENVISION_CACHE": str(cache)}
+    command = [sys.executable, str(tree / script), "--out-dir", str(out_dir), "--num-steps", str(steps),
+               "--fid-every", str(fid_every)]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{script} of {tree} failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return seconds, statistics.median(r["img_per_s"] for r in records if "img_per_s" in r)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", help="git revision to compare against")
+    parser.add_argument("head", nargs="?", default="", help="git revision to measure (default: the working tree)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps of each run")
+    parser.add_argument("--fid-every", type=int, default=200, help="steps between FID evaluations (0 = off)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per revision")
+    parser.add_argument("--scripts", nargs="+", default=["train_gan.py", "train_vae.py"], help="what to run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        trees = {}
+        for name, revision in (("base", args.base), ("head", args.head)):
+            if not revision:
+                trees[name] = ROOT
+                continue
+            trees[name] = work / name
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[name]), revision],
+                           check=True, capture_output=True)
+        try:
+            cache = work / "cache"  # shared: both revisions read the same decoded data and reference statistics
+            timed_run(trees["base"], "train_gan.py", work / "warm-up", 2, 2, cache)  # fill the cache once
+            seconds = {(script, name): [] for script in args.scripts for name in trees}
+            for round_index in range(args.rounds):
+                for script in args.scripts:
+                    for name, tree in trees.items():
+                        out_dir = work / f"{name}-{script}-{round_index}"
+                        seconds[script, name].append(timed_run(tree, script, out_dir, args.steps, args.fid_every,
+                                                               cache))
+        finally:
+            for name, tree in trees.items():
+                if tree != ROOT:
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                                   capture_output=True)
+    print(f"{cpu_model()}; {args.rounds} interleaved rounds of --num-steps {args.steps} --fid-every {args.fid_every}")
+    for script in args.scripts:
+        medians = {}
+        for name in trees:
+            runs = seconds[script, name]
+            medians[name] = [statistics.median(value[i] for value in runs) for i in (0, 1)]
+            print(f"{script} {name} ({getattr(args, name) or 'working tree'}): wall s "
+                  f"{', '.join(f'{value[0]:.1f}' for value in runs)}; median img/s "
+                  f"{', '.join(f'{value[1]:.0f}' for value in runs)}")
+        (base_s, base_speed), (head_s, head_speed) = medians["base"], medians["head"]
+        print(f"{script}: head / base wall time {head_s / base_s:.3f}, training img/s {head_speed / base_speed:.3f} "
+              "(medians over rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
