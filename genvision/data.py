@@ -203,11 +203,12 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool, offer
         "celeba": lambda: _PresenceChecked.celeba()(root, split=spec.split, download=download),
     }
     before = set(root.iterdir()) if root.is_dir() else None
+    missing = [folder for folder in root.parents if not folder.exists()]  # created by a download, deepest first
     try:
         return makers[spec.name]()
     except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
         if download:
-            _remove_created(root, before)
+            _remove_created(root, before, missing)
             reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
             raise UsageError(f"dataset {spec.name}: download into {root} failed ({reason}); check the network "
                              "connection, or put the dataset's files there yourself and drop --download") from None
@@ -219,19 +220,24 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool, offer
                          f"{type(error).__name__}: {error}") from None
 
 
-def _remove_created(root: Path, before: set[Path] | None) -> None:
-    """Remove the entries of `root` that are not in `before` (all of `root` when it did not exist)."""
+def _remove_created(root: Path, before: set[Path] | None, missing: list[Path]) -> None:
+    """Undo a failed download: the entries of `root` not in `before`, or, when `root` did not exist (`before` None),
+    `root` itself and the folders of `missing` (its parents that did not exist either) that are still empty."""
     import shutil
 
-    if not root.is_dir():
+    if before is not None:
+        for entry in (set(root.iterdir()) - before) if root.is_dir() else ():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
         return
-    for entry in (set(root.iterdir()) - (before or set())):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-    if before is None:
-        root.rmdir()
+    shutil.rmtree(root, ignore_errors=True)
+    for folder in missing:
+        try:
+            folder.rmdir()
+        except OSError:  # gone already, or something else lives there now
+            continue
 
 
 class _PresenceChecked:

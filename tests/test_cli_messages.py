@@ -20,7 +20,7 @@ def results(tmp_path_factory, start_process):
         "fid-missing-dataset": (["-m", "genvision", "fid", "cifar10:test", "mnist5k:test", "--data-root",
                                  str(base / "empty")], base),
         "download-offline": (["-c", download, "train-gan", "--dataset", "cifar10", "--download", "--data-root",
-                              str(base / "new-data"), "--out-dir", str(base / "run")], base),
+                              str(base / "new" / "data"), "--out-dir", str(base / "run")], base),
         "stats-exists": (["-m", "genvision", "stats", "mnist5k:test", "--output", str(base / "stats.npz")], base),
         "stats-overwrite": (["-m", "genvision", "stats", "mnist5k:test", "--output", str(base / "replaced.npz"),
                              "--overwrite"], base),
@@ -40,12 +40,12 @@ def test_a_failed_download_says_so_and_leaves_no_folder(results):
     done, base = results
     code, _, stderr, _ = done["download-offline"]
     line = assert_one_line_error(code, stderr, command="train-gan")
-    new_data = base / "new-data"
+    new_data = base / "new" / "data"
     assert line.startswith(f"genvision train-gan: error: dataset cifar10: download into {new_data} failed ("), line
     assert line.endswith("); check the network connection, or put the dataset's files there yourself and drop "
                          "--download"), line
     assert "corrupt" not in line
-    assert not (base / "new-data").exists() and not (base / "run").exists()
+    assert not (base / "new").exists() and not (base / "run").exists()  # nor the parent the download made
 
 
 def test_stats_refuses_an_existing_output_without_overwrite(results):
