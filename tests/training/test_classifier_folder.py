@@ -160,19 +160,26 @@ def test_same_dataset_compares_parsed_specs():
 # One run per --out-dir.
 
 
-def test_out_dir_with_an_earlier_run_is_refused_then_started_afresh_with_overwrite(tmp_path):
+def refused_over_an_earlier_run(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path]:
+    """(images folder, --out-dir): the out-dir holds `files` (name -> text); a run into it is refused in one line
+    naming the run files among them, and leaves the folder byte-identical."""
     images = write_folder(tmp_path / "digits", CLASS_SIZES)
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text('{"kind": "classifier", "earlier": true}\n')
-    (out / "metrics.jsonl").write_text('{"epoch": 99, "stray": true}\n')
-    (out / "notes.txt").write_text("not a run file\n")
+    for name, text in files.items():
+        (out / name).write_text(text)
     before = snapshot(out)
     line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
-    assert line == (f"genvision train-classifier: error: --out-dir {out} holds an earlier run (config.json, "
-                    f"metrics.jsonl); {RUN_CHOICES}")
+    held = ", ".join(name for name in ("config.json", "metrics.jsonl") if name in files)
+    assert line == f"genvision train-classifier: error: --out-dir {out} holds an earlier run ({held}); {RUN_CHOICES}"
     assert snapshot(out) == before
+    return images, out
 
+
+def test_out_dir_with_an_earlier_run_is_refused_then_started_afresh_with_overwrite(tmp_path):
+    images, out = refused_over_an_earlier_run(tmp_path, {
+        "config.json": '{"kind": "classifier", "earlier": true}\n', "metrics.jsonl": '{"epoch": 99, "stray": true}\n',
+        "notes.txt": "not a run file\n"})
     result = train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY, "--overwrite")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -184,12 +191,4 @@ def test_out_dir_with_an_earlier_run_is_refused_then_started_afresh_with_overwri
 
 
 def test_out_dir_holding_only_metrics_is_an_earlier_run_too(tmp_path):
-    images = write_folder(tmp_path / "digits", CLASS_SIZES)
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"epoch": 99, "stray": true}\n')
-    before = snapshot(out)
-    line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
-    assert line == (f"genvision train-classifier: error: --out-dir {out} holds an earlier run (metrics.jsonl); "
-                    f"{RUN_CHOICES}")
-    assert snapshot(out) == before
+    refused_over_an_earlier_run(tmp_path, {"metrics.jsonl": '{"epoch": 99, "stray": true}\n'})
