@@ -97,7 +97,7 @@ def load_vae(source: str | Path) -> tuple["ConvVAE", "VAEConfig", Checkpoint]:
     config = config_from_dict(VAEConfig, checkpoint.config)
     model = ConvVAE(config.latent_dim, config.base_channels, config.channels, config.resolution,
                     learned_variance=config.likelihood == "gaussian-learned")
-    model.load_state_dict(checkpoint.weights("vae"))
+    _load_weights(model, checkpoint.weights("vae"), checkpoint, "vae")
     return model.eval(), config, checkpoint
 
 
@@ -145,20 +145,28 @@ def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | Non
 
 
 @torch.inference_mode()
+def images_in_batches(function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
+                      device: torch.device | str, what: str, image_shape: tuple[int, ...],
+                      first_index: int = 0) -> torch.Tensor:
+    """uint8 (N, *image_shape) images of `function` (a generator's decode, a VAE's reconstruct: inputs -> images in
+    [-1, 1]) over `inputs` (N, ...), `batch_size` at a time on `device`, each batch checked finite; an error names
+    `what` and the images' indices (counted from `first_index`)."""
+    if batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        images = function(inputs[start:start + batch_size].to(device))
+        first, last = first_index + start, first_index + start + len(images) - 1
+        check_finite(images, f"{what} (images {first}..{last})")
+        out.append(to_uint8(images).cpu())
+    return torch.cat(out) if out else torch.zeros(0, *image_shape, dtype=torch.uint8)
+
+
 def reconstruct(model: "ConvVAE", images: torch.Tensor, batch_size: int, device: torch.device | str,
                 what: str) -> torch.Tensor:
     """uint8 (N, C, H, W) posterior-mean reconstructions of `images` (N, C, H, W) in [-1, 1], `batch_size` at a
     time, each batch checked finite (`what` names the model and inputs in the error)."""
-    if batch_size <= 0:
-        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
-    out = []
-    for start in range(0, len(images), batch_size):
-        reconstructed = model.reconstruct(images[start:start + batch_size].to(device))
-        check_finite(reconstructed, f"{what} (images {start}..{start + len(reconstructed) - 1})")
-        out.append(to_uint8(reconstructed).cpu())
-    if not out:
-        return torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
-    return torch.cat(out)
+    return images_in_batches(model.reconstruct, images, batch_size, device, what, tuple(images.shape[1:]))
 
 
 def reconstruction_images(source: str, dataset: str, batch_size: int = 500, device: torch.device | str = "cpu",

@@ -27,7 +27,7 @@ import torch
 from genvision.checkpoint import Checkpoint, resolve_checkpoint
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
-from genvision.generators import LoadedGenerator, check_finite, load_generator
+from genvision.generators import LoadedGenerator, images_in_batches, load_generator
 from genvision.imageconv import to_uint8
 
 SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with s * SEED_STRIDE + i
@@ -87,17 +87,9 @@ def interpolation_latents(rows: int, steps: int, latent_dim: int, seed: int,
 def decode_latents(loaded: LoadedGenerator, latents: torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu", first_index: int = 0) -> torch.Tensor:
     """uint8 images (N, C, H, W) of latents (N, latent_dim), `batch_size` at a time, each batch checked finite."""
-    if batch_size <= 0:
-        raise UsageError(f"--batch-size must be > 0, got {batch_size}")
-    out = []
-    for first in range(0, len(latents), batch_size):
-        images = loaded.decode(latents[first:first + batch_size].to(device))
-        first_image, last_image = first_index + first, first_index + first + len(images) - 1
-        check_finite(images, f"generator of {loaded.checkpoint.path} (images {first_image}..{last_image})")
-        out.append(to_uint8(images).cpu())
-    if not out:
-        return torch.zeros(0, loaded.channels, loaded.resolution, loaded.resolution, dtype=torch.uint8)
-    return torch.cat(out)
+    shape = (loaded.channels, loaded.resolution, loaded.resolution)
+    return images_in_batches(loaded.decode, latents, batch_size, device, f"generator of {loaded.checkpoint.path}",
+                             shape, first_index)
 
 
 def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: int = 256,
