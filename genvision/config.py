@@ -45,7 +45,8 @@ class DataConfig:
     dataset: str = opt("mnist5k:train", "dataset spec: mnist5k[:train|test], mnist, fashion-mnist, cifar10, svhn, "
                        "celeba (each [:split]) or folder:PATH")
     data_root: str = opt("data", "folder holding torchvision datasets")
-    download: bool = opt(False, "let torchvision download missing datasets (needs internet)")
+    download: bool = opt(False, "download what is missing (needs internet): torchvision datasets, and the "
+                         "InceptionV3 weights when FID uses them")
     resolution: int = opt(32, "image side in px, a power of two >= 16")
     channels: int = opt(0, "image channels, 1 or 3; 0 = the dataset's own")
     hflip: bool = opt(False, "random horizontal flips during training (on device)")
@@ -200,7 +201,12 @@ class GenerativeConfig(RunConfig):
     fid_every: int = opt(1000, "steps between FID evaluations of generated samples against the dataset (0 = off)")
     num_fid_samples: int = opt(5000, "generated images per FID evaluation")
     fid_reference: str = opt("", "dataset spec of the FID reference; empty = --dataset")
+    features: str = opt("auto", "FID feature extractor: auto (the classifier for mnist5k or with --classifier, else "
+                        "InceptionV3), classifier or inception; saved resolved", choices=("auto", "classifier",
+                                                                                          "inception"))
     classifier: str = opt("", "classifier file for FID features; empty = the one shipped for the dataset")
+    inception_weights: str = opt("", "InceptionV3 state dict for --features inception; empty = "
+                                 "$GENVISION_INCEPTION_WEIGHTS, else the torch hub cache (--download fetches it)")
     keep_checkpoints: int = opt(2, "newest step checkpoints kept (>= 2); the best-by-FID one is kept besides")
     resume: str = opt("", "'auto' = newest checkpoint of --out-dir, or a checkpoint folder: continue that run with its "
                       "saved config, overriding only the flags given; empty = start a new run")

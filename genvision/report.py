@@ -136,6 +136,7 @@ class FinalMetrics:
     values: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     note: str = ""
+    extractor: str = ""  # e.g. "inception-v3-compat@6726825d0af5": the features every number here is computed on
 
 
 def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
@@ -157,14 +158,16 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     config = run.config
     reference = config.get("fid_reference") or config.get("dataset") or "mnist5k:train"
     seed = options.seed if options.seed >= 0 else int(config.get("seed", 0))
-    extractor = run_extractor(config.get("classifier", ""), reference, device)
+    extractor = run_extractor(config, device)
+    resolution = int(config.get("resolution", 0)) if extractor.resizes_internally else 0
     source_options = SourceOptions(batch_size=options.batch_size, device=device,
-                                   data_root=config.get("data_root", "data"))
-    real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=True)
+                                   data_root=config.get("data_root", "data"), dataset_resolution=resolution)
+    has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
+    real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
     loaded = load_generator(chosen, device=device)
     images = generate(loaded, options.num_samples, seed, options.batch_size, device)
-    stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True, with_logits=True,
-                            name="generated")
+    stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True,
+                            with_logits=has_logits, name="generated")
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu()
     values: dict[str, Any] = {"fid": frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), real.mu, real.sigma)}
@@ -181,7 +184,8 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
             values["classes_covered"] = (coverage["classes_covered"], extractor.num_classes)
             values["class_kl"] = coverage["class_kl"]
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
-                        values, time.perf_counter() - started)
+                        values, time.perf_counter() - started,
+                        extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,7 +230,12 @@ def loss_plot(records: list[dict], keys: tuple[str, ...], title: str) -> bytes |
     return _figure_png(figure)
 
 
-def fid_plot(records: list[dict], best_step: int | None) -> bytes | None:
+def features_label(config: dict) -> str:
+    """The features a run's FID is computed on, for labels: "classifier" or "InceptionV3"."""
+    return "InceptionV3" if config.get("features") == "inception" else "classifier"
+
+
+def fid_plot(records: list[dict], best_step: int | None, features: str = "classifier") -> bytes | None:
     """PNG of FID against step (the best evaluation marked); None when FID was never logged."""
     points = [(r["step"], r["fid"]) for r in records if isinstance(r.get("fid"), (int, float))]
     if not points:
@@ -236,7 +245,7 @@ def fid_plot(records: list[dict], best_step: int | None) -> bytes | None:
     best = [(s, f) for s, f in points if s == best_step]
     if best:
         axis.plot(*best[0], "*", color="tab:red", markersize=12, label=f"best (step {best_step})")
-    axis.set(xlabel="step", ylabel="FID (classifier features)", title="FID during training")
+    axis.set(xlabel="step", ylabel=f"FID ({features} features)", title="FID during training")
     axis.grid(alpha=0.3)
     axis.legend(loc="upper right")
     return _figure_png(figure)
@@ -370,7 +379,7 @@ def metrics_html(metrics: FinalMetrics) -> str:
     if metrics.note:
         return f"<p class=note>Final metrics {esc(metrics.note)}.</p>"
     values, rows = metrics.values, []
-    fid_detail = "Fréchet distance of classifier features (Heusel et al. 2017)"
+    fid_detail = f"Fréchet distance of {metrics.extractor or 'classifier'} features (Heusel et al. 2017)"
     if "fid_interval" in values:
         low, high = values["fid_interval"]
         fid_detail += f"; bootstrap 95% interval [{number(low)}, {number(high)}] (generated side resampled)"
@@ -443,7 +452,7 @@ def collect_figures(run: RunRecord, seed: int, device: torch.device) -> dict[str
     best_step = (run.summary or {}).get("best_step") or None
     figures: dict[str, tuple[bytes | None, str, str]] = {
         "losses": (loss_plot(run.records, keys, f"{run.kind.upper()} losses"), "losses against step", "plot"),
-        "fid": (fid_plot(run.records, best_step), "FID against step (metrics.jsonl)", "plot"),
+        "fid": (fid_plot(run.records, best_step, features_label(run.config)), "FID against step (metrics.jsonl)", "plot"),
     }
     latest_grid = latest(run.path / "samples", "step-*.png")
     figures["latest"] = (latest_grid.read_bytes() if latest_grid else None,

@@ -33,6 +33,23 @@ def _private_cache(tmp_path_factory):
         os.environ["GENVISION_CACHE"] = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _offline_inception(tmp_path_factory):
+    """No test sees the developer's Inception weights or reaches the network for them: an empty private torch hub
+    cache, no $GENVISION_INCEPTION_WEIGHTS, and a download URL on a closed loopback port (refused at once)."""
+    names = ("TORCH_HOME", "GENVISION_INCEPTION_WEIGHTS", "GENVISION_INCEPTION_URL")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
+    os.environ.pop("GENVISION_INCEPTION_WEIGHTS", None)
+    os.environ["GENVISION_INCEPTION_URL"] = helpers.CLOSED_PORT_URL
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 def start_process():
     """start_process(argv, cwd=ROOT, env=None) starts `python ARGV...` (see helpers.start); whatever is still running

@@ -21,6 +21,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Port 9 (discard) on loopback: nothing listens in a test environment, so a download is refused at once.
+CLOSED_PORT_URL = "http://127.0.0.1:9/weights-inception-2015-12-05-6726825d.pth"
 SHIPPED_CLASSIFIER = ROOT / "genvision" / "weights" / "classifier-mnist5k.safetensors"
 
 
@@ -321,3 +323,58 @@ def write_random_inception_weights(path: Path) -> None:
     finally:
         fidelity.load_state_dict_from_url = original
     torch.save(module.state_dict(), path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A loopback HTTP server for download tests.
+
+
+@contextlib.contextmanager
+def serve_files(files: dict[str, bytes], max_requests: int = 4, timeout_s: float = 60.0):
+    """Serve `files` (URL path -> bytes; anything else is 404) on 127.0.0.1 at a free port; yields
+    (base URL, list of the paths requested). It answers at most `max_requests` requests and stops by itself after
+    `timeout_s` seconds or when the block ends, whichever comes first."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server API
+            requested.append(self.path)
+            if len(requested) > max_requests or self.path not in files:
+                self.send_error(404 if self.path not in files else 503)
+                return
+            body = files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    timer = threading.Timer(timeout_s, server.shutdown)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        timer.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def hub_checkpoints(torch_home: Path) -> Path:
+    """Where torch.hub (and genvision) cache weights under a given $TORCH_HOME."""
+    return torch_home / "hub" / "checkpoints"
+
+
+def named_by_hash(path: Path, stem: str = "weights-inception-test") -> str:
+    """torch.hub's convention for `path`'s bytes: STEM-<first 8 hex digits of its SHA-256>.pth."""
+    return f"{stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"

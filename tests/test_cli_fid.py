@@ -232,7 +232,10 @@ def test_inception_offline_on_a_weights_file(setup, tmp_path, inception_weights)
     assert np.isfinite(report["fid"]) and (report["n_a"], report["n_b"]) == (3, 3)
     assert "classifier_score" not in report
     assert "fewer than the 2048 feature dimensions" in result.stderr
-    assert "resized to 299x299 px" in result.stderr
+    assert "resized to" not in result.stderr  # 40 px and 32 px images enter the network, which resizes them itself
+    assert report["protocol"]["resize"] == "tf1-bilinear to 299 px inside the network (torch-fidelity)"
+    assert [(side["size"], side["channels"]) for side in report["protocol"]["sides"]] == [
+        (40, "as is"), (32, "1-channel repeated to 3")]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,12 +19,26 @@ SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpo
 
 def run_stats(args: argparse.Namespace) -> int:
     config = config_from_args(StatsConfig, args)
-    from genvision.metrics.evaluate import write_stats
+
+    from genvision.metrics.evaluate import protocol_line, write_stats
 
     result = write_stats(args.source, config)
     meta = result.metadata
-    print(f"wrote {result.path}: {config.features} statistics of {result.count} images from {args.source} "
+    print(f"wrote {result.path}: {result.features} statistics of {result.count} images from {args.source} "
           f"({meta.extractor}@{meta.extractor_hash[:12]}, {meta.image_size} px, {meta.image_channels} ch)")
+    if result.protocol:
+        print(protocol_line(result.protocol))
+    return 0
+
+
+def run_download_weights(args: argparse.Namespace) -> int:
+    from genvision.metrics import inception_weights
+
+    weights = inception_weights.fetch(args.url or None, replace=True)
+    verb = "downloaded" if weights.origin == "download" else "already cached and verified:"
+    official = "the official FID InceptionV3" if weights.official else "custom weights (not the official FID file)"
+    print(f"{verb} {weights.path} ({weights.path.stat().st_size} bytes, SHA-256 {weights.sha256}, {official}); "
+          f"offline machines find it under $TORCH_HOME/hub/checkpoints, or point $GENVISION_INCEPTION_WEIGHTS at it")
     return 0
 
 
@@ -61,3 +75,16 @@ def register(subparsers) -> None:
     fid.add_argument("source_b", metavar="SOURCE_B", help="the reference: same kinds as SOURCE_A")
     add_config_arguments(fid, FidConfig)
     fid.set_defaults(run=run_fid)
+
+    download = subparsers.add_parser(
+        "download-weights", help="fetch and verify the InceptionV3 weights into the torch hub cache, once",
+        description="Download the FID InceptionV3 weights from $GENVISION_INCEPTION_URL (default: torch-fidelity's "
+                    "release) into torch.hub.get_dir()/checkpoints ($TORCH_HOME), keeping them only if their "
+                    "SHA-256 matches the prefix in the file name. Run it where there is internet; machines without "
+                    "it then find the file in the same cache (a shared $TORCH_HOME) or through "
+                    "$GENVISION_INCEPTION_WEIGHTS. An already cached, verified file is not downloaded again.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    download.add_argument("network", choices=("inception",), help="the weights to fetch")
+    download.add_argument("--url", default="", help="download from this URL instead of $GENVISION_INCEPTION_URL or "
+                          "torch-fidelity's release (its file name must carry the SHA-256 prefix, NAME-<hex>.pth)")
+    download.set_defaults(run=run_download_weights)

@@ -40,12 +40,17 @@ if TYPE_CHECKING:
 class FeatureConfig:
     """Which features, on which device, and how sources are read (shared by `stats` and `fid`)."""
 
-    features: str = opt("classifier", "feature extractor: the baseline classifier, or InceptionV3 (torch-fidelity) "
-                        "for literature-comparable FID", choices=("classifier", "inception"))
+    features: str = opt("auto", "feature extractor: auto (the classifier when --classifier is given or a source is "
+                        "mnist5k, the extractor of an .npz source, else InceptionV3), classifier, or inception "
+                        "(torch-fidelity's InceptionV3, for literature-comparable FID)",
+                        choices=("auto", "classifier", "inception"))
     classifier: str = opt("", "classifier file (.safetensors from train-classifier) for --features classifier; "
                           "empty = the one shipped for mnist5k")
-    inception_weights: str = opt("", "InceptionV3 state dict file (pt_inception-2015-12-05-6726825d.pth) for "
-                                 "--features inception; never downloaded")
+    inception_weights: str = opt("", "InceptionV3 state dict file; empty = $GENVISION_INCEPTION_WEIGHTS, else the "
+                                 "torch hub cache (weights-inception-2015-12-05-6726825d.pth or pt_inception-...)")
+    download: bool = opt(False, "fetch what is missing (needs internet): InceptionV3 weights into the torch hub "
+                         "cache from $GENVISION_INCEPTION_URL (default torch-fidelity's release), torchvision "
+                         "datasets into --data-root")
     batch_size: int = opt(500, "images per feature-extraction batch (and per generator forward pass)")
     num_samples: int = opt(5000, "images drawn from each generator source; folders, datasets and statistics "
                            "files use all of theirs")
@@ -59,7 +64,8 @@ class FeatureConfig:
                       "~/.cache/genvision/stats)")
 
     def validate(self) -> None:
-        require(self.features in ("classifier", "inception"), "features", "classifier or inception", self.features)
+        require(self.features in ("auto", "classifier", "inception"), "features", "auto, classifier or inception",
+                self.features)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
         require(self.num_samples > 0, "num_samples", "> 0", self.num_samples)
         require(self.dataset_resolution >= 0, "dataset_resolution", ">= 0", self.dataset_resolution)
@@ -124,19 +130,81 @@ def resolve_device(text: str) -> "torch.device":
     return device
 
 
-def make_extractor(config: FeatureConfig, device: "torch.device") -> "FeatureExtractor":
+def generator_config(source: "Source") -> dict:
+    """The training config saved in a generator SOURCE's checkpoint (read from JSON only)."""
+    from genvision.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(source.path).config
+
+
+def choose_features(config: FeatureConfig, resolved: "list[Source]") -> str:
+    """``--features`` with "auto" resolved for these sources (`extractors.auto_features`), reading only JSON and
+    .npz metadata, so a missing extractor fails before any image is decoded."""
+    from genvision.metrics.extractors import auto_features
+    from genvision.metrics.statsfile import load_stats
+
+    if config.features != "auto":
+        return config.features
+    datasets, stats_extractors = [], []
+    for source in resolved:
+        if source.kind == "dataset":
+            datasets.append(source.spec)
+        elif source.kind == "generator":
+            trained = generator_config(source)
+            datasets.append(str(trained.get("fid_reference") or trained.get("dataset") or ""))
+        elif source.kind == "stats":
+            metadata = load_stats(source.path)[2]
+            stats_extractors.append(metadata.extractor if metadata else "")
+    what = " and ".join(str(source) for source in resolved)
+    return auto_features(classifier=config.classifier, inception_weights=config.inception_weights,
+                         download=config.download, datasets=datasets, stats_extractors=stats_extractors,
+                         what=f"--features auto for {what}")
+
+
+def make_extractor(config: FeatureConfig, device: "torch.device", kind: str) -> "FeatureExtractor":
     from genvision.metrics.extractors import load_extractor
 
-    return load_extractor(config.features, classifier=config.classifier,
-                          inception_weights=config.inception_weights, device=device)
+    return load_extractor(kind, classifier=config.classifier, inception_weights=config.inception_weights,
+                          download=config.download, device=device)
 
 
-def source_options(config: FeatureConfig, device: "torch.device") -> "SourceOptions":
+def source_options(config: FeatureConfig, device: "torch.device", extractor: "FeatureExtractor",
+                   resolved: "list[Source]") -> "SourceOptions":
+    """How the sources are read. Dataset specs are decoded at --dataset-resolution; when it is 0 and the extractor
+    resizes inside its network (Inception), at the resolution of a generator SOURCE when there is one, so real and
+    generated images enter the network at the same size, as in the papers."""
     from genvision.metrics.sources import SourceOptions
 
+    resolution = config.dataset_resolution
+    if not resolution and extractor.resizes_internally:
+        generators = [generator_config(source) for source in resolved if source.kind == "generator"]
+        resolution = int(generators[0].get("resolution", 0)) if generators else 0
     return SourceOptions(batch_size=config.batch_size, device=device, num_samples=config.num_samples,
-                         seed=config.seed, data_root=config.data_root, dataset_resolution=config.dataset_resolution,
-                         use_cache=config.cache, reconstructions=getattr(config, "reconstructions", ""))
+                         seed=config.seed, data_root=config.data_root, dataset_resolution=resolution,
+                         use_cache=config.cache, download=config.download,
+                         reconstructions=getattr(config, "reconstructions", ""))
+
+
+def protocol(extractor: "FeatureExtractor", sides: "list[SourceStatistics]") -> dict[str, Any]:
+    """The Inception protocol notes of a result: extractor id and hash, resize, channel handling, N per side."""
+    from genvision.metrics.inception_weights import OFFICIAL_SHA256
+
+    return {"extractor": extractor.extractor_id, "extractor_hash": extractor.weights_hash,
+            "official_weights": extractor.weights_hash == OFFICIAL_SHA256,
+            "resize": f"{extractor.resize} to {extractor.input_size} px inside the network (torch-fidelity)",
+            "sides": [{"source": side.source, "num_samples": side.count,
+                       "size": side.metadata.source_size if side.metadata else 0,
+                       "channels": (side.metadata.channel_handling if side.metadata else "") or "as is"}
+                      for side in sides]}
+
+
+def protocol_line(notes: dict[str, Any]) -> str:
+    """One line: ``protocol: inception-v3-compat 6726825d0af5 (official weights); tf1-bilinear ...; A: ...``."""
+    weights = "official weights" if notes["official_weights"] else "NOT the official FID weights"
+    sides = "; ".join(f"{side['source']}: N={side['num_samples']}, "
+                      f"{str(side['size']) + ' px' if side['size'] else 'size not recorded'}, {side['channels']}"
+                      for side in notes["sides"])
+    return f"protocol: {notes['extractor']} {notes['extractor_hash'][:12]} ({weights}); {notes['resize']}; {sides}"
 
 
 def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
@@ -156,6 +224,8 @@ class StatsResult:
     path: Path
     count: int
     metadata: "StatsMetadata"
+    features: str = "classifier"  # the --features kind used ("auto" resolved)
+    protocol: dict[str, Any] | None = None  # Inception protocol notes (`protocol`)
 
 
 def write_stats(source: str, config: StatsConfig) -> StatsResult:
@@ -170,13 +240,16 @@ def write_stats(source: str, config: StatsConfig) -> StatsResult:
     if output.exists() and not config.overwrite:
         raise UsageError(f"--output {output} exists; pass --overwrite to replace it")
     resolved = resolve_source(source)
+    kind = choose_features(config, [resolved])
     device = resolve_device(config.device)
-    extractor = make_extractor(config, device)
-    statistics = source_statistics(resolved, extractor, source_options(config, device))
+    extractor = make_extractor(config, device, kind)
+    statistics = source_statistics(resolved, extractor, source_options(config, device, extractor, [resolved]))
     warn_if_few(statistics, extractor.num_features)
-    metadata = extractor.metadata(source, statistics.count)
+    metadata = dataclasses.replace(statistics.metadata or extractor.metadata(), source=source,
+                                   num_samples=statistics.count)
     save_stats(output, statistics.mu, statistics.sigma, metadata)
-    return StatsResult(output, statistics.count, metadata)
+    notes = protocol(extractor, [statistics]) if extractor.resizes_internally else None
+    return StatsResult(output, statistics.count, metadata, kind, notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,11 +263,12 @@ class FidReport:
     fid: float
     n_a: int
     n_b: int
-    features: str  # "classifier" or "inception"
+    features: str  # "classifier" or "inception" ("auto" resolved)
     extractor: str
     extractor_hash: str
     source_a: str
     source_b: str
+    protocol: dict[str, Any] | None = None  # Inception results: `protocol` notes
     kid: float | None = None
     kid_std: float | None = None
     precision: float | None = None
@@ -214,6 +288,8 @@ class FidReport:
         """Human-readable output: the FID line, then one line per extra score asked for."""
         what = f"; VAE reconstructions of {self.reconstructions}" if self.reconstructions else ""
         lines = [f"FID {format_number(self.fid)} ({self.features} features, {self.n_a} vs {self.n_b} images{what})"]
+        if self.protocol:
+            lines.append(protocol_line(self.protocol))
         if self.kid is not None:
             lines.append(f"KID {self.kid:.6f} ± {self.kid_std:.6f}")
         if self.precision is not None:
@@ -290,9 +366,10 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     resolved = [resolve_source(source_a), resolve_source(source_b)]
     if config.reconstructions:
         check_reconstruction_sources(resolved, config.reconstructions)
+    kind = choose_features(config, resolved)
     device = resolve_device(config.device)
-    extractor = make_extractor(config, device)
-    options = source_options(config, device)
+    extractor = make_extractor(config, device, kind)
+    options = source_options(config, device, extractor, resolved)
     need_features = config.kid or config.precision_recall
     results: list[SourceStatistics | None] = [None, None]
     for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
@@ -305,8 +382,9 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     fid = frechet_distance(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma)
     if not math.isfinite(fid):  # frechet_distance already refuses this; kept as the documented guard
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
-    report = FidReport(fid, side_a.count, side_b.count, config.features, extractor.extractor_id,
-                       extractor.weights_hash, source_a, source_b, reconstructions=config.reconstructions or None)
+    report = FidReport(fid, side_a.count, side_b.count, kind, extractor.extractor_id, extractor.weights_hash,
+                       source_a, source_b, reconstructions=config.reconstructions or None,
+                       protocol=protocol(extractor, [side_a, side_b]) if extractor.resizes_internally else None)
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(
             side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size)

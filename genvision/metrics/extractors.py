@@ -10,14 +10,17 @@ network's activations; a different network or different weights give numbers on 
   for mnist5k. It also returns logits, for the classifier score (the Inception Score formula of Salimans et al.
   2016, arXiv:1606.03498, on this classifier) and class coverage.
 - `InceptionExtractor` ("inception-v3-compat"): the TF-compatible InceptionV3 of torch-fidelity (pool3, 2048
-  features), the network of literature FIDs. Optional (``pip install 'genvision[inception]'``) and offline: its
-  weights file (the pt_inception-2015-12-05 state dict) must be given with ``--inception-weights``; genvision never
-  downloads it. Loaded with ``torch.load(weights_only=True)``.
+  features), the network of literature FIDs. Optional (``pip install 'genvision[inception]'``); its weights are
+  found or fetched by `inception_weights.resolve` (``--inception-weights``, ``$GENVISION_INCEPTION_WEIGHTS``, the
+  torch hub cache, ``--download``) and loaded with ``torch.load(weights_only=True)``.
 
 Images reach an extractor through one function, `resize_for_extractor`, for every source (folders, datasets,
 generators): Parmar et al. 2022 ("On Aliased Resizing and Surprising Subtleties in GAN Evaluation",
 arXiv:2104.11222, clean-fid) show that FID moves with the resize filter and with quantisation, so both sides of a
-comparison must go through the same uint8 -> resize -> uint8 path.
+comparison must go through the same path. The classifier gets uint8 images resized to its input (bicubic,
+antialiased); Inception gets them at their own (square) size and resizes inside the network exactly as the
+TensorFlow graph of the FID papers does (torch-fidelity's TF1-compatible bilinear to 299 px, no re-quantisation),
+so its numbers compare with torch-fidelity's and the papers' (`resizes_internally`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,8 @@ CLASSIFIER_ID = "classifier"
 INCEPTION_ID = "inception-v3-compat"
 INCEPTION_SIZE = 299  # px; torch-fidelity's FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
 INCEPTION_FEATURES = 2048  # pool3
-INCEPTION_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+BICUBIC_RESIZE = "bicubic-antialias"  # `resize_for_extractor` to the extractor's input size
+TF_BILINEAR_RESIZE = "tf1-bilinear"  # torch-fidelity's interpolate_bilinear_2d_like_tensorflow1x, inside the network
 
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as PIL's Image.convert("L") computes it (Convert.c, L24):
 # L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16, i.e. 0.299 R + 0.587 G + 0.114 B rounded.
@@ -55,6 +59,8 @@ class FeatureExtractor(Protocol):
     input_channels: int
     num_features: int
     num_classes: int  # logits per image; 0 when the extractor has no classifier head
+    resize: str  # BICUBIC_RESIZE or TF_BILINEAR_RESIZE: how images reach input_size (recorded in stats files)
+    resizes_internally: bool  # True: give it square images at their own size; False: at input_size
 
     def features(self, images: Tensor) -> Tensor: ...
 
@@ -62,7 +68,8 @@ class FeatureExtractor(Protocol):
 
     def to(self, device: torch.device | str) -> "FeatureExtractor": ...
 
-    def metadata(self, source: str = "", num_samples: int = 0) -> StatsMetadata: ...
+    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
+                 source_size: int = 0) -> StatsMetadata: ...
 
     def describe(self) -> str: ...
 
@@ -123,12 +130,29 @@ def resize_for_extractor(images_uint8: Tensor, size: int, channels: int) -> Tens
     return images
 
 
+def extractor_side(extractor: FeatureExtractor, height: int, width: int) -> int:
+    """The square side images of `height` x `width` are brought to for `extractor`: its input size, or, for one that
+    resizes inside its network (Inception), their own shorter side (a center crop, no resampling)."""
+    return min(height, width) if extractor.resizes_internally else extractor.input_size
+
+
+def channel_handling(image_channels: int, extractor_channels: int) -> str:
+    """The protocol note for how `image_channels`-channel images reach an extractor ("" when unchanged)."""
+    if image_channels == extractor_channels:
+        return ""
+    if extractor_channels == 3:
+        return f"{image_channels}-channel repeated to 3"
+    return f"{image_channels}-channel to 1 by ITU-R 601-2 luma"
+
+
 def check_extractor_input(images: Tensor, channels: int, size: int, extractor_id: str) -> None:
-    """Raise a ValueError unless `images` is float (N, channels, size, size)."""
-    expected = (channels, size, size)
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected or not images.is_floating_point():
-        raise ValueError(f"{extractor_id} extractor expects float (N, {channels}, {size}, {size}) images in "
-                         f"[-1, 1], got {images.dtype} {tuple(images.shape)}")
+    """Raise a ValueError unless `images` is float (N, channels, size, size); size 0 = any square side."""
+    side = size or (images.shape[-1] if images.ndim == 4 else 0)
+    expected = (channels, side, side)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected or not images.is_floating_point() or not side:
+        shape = f"(N, {channels}, {size}, {size})" if size else f"(N, {channels}, S, S)"
+        raise ValueError(f"{extractor_id} extractor expects float {shape} images in [-1, 1], got {images.dtype} "
+                         f"{tuple(images.shape)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,6 +196,8 @@ class ClassifierExtractor:
     """genvision's `Classifier` as a feature extractor: penultimate-layer features and class logits."""
 
     extractor_id = CLASSIFIER_ID
+    resize = BICUBIC_RESIZE
+    resizes_internally = False
 
     def __init__(self, model, weights_hash: str, path: str = "") -> None:
         self.model = model.eval()
@@ -233,9 +259,11 @@ class ClassifierExtractor:
             return features[0], logits[0]
         return torch.cat(features), torch.cat(logits)
 
-    def metadata(self, source: str = "", num_samples: int = 0) -> StatsMetadata:
+    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
+                 source_size: int = 0) -> StatsMetadata:
         return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
-                             num_samples)
+                             num_samples, resize=self.resize, channel_handling=channel_handling,
+                             source_size=source_size)
 
     def describe(self) -> str:
         return "classifier"
@@ -245,25 +273,20 @@ class ClassifierExtractor:
 # InceptionV3 through torch-fidelity.
 
 
-def inception_weights_hint() -> str:
-    return (f"pass --inception-weights PATH to an InceptionV3 state dict ({INCEPTION_WEIGHTS_NAME}, the file "
-            "pytorch-fid and torch-fidelity use; genvision never downloads it)")
-
-
-def load_inception_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """``torch.load(path, weights_only=True)`` of an InceptionV3 state dict, or a one-line UsageError."""
+def load_inception_state_dict(path: str | Path, origin: str = "--inception-weights") -> dict[str, Tensor]:
+    """``torch.load(path, weights_only=True)`` of an InceptionV3 state dict, or a one-line UsageError naming
+    `origin` (the flag, variable or cache the file came from)."""
     path = Path(path)
+    where = f"{origin} {path}" if origin.startswith("--") else f"Inception weights {path} ({origin})"
     if not path.is_file():
-        raise UsageError(f"--inception-weights {path} does not exist" if not path.exists()
-                         else f"--inception-weights {path} is not a file")
+        raise UsageError(f"{where} does not exist" if not path.exists() else f"{where} is not a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and weights-only errors all mean "not a plain state dict"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"--inception-weights {path} is not a torch state dict readable with weights_only=True "
-                         f"({first_line})") from None
+        raise UsageError(f"{where} is not a torch state dict readable with weights_only=True ({first_line})") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UsageError(f"--inception-weights {path} does not hold a state dict of tensors")
+        raise UsageError(f"{where} does not hold a state dict of tensors")
     return state
 
 
@@ -304,16 +327,17 @@ def build_inception_module(state: dict[str, Tensor]):
             return module.FeatureExtractorInceptionV3(INCEPTION_ID, ["2048"])
         except RuntimeError as error:  # load_state_dict: missing / unexpected keys, shape mismatches
             first_line = str(error).strip().splitlines()[0]
-            raise UsageError(f"the --inception-weights state dict does not fit torch-fidelity's InceptionV3 "
+            raise UsageError(f"the Inception weights state dict does not fit torch-fidelity's InceptionV3 "
                              f"({first_line})") from None
 
 
 class InceptionExtractor:
     """InceptionV3 pool3 features (2048) of torch-fidelity's TF-compatible port, for literature-comparable FID.
 
-    Input contract as every extractor: float [-1, 1] (N, 3, 299, 299). The network itself wants uint8 [0, 255]
-    (it rescales by (x - 128) / 128 like the TF graph), so `features` maps back through `imageconv.to_uint8`;
-    inputs that came from `resize_for_extractor` round-trip exactly.
+    Input contract: float [-1, 1] (N, 3, S, S) at the images' own side S (`resizes_internally`): the network
+    resizes to 299 px itself with torch-fidelity's TF1-compatible bilinear, as the TensorFlow graph of the FID
+    papers does. It wants uint8 [0, 255] (it rescales by (x - 128) / 128 like the TF graph), so `features` maps back
+    through `imageconv.to_uint8`; inputs that came from uint8 images round-trip exactly.
     """
 
     extractor_id = INCEPTION_ID
@@ -321,6 +345,8 @@ class InceptionExtractor:
     input_channels = 3
     num_features = INCEPTION_FEATURES
     num_classes = 0
+    resize = TF_BILINEAR_RESIZE
+    resizes_internally = True
 
     def __init__(self, module, weights_hash: str, path: str = "") -> None:
         self.module = module.eval()
@@ -328,33 +354,35 @@ class InceptionExtractor:
         self.path = path
 
     @classmethod
-    def from_file(cls, path: str | Path | None, device: torch.device | str = "cpu") -> "InceptionExtractor":
-        """Load the weights file `path` (required: there is no download fallback)."""
-        from genvision.fileio import file_sha256
+    def load(cls, explicit: str | Path = "", download: bool = False,
+             device: torch.device | str = "cpu") -> "InceptionExtractor":
+        """The weights `inception_weights.resolve` finds (`explicit` file, env, cache, download), loaded."""
+        from genvision.metrics import inception_weights
 
-        if not path:
-            raise UsageError(f"--features inception needs its weights: {inception_weights_hint()}")
-        import_torch_fidelity_inception()  # the missing-extra error before reading a large file
-        state = load_inception_state_dict(path)
+        import_torch_fidelity_inception()  # the missing-extra error before reading or fetching a large file
+        weights = inception_weights.resolve(explicit, download)
+        state = load_inception_state_dict(weights.path, weights.origin)
         module = build_inception_module(state)
-        return cls(module.to(device), file_sha256(path), str(path))
+        return cls(module.to(device), weights.sha256, str(weights.path))
 
     def to(self, device: torch.device | str) -> "InceptionExtractor":
         self.module.to(device)
         return self
 
     def features(self, images: Tensor) -> Tensor:
-        """(N, 3, 299, 299) float in [-1, 1] -> (N, 2048) float32 pool3 activations."""
-        check_extractor_input(images, self.input_channels, self.input_size, self.extractor_id)
+        """(N, 3, S, S) float in [-1, 1] -> (N, 2048) float32 pool3 activations (resized to 299 inside)."""
+        check_extractor_input(images, self.input_channels, 0, self.extractor_id)
         self.module.eval()
         return self.module(to_uint8(images))[0]
 
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, None]:
         return self.features(images), None
 
-    def metadata(self, source: str = "", num_samples: int = 0) -> StatsMetadata:
+    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
+                 source_size: int = 0) -> StatsMetadata:
         return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
-                             num_samples)
+                             num_samples, resize=self.resize, channel_handling=channel_handling,
+                             source_size=source_size)
 
     def describe(self) -> str:
         return "inception"
@@ -363,32 +391,73 @@ class InceptionExtractor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-FEATURE_KINDS = ("classifier", "inception")
+FEATURE_KINDS = ("auto", "classifier", "inception")
+FEATURES_HELP = ("feature extractor: auto (the classifier for mnist5k or with --classifier, else InceptionV3), "
+                 "classifier (genvision's baseline classifier), or inception (torch-fidelity's InceptionV3, for "
+                 "literature-comparable FID)")
+
+
+def auto_features(*, classifier: str | Path = "", inception_weights: str | Path = "", download: bool = False,
+                  datasets: Sequence[str] = (), stats_extractors: Sequence[str] = (), what: str = "",
+                  more_fixes: str = "") -> str:
+    """What ``--features auto`` means for these inputs: "classifier" or "inception".
+
+    - ``--classifier PATH`` given: the classifier;
+    - a statistics file among the sources: the extractor it was made with (nothing else could score against it);
+    - any source known to be mnist5k (`datasets`: the dataset names of dataset specs and of the runs a generator
+      was trained on): the classifier shipped for it;
+    - otherwise InceptionV3, the network of literature FIDs, when its weights resolve (``--inception-weights``,
+      ``$GENVISION_INCEPTION_WEIGHTS``, the hub cache, or ``--download``); else a one-line UsageError listing the
+      fixes, raised before anything is read, written or trained.
+    """
+    from genvision.metrics import inception_weights as weights
+
+    if classifier:
+        return "classifier"
+    for extractor_id in stats_extractors:
+        if extractor_id in (CLASSIFIER_ID, INCEPTION_ID):
+            return "classifier" if extractor_id == CLASSIFIER_ID else "inception"
+    if any(name.partition(":")[0] == "mnist5k" for name in datasets):
+        return "classifier"
+    if download or weights.find(inception_weights, warn=False) is not None:
+        return "inception"
+    raise UsageError(f"{what or 'these sources'}: no classifier ships for it, so FID needs InceptionV3, whose weights "
+                     f"were not found: {weights.fixes()}; or pass --classifier PATH (a `genvision train-classifier` "
+                     f"file){more_fixes}")
 
 
 def load_extractor(kind: str = "classifier", *, classifier: str | Path = "", inception_weights: str | Path = "",
+                   download: bool = False, reference: str = "mnist5k",
                    device: torch.device | str = "cpu") -> FeatureExtractor:
-    """The extractor `kind` ("classifier" or "inception") on `device`, in eval mode.
+    """The extractor `kind` ("classifier" or "inception"; resolve "auto" with `auto_features` first) on `device`.
 
-    classifier: the file `classifier`, else the one shipped for mnist5k. inception: the weights file
-    `inception_weights` (required). Every failure is a one-line UsageError naming the flag.
+    classifier: the file `classifier`, else the one shipped for `reference` (a dataset spec; only mnist5k ships one).
+    inception: the weights `inception_weights.resolve` finds from `inception_weights`, or fetches with `download`.
+    Every failure is a one-line UsageError naming the flag.
     """
     if kind == "classifier":
         if inception_weights:
             print("warning: --inception-weights is ignored with --features classifier", file=sys.stderr)
         if classifier:
             return ClassifierExtractor.from_file(classifier, device)
-        return ClassifierExtractor.shipped("mnist5k", device)
+        return ClassifierExtractor.shipped(reference.partition(":")[0] or "mnist5k", device)
     if kind == "inception":
         if classifier:
             print("warning: --classifier is ignored with --features inception", file=sys.stderr)
-        return InceptionExtractor.from_file(inception_weights or None, device)
-    raise UsageError(f"--features must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
+        return InceptionExtractor.load(inception_weights, download, device)
+    raise UsageError(f"--features must be classifier or inception here, got {kind!r}")
 
 
-def run_extractor(classifier: str | Path, reference: str, device: torch.device | str = "cpu") -> ClassifierExtractor:
-    """The extractor that scores a training run (its FID during training and its report): the run's --classifier
-    file, else the classifier shipped for its FID reference dataset."""
-    if classifier:
-        return ClassifierExtractor.from_file(classifier, device)
-    return ClassifierExtractor.shipped(reference, device)
+def run_extractor(config, device: torch.device | str = "cpu", download: bool = False) -> FeatureExtractor:
+    """The extractor that scores a training run (its FID during training and its report), from its config (a
+    GANConfig / VAEConfig, or the dict of one): `features` as planned (runs saved before `features` existed used
+    the classifier), with the run's --classifier / --inception-weights and its FID reference dataset."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    reference = get("fid_reference") or get("dataset") or "mnist5k"
+    kind = get("features", "classifier") or "classifier"
+    if kind == "auto":  # a run trained without FID (--fid-every 0) never planned its features
+        kind = auto_features(classifier=get("classifier", ""), inception_weights=get("inception_weights", ""),
+                             download=download, datasets=[reference], what=f"FID against {reference}")
+    return load_extractor(kind, classifier=get("classifier", ""),
+                          inception_weights=get("inception_weights", ""), download=download, reference=reference,
+                          device=device)

@@ -12,7 +12,8 @@ A SOURCE string names, tried in this order:
    ``/`` or ends in ``.npz``) but exists nowhere is "no such file or folder".
 
 Every image reaches the extractor as uint8 (generators are quantised exactly like PNG saving, `imageconv.to_uint8`)
-and goes through `extractors.resize_for_extractor`, so scoring a generator in memory and scoring the PNGs it wrote
+and goes through `extractors.resize_for_extractor` (to the classifier's input size; for Inception only to a square
+at the images' own size, the network resizing to 299 px itself), so scoring a generator in memory and scoring the PNGs it wrote
 give the same features (Parmar et al. 2022, clean-fid, arXiv:2104.11222, on why quantisation and resizing must match).
 `extract` then accumulates `stats.FeatureStats` (Heusel et al. 2017 FID statistics) in inference mode, optionally
 keeping raw features (KID, Bińkowski et al. 2018; precision/recall, Kynkäänniemi et al. 2019) and classifier logits
@@ -46,11 +47,11 @@ from torch import Tensor
 
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
-from genvision.metrics.extractors import FeatureExtractor, resize_for_extractor
+from genvision.metrics.extractors import FeatureExtractor, channel_handling, extractor_side, resize_for_extractor
 from genvision.metrics.stats import FeatureStats, limited_torch_threads
 from genvision.metrics.statsfile import StatsMetadata, load_stats, save_stats
 
-STATS_CACHE_FORMAT = 1  # bump when extraction changes, so stale reference statistics miss
+STATS_CACHE_FORMAT = 2  # bump when extraction changes, so stale reference statistics miss
 GENERATOR_KINDS = ("gan", "vae")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -129,12 +130,21 @@ def resolve_source(text: str) -> Source:
 
 
 class GeometryNotes:
-    """Says once per source on stderr that images are resized, and once that channels are converted."""
+    """Says once per source on stderr that images are resized, and once that channels are converted; remembers the
+    channel counts and sides it saw, for the protocol notes of the source's statistics (`protocol`)."""
 
     def __init__(self, name: str, extractor: FeatureExtractor) -> None:
         self.name, self.extractor = name, extractor
         self._said: set[str] = set()
         self._lock = threading.Lock()
+        self.channels_seen: set[int] = set()
+        self.sides_seen: set[int] = set()
+
+    def protocol(self) -> dict:
+        """The `StatsMetadata` protocol fields: how channels were handled and the images' side (0 when mixed)."""
+        notes = sorted({channel_handling(c, self.extractor.input_channels) for c in self.channels_seen} - {""})
+        return {"channel_handling": "; ".join(notes),
+                "source_size": next(iter(self.sides_seen)) if len(self.sides_seen) == 1 else 0}
 
     def _say(self, key: str, message: str) -> None:
         with self._lock:
@@ -143,10 +153,17 @@ class GeometryNotes:
             self._said.add(key)
         print(f"note: {self.name}: {message}", file=sys.stderr)
 
-    def see(self, channels: int, height: int, width: int) -> None:
-        size, target_channels = self.extractor.input_size, self.extractor.input_channels
+    def see(self, channels: int, height: int, width: int, side: int = 0) -> None:
+        """Images of `channels` x `height` x `width` px, brought to `side` px (default: the extractor's input)."""
+        size, target_channels = side or self.extractor.input_size, self.extractor.input_channels
+        with self._lock:
+            self.channels_seen.add(channels)
+            self.sides_seen.add(min(height, width))
         what = f"the {self.extractor.describe()} extractor"
-        if (height, width) != (size, size):
+        if (height, width) != (size, size) and self.extractor.resizes_internally and height == width:
+            self._say("size", f"images of {height}x{width} px (and any other size) are resized to {size}x{size} px "
+                              f"(bicubic, antialiased) to batch them with the first image's size")
+        elif (height, width) != (size, size):
             self._say("size", f"images of {height}x{width} px (and any other size) are resized to {size}x{size} px "
                               f"for {what} (center square crop, bicubic, antialiased)")
         if channels != target_channels:
@@ -170,11 +187,13 @@ def extract(
     *,
     total: int | None = None,
     name: str = "images",
+    notes: GeometryNotes | None = None,
 ) -> tuple[FeatureStats, Tensor | None]:
     """Feature statistics (and logits) of uint8 images: a (N, C, H, W) tensor or an iterable of such batches.
 
     Each batch goes through `resize_for_extractor` (a no-op when it already has the extractor's geometry), then
-    `to_model_range`, then the extractor on `device`, in eval and inference mode. Returns (FeatureStats with raw
+    `to_model_range`, then the extractor on `device`, in eval and inference mode; `notes` (a `GeometryNotes`)
+    collects what the batches were, for the statistics' protocol notes. Returns (FeatureStats with raw
     features kept if `keep_features`, logits (N, num_classes) float32 on the CPU if `with_logits` else None). A
     tqdm bar named `name` runs on stderr when stderr is a terminal.
     """
@@ -191,7 +210,7 @@ def extract(
         batches: Iterable[Tensor] = _batches_of(images, batch_size)
     else:
         batches = images
-    notes = GeometryNotes(name, extractor)
+    notes = notes or GeometryNotes(name, extractor)
     stats = FeatureStats(extractor.num_features, keep_features=keep_features, device=device)
     logits: list[Tensor] = []
     with torch.inference_mode(), tqdm(total=total, desc=f"features of {name}", unit="img", file=sys.stderr,
@@ -202,9 +221,9 @@ def extract(
                                  f"{tuple(batch.shape)}")
             if batch.shape[0] == 0:
                 continue
-            notes.see(batch.shape[1], batch.shape[2], batch.shape[3])
-            batch = resize_for_extractor(batch.to(device, non_blocking=True), extractor.input_size,
-                                         extractor.input_channels)
+            side = extractor_side(extractor, batch.shape[2], batch.shape[3])
+            notes.see(batch.shape[1], batch.shape[2], batch.shape[3], side)
+            batch = resize_for_extractor(batch.to(device, non_blocking=True), side, extractor.input_channels)
             features, batch_logits = extractor.features_and_logits(to_model_range(batch))
             stats.update(features)
             if with_logits:
@@ -274,10 +293,10 @@ def _decode_group(files: Sequence[str | Path], size: int, channels: int, notes: 
     for index, path in enumerate(files):
         array = decode_array(path)
         image_channels = 1 if array.ndim == 2 else 3
+        notes.see(image_channels, array.shape[0], array.shape[1], size)
         if array.shape[:2] == (size, size) and image_channels == channels:
             out[index] = array if array.ndim == 2 else array.transpose(2, 0, 1)
             continue
-        notes.see(image_channels, array.shape[0], array.shape[1])
         image = torch.from_numpy(np.array(array))
         image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
         out[index] = resize_for_extractor(image[None], size, channels)[0].numpy()
@@ -307,15 +326,29 @@ def split_cpu_cores(device: torch.device) -> tuple[int, int]:
     return decode, max(1, min(torch.get_num_threads(), cores - decode))
 
 
+def image_side(path: str | Path) -> int:
+    """The shorter side in px of one image file, read from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UsageError(f"cannot read image {path}: {error}") from None
+
+
 def folder_batches(files: Sequence[str | Path], extractor: FeatureExtractor, batch_size: int, name: str,
-                   workers: int | None = None) -> Iterator[Tensor]:
+                   workers: int | None = None, notes: GeometryNotes | None = None) -> Iterator[Tensor]:
     """uint8 batches at the extractor's geometry, decoded by a thread pool (PIL and torch release the GIL).
 
-    At most two batches are decoded ahead of the one being scored, so memory stays O(batch) for any folder size.
+    The geometry is the extractor's input size, or for an extractor that resizes inside its network the square at
+    the first image's shorter side. At most two batches are decoded ahead of the one being scored, so memory stays
+    O(batch) for any folder size.
     """
     workers = workers or min(8, os.cpu_count() or 1)
-    notes = GeometryNotes(name, extractor)
-    size, channels = extractor.input_size, extractor.input_channels
+    notes = notes or GeometryNotes(name, extractor)
+    channels = extractor.input_channels
+    size = image_side(files[0]) if extractor.resizes_internally and files else extractor.input_size
     group = max(1, -(-batch_size // (2 * workers)))  # each task decodes a slice: fewer futures than files
     starts = iter(range(0, len(files), batch_size))
 
@@ -349,6 +382,7 @@ class SourceOptions:
     data_root: str = "data"  # torchvision datasets
     dataset_resolution: int = 0  # px at which dataset specs are decoded; 0 = `default_dataset_resolution`
     use_cache: bool = True
+    download: bool = False  # let torchvision fetch a missing dataset of a dataset spec
     cache_dir: Path | None = None  # None = default_cache_dir() / "stats"
     reconstructions: str = ""  # dataset spec: VAE generators give their reconstructions of it, not prior samples
 
@@ -393,12 +427,12 @@ def _require_two(name: str, count: int) -> None:
 
 
 def _from_feature_stats(source: Source, stats: FeatureStats, logits: Tensor | None,
-                        extractor: FeatureExtractor) -> SourceStatistics:
+                        extractor: FeatureExtractor, notes: GeometryNotes) -> SourceStatistics:
     _require_two(str(source), stats.count)
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu() if stats.keep_features else None
     return SourceStatistics(str(source), source.kind, stats.count, mu.cpu().numpy(), sigma.cpu().numpy(), features,
-                            logits, metadata=extractor.metadata(str(source), stats.count))
+                            logits, metadata=extractor.metadata(str(source), stats.count, **notes.protocol()))
 
 
 def reference_cache_path(spec: str, resolution: int, extractor: FeatureExtractor, data_root: str,
@@ -471,10 +505,11 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
             if (not need_features or "features" in extras) and (not need_logits or "logits" in extras):
                 return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
                                         extras.get("features"), extras.get("logits"), True, metadata)
-    data = load_dataset(source.spec, resolution, 0, options.data_root, False)
+    data = load_dataset(source.spec, resolution, 0, options.data_root, options.download)
+    notes = GeometryNotes(str(source), extractor)
     stats, logits = extract(data.images, extractor, options.batch_size, options.device, need_features,
-                            bool(extractor.num_classes), name=str(source))
-    result = _from_feature_stats(source, stats, logits, extractor)
+                            bool(extractor.num_classes), name=str(source), notes=notes)
+    result = _from_feature_stats(source, stats, logits, extractor, notes)
     if options.use_cache:
         _write_reference_cache(path, result)
     return result
@@ -530,14 +565,17 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
     if source.kind == "folder":
         files = list_images(source.path)
         decode_workers, torch_threads = split_cpu_cores(torch.device(options.device))
+        notes = GeometryNotes(str(source), extractor)
         with limited_torch_threads(torch_threads):
-            batches = folder_batches(files, extractor, options.batch_size, str(source), workers=decode_workers)
+            batches = folder_batches(files, extractor, options.batch_size, str(source), workers=decode_workers,
+                                     notes=notes)
             stats, logits = extract(batches, extractor, options.batch_size, options.device, need_features,
-                                    with_logits, total=len(files), name=str(source))
-        return _from_feature_stats(source, stats, logits, extractor)
+                                    with_logits, total=len(files), name=str(source), notes=notes)
+        return _from_feature_stats(source, stats, logits, extractor, notes)
     if source.kind == "generator":
         images = generator_images(source, options)
+        notes = GeometryNotes(str(source), extractor)
         stats, logits = extract(images, extractor, options.batch_size, options.device, need_features, with_logits,
-                                name=str(source))
-        return _from_feature_stats(source, stats, logits, extractor)
+                                name=str(source), notes=notes)
+        return _from_feature_stats(source, stats, logits, extractor, notes)
     raise ValueError(f"unknown source kind {source.kind!r}")

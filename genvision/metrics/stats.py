@@ -243,30 +243,42 @@ def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: Ar
 
     Row b of `weights` (B, N) holds how often each feature vector is drawn (a bootstrap resample: non-negative
     counts summing to N); all ones gives the plain FID of `features` (`stats.frechet_distance`, same formula:
-    Tr((S_ref^1/2 S S_ref^1/2)^1/2) from eigenvalues). The weighted second moments, the costly part, are taken in
-    float32 on centred features; means, covariances and the trace terms in float64.
+    Tr((S_ref^1/2 S S_ref^1/2)^1/2) from eigenvalues).
+
+    With c_i the centred features, o the resample's mean offset and R = S_ref^1/2, the resample's covariance is
+    S = Z^T Z / (N - 1) for the rows z_i = sqrt(w_i) (c_i - o), so R S R = (Z R)^T (Z R) / (N - 1): its non-zero
+    eigenvalues are those of the N x N Gram matrix (Z R)(Z R)^T / (N - 1). The smaller of the two matrices is
+    decomposed (N x N for 16 Inception samples instead of 2048 x 2048), C R is computed once for every resample,
+    and Tr(S) comes from the row norms; the D x D products run in float32, everything else in float64.
     """
     x = features.detach().to("cpu", torch.float64)
-    n = x.shape[0]
+    n, dim = x.shape
     centre = x.mean(0)
-    centred = (x - centre).float()
+    centred = x - centre
     mu_ref = torch.as_tensor(reference_mu, dtype=torch.float64)
     sigma_ref = torch.as_tensor(reference_sigma, dtype=torch.float64)
     sigma_ref = (sigma_ref + sigma_ref.T) / 2
     root_ref = _sqrt_psd(sigma_ref)
-    weights = weights.to(torch.float32)
-    offsets = (weights @ centred).double() / n  # (B, D): resample mean - centre
-    second = torch.stack([(centred * row[:, None]).T @ centred for row in weights]).double()
-    covariance = (second - n * offsets[:, :, None] * offsets[:, None, :]) / (n - 1)
-    covariance = (covariance + covariance.transpose(1, 2)) / 2
-    middle = root_ref @ covariance @ root_ref
-    middle = (middle + middle.transpose(1, 2)) / 2
+    weights = weights.to(torch.float64)
+    projected = centred @ root_ref  # (N, D): C R, shared by every resample
+    offsets = weights @ centred / n  # (B, D): resample mean - centre
+    projected_offsets = offsets @ root_ref  # (B, D): o R
+    trace_covariance = (weights @ (centred ** 2).sum(1) - n * (offsets ** 2).sum(1)) / (n - 1)
+    projected32 = projected.float() if n >= dim else projected
+    trace_sqrt = []
     # One eigvalsh per matrix: with 2 threads the batched call nests MKL threads inside ATen's and took minutes on
     # busy cores for 200 matrices of 128 x 128.
-    trace_sqrt = torch.stack([torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum() for matrix in middle])
+    for row, offset in zip(weights, projected_offsets):
+        if n < dim:  # small: float64 throughout
+            rows = (projected - offset) * row.sqrt()[:, None]  # Z R
+            matrix = rows @ rows.T / (n - 1)
+        else:
+            second = (projected32 * row.float()[:, None]).T @ projected32  # (C R)^T W (C R)
+            matrix = (second.double() - n * offset[:, None] * offset[None, :]) / (n - 1)
+        matrix = (matrix + matrix.T) / 2
+        trace_sqrt.append(torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum())
     difference = centre + offsets - mu_ref
-    fid = (difference ** 2).sum(-1) + covariance.diagonal(dim1=1, dim2=2).sum(-1) + torch.trace(sigma_ref) \
-        - 2 * trace_sqrt
+    fid = (difference ** 2).sum(-1) + trace_covariance + torch.trace(sigma_ref) - 2 * torch.stack(trace_sqrt)
     return fid.clamp_min(0)
 
 

@@ -4,8 +4,11 @@ Layout: ``mu`` (D,) float64 and ``sigma`` (D, D) float64, exactly what pytorch-f
 reads (Heusel et al. 2017, arXiv:1706.08500, and the pytorch-fid port by Seitzer). genvision adds 0-d metadata
 arrays of plain dtypes (unicode strings, int64; never object arrays, so ``allow_pickle=False`` always suffices):
 ``extractor``, ``extractor_hash``, ``image_size``, ``image_channels``, ``source``, ``num_samples``,
-``genvision_version``. FIDs are only comparable when both sides used the same feature extractor on the same image
-geometry, so `load_stats` checks those four identity fields against the caller's.
+``genvision_version``, and the protocol notes ``resize`` (how images reached the extractor's input size),
+``channel_handling`` and ``source_size`` (px of the images before that resize). FIDs are only comparable when both
+sides used the same feature extractor on the same image geometry, so `load_stats` checks the identity fields
+(extractor, hash, size, channels, resize) against the caller's. Files written before the protocol notes existed
+lack them and read as `LEGACY_RESIZE` (the bicubic path every extractor used then).
 
 Policy for files without metadata (written by pytorch-fid / clean-fid): they load (metadata ``None``) when the
 caller passes no ``expected``; with an ``expected`` extractor they are refused, because nothing shows they were
@@ -39,23 +42,31 @@ class StatsMetadata:
     source: str = ""
     num_samples: int = 0
     genvision_version: str = __version__
+    resize: str = "bicubic-antialias"  # how images reached image_size (see extractors.resize_for_extractor)
+    channel_handling: str = ""  # e.g. "1-channel repeated to 3"; "" = images already had image_channels
+    source_size: int = 0  # px of the (square) images before `resize`; 0 = not recorded
 
     def describe(self) -> str:
-        """E.g. ``classifier@1a2b3c (32 px, 1 ch)``."""
-        return f"{self.extractor}@{self.extractor_hash} ({self.image_size} px, {self.image_channels} ch)"
+        """E.g. ``classifier@1a2b3c (32 px, 1 ch, bicubic-antialias resize)``."""
+        return (f"{self.extractor}@{self.extractor_hash} ({self.image_size} px, {self.image_channels} ch, "
+                f"{self.resize} resize)")
 
     def same_feature_space(self, other: StatsMetadata) -> bool:
-        return (self.extractor, self.extractor_hash, self.image_size, self.image_channels) == (
+        return (self.extractor, self.extractor_hash, self.image_size, self.image_channels, self.resize) == (
             other.extractor,
             other.extractor_hash,
             other.image_size,
             other.image_channels,
+            other.resize,
         )
 
 
+LEGACY_RESIZE = "bicubic-antialias"  # the resize of files written before `resize` was recorded
+_OPTIONAL_KEYS = ("resize", "channel_handling", "source_size")  # absent from files of earlier versions
 _STR_FIELDS = tuple(f.name for f in dataclasses.fields(StatsMetadata) if f.type in ("str", str))
 _INT_FIELDS = tuple(f.name for f in dataclasses.fields(StatsMetadata) if f.type in ("int", int))
 _META_KEYS = _STR_FIELDS + _INT_FIELDS
+_REQUIRED_KEYS = tuple(key for key in _META_KEYS if key not in _OPTIONAL_KEYS)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -124,16 +135,20 @@ def _read_metadata(archive: Any, where: str) -> StatsMetadata | None:
     present = [key for key in _META_KEYS if key in archive.files]
     if not present:
         return None
-    missing = [key for key in _META_KEYS if key not in archive.files]
+    missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
     if missing:
         raise UsageError(f"{where} has incomplete metadata: missing {', '.join(missing)}")
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"resize": LEGACY_RESIZE}
     for key in _STR_FIELDS:
+        if key in _OPTIONAL_KEYS and key not in archive.files:
+            continue
         arr = _read_array(archive, key, where)
         if arr.shape != () or arr.dtype.kind != "U":
             raise UsageError(f"{where}: metadata {key!r} must be a string, got {arr.dtype} of shape {arr.shape}")
         values[key] = str(arr)
     for key in _INT_FIELDS:
+        if key in _OPTIONAL_KEYS and key not in archive.files:
+            continue
         arr = _read_array(archive, key, where)
         if arr.shape != () or arr.dtype.kind not in "iu":
             raise UsageError(f"{where}: metadata {key!r} must be an integer, got {arr.dtype} of shape {arr.shape}")

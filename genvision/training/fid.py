@@ -13,29 +13,40 @@ from typing import Callable
 import torch
 
 from genvision.imageconv import to_uint8
-from genvision.metrics.extractors import run_extractor
+from genvision.metrics.extractors import FeatureExtractor, run_extractor
 from genvision.metrics.sources import SourceOptions, extract, source_statistics
 from genvision.metrics.stats import frechet_distance
 from genvision.sampling import latent_noise
 
 
 class TrainingFID:
-    """Callable: sampler (z -> images in [-1, 1]) -> FID against `reference` with the classifier extractor."""
+    """Callable: sampler (z -> images in [-1, 1]) -> FID against `reference` with the run's extractor.
 
-    def __init__(self, reference: str, classifier: str, num_samples: int, latent_dim: int, seed: int,
-                 data_root: str, device: torch.device | str, batch_size: int = 500) -> None:
+    An extractor that resizes inside its network (Inception) sees the reference decoded at the run's `resolution`,
+    the size of the generated images, as `genvision fid RUN REFERENCE` does.
+    """
+
+    def __init__(self, reference: str, extractor: FeatureExtractor, num_samples: int, latent_dim: int, seed: int,
+                 data_root: str, device: torch.device | str, batch_size: int = 500, resolution: int = 0,
+                 download: bool = False) -> None:
         self.device, self.batch_size = torch.device(device), batch_size
-        self.extractor = run_extractor(classifier, reference, self.device)
-        options = SourceOptions(batch_size=batch_size, device=self.device, data_root=data_root)
+        self.extractor = extractor.to(self.device)
+        options = SourceOptions(batch_size=batch_size, device=self.device, data_root=data_root, download=download,
+                                dataset_resolution=resolution if extractor.resizes_internally else 0)
         statistics = source_statistics(reference, self.extractor, options)
         self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma
         self.latents = latent_noise(num_samples, latent_dim, seed=seed)  # as `genvision fid CKPT --seed SEED`
 
     @classmethod
     def from_config(cls, config, device: torch.device | str) -> "TrainingFID":
-        """From a GANConfig or VAEConfig (--fid-reference, --classifier, --num-fid-samples, --latent-dim, --seed)."""
-        return cls(config.fid_reference or config.dataset, config.classifier, config.num_fid_samples,
-                   config.latent_dim, config.seed, config.data_root, device)
+        """From a planned GANConfig or VAEConfig (--features resolved, --fid-reference, --num-fid-samples, ...)."""
+        extractor = run_extractor(config, device, download=config.download)
+        return cls(config.fid_reference or config.dataset, extractor, config.num_fid_samples, config.latent_dim,
+                   config.seed, config.data_root, device, resolution=config.resolution, download=config.download)
+
+    def describe(self) -> str:
+        """E.g. ``inception-v3-compat@6726825d0af5``: the extractor that scored the run."""
+        return f"{self.extractor.extractor_id}@{self.extractor.weights_hash[:12]}"
 
     @torch.no_grad()
     def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -123,6 +123,8 @@ def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
     if checkpoint.path.resolve().parent.parent != run_dir.resolve():  # continuing elsewhere: into a free folder only
         common.earlier_run_files(run_dir, RUN_FILES, False, "resume into a folder of its own (another --out-dir)")
     config = resumed_config(config, checkpoint, given)
+    if "features" not in checkpoint.config and "features" not in (given or ()):
+        config.features = "classifier"  # runs saved before --features existed were scored by the classifier
     check_inputs(config)
     check_architecture(checkpoint, dataclasses.asdict(config), task_class.architecture_fields)
     if config.num_steps < checkpoint.step:
@@ -132,13 +134,54 @@ def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
 
 
 def check_inputs(config) -> None:
-    """The dataset specs (names, splits, folders) and the --classifier file, without loading either."""
+    """The dataset specs (names, splits, folders), the --classifier file and the FID extractor, without loading
+    any of them."""
     from genvision.data import check_dataset_specs
 
     check_dataset_specs(config)
     if config.classifier and not Path(config.classifier).is_file():
         raise UsageError(f"--classifier {config.classifier}: no such file (expected a .safetensors file written by "
                          "genvision train-classifier)")
+    plan_features(config)
+
+
+def plan_features(config) -> None:
+    """Resolve ``--features auto`` into the config (saved resolved, so a resumed run keeps its feature space) and
+    check that the extractor exists: the shipped classifier for the FID reference, or Inception weights found by the
+    main process (with --download, missing weights are fetched later by `fetch_features`, never by a --dry-run).
+    Nothing to check with --fid-every 0."""
+    from genvision.metrics.extractors import auto_features, import_torch_fidelity_inception
+
+    if not config.fid_every:
+        return
+    reference = config.fid_reference or config.dataset
+    main = is_main_launch_process()
+    if config.features == "auto":
+        config.features = auto_features(classifier=config.classifier, inception_weights=config.inception_weights,
+                                        download=config.download or not main, datasets=[reference],
+                                        what=f"--features auto for FID against {reference}",
+                                        more_fixes=", or train without FID (--fid-every 0)")
+    if config.features == "classifier" and not config.classifier:
+        from genvision.weights import shipped_classifier_path
+
+        shipped_classifier_path(reference)
+    if config.features == "inception" and main:
+        from genvision.metrics import inception_weights
+
+        import_torch_fidelity_inception()
+        if not config.download:
+            inception_weights.resolve(config.inception_weights)
+        else:
+            inception_weights.find(config.inception_weights, warn=False)  # a bad file named by the user fails now
+
+
+def fetch_features(config) -> None:
+    """With --download, fetch missing Inception weights on the main process before any data is decoded or file
+    written (a failed download costs nothing)."""
+    if config.fid_every and config.features == "inception" and config.download and is_main_launch_process():
+        from genvision.metrics import inception_weights
+
+        inception_weights.resolve(config.inception_weights, download=True)
 
 
 def processes(count: int) -> str:
@@ -276,7 +319,8 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
 
     best = None if math.isinf(state["best_fid"]) else state["best_fid"]
     summary = {"run_dir": str(run_dir), "step": state["step"], "final_fid": fid, "best_fid": best,
-               "best_step": state["best_step"], **task.final_metrics()}
+               "best_step": state["best_step"], "fid_features": config.features if config.fid_every else None,
+               **task.final_metrics()}
     if accelerator.is_main_process:
         # Wall time of the run: this session plus the earlier ones up to the checkpoint it resumed from.
         summary["wall_time_s"] = round(time.time() - state["start_time"], 3)
@@ -289,6 +333,8 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
             from genvision.report import write_report
 
             options = ReportConfig(run_dir=str(run_dir), num_samples=config.num_fid_samples if config.fid_every else 0)
+            if config.features == "inception" and accelerator.device.type == "cpu":
+                options.bootstrap = 0  # ~5 s per resample of 2048-dim features on a CPU; `genvision report` has it
             print(f"report {write_report(run_dir, options, accelerator.device)}", flush=True)
         except Exception as error:  # noqa: BLE001 - never lose a finished run to its report; say why in one line
             reason = " ".join(f"{type(error).__name__}: {error}".split())
@@ -297,7 +343,8 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
         if fid is None:
             fid_text = "FID off (--fid-every 0)"
         else:
-            fid_text = f"final FID {fid:.3f}, best FID {state['best_fid']:.3f} at step {state['best_step']}"
+            fid_text = (f"final FID {fid:.3f}, best FID {state['best_fid']:.3f} at step {state['best_step']} "
+                        f"({config.features} features)")
         print(f"run folder {run_dir}: {fid_text}", flush=True)
     accelerator.wait_for_everyone()
     return summary
@@ -317,6 +364,7 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
         summary_path = plan.run_dir / "summary.json"
         return json.loads(summary_path.read_text()) if summary_path.is_file() else {"step": plan.checkpoint.step}
     config = plan.config
+    fetch_features(config)
     accelerator = common.make_accelerator(config.mixed_precision)
     task = task_class(config, accelerator)
     evaluator = None

@@ -195,8 +195,8 @@ def test_reference_cache_skips_second_extraction(extractor, tmp_path, monkeypatc
     torch.testing.assert_close(first.logits, second.logits)
     cached = sorted(p.name for p in (tmp_path / "stats").iterdir())
     assert cached == [
-        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.1.features.safetensors",
-        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.1.npz",
+        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.2.features.safetensors",
+        f"mnist5k-test-32px-1ch-classifier-{extractor.weights_hash[:16]}-v1.2.npz",
     ]
 
     # Raw features were not cached (only mu, sigma and logits): the first run that needs them recomputes once.

@@ -201,6 +201,21 @@ def test_weighted_fid_and_bootstrap():
     assert low < high and low - 0.1 * plain < plain < high
 
 
+def test_weighted_fid_with_fewer_samples_than_dimensions():
+    """N < D (16 Inception samples, 2048 features) takes the N x N Gram path: the same FIDs as the D x D formula."""
+    generator = torch.Generator().manual_seed(1)
+    fake = torch.randn(10, 40, generator=generator, dtype=torch.float64) + 0.2
+    real = torch.randn(200, 40, generator=generator, dtype=torch.float64)
+    mu, sigma = real.mean(0).numpy(), np.cov(real.numpy(), rowvar=False)
+    weights = torch.tensor([[1.0] * 10, [3, 0, 0, 2, 1, 1, 0, 2, 1, 0]])
+    expected = []
+    for row in weights:
+        drawn = fake.repeat_interleave(row.long(), dim=0)
+        expected.append(frechet_distance(drawn.mean(0).numpy(), np.cov(drawn.numpy(), rowvar=False), mu, sigma))
+    torch.testing.assert_close(weighted_fid(fake, weights, mu, sigma), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_limited_torch_threads_restores_the_setting():
     before = torch.get_num_threads()
     with limited_torch_threads(before + 1):

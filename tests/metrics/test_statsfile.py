@@ -75,13 +75,13 @@ def test_other_extractor_is_refused_naming_both_sides(tmp_path):
     save_stats(path, *random_stats(), META)
     other = StatsMetadata("classifier", "9f8e7d", 32, 1)
     expected_message = (
-        f"{path} was computed with extractor classifier@1a2b3c (32 px, 1 ch) "
-        "but this run uses classifier@9f8e7d (32 px, 1 ch)"
+        f"{path} was computed with extractor classifier@1a2b3c (32 px, 1 ch, bicubic-antialias resize) "
+        "but this run uses classifier@9f8e7d (32 px, 1 ch, bicubic-antialias resize)"
     )
     with pytest.raises(UsageError) as info:
         load_stats(path, other)
     assert str(info.value) == expected_message
-    with pytest.raises(UsageError, match=r"\(64 px, 1 ch\)"):
+    with pytest.raises(UsageError, match=r"\(64 px, 1 ch, bicubic-antialias resize\)"):
         load_stats(path, StatsMetadata("classifier", "1a2b3c", 64, 1))
     # Only the feature-space fields are compared: source and sample count may differ.
     load_stats(path, StatsMetadata("classifier", "1a2b3c", 32, 1, source="elsewhere", num_samples=1))

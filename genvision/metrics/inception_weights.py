@@ -1,0 +1,254 @@
+"""Where the InceptionV3 weights come from: found, fetched and verified the way torch.hub does it, but stricter.
+
+The TF-compatible InceptionV3 of FID papers (the 2015-12-05 TensorFlow graph of Heusel et al. 2017, ported to
+PyTorch by pytorch-fid and torch-fidelity) is one 95,628,359-byte state dict published twice:
+
+- torch-fidelity: ``weights-inception-2015-12-05-6726825d.pth`` (`DEFAULT_URL`, the URL torch-fidelity downloads);
+- pytorch-fid: ``pt_inception-2015-12-05-6726825d.pth``.
+
+Both file names carry the same SHA-256 prefix, and public pins of both files record the same full digest
+(`OFFICIAL_SHA256`): they are the same bytes. Offline, genvision checked that both projects' networks take the same
+566 tensors under the same names and shapes, so either file loads into torch-fidelity's network.
+
+Resolution, first hit wins (`resolve`):
+
+1. ``--inception-weights PATH`` (`explicit`), then 2. ``$GENVISION_INCEPTION_WEIGHTS``: loaded as given; a file
+   that is not the official one is a warning (custom weights are legitimate), never an error;
+3. the torch hub cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), under the file name
+   of ``$GENVISION_INCEPTION_URL`` (default `DEFAULT_URL`), then torch-fidelity's name, then pytorch-fid's;
+4. only with ``download=True``: fetched from ``$GENVISION_INCEPTION_URL`` into that cache, with a progress bar.
+
+A file found in the cache or downloaded is kept only if its SHA-256 starts with the hex prefix in its file name
+(torch.hub's ``check_hash`` convention: ``NAME-<hex>.EXT``; for a mirror URL the prefix comes from the URL's file
+name); a file under the official prefix must match the whole official digest. Downloads stream into a temp file in
+the cache folder and are renamed into place only after the check, so nothing partial or corrupt is ever left there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from genvision.errors import UsageError
+from genvision.fileio import file_sha256, fsync_dir
+
+OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+OFFICIAL_SIZE = 95_628_359  # bytes
+TORCH_FIDELITY_NAME = "weights-inception-2015-12-05-6726825d.pth"
+PYTORCH_FID_NAME = "pt_inception-2015-12-05-6726825d.pth"
+DEFAULT_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{TORCH_FIDELITY_NAME}"
+WEIGHTS_ENV = "GENVISION_INCEPTION_WEIGHTS"
+URL_ENV = "GENVISION_INCEPTION_URL"
+HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX
+MIN_PREFIX = 8  # hex digits: shorter prefixes verify too little
+TIMEOUT_S = 60.0  # seconds a download may wait for the server on any one read
+
+
+@dataclass(frozen=True)
+class InceptionWeights:
+    """A resolved weights file: its path, where it came from, and its SHA-256."""
+
+    path: Path
+    origin: str  # "--inception-weights", "$GENVISION_INCEPTION_WEIGHTS", "cache" or "download"
+    sha256: str
+
+    @property
+    def official(self) -> bool:
+        return self.sha256 == OFFICIAL_SHA256
+
+
+def weights_url() -> str:
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def cache_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints``: where torch.hub, pytorch-fid and torch-fidelity keep weights."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def url_file_name(url: str) -> str:
+    return os.path.basename(urllib.parse.urlparse(url).path)
+
+
+def hash_prefix(name: str) -> str:
+    """The SHA-256 hex prefix a file name carries (``NAME-<hex>.EXT``), or "" when it carries none."""
+    match = HASH_PREFIX.search(name)
+    return match.group(1) if match and len(match.group(1)) >= MIN_PREFIX else ""
+
+
+def expected_digest_ok(name: str, digest: str) -> bool:
+    """`digest` starts with the prefix in `name`; under the official prefix it must be the official digest."""
+    prefix = hash_prefix(name)
+    if not prefix or not digest.startswith(prefix):
+        return False
+    return digest == OFFICIAL_SHA256 if OFFICIAL_SHA256.startswith(prefix) else True
+
+
+def cache_candidates() -> list[Path]:
+    """The cache files looked for, in order: the configured URL's file name, torch-fidelity's, pytorch-fid's."""
+    names = [url_file_name(weights_url()), TORCH_FIDELITY_NAME, PYTORCH_FID_NAME]
+    folder = cache_dir()
+    return [folder / name for name in dict.fromkeys(name for name in names if name)]
+
+
+def fixes() -> str:
+    return ("add --download to fetch them (or run `genvision download-weights inception` where there is internet; "
+            f"${URL_ENV} names a mirror), pass --inception-weights PATH or set ${WEIGHTS_ENV}")
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """`fileio.file_sha256`, remembered per (path, size, mtime) for this process: choosing the extractor and then
+    loading it would otherwise hash the same 95 MB twice."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
+
+
+def check_cached(path: Path) -> InceptionWeights:
+    """A cache hit, verified against the prefix in its name; a one-line UsageError naming the file otherwise."""
+    digest = sha256_of(path)
+    if not expected_digest_ok(path.name, digest):
+        raise UsageError(f"cached Inception weights {path} fail their hash check (SHA-256 {digest[:16]}..., expected "
+                         f"{hash_prefix(path.name) or 'a NAME-<hex>.pth prefix'}...): the file is corrupt or partial; "
+                         f"delete it and run `genvision download-weights inception` (or add --download)")
+    return InceptionWeights(path, "cache", digest)
+
+
+def given_file(path: str | Path, origin: str, warn: bool = True) -> InceptionWeights:
+    """A user-named weights file: must exist; its hash is recorded, and a non-official file is a warning (with
+    `warn`)."""
+    path = Path(path)
+    where = f"{origin} {path}" if origin.startswith("--") else f"{origin}={path}"
+    if not path.exists():
+        raise UsageError(f"{where} does not exist (expected an InceptionV3 state dict such as {TORCH_FIDELITY_NAME})")
+    if not path.is_file():
+        raise UsageError(f"{where} is not a file")
+    digest = sha256_of(path)
+    if digest != OFFICIAL_SHA256 and warn:
+        print(f"warning: {where} is not the official FID InceptionV3 (SHA-256 {digest[:16]}..., official "
+              f"{OFFICIAL_SHA256[:16]}...): its FIDs compare only with statistics made from the same file",
+              file=sys.stderr)
+    return InceptionWeights(path, origin, digest)
+
+
+def find(explicit: str | Path = "", warn: bool = True) -> InceptionWeights | None:
+    """Steps 1-3 of the resolution (no network): the weights, None when nowhere, a UsageError when unusable;
+    `warn`: say when a user-named file is not the official one."""
+    if explicit:
+        return given_file(explicit, "--inception-weights", warn)
+    if os.environ.get(WEIGHTS_ENV):
+        return given_file(os.environ[WEIGHTS_ENV], f"${WEIGHTS_ENV}", warn)
+    for path in cache_candidates():
+        if path.is_file():
+            return check_cached(path)
+    return None
+
+
+def resolve(explicit: str | Path = "", download: bool = False) -> InceptionWeights:
+    """The weights file to use (steps 1-4 of the module docstring), or a one-line UsageError listing the fixes."""
+    try:
+        found = find(explicit)
+    except UsageError as error:
+        if not download or explicit or os.environ.get(WEIGHTS_ENV):
+            raise
+        print(f"note: {error}; downloading a fresh copy", file=sys.stderr)
+        return fetch(replace=True)
+    if found is not None:
+        return found
+    if download:
+        return fetch()
+    looked = ", ".join(str(path) for path in cache_candidates())
+    raise UsageError(f"no InceptionV3 weights found (looked for --inception-weights, ${WEIGHTS_ENV} and {looked}): "
+                     f"{fixes()}")
+
+
+def fetch(url: str | None = None, *, replace: bool = False) -> InceptionWeights:
+    """Download `url` (default ``$GENVISION_INCEPTION_URL`` or `DEFAULT_URL`) into the hub cache, verified.
+
+    The file lands under the URL's file name, whose hash prefix it must match; an existing verified file is kept
+    (no download), an existing corrupt one is replaced only when `replace` (``download-weights``) or refused.
+    Bytes stream into a temp file beside the target and are renamed only after the check; on any failure the temp
+    file and the folders this call created are removed.
+    """
+    url = url or weights_url()
+    name = url_file_name(url)
+    if not hash_prefix(name):
+        raise UsageError(f"${URL_ENV} {url}: its file name {name!r} carries no SHA-256 prefix (torch.hub's "
+                         f"NAME-<hex>.pth convention, e.g. {TORCH_FIDELITY_NAME}), so the download could not be "
+                         "verified; name the mirrored file like the original")
+    folder = cache_dir()
+    target = folder / name
+    if target.is_file():
+        try:
+            return check_cached(target)
+        except UsageError:
+            if not replace:
+                raise
+            print(f"note: replacing the corrupt cached file {target}", file=sys.stderr)
+    created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = _download(url, folder, target)
+    except BaseException:
+        for parent in created:  # deepest first; only folders this call made, and only when left empty
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+    return InceptionWeights(target, "download", digest)
+
+
+def _download(url: str, folder: Path, target: Path) -> str:
+    """Stream `url` into a temp file in `folder`, hash it, rename it to `target` if the hash fits; its digest."""
+    from tqdm import tqdm
+
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".partial")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "genvision"}),
+                                                  timeout=TIMEOUT_S)
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or error
+                raise UsageError(f"cannot download InceptionV3 weights from {url} ({reason}); check the network or "
+                                 f"${URL_ENV}, or pass --inception-weights PATH") from None
+            with response, tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
+                                unit_scale=True, unit_divisor=1024, desc=f"downloading {target.name}",
+                                file=sys.stderr, disable=None) as bar:
+                try:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        handle.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+                except OSError as error:
+                    raise UsageError(f"download of {url} broke off ({error}); nothing was kept, try again") from None
+            handle.flush()
+            os.fsync(handle.fileno())
+        hexdigest = digest.hexdigest()
+        if not expected_digest_ok(target.name, hexdigest):
+            raise UsageError(f"downloaded {url} has SHA-256 {hexdigest[:16]}..., which does not match the prefix "
+                             f"{hash_prefix(target.name)} in its name; the server sent wrong or corrupt bytes and "
+                             f"nothing was kept in {folder}")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+    return hexdigest

@@ -1,0 +1,198 @@
+"""InceptionV3 weights: the resolution order, torch.hub's hash-prefix check, downloads from a loopback server, a
+corrupt cache, `genvision download-weights`, and ``--features auto``. All offline (random weights, 127.0.0.1)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from genvision.errors import UsageError
+from genvision.metrics import inception_weights as weights
+from helpers import (CLOSED_PORT_URL, assert_one_line_error, cli, hub_checkpoints, named_by_hash, noise_images,
+                     serve_files, snapshot, write_pngs)
+
+pytest.importorskip("torch_fidelity")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A private, empty $TORCH_HOME (its hub cache is created by whoever writes there first)."""
+    torch_home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    return torch_home
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two tiny PNG folders: 3 gray noise images and 3 RGB ones (32 px)."""
+    root = tmp_path_factory.mktemp("inception-images")
+    write_pngs(noise_images(3, seed=0), root / "a")
+    write_pngs(noise_images(3, seed=1, channels=3), root / "b")
+    return root / "a", root / "b"
+
+
+def cached(home, source, name: str):
+    """Copy `source` into the hub cache of `home` as `name`."""
+    folder = hub_checkpoints(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, folder / name)
+    return folder / name
+
+
+def test_hash_prefix_follows_torch_hub():
+    assert weights.hash_prefix(weights.TORCH_FIDELITY_NAME) == weights.hash_prefix(weights.PYTORCH_FID_NAME) == "6726825d"
+    assert weights.OFFICIAL_SHA256.startswith("6726825d")
+    assert weights.hash_prefix("inception.pth") == "" and weights.hash_prefix("w-abc12.pth") == ""  # none / too short
+    assert weights.expected_digest_ok("w-abcdef12.pth", "abcdef12" + "0" * 56)
+    assert not weights.expected_digest_ok("w-abcdef12.pth", "abcdef13" + "0" * 56)
+    # Under the official prefix only the official digest passes, not merely its first 8 digits.
+    assert weights.expected_digest_ok(weights.TORCH_FIDELITY_NAME, weights.OFFICIAL_SHA256)
+    assert not weights.expected_digest_ok(weights.TORCH_FIDELITY_NAME, "6726825d" + "0" * 56)
+
+
+def test_resolution_order(home, tmp_path, monkeypatch, inception_weights):
+    name = named_by_hash(inception_weights)
+    assert weights.find() is None
+    with pytest.raises(UsageError, match="--download"):
+        weights.resolve()
+    # The cache names, in order: the URL's file name, then torch-fidelity's, then pytorch-fid's (here renamed to
+    # names that carry this file's own prefix, since only the real download has the official bytes).
+    monkeypatch.setattr(weights, "PYTORCH_FID_NAME", "pt_" + name)
+    third = cached(home, inception_weights, "pt_" + name)
+    assert weights.find().path == third and weights.find().origin == "cache"
+    monkeypatch.setattr(weights, "TORCH_FIDELITY_NAME", "tf_" + name)
+    second = cached(home, inception_weights, "tf_" + name)
+    assert weights.find().path == second
+    monkeypatch.setenv("GENVISION_INCEPTION_URL", f"http://127.0.0.1:9/{name}")
+    first = cached(home, inception_weights, name)
+    assert weights.find().path == first
+    # $GENVISION_INCEPTION_WEIGHTS beats the cache, --inception-weights beats both; neither is hash-checked by name.
+    explicit = tmp_path / "custom.pth"
+    shutil.copyfile(inception_weights, explicit)
+    monkeypatch.setenv("GENVISION_INCEPTION_WEIGHTS", str(explicit))
+    assert (weights.find().path, weights.find().origin) == (explicit, "$GENVISION_INCEPTION_WEIGHTS")
+    assert (weights.find(third).path, weights.find(third).origin) == (third, "--inception-weights")
+    monkeypatch.setenv("GENVISION_INCEPTION_WEIGHTS", str(tmp_path / "gone.pth"))
+    with pytest.raises(UsageError, match=r"\$GENVISION_INCEPTION_WEIGHTS=.*gone.pth does not exist"):
+        weights.find()
+
+
+def test_download_then_found_offline(home, folders, monkeypatch, inception_weights):
+    """(a) --download fetches the served file into the hub cache; a second run finds it with no server at all."""
+    name = named_by_hash(inception_weights)
+    with serve_files({f"/{name}": inception_weights.read_bytes()}) as (url, requested):
+        monkeypatch.setenv("GENVISION_INCEPTION_URL", f"{url}/{name}")
+        code, out, err = cli("fid", folders[0], folders[1], "--features", "inception", "--download", "--json")
+    assert code == 0, err
+    assert requested == [f"/{name}"]
+    assert sorted(p.name for p in hub_checkpoints(home).iterdir()) == [name]  # no temp file left
+    assert (hub_checkpoints(home) / name).read_bytes() == inception_weights.read_bytes()
+    monkeypatch.setenv("GENVISION_INCEPTION_URL", CLOSED_PORT_URL.rsplit("/", 1)[0] + f"/{name}")
+    code, again, err = cli("fid", folders[0], folders[1], "--features", "inception", "--json")
+    assert code == 0, err
+    assert again == out
+    assert "not the official FID InceptionV3" not in err  # cache hits are verified by name, not warned about
+
+
+def test_wrong_bytes_are_refused_and_nothing_stays(home, folders, monkeypatch, inception_weights):
+    """(b) bytes whose SHA-256 does not fit the name's prefix: one line, exit 2, the cache folder left as it was."""
+    name = named_by_hash(inception_weights)
+    wrong = inception_weights.read_bytes()[:-1] + b"x"
+    with serve_files({f"/{name}": wrong}) as (url, requested):
+        monkeypatch.setenv("GENVISION_INCEPTION_URL", f"{url}/{name}")
+        code, out, err = cli("fid", folders[0], folders[1], "--features", "inception", "--download")
+        assert requested == [f"/{name}"]
+    assert_one_line_error(code, err, "SHA-256", "nothing was kept", command="fid")
+    assert out == "" and not home.exists()  # the folders the download created are gone too
+    hub_checkpoints(home).mkdir(parents=True)
+    with serve_files({f"/{name}": wrong}) as (url, _):
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/{name}")
+    assert_one_line_error(code, err, name[-12:-4], command="download-weights")
+    assert list(hub_checkpoints(home).iterdir()) == []
+
+
+def test_refused_connection_is_one_line(home, folders):
+    """(c) nothing listens at the URL: one line naming it, exit 2, nothing created."""
+    code, out, err = cli("fid", folders[0], folders[1], "--features", "inception", "--download")
+    assert_one_line_error(code, err, "cannot download", "127.0.0.1:9", "--inception-weights", command="fid")
+    assert out == "" and not home.exists()
+    code, out, err = cli("download-weights", "inception")
+    assert_one_line_error(code, err, "Connection refused", command="download-weights")
+
+
+def test_corrupt_cached_file_is_refused_and_kept(home, folders, tmp_path):
+    corrupt = hub_checkpoints(home) / weights.TORCH_FIDELITY_NAME
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"half a download")
+    before = snapshot(home)
+    code, out, err = cli("fid", folders[0], folders[1], "--features", "inception")
+    assert_one_line_error(code, err, str(corrupt), "corrupt", "download-weights", command="fid")
+    code, _, err = cli("stats", folders[0], "--output", tmp_path / "a.npz", "--features", "inception")
+    assert_one_line_error(code, err, str(corrupt), command="stats")
+    assert snapshot(home) == before and not (tmp_path / "a.npz").exists()
+
+
+def test_download_weights_command(home, monkeypatch, inception_weights):
+    name = named_by_hash(inception_weights)
+    with serve_files({f"/{name}": inception_weights.read_bytes()}, max_requests=2) as (url, requested):
+        monkeypatch.setenv("GENVISION_INCEPTION_URL", f"{url}/{name}")
+        code, out, err = cli("download-weights", "inception")
+        assert code == 0, err
+        assert out.startswith(f"downloaded {hub_checkpoints(home) / name} ({inception_weights.stat().st_size} bytes")
+        assert "custom weights" in out
+        code, out, err = cli("download-weights", "inception")  # verified already: no second request
+        assert code == 0, err
+        assert out.startswith("already cached and verified:") and requested == [f"/{name}"]
+        (hub_checkpoints(home) / name).write_bytes(b"corrupted later")
+        code, out, err = cli("download-weights", "inception")  # replaced by a verified copy
+        assert code == 0, err
+        assert requested == [f"/{name}"] * 2 and "replacing the corrupt cached file" in err
+    assert (hub_checkpoints(home) / name).read_bytes() == inception_weights.read_bytes()
+    code, _, err = cli("download-weights", "inception", "--url", "http://127.0.0.1:9/inception.pth")
+    assert_one_line_error(code, err, "carries no SHA-256 prefix", command="download-weights")
+
+
+def test_explicit_custom_weights_warn_and_are_recorded(home, folders, tmp_path, inception_weights):
+    from genvision.fileio import file_sha256
+    from genvision.metrics.statsfile import load_stats
+
+    out_file = tmp_path / "a.npz"
+    code, out, err = cli("stats", folders[0], "--output", out_file, "--inception-weights", inception_weights)
+    assert code == 0, err  # --features auto: a folder is no mnist5k, and the weights resolve, so Inception
+    warnings = [line for line in err.splitlines() if line.startswith("warning: --inception-weights")]
+    assert len(warnings) == 1 and "not the official FID InceptionV3" in warnings[0]
+    _, _, meta = load_stats(out_file)
+    assert (meta.extractor, meta.extractor_hash) == ("inception-v3-compat", file_sha256(inception_weights))
+    assert (meta.resize, meta.channel_handling, meta.source_size, meta.num_samples) == (
+        "tf1-bilinear", "1-channel repeated to 3", 32, 3)
+    assert out.splitlines()[1].startswith("protocol: inception-v3-compat")
+
+
+def test_auto_features(home, folders, tmp_path, classifier_file):
+    # Folders, no classifier, no weights anywhere: one line with every fix, before any image is read.
+    code, _, err = cli("fid", folders[0], folders[1])
+    line = assert_one_line_error(code, err, "--download", "--inception-weights", "--classifier", "download-weights",
+                                 command="fid")
+    assert "GENVISION_INCEPTION_WEIGHTS" in line
+    # mnist5k on either side keeps the shipped classifier; --classifier always means the classifier.
+    code, out, err = cli("fid", folders[0], "mnist5k:test", "--json")
+    assert code == 0, err
+    assert '"features": "classifier"' in out
+    code, out, err = cli("fid", folders[0], folders[1], "--classifier", classifier_file, "--json")
+    assert code == 0, err
+    assert '"features": "classifier"' in out
+
+
+def test_legacy_inception_statistics_are_refused(home, folders, tmp_path, monkeypatch, inception_weights):
+    """A stats file of the old protocol (bicubic resize to 299 before the network) is another feature space."""
+    from genvision.fileio import file_sha256
+    from genvision.metrics.statsfile import StatsMetadata, save_stats
+
+    name = named_by_hash(inception_weights)
+    cached(home, inception_weights, name)
+    monkeypatch.setenv("GENVISION_INCEPTION_URL", f"http://127.0.0.1:9/{name}")
+    old = tmp_path / "old.npz"
+    save_stats(old, np.zeros(2048), np.eye(2048), StatsMetadata("inception-v3-compat", file_sha256(inception_weights),
+                                                                299, 3, "x", 100, resize="bicubic-antialias"))
+    code, _, err = cli("fid", folders[0], old)
+    assert_one_line_error(code, err, "bicubic-antialias resize", "tf1-bilinear resize", command="fid")

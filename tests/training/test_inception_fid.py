@@ -1,0 +1,42 @@
+"""Training on a dataset with no shipped classifier: FID is scored with InceptionV3 found in the torch hub cache, and
+without weights anywhere the run fails before it writes anything."""
+
+import json
+import shutil
+
+import pytest
+from helpers import (ROOT, assert_one_line_error, hub_checkpoints, named_by_hash, noise_images, run_python,
+                     subprocess_env, tiny_flags, write_pngs)
+
+pytest.importorskip("torch_fidelity")
+
+
+def test_gan_on_a_folder_scores_with_inception_from_the_cache(tmp_path, inception_weights):
+    write_pngs(noise_images(16, seed=2), tmp_path / "digits")
+    name = named_by_hash(inception_weights)
+    home = tmp_path / "torch-home"
+    hub_checkpoints(home).mkdir(parents=True)
+    shutil.copyfile(inception_weights, hub_checkpoints(home) / name)
+    argv = [str(ROOT / "train_gan.py"), "--dataset", f"folder:{tmp_path / 'digits'}", "--num-steps", "2",
+            *tiny_flags(latent_dim=8, fid_every=2), "--num-fid-samples", "16", "--sample-every", "0"]
+
+    # No weights anywhere (an empty hub cache, nothing listening at the URL): one line, nothing written.
+    empty = subprocess_env(TORCH_HOME=str(tmp_path / "empty-home"))
+    result = run_python([*argv, "--out-dir", str(tmp_path / "refused")], env=empty)
+    assert_one_line_error(result.returncode, result.stderr, "--download", "--inception-weights", "--classifier",
+                          "--fid-every 0", command="train-gan")
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "empty-home").exists()
+
+    env = subprocess_env(TORCH_HOME=str(home), GENVISION_INCEPTION_URL=f"http://127.0.0.1:9/{name}")
+    run = tmp_path / "run"
+    result = run_python([*argv, "--out-dir", str(run)], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(inception features)" in result.stdout and "warning" not in result.stderr, result.stderr
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["features"] == "inception"  # saved resolved: a resume keeps the feature space
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fid_features"] == "inception" and summary["final_fid"] >= 0
+    fids = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"fid"' in line]
+    assert [record["step"] for record in fids] == [2]
+    report = (run / "report.html").read_text()
+    assert f"inception-v3-compat@{named_by_hash(inception_weights, '')[1:9]}" in report
