@@ -421,7 +421,8 @@ def auto_features(*, classifier: str | Path = "", inception_weights: str | Path 
         return "classifier"
     if download or weights.find(inception_weights, warn=False) is not None:
         return "inception"
-    raise UsageError(f"{what or 'these sources'}: no classifier ships for it, so FID needs InceptionV3, whose weights "
+    raise UsageError(f"{what or 'these sources'}: no classifier ships for these images, so FID needs InceptionV3, "
+                     "whose weights "
                      f"were not found: {weights.fixes()}; or pass --classifier PATH (a `genvision train-classifier` "
                      f"file){more_fixes}")
 

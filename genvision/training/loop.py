@@ -175,6 +175,16 @@ def plan_features(config) -> None:
             inception_weights.find(config.inception_weights, warn=False)  # a bad file named by the user fails now
 
 
+def check_same_extractor(checkpoint: Checkpoint | None, extractor: str) -> None:
+    """A resumed run keeps scoring in its own feature space: the extractor (id@hash) its checkpoint recorded must be
+    the one found now, or the best-by-FID bookkeeping would compare numbers on two scales."""
+    earlier = checkpoint.meta.get("fid_extractor") if checkpoint is not None else None
+    if earlier and earlier != extractor:
+        raise UsageError(f"{checkpoint.path} scored FID with {earlier}, but the extractor found now is {extractor}; "
+                         "pass --inception-weights (or --classifier) with the file the run started with, or start a "
+                         "new run")
+
+
 def fetch_features(config) -> None:
     """With --download, fetch missing Inception weights on the main process before any data is decoded or file
     written (a failed download costs nothing)."""
@@ -208,10 +218,12 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
     from tqdm import tqdm
 
     # The wall time of a run is that of every session up to the checkpoint it continues from, plus this one.
-    state = {"step": 0, "best_fid": math.inf, "best_step": 0, "last_checkpoint": None, "start_time": time.time()}
+    state = {"step": 0, "best_fid": math.inf, "best_step": 0, "last_checkpoint": None, "start_time": time.time(),
+             "fid_extractor": getattr(fid_evaluator, "describe", lambda: None)()}
     main = accelerator.is_main_process
     if checkpoint is not None:
         state["step"] = task.restore(checkpoint)
+        state["fid_extractor"] = state["fid_extractor"] or checkpoint.meta.get("fid_extractor")
         state.update(best_fid=checkpoint.meta.get("best_fid") or math.inf,
                      best_step=checkpoint.meta.get("best_step") or 0, last_checkpoint=checkpoint.path,
                      start_time=state["start_time"] - float(checkpoint.meta.get("wall_time_s") or 0.0))
@@ -292,6 +304,7 @@ def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict
     weights, training_state = task.state_payload()  # collective: every rank takes part
     training_state["world_size"] = accelerator.num_processes
     meta = {"kind": task.kind, "step": state["step"], "config": dataclasses.asdict(config),
+            "fid_extractor": state.get("fid_extractor"),
             "best_fid": None if math.isinf(state["best_fid"]) else state["best_fid"],
             "best_step": state["best_step"], "world_size": accelerator.num_processes,
             "wall_time_s": round(time.time() - state["start_time"], 3)}
@@ -372,6 +385,7 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
         from genvision.training.fid import TrainingFID
 
         evaluator = TrainingFID.from_config(config, accelerator.device)
+        check_same_extractor(plan.checkpoint, evaluator.describe())
     summary = run_schedule(task, config, accelerator, plan.run_dir, plan.checkpoint, evaluator, plan.earlier_files)
     accelerator.end_training()
     return summary

@@ -39,4 +39,22 @@ def test_gan_on_a_folder_scores_with_inception_from_the_cache(tmp_path, inceptio
     fids = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"fid"' in line]
     assert [record["step"] for record in fids] == [2]
     report = (run / "report.html").read_text()
-    assert f"inception-v3-compat@{named_by_hash(inception_weights, '')[1:9]}" in report
+    extractor = f"inception-v3-compat@{named_by_hash(inception_weights, '')[1:9]}"
+    assert extractor in report
+    meta = json.loads((run / "checkpoints" / "step-000002" / "checkpoint.json").read_text())
+    assert meta["fid_extractor"].startswith(extractor)
+
+
+def test_a_resumed_run_keeps_its_extractor(tmp_path):
+    from types import SimpleNamespace
+
+    from genvision.errors import UsageError
+    from genvision.training.loop import check_same_extractor
+
+    checkpoint = SimpleNamespace(path=tmp_path / "step-000002", meta={"fid_extractor": "inception-v3-compat@aaaa"})
+    check_same_extractor(checkpoint, "inception-v3-compat@aaaa")
+    check_same_extractor(None, "inception-v3-compat@bbbb")
+    check_same_extractor(SimpleNamespace(path=tmp_path, meta={}), "inception-v3-compat@bbbb")  # older checkpoints
+    with pytest.raises(UsageError, match="scored FID with inception-v3-compat@aaaa, but the extractor found now is "
+                                         "inception-v3-compat@bbbb; pass --inception-weights"):
+        check_same_extractor(checkpoint, "inception-v3-compat@bbbb")
