@@ -331,6 +331,10 @@ def build_inception_module(state: dict[str, Tensor]):
                              f"({first_line})") from None
 
 
+_BUILT: dict[str, nn.Module] = {}  # sha256 -> the frozen network built from that file, reused within a process
+# (training's FID and its end-of-run report, or several evaluations in one Python session, load it once)
+
+
 class InceptionExtractor:
     """InceptionV3 pool3 features (2048) of torch-fidelity's TF-compatible port, for literature-comparable FID.
 
@@ -361,8 +365,11 @@ class InceptionExtractor:
 
         import_torch_fidelity_inception()  # the missing-extra error before reading or fetching a large file
         weights = inception_weights.resolve(explicit, download)
-        state = load_inception_state_dict(weights.path, weights.origin)
-        module = build_inception_module(state)
+        module = _BUILT.get(weights.sha256)
+        if module is None:
+            module = build_inception_module(load_inception_state_dict(weights.path, weights.origin))
+            _BUILT.clear()  # one network kept: the last one loaded
+            _BUILT[weights.sha256] = module
         return cls(module.to(device), weights.sha256, str(weights.path))
 
     def to(self, device: torch.device | str) -> "InceptionExtractor":

@@ -1,6 +1,7 @@
 """InceptionV3 weights: the resolution order, torch.hub's hash-prefix check, downloads from a loopback server, a
 corrupt cache, `genvision download-weights`, and ``--features auto``. All offline (random weights, 127.0.0.1)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -88,9 +89,9 @@ def test_download_then_found_offline(home, folders, monkeypatch, inception_weigh
     assert sorted(p.name for p in hub_checkpoints(home).iterdir()) == [name]  # no temp file left
     assert (hub_checkpoints(home) / name).read_bytes() == inception_weights.read_bytes()
     monkeypatch.setenv("GENVISION_INCEPTION_URL", CLOSED_PORT_URL.rsplit("/", 1)[0] + f"/{name}")
-    code, again, err = cli("fid", folders[0], folders[1], "--features", "inception", "--json")
+    code, again, err = cli("fid", f"folder:{folders[0]}", f"folder:{folders[1]}", "--features", "inception", "--json")
     assert code == 0, err
-    assert again == out
+    assert json.loads(again)["fid"] == json.loads(out)["fid"]
     assert "not the official FID InceptionV3" not in err  # cache hits are verified by name, not warned about
 
 

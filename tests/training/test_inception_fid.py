@@ -5,33 +5,35 @@ import json
 import shutil
 
 import pytest
-from helpers import (ROOT, assert_one_line_error, hub_checkpoints, named_by_hash, noise_images, run_python,
-                     subprocess_env, tiny_flags, write_pngs)
+from helpers import (ROOT, assert_one_line_error, hub_checkpoints, named_by_hash, noise_images, subprocess_env,
+                     tiny_flags, wait, write_pngs)
 
 pytest.importorskip("torch_fidelity")
 
 
-def test_gan_on_a_folder_scores_with_inception_from_the_cache(tmp_path, inception_weights):
-    write_pngs(noise_images(16, seed=2), tmp_path / "digits")
+def test_gan_on_a_folder_scores_with_inception_from_the_cache(tmp_path, inception_weights, start_process):
+    write_pngs(noise_images(8, seed=2), tmp_path / "digits")
     name = named_by_hash(inception_weights)
     home = tmp_path / "torch-home"
     hub_checkpoints(home).mkdir(parents=True)
     shutil.copyfile(inception_weights, hub_checkpoints(home) / name)
     argv = [str(ROOT / "train_gan.py"), "--dataset", f"folder:{tmp_path / 'digits'}", "--num-steps", "2",
-            *tiny_flags(latent_dim=8, fid_every=2), "--num-fid-samples", "16", "--sample-every", "0"]
+            *tiny_flags(latent_dim=8, fid_every=2), "--num-fid-samples", "4", "--sample-every", "0"]
+    run = tmp_path / "run"
+    # No weights anywhere (an empty hub cache, nothing listening at the URL), and weights in the cache: both at once.
+    refused = start_process([*argv, "--out-dir", str(tmp_path / "refused")],
+                            env=subprocess_env(TORCH_HOME=str(tmp_path / "empty-home")))
+    scored = start_process([*argv, "--out-dir", str(run)],
+                           env=subprocess_env(TORCH_HOME=str(home), GENVISION_INCEPTION_URL=f"http://127.0.0.1:9/{name}"))
 
-    # No weights anywhere (an empty hub cache, nothing listening at the URL): one line, nothing written.
-    empty = subprocess_env(TORCH_HOME=str(tmp_path / "empty-home"))
-    result = run_python([*argv, "--out-dir", str(tmp_path / "refused")], env=empty)
-    assert_one_line_error(result.returncode, result.stderr, "--download", "--inception-weights", "--classifier",
-                          "--fid-every 0", command="train-gan")
+    code, _, stderr = wait(refused)
+    assert_one_line_error(code, stderr, "--download", "--inception-weights", "--classifier", "--fid-every 0",
+                          command="train-gan")
     assert not (tmp_path / "refused").exists() and not (tmp_path / "empty-home").exists()
 
-    env = subprocess_env(TORCH_HOME=str(home), GENVISION_INCEPTION_URL=f"http://127.0.0.1:9/{name}")
-    run = tmp_path / "run"
-    result = run_python([*argv, "--out-dir", str(run)], env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "(inception features)" in result.stdout and "warning" not in result.stderr, result.stderr
+    code, stdout, stderr = wait(scored)
+    assert code == 0, stderr[-3000:]
+    assert "(inception features)" in stdout and "warning" not in stderr, stderr
     config = json.loads((run / "config.json").read_text())["config"]
     assert config["features"] == "inception"  # saved resolved: a resume keeps the feature space
     summary = json.loads((run / "summary.json").read_text())
