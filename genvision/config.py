@@ -134,10 +134,19 @@ class RunConfig(DataConfig):
     seed: int = opt(0, "seed for weights, noise and batch order")
     batch_size: int = opt(64, "images per process per step")
     mixed_precision: str = opt("no", "autocast precision through Accelerate", choices=("no", "fp16", "bf16"))
+    report_to: str = opt("tensorboard", "experiment trackers through Accelerate, comma-separated: tensorboard "
+                         "(event files in OUT_DIR/tensorboard), wandb, mlflow, all (every one installed) or none")
 
     def validate(self) -> None:
         super().validate()
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        names = [name.strip() for name in self.report_to.split(",")]
+        require(all(name in TRACKER_CHOICES for name in names) and (len(names) == 1 or not {"none", "all"} & set(names)),
+                "report_to", f"one of {', '.join(TRACKER_CHOICES)} or a comma-separated list of trackers",
+                self.report_to)
+
+
+TRACKER_CHOICES = ("tensorboard", "wandb", "mlflow", "all", "none")  # --report-to; see training.common.TRACKERS
 
 
 @dataclass

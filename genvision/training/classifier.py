@@ -25,12 +25,13 @@ from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, c
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
-from genvision.training.common import (earlier_run_files, log_metrics, make_accelerator, prepare_run_dir,
-                                       remove_run_files, seed_everything, write_config)
+from genvision.training.common import (check_trackers, earlier_run_files, log_metrics, make_accelerator,
+                                       prepare_run_dir, remove_run_files, seed_everything, start_trackers,
+                                       write_config)
 from genvision.weights import save_classifier
 
 WEIGHTS_NAME = "classifier.safetensors"
-RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME)  # a folder holding any of these holds a classifier run
+RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "tensorboard")  # any of these: a classifier run
 RUN_CHOICES = "start afresh with --overwrite (removes them) or choose another --out-dir"
 CLASS_LAYOUT = "images in one subfolder per class (at least 2 classes), e.g. {path}/CLASS/*.png"
 
@@ -110,6 +111,7 @@ def plan_classifier(config: ClassifierConfig, given: set[str] | None = None) -> 
         if eval_classes != num_classes:
             raise UsageError(f"--eval-dataset {config.eval_dataset} has {eval_classes} classes but --dataset "
                              f"{config.dataset} has {num_classes}; expected the same classes")
+    check_trackers(config.report_to)
     earlier_run_files(Path(config.out_dir), RUN_FILES, config.overwrite, RUN_CHOICES)
     return config
 
@@ -216,7 +218,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     config = plan_classifier(config, given)
     run_dir = Path(config.out_dir)
     weights_path = run_dir / WEIGHTS_NAME
-    accelerator = make_accelerator(config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir)
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)
     model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features)
@@ -234,6 +236,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
                   flush=True)
         prepare_run_dir(run_dir)
         write_config(run_dir, config, "classifier")
+    start_trackers(accelerator, run_dir, config)
     augment_generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
     start, result = time.time(), {}
     for epoch in range(1, config.epochs + 1):
@@ -255,7 +258,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
             test_accuracy = accuracy(accelerator.unwrap_model(model), evaluation.data.images, evaluation.data.labels)
             result = {"epoch": epoch, "loss": round(loss.item(), 5), "test_accuracy": test_accuracy,
                       "seconds": round(time.time() - start, 1)}
-            log_metrics(run_dir, result)
+            log_metrics(run_dir, result, accelerator, epoch)
             print(f"epoch {epoch:2d}/{config.epochs}  loss {loss.item():.4f}  "
                   f"{evaluation.label} {test_accuracy:.4f}{evaluation.epoch_note}  ({result['seconds']:.0f} s)",
                   flush=True)

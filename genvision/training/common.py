@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -15,16 +16,71 @@ from genvision.errors import UsageError
 from genvision.fileio import append_jsonl, write_json
 
 
-def make_accelerator(mixed_precision: str = "no"):
-    """An Accelerator for this process: picks up `accelerate launch`/`torchrun` env, CUDA if present, else CPU."""
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # --report-to name -> its package
+PROJECT_NAME = "genvision"  # the W&B project / MLflow experiment of every run (the run is named after its folder)
+
+
+def tracker_names(report_to: str = "none") -> list[str]:
+    """The trackers `--report-to` names: "none" -> [], "all" -> every one whose package is installed."""
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names in (["none"], []):
+        return []
+    if names == ["all"]:
+        return [name for name, package in TRACKERS.items() if importlib.util.find_spec(package) is not None]
+    return names
+
+
+def check_trackers(report_to: str) -> None:
+    """A tracker whose package is missing is one line naming the package, before anything is loaded or written."""
+    for name in tracker_names(report_to):
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise UsageError(f"--report-to {name} needs the {TRACKERS[name]} package, which is not installed: "
+                             f"pip install {TRACKERS[name]} (or choose --report-to tensorboard or none)")
+
+
+def make_accelerator(mixed_precision: str = "no", report_to: str = "none", run_dir: Path | None = None,
+                     resume_step: int = 0):
+    """An Accelerator for this process: picks up `accelerate launch`/`torchrun` env, CUDA if present, else CPU.
+
+    `report_to` names the experiment trackers (`tracker_names`); TensorBoard writes to ``run_dir/tensorboard``, and
+    a run resumed at `resume_step` purges what an earlier session logged after it (TensorBoard's ``purge_step``),
+    so the resumed run continues the same curves without duplicated steps. `start_trackers` starts them.
+    """
     from accelerate import Accelerator
 
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU")
+    log_with: list = []
+    for name in tracker_names(report_to):
+        if name == "tensorboard":
+            from accelerate.tracking import TensorBoardTracker
+
+            log_with.append(TensorBoardTracker("tensorboard", str(run_dir), purge_step=resume_step + 1 if resume_step
+                                               else None))
+        else:
+            log_with.append(name)
     # Under torchrun / accelerate launch on a machine without GPUs, Accelerate only sets up its gloo (MULTI_CPU)
     # process group when told cpu=True; otherwise every process silently trains alone as "rank 0 of 1".
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available(),
+                       log_with=log_with or None, project_dir=str(run_dir) if log_with else None)
+
+
+def start_trackers(accelerator, run_dir: Path, config) -> None:
+    """Start the accelerator's trackers (main process) with the resolved config as hyper-parameters."""
+    hyperparameters = {key: value for key, value in dataclasses.asdict(config).items()
+                       if isinstance(value, (bool, int, float, str))}
+    accelerator.init_trackers(PROJECT_NAME, config=hyperparameters,
+                              init_kwargs={"wandb": {"name": run_dir.name, "dir": str(run_dir)}})
+
+
+def log_images(accelerator, images: dict, step: int) -> None:
+    """Send uint8 (H, W, C) image grids to the trackers that take images (TensorBoard, W&B) at `step`."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({key: grid[None] for key, grid in images.items()}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({key: [grid] for key, grid in images.items()}, step=step)
 
 
 def seed_everything(seed: int) -> None:
@@ -81,6 +137,28 @@ def log_metrics(run_dir: Path, record: dict, accelerator=None, step: int | None 
     if accelerator is not None and accelerator.trackers:
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         accelerator.log(numbers, step=step)
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep only the metrics.jsonl lines up to `step` (atomically): a run resumed from its checkpoint at `step`
+    logs the later steps again, and an earlier session may have logged some of them before it stopped."""
+    import json
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    def before(line: str) -> bool:
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except ValueError:  # a line cut short when the earlier session was killed
+            return False
+
+    kept = [line for line in lines if line.strip() and before(line)]
+    if len(kept) != len(lines):
+        from genvision.fileio import atomic_write
+
+        with atomic_write(path, "w") as handle:
+            handle.writelines(kept)
 
 
 def rng_state() -> dict:

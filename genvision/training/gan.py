@@ -158,8 +158,9 @@ class GANTask:
 
         return sample
 
-    def write_grids(self, run_dir, step: int) -> None:
+    def write_grids(self, run_dir, step: int) -> dict:
         """A GAN has no grid beyond the fixed-noise one."""
+        return {}
 
     # -- checkpoints ------------------------------------------------------------------------------------------
 

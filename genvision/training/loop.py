@@ -49,7 +49,7 @@ class Task(Protocol):
 
     def sampler(self) -> Callable[[torch.Tensor], torch.Tensor]: ...  # z -> images in [-1, 1], eval mode
 
-    def write_grids(self, run_dir: Path, step: int) -> None: ...  # extra grids (VAE reconstructions)
+    def write_grids(self, run_dir: Path, step: int) -> dict: ...  # extra grids (VAE reconstructions): name -> HWC
 
     def state_payload(self) -> tuple[dict[str, dict], dict]: ...  # (weights by role, training state)
 
@@ -60,7 +60,7 @@ class Task(Protocol):
 
 # What a training run writes into its folder: a folder holding any of these belongs to that run.
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "final.png", "losses.png", "report.html", "checkpoints",
-             "samples")
+             "samples", "tensorboard")
 RUN_CHOICES = ("continue it with --resume auto, start afresh with --overwrite (removes those files), or choose another "
                "--out-dir")
 COMMAND_LINE_ONLY = ("out_dir", "resume", "overwrite")  # never restored from a resumed run's saved config
@@ -143,6 +143,7 @@ def check_inputs(config) -> None:
         raise UsageError(f"--classifier {config.classifier}: no such file (expected a .safetensors file written by "
                          "genvision train-classifier)")
     plan_features(config)
+    common.check_trackers(config.report_to)
 
 
 def plan_features(config) -> None:
@@ -203,13 +204,16 @@ def is_main_launch_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def write_fixed_grid(task: Task, path: Path) -> None:
+def write_fixed_grid(task: Task, path: Path):
+    """The grid of the fixed noise as a PNG at `path`; returns it (uint8 H, W, C) for the trackers."""
     from genvision.imageconv import to_uint8
-    from genvision.sampling import save_grid
+    from genvision.sampling import make_grid, save_png
 
     with torch.no_grad():
         images = task.sampler()(task.fixed_noise)
-    save_grid(to_uint8(images).cpu(), path)
+    grid = make_grid(to_uint8(images).cpu())
+    save_png(grid, path)
+    return grid
 
 
 def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Checkpoint | None,
@@ -244,7 +248,9 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
         (run_dir / "samples").mkdir(exist_ok=True)
         common.write_config(run_dir, config, task.kind)
         if checkpoint is not None:
+            common.drop_metrics_after(run_dir / "metrics.jsonl", state["step"])
             print(f"resuming from {checkpoint.path} at step {state['step']}", flush=True)
+    common.start_trackers(accelerator, run_dir, config)
     nan_step = int(os.environ.get(NAN_INJECTION_ENV, "0"))
     progress = tqdm(total=config.num_steps, initial=state["step"], disable=not main, mininterval=1.0,
                     dynamic_ncols=True)
@@ -276,8 +282,9 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
                 progress.set_postfix({**postfix, "img/s": f"{record['img_per_s']:.0f}"})
         # Sample grids.
         if main and config.sample_every and (step % config.sample_every == 0 or final):
-            write_fixed_grid(task, run_dir / "samples" / f"step-{step:06d}.png")
-            task.write_grids(run_dir, step)
+            grids = {"samples": write_fixed_grid(task, run_dir / "samples" / f"step-{step:06d}.png"),
+                     **task.write_grids(run_dir, step)}
+            common.log_images(accelerator, grids, step)
         # FID against the reference statistics (main process; the others wait at the checkpoint barrier).
         fid = None
         fid_due = config.fid_every > 0 and (step % config.fid_every == 0 or final)
@@ -378,7 +385,8 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
         return json.loads(summary_path.read_text()) if summary_path.is_file() else {"step": plan.checkpoint.step}
     config = plan.config
     fetch_features(config)
-    accelerator = common.make_accelerator(config.mixed_precision)
+    accelerator = common.make_accelerator(config.mixed_precision, config.report_to, plan.run_dir,
+                                          plan.checkpoint.step if plan.checkpoint else 0)
     task = task_class(config, accelerator)
     evaluator = None
     if accelerator.is_main_process and config.fid_every > 0:

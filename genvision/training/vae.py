@@ -116,10 +116,13 @@ class VAETask:
         self.model.train()
         return rows_above(to_uint8(inputs).cpu(), to_uint8(outputs).cpu(), 8)
 
-    def write_grids(self, run_dir: Path, step: int) -> None:
-        from genvision.sampling import save_grid
+    def write_grids(self, run_dir: Path, step: int) -> dict:
+        """The reconstructions grid of this step as a PNG in samples/; returns it (uint8 H, W, C) by name."""
+        from genvision.sampling import make_grid, save_png
 
-        save_grid(self.reconstructions(), run_dir / "samples" / f"reconstructions-step-{step:06d}.png")
+        grid = make_grid(self.reconstructions())
+        save_png(grid, run_dir / "samples" / f"reconstructions-step-{step:06d}.png")
+        return {"reconstructions": grid}
 
     # -- checkpoints ------------------------------------------------------------------------------------------
 
