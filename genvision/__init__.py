@@ -3,4 +3,6 @@
 Import-light on purpose: submodules are imported where they are used, so `genvision --version` stays fast.
 """
 
-__version__ = "0.1.0"
+from genvision.version import __version__
+
+__all__ = ["__version__"]

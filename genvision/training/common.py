@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genvision import __version__
 from genvision.errors import UsageError
 from genvision.fileio import append_jsonl, write_json
+from genvision.version import __version__
 
 
 def make_accelerator(mixed_precision: str = "no"):
