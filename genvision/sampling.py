@@ -19,6 +19,7 @@ is finite before anything is written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,41 @@ def invoked_command() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
 
 
+@dataclass
+class Samples:
+    """The images of one `genvision sample` command and what its line and sidecar say about them."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W), in the order they are written (grid order for grids)
+    nrow: int  # images per grid row
+    checkpoint: Checkpoint
+    used_ema: bool
+    what: str  # e.g. "20 images", for the printed line
+    record: dict  # the sidecar fields of the mode (truncation, interpolate, reconstruct)
+
+
+def sample_images(config, device: torch.device | str = "cpu") -> Samples:
+    """The images `genvision sample` writes for a SampleConfig (`genvision.sample` returns them): prior samples,
+    interpolation rows, or held-out inputs above their reconstructions."""
+    record: dict = {}
+    if config.reconstruct:
+        inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
+                                                           config.seed, config.batch_size, device)
+        record["reconstruct"] = config.reconstruct
+        return Samples(rows_above(inputs, outputs, config.nrow), config.nrow, checkpoint, False,
+                       f"{config.num} held-out images of {config.reconstruct} above their reconstructions", record)
+    loaded = load_generator(config.source, ema=config.ema, device=device)
+    if config.interpolate:
+        images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size, device,
+                             truncation=config.truncation)
+        nrow, what = config.interpolate, f"{config.num} rows of {config.interpolate} interpolated images"
+        record["interpolate"] = config.interpolate
+    else:
+        images = generate(loaded, config.num, config.seed, config.batch_size, device, truncation=config.truncation)
+        nrow, what = config.nrow, f"{len(images)} images"
+    record["truncation"] = config.truncation
+    return Samples(images, nrow, loaded.checkpoint, loaded.used_ema, what, record)
+
+
 def sample_command(config) -> str:
     """Carry out `genvision sample` (a SampleConfig); returns the line to print.
 
@@ -233,36 +269,17 @@ def sample_command(config) -> str:
                 raise UsageError(f"--grid {grid_path}: {existing} exists; pass --overwrite to replace it")
     else:
         check_image_folder(config.out_dir, config.num, config.overwrite)
-    record: dict = {}
-    if config.reconstruct:
-        inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
-                                                           config.seed, config.batch_size)
-        images, nrow, used_ema = rows_above(inputs, outputs, config.nrow), config.nrow, False
-        record["reconstruct"] = config.reconstruct
-        what = f"{config.num} held-out images of {config.reconstruct} above their reconstructions"
-    else:
-        loaded = load_generator(config.source, ema=config.ema)
-        checkpoint, used_ema = loaded.checkpoint, loaded.used_ema
-        if config.interpolate:
-            images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size,
-                                 truncation=config.truncation)
-            nrow = config.interpolate
-            record["interpolate"] = config.interpolate
-            what = f"{config.num} rows of {config.interpolate} interpolated images"
-        else:
-            images = generate(loaded, config.num, config.seed, config.batch_size, truncation=config.truncation)
-            nrow = config.nrow
-            what = f"{len(images)} images"
-        record["truncation"] = config.truncation
+    samples = sample_images(config)
+    images, checkpoint = samples.images, samples.checkpoint
     if config.out_dir:
         paths = save_image_folder(images, config.out_dir, config.overwrite)
         size = images.shape[-1]
         return (f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}: {paths[0].name} .. {paths[-1].name}, "
-                f"{what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
-    save_grid(images, grid_path, nrow)
+                f"{samples.what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
+    save_grid(images, grid_path, samples.nrow)
     write_json(sidecar, {
         "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,
-        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": used_ema,
-        "seed": config.seed, "num": config.num, "nrow": nrow, **record, "command": invoked_command(),
+        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": samples.used_ema,
+        "seed": config.seed, "num": config.num, "nrow": samples.nrow, **samples.record, "command": invoked_command(),
     })
-    return f"wrote {grid_path} ({what}, step {checkpoint.step}, seed {config.seed})"
+    return f"wrote {grid_path} ({samples.what}, step {checkpoint.step}, seed {config.seed})"
