@@ -336,7 +336,8 @@ class SampleConfig:
                            "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid)")
     reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "
                            "row above its row of reconstructions (empty = off; needs --grid)")
-    overwrite: bool = opt(False, "replace existing files")
+    overwrite: bool = opt(False, "replace an existing --grid PNG and its sidecar, or the numbered PNGs of an earlier "
+                          "sample in --out-dir (all removed first; other files there are always refused)")
 
     def validate(self) -> None:
         self.validate_images()
