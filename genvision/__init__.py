@@ -1,6 +1,33 @@
 """genvision: train DCGANs and VAEs, sample image grids, and score generators with FID.
 
-Import-light on purpose: submodules are imported where they are used, so `genvision --version` stays fast.
+The Python API (`genvision.api`), for notebooks::
+
+    import genvision
+    genvision.fid("runs/dcgan", "mnist5k:train", kid=True)   # the dict `genvision fid --json` prints
+    genvision.stats("mnist5k:train", "train.npz")             # mu, sigma, count, metadata (and the file)
+    genvision.sample("runs/dcgan", 16, seed=0)                # uint8 (16, C, H, W), as `genvision sample` writes
+    genvision.load_generator("runs/dcgan")                    # nn.Module: z (N, latent_dim) -> images in [-1, 1]
+    genvision.train_gan(num_steps=500, out_dir="runs/try")    # the run summary (summary.json)
+
+Import-light on purpose: these names load `genvision.api` on first use (PEP 562 `__getattr__`) and submodules are
+imported where they are used, so `import genvision` loads no torch and `genvision --version` stays fast.
 """
 
-__version__ = "0.1.0"
+from genvision.version import __version__
+
+API = ("fid", "stats", "load_generator", "sample", "train_gan", "train_vae")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:
+        from genvision import api
+
+        value = getattr(api, name)
+        globals()[name] = value  # found directly from now on
+        return value
+    raise AttributeError(f"module 'genvision' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *API})

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from genvision import __version__
 from genvision.errors import UsageError
 from genvision.fileio import fsync_dir
+from genvision.version import __version__
 
 WEIGHTS_FILE, STATE_FILE, META_FILE = "weights.safetensors", "state.pt", "checkpoint.json"
 STEP_PATTERN = re.compile(r"^(best-)?step-(\d+)$")

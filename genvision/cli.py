@@ -11,8 +11,8 @@ import argparse
 import importlib
 import sys
 
-from genvision import __version__
 from genvision.errors import GenvisionError
+from genvision.version import __version__
 
 COMMAND_MODULES = (
     "genvision.commands.train",

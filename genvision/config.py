@@ -1,17 +1,20 @@
-"""Typed configuration: dataclasses are the single source of truth, argparse only adapts them.
+"""Typed configuration: dataclasses are the single source of truth, argparse and Python keywords only adapt them.
 
 Every field has a default and a one-line help text with its unit, written with `opt(default, help)`. The CLI turns
 each field into a kebab-case flag (`batch_size` -> `--batch-size`) with `add_config_arguments` and builds the
-dataclass back with `config_from_args`; `validate()` then raises `UsageError` naming the flag. The resolved config is
-saved as JSON in the run folder and inside every checkpoint (`asdict`/`config_from_dict`).
+dataclass back with `config_from_args`; the Python API (`genvision.api`) builds it from keywords with
+`config_from_keywords`. `validate()` then raises `UsageError` naming the flag. The resolved config is saved as JSON
+in the run folder and inside every checkpoint (`asdict`/`config_from_dict`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
+import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, get_type_hints
+from typing import Any, Callable, ClassVar, Iterable, TypeVar, get_type_hints
 
 from genvision.errors import UsageError
 
@@ -115,6 +118,58 @@ def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
     config = cls(**{name: value.value if isinstance(value, NotGiven) else value for name, value in values.items()})
     config.validate()
     return config
+
+
+def config_from_keywords(cls: type[T], options: dict[str, Any], *, what: str, names: Iterable[str] | None = None,
+                         fixed: dict[str, Any] | None = None, check: Callable[[T], None] | None = None) -> T:
+    """Build and validate a config dataclass from Python keywords, as `config_from_args` does from flags (the adapter
+    of `genvision.api`).
+
+    Every key of `options` must be one of `names` (default: every field); `fixed` holds the values the caller's own
+    parameters give (a source, an output path). Each value must have its field's type (an int is a float, a path a
+    str) and be one of the field's choices, if it has any; then `check(config)` runs (default: `validate()`). Every
+    error is the one-line `UsageError` of the flag (``--num-steps must be > 0, got -1``); an unknown keyword is named
+    with the close names, else the valid ones.
+    """
+    allowed = [f.name for f in dataclasses.fields(cls)] if names is None else list(names)
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        raise UsageError(unknown_keywords_message(what, unknown, allowed))
+    hints = get_type_hints(cls)
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
+    values = {name: keyword_value(name, value, hints[name], choices[name])
+              for name, value in {**options, **(fixed or {})}.items()}
+    config = cls(**values)
+    (check or cls.validate)(config)
+    return config
+
+
+def unknown_keywords_message(what: str, unknown: list[str], allowed: list[str]) -> str:
+    """``genvision.train_gan() got an unknown option 'num_step'; did you mean num_steps?`` (else every valid name)."""
+    import difflib
+
+    close = [name for name in allowed if any(name in difflib.get_close_matches(bad, allowed, n=3) for bad in unknown)]
+    hint = f"did you mean {' or '.join(close)}?" if close else f"valid options: {', '.join(allowed)}"
+    options = "options" if len(unknown) > 1 else "option"
+    return f"{what} got an unknown {options} {', '.join(map(repr, unknown))}; {hint}"
+
+
+def keyword_value(name: str, value: Any, kind: type, choices: tuple | None) -> Any:
+    """A keyword's value checked against its field's type and choices (see `config_from_keywords`)."""
+    if kind is bool:
+        require(isinstance(value, bool), name, "True or False", value)
+    elif kind is int:
+        require(isinstance(value, numbers.Integral) and not isinstance(value, bool), name, "an integer", value)
+        value = int(value)
+    elif kind is float:
+        require(isinstance(value, numbers.Real) and not isinstance(value, bool), name, "a number", value)
+        value = float(value)
+    elif kind is str:
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        require(isinstance(value, str), name, "a string", value)
+    if choices:
+        require(value in choices, name, f"one of {', '.join(choices)}", value)
+    return value
 
 
 def config_from_dict(cls: type[T], values: dict) -> T:
@@ -290,15 +345,11 @@ class SampleConfig:
                            "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid)")
     reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "
                            "row above its row of reconstructions (empty = off; needs --grid)")
-    overwrite: bool = opt(False, "replace existing files")
+    overwrite: bool = opt(False, "replace an existing --grid PNG and its sidecar, or the numbered PNGs of an earlier "
+                          "sample in --out-dir (all removed first; other files there are always refused)")
 
     def validate(self) -> None:
-        require(self.num > 0, "num", "> 0", self.num)
-        require(self.nrow > 0, "nrow", "> 0", self.nrow)
-        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
-        require(0 <= self.truncation < float("inf"), "truncation", "> 0 (or 0 = off)", self.truncation)
-        require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
-                self.interpolate)
+        self.validate_images()
         if bool(self.grid) == bool(self.out_dir):
             raise UsageError("give exactly one of --grid FILE.png and --out-dir DIR")
         if self.interpolate and self.reconstruct:
@@ -309,6 +360,16 @@ class SampleConfig:
         if self.reconstruct and self.truncation:
             raise UsageError("--truncation applies to latents drawn from the prior, not to --reconstruct "
                              "(reconstructions decode the posterior mean)")
+
+    def validate_images(self) -> None:
+        """The checks of the values that choose the images, without those of where they go (`genvision.sample`
+        returns the images instead of writing them)."""
+        require(self.num > 0, "num", "> 0", self.num)
+        require(self.nrow > 0, "nrow", "> 0", self.nrow)
+        require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(0 <= self.truncation < float("inf"), "truncation", "> 0 (or 0 = off)", self.truncation)
+        require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
+                self.interpolate)
 
 
 @dataclass

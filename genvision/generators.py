@@ -6,7 +6,8 @@ pyproject.toml): it knows checkpoints, models and datasets, and nothing about ho
 
 - `load_generator`: a GAN's generator (EMA weights when present; Radford et al. 2016, "Unsupervised Representation
   Learning with Deep Convolutional Generative Adversarial Networks", arXiv:1511.06434) or a VAE's decoder mean
-  (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1].
+  (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1];
+  `GeneratorModule` wraps either as one nn.Module (the Python API's `genvision.load_generator`).
 - `load_vae`: the whole VAE with its resolved config.
 - `held_out_images`: a split decoded at the run's resolution and channels, binarised with one fixed seed for
   Bernoulli VAEs (the dynamic binarisation of the MNIST density-modelling literature, frozen for evaluation).
@@ -36,7 +37,7 @@ BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
 class LoadedGenerator:
     """A generator rebuilt from a checkpoint: `decode(z)` maps latents to images in [-1, 1]."""
 
-    decode: Callable[[torch.Tensor], torch.Tensor]
+    decode: Callable[[torch.Tensor], torch.Tensor]  # a module (`load_generator`), or any function (tests)
     latent_dim: int
     resolution: int
     channels: int
@@ -84,7 +85,42 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
     vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
     _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
     vae.to(device).eval()
-    return LoadedGenerator(lambda z: vae.mean_image(vae.decode(z)), shape[0], shape[3], shape[2], checkpoint, False)
+    return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False)
+
+
+class DecoderMean(torch.nn.Module):
+    """A VAE as a generator: z (N, latent_dim) -> the mean image of p(x|z), in [-1, 1]."""
+
+    def __init__(self, vae: "ConvVAE") -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.mean_image(self.vae.decode(z))
+
+
+class GeneratorModule(torch.nn.Module):
+    """A `LoadedGenerator` as one module (`genvision.load_generator`): forward maps z (N, latent_dim) to images
+    (N, channels, resolution, resolution) in [-1, 1]; `to_uint8` of them is what `genvision sample` writes.
+
+    `latent_dim`, `resolution`, `channels`, `kind` ("gan", "vae"), `step`, `checkpoint` (its folder) and `used_ema`
+    describe it. It is built in eval mode (BatchNorm uses its running statistics, as in sampling).
+    """
+
+    def __init__(self, loaded: LoadedGenerator) -> None:
+        super().__init__()
+        self.network = loaded.decode
+        self.latent_dim, self.resolution, self.channels = loaded.latent_dim, loaded.resolution, loaded.channels
+        self.kind, self.step, self.checkpoint = loaded.checkpoint.kind, loaded.checkpoint.step, loaded.checkpoint.path
+        self.used_ema = loaded.used_ema
+        self.eval()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.network(z)
+
+    def extra_repr(self) -> str:
+        return (f"{self.kind} {self.checkpoint} (step {self.step}{', EMA' if self.used_ema else ''}): z "
+                f"{self.latent_dim} -> {self.channels}x{self.resolution}x{self.resolution}")
 
 
 def load_vae(source: str | Path) -> tuple["ConvVAE", "VAEConfig", Checkpoint]:

@@ -19,6 +19,8 @@ is finite before anything is written.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -185,23 +187,52 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     save_png(make_grid(images, nrow), path)
 
 
+SAMPLE_FILE = re.compile(r"\d{6,}\.png|\.\d{6,}\.png\..+\.tmp")  # 000000.png ..., and their atomic-write temps
+
+
+def is_sample_file(entry: Path) -> bool:
+    """A numbered PNG `save_image_folder` writes (or the temp file of one left by a killed write)."""
+    return SAMPLE_FILE.fullmatch(entry.name) is not None and entry.is_file() and not entry.is_symlink()
+
+
+def entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
+
+
 def check_image_folder(out_dir: str | Path, count: int, overwrite: bool = False) -> list[Path]:
-    """The paths out_dir/000000.png ... for `count` images; refuses a file, or existing PNGs unless `overwrite`."""
+    """The paths out_dir/000000.png ... for `count` images, in a folder that will hold only those images.
+
+    `genvision fid DIR` scores every image of a folder, so a folder of samples must hold nothing else. An existing
+    folder must be empty or, with `overwrite`, hold only an earlier sample's numbered PNGs (which
+    `save_image_folder` removes before writing, so no earlier image outlives the new sample); any other entry is
+    refused, `overwrite` or not: it is not genvision's to delete. A path that is a file is refused too.
+    """
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out-dir {folder} is a file, expected a folder")
-    paths = [folder / f"{index:06d}.png" for index in range(count)]
-    clashes = [p for p in paths if p.exists()]
-    if clashes and not overwrite:
-        raise UsageError(f"--out-dir {folder} already holds {clashes[0].name} (and {len(clashes) - 1} more of the "
-                         f"files to write); pass --overwrite to replace them")
-    return paths
+    held = sorted(folder.iterdir()) if folder.is_dir() else []
+    foreign = [entry for entry in held if not is_sample_file(entry)]
+    if foreign:
+        raise UsageError(f"--out-dir {folder} holds {entries(len(held))}, {len(foreign)} not written by genvision "
+                         f"sample (e.g. {foreign[0].name}), and FID scores every image of a folder: choose an empty "
+                         "or new folder (--overwrite replaces only the numbered PNGs of an earlier sample, never other "
+                         "files)")
+    if held and not overwrite:
+        raise UsageError(f"--out-dir {folder} already holds {entries(len(held))} (e.g. {held[0].name}), the PNGs of an "
+                         "earlier sample; pass --overwrite to replace them all (they are removed first), or choose "
+                         "an empty or new folder")
+    return [folder / f"{index:06d}.png" for index in range(count)]
 
 
 def save_image_folder(images: torch.Tensor, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """uint8 (N, C, H, W) -> out_dir/000000.png ...; refuses to replace existing files unless `overwrite`."""
+    """uint8 (N, C, H, W) -> out_dir/000000.png ..., alone in the folder (see `check_image_folder`): with `overwrite`
+    an earlier sample's numbered PNGs are removed first."""
     paths = check_image_folder(out_dir, len(images), overwrite)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for earlier in folder.iterdir():
+        if is_sample_file(earlier):  # all there is: check_image_folder refused anything else
+            earlier.unlink()
     for image, path in zip(images, paths):
         save_png(image.permute(1, 2, 0).numpy(), path)
     return paths
@@ -215,6 +246,41 @@ def invoked_command() -> str:
     if sys.argv[1:2] == ["sample"]:
         return shlex.join(["genvision", *sys.argv[1:]])
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
+
+
+@dataclass
+class Samples:
+    """The images of one `genvision sample` command and what its line and sidecar say about them."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W), in the order they are written (grid order for grids)
+    nrow: int  # images per grid row
+    checkpoint: Checkpoint
+    used_ema: bool
+    what: str  # e.g. "20 images", for the printed line
+    record: dict  # the sidecar fields of the mode (truncation, interpolate, reconstruct)
+
+
+def sample_images(config, device: torch.device | str = "cpu") -> Samples:
+    """The images `genvision sample` writes for a SampleConfig (`genvision.sample` returns them): prior samples,
+    interpolation rows, or held-out inputs above their reconstructions."""
+    record: dict = {}
+    if config.reconstruct:
+        inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
+                                                           config.seed, config.batch_size, device)
+        record["reconstruct"] = config.reconstruct
+        return Samples(rows_above(inputs, outputs, config.nrow), config.nrow, checkpoint, False,
+                       f"{config.num} held-out images of {config.reconstruct} above their reconstructions", record)
+    loaded = load_generator(config.source, ema=config.ema, device=device)
+    if config.interpolate:
+        images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size, device,
+                             truncation=config.truncation)
+        nrow, what = config.interpolate, f"{config.num} rows of {config.interpolate} interpolated images"
+        record["interpolate"] = config.interpolate
+    else:
+        images = generate(loaded, config.num, config.seed, config.batch_size, device, truncation=config.truncation)
+        nrow, what = config.nrow, f"{len(images)} images"
+    record["truncation"] = config.truncation
+    return Samples(images, nrow, loaded.checkpoint, loaded.used_ema, what, record)
 
 
 def sample_command(config) -> str:
@@ -233,36 +299,17 @@ def sample_command(config) -> str:
                 raise UsageError(f"--grid {grid_path}: {existing} exists; pass --overwrite to replace it")
     else:
         check_image_folder(config.out_dir, config.num, config.overwrite)
-    record: dict = {}
-    if config.reconstruct:
-        inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
-                                                           config.seed, config.batch_size)
-        images, nrow, used_ema = rows_above(inputs, outputs, config.nrow), config.nrow, False
-        record["reconstruct"] = config.reconstruct
-        what = f"{config.num} held-out images of {config.reconstruct} above their reconstructions"
-    else:
-        loaded = load_generator(config.source, ema=config.ema)
-        checkpoint, used_ema = loaded.checkpoint, loaded.used_ema
-        if config.interpolate:
-            images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size,
-                                 truncation=config.truncation)
-            nrow = config.interpolate
-            record["interpolate"] = config.interpolate
-            what = f"{config.num} rows of {config.interpolate} interpolated images"
-        else:
-            images = generate(loaded, config.num, config.seed, config.batch_size, truncation=config.truncation)
-            nrow = config.nrow
-            what = f"{len(images)} images"
-        record["truncation"] = config.truncation
+    samples = sample_images(config)
+    images, checkpoint = samples.images, samples.checkpoint
     if config.out_dir:
         paths = save_image_folder(images, config.out_dir, config.overwrite)
         size = images.shape[-1]
         return (f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}: {paths[0].name} .. {paths[-1].name}, "
-                f"{what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
-    save_grid(images, grid_path, nrow)
+                f"{samples.what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
+    save_grid(images, grid_path, samples.nrow)
     write_json(sidecar, {
         "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,
-        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": used_ema,
-        "seed": config.seed, "num": config.num, "nrow": nrow, **record, "command": invoked_command(),
+        "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": samples.used_ema,
+        "seed": config.seed, "num": config.num, "nrow": samples.nrow, **samples.record, "command": invoked_command(),
     })
-    return f"wrote {grid_path} ({what}, step {checkpoint.step}, seed {config.seed})"
+    return f"wrote {grid_path} ({samples.what}, step {checkpoint.step}, seed {config.seed})"

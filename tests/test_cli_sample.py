@@ -1,5 +1,6 @@
-"""`genvision sample` on tiny GAN and VAE runs: reproducible grids, PNG folders, interpolation, truncation,
-reconstructions, and every bad input as one line on stderr with exit code 2 and nothing written.
+"""`genvision sample` on tiny GAN and VAE runs: reproducible grids, PNG folders (which hold only their samples),
+interpolation, truncation, reconstructions, and every bad input as one line on stderr with exit code 2 and nothing
+written.
 
 The two runs are real `train_gan.py` / `train_vae.py` subprocesses (started together); the sample commands run
 in-process through `genvision.cli.main` (importing torch once), plus two real subprocesses for the exit code and the
@@ -77,12 +78,73 @@ def test_out_dir_writes_numbered_pngs_and_never_overwrites(runs, tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert names == [f"{i:06d}.png" for i in range(5)]
     assert all(png(folder / name).shape == (SIZE, SIZE) for name in names)
-    before = {name: (folder / name).read_bytes() for name in names}
+    before = snapshot(folder)
     code, stdout, stderr = sample(runs["gan"], "--num", 5, "--seed", 1, "--out-dir", folder)
-    assert code == 2 and "--overwrite" in stderr and stdout == ""
-    assert {name: (folder / name).read_bytes() for name in names} == before
+    assert_one_line_error(code, stderr, f"--out-dir {folder} already holds 5 entries (e.g. 000000.png)",
+                          "--overwrite")
+    assert stdout == "" and snapshot(folder) == before
     ok(runs["gan"], "--num", 5, "--seed", 1, "--out-dir", folder, "--overwrite")
-    assert {name: (folder / name).read_bytes() for name in names} != before
+    assert snapshot(folder).keys() == before.keys() and snapshot(folder) != before
+
+
+def test_overwrite_replaces_the_whole_earlier_sample(runs, tmp_path):
+    """--overwrite with fewer images removes every earlier numbered PNG (and a killed write's temp file): the folder
+    then holds exactly the new sample, as if it had been empty."""
+    folder, fresh = tmp_path / "fakes", tmp_path / "fresh"
+    ok(runs["gan"], "--num", 6, "--out-dir", folder)
+    (folder / ".000006.png.x1y2.tmp").write_bytes(b"half a PNG")
+    ok(runs["gan"], "--num", 3, "--seed", 2, "--out-dir", folder, "--overwrite")
+    ok(runs["gan"], "--num", 3, "--seed", 2, "--out-dir", fresh)
+    assert snapshot(folder) == snapshot(fresh) and sorted(snapshot(folder)) == ["000000.png", "000001.png",
+                                                                                 "000002.png"]
+
+
+def test_an_empty_existing_folder_is_fine(runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "wrote 2 PNGs" in ok(runs["vae"], "--num", 2, "--out-dir", tmp_path / "empty")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["000000.png", "000001.png"]
+
+
+FOREIGN = {
+    # name: (entries to create besides 000000.png and 000001.png of an earlier sample: file -> bytes, "/" = folder;
+    #        the example the error names)
+    "text-file": ({"notes.txt": b"x"}, "notes.txt"),
+    "real-images": ({"real_0001.png": b"png", "real_0002.png": b"png"}, "real_0001.png"),
+    "hidden-file": ({".DS_Store": b""}, ".DS_Store"),
+    "subfolder": ({"extra/": b""}, "extra"),
+    "folder-named-like-a-sample": ({"000002.png/": b""}, "000002.png"),
+    "short-number": ({"0003.png": b"png"}, "0003.png"),
+}
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_out_dir_with_foreign_entries_is_refused_even_with_overwrite(runs, tmp_path, name, overwrite):
+    folder = tmp_path / "mixed"
+    ok(runs["gan"], "--num", 2, "--out-dir", folder)
+    created, example = FOREIGN[name]
+    for entry, content in created.items():
+        if entry.endswith("/"):
+            (folder / entry).mkdir()
+        else:
+            (folder / entry).write_bytes(content)
+    count = 2 + len(created)
+    before = snapshot(tmp_path)
+    code, stdout, stderr = sample(runs["gan"], "--num", 2, "--out-dir", folder, *(["--overwrite"] if overwrite else []))
+    assert_one_line_error(code, stderr, f"--out-dir {folder} holds {count} entries, {len(created)} not written by "
+                          f"genvision sample (e.g. {example})", "--overwrite", command="sample")
+    assert stdout == "" and snapshot(tmp_path) == before
+
+
+def test_out_dir_holding_only_foreign_files_is_refused(runs, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(b"jpeg")
+    before = snapshot(tmp_path)
+    code, stdout, stderr = sample(runs["vae"], "--num", 2, "--out-dir", folder, "--overwrite")
+    assert_one_line_error(code, stderr, f"--out-dir {folder} holds 1 entry, 1 not written by genvision sample "
+                          "(e.g. cat.jpg)", "--overwrite")
+    assert stdout == "" and snapshot(tmp_path) == before
 
 
 def test_out_dir_says_what_it_wrote(runs, tmp_path):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from genvision.config import opt, require
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from genvision.metrics.extractors import FeatureExtractor
@@ -221,24 +222,20 @@ def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
 
 @dataclass
 class StatsResult:
-    path: Path
+    path: Path | None  # the file written; None for `compute_stats`
     count: int
     metadata: "StatsMetadata"
     features: str = "classifier"  # the --features kind used ("auto" resolved)
     protocol: dict[str, Any] | None = None  # Inception protocol notes (`protocol`)
+    mu: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D,) float64
+    sigma: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D, D) float64
 
 
-def write_stats(source: str, config: StatsConfig) -> StatsResult:
-    """Compute the FID statistics of `source` and write them to ``config.output`` (checked before any work)."""
-    from genvision.errors import UsageError
-    from genvision.fileio import check_output_path
+def compute_stats(source: str, config: FeatureConfig) -> StatsResult:
+    """The FID statistics of `source` (mu, sigma, image count, extractor metadata), written nowhere."""
     from genvision.metrics.sources import resolve_source, source_statistics
-    from genvision.metrics.statsfile import save_stats
 
     config.validate()
-    output = check_output_path(config.output, "--output")
-    if output.exists() and not config.overwrite:
-        raise UsageError(f"--output {output} exists; pass --overwrite to replace it")
     resolved = resolve_source(source)
     kind = choose_features(config, [resolved])
     device = resolve_device(config.device)
@@ -247,9 +244,23 @@ def write_stats(source: str, config: StatsConfig) -> StatsResult:
     warn_if_few(statistics, extractor.num_features)
     metadata = dataclasses.replace(statistics.metadata or extractor.metadata(), source=source,
                                    num_samples=statistics.count)
-    save_stats(output, statistics.mu, statistics.sigma, metadata)
     notes = protocol(extractor, [statistics]) if extractor.resizes_internally else None
-    return StatsResult(output, statistics.count, metadata, kind, notes)
+    return StatsResult(None, statistics.count, metadata, kind, notes, statistics.mu, statistics.sigma)
+
+
+def write_stats(source: str, config: StatsConfig) -> StatsResult:
+    """`compute_stats` written to ``config.output`` (checked before any work)."""
+    from genvision.errors import UsageError
+    from genvision.fileio import check_output_path
+    from genvision.metrics.statsfile import save_stats
+
+    config.validate()
+    output = check_output_path(config.output, "--output")
+    if output.exists() and not config.overwrite:
+        raise UsageError(f"--output {output} exists; pass --overwrite to replace it")
+    result = compute_stats(source, config)
+    save_stats(output, result.mu, result.sigma, result.metadata)
+    return dataclasses.replace(result, path=output)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from genvision import __version__
 from genvision.errors import UsageError
 from genvision.fileio import atomic_write, check_output_path
+from genvision.version import __version__
 
 
 @dataclass(frozen=True)

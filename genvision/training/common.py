@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genvision import __version__
 from genvision.errors import UsageError
 from genvision.fileio import append_jsonl, write_json
+from genvision.version import __version__
 
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # --report-to name -> its package

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from genvision import __version__
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save, file_sha256
 from genvision.models.classifier import Classifier, ClassifierArchitecture
+from genvision.version import __version__
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 SHIPPED = {"mnist5k": WEIGHTS_DIR / "classifier-mnist5k.safetensors"}

@@ -1,0 +1,134 @@
+"""The Python API: `genvision.fid`, `stats`, `load_generator`, `sample`, `train_gan` and `train_vae`.
+
+For notebooks, as `pytorch_fid.fid_score.calculate_fid_given_paths` and `torch_fidelity.calculate_metrics` are. Each
+function is its CLI command with keywords for flags: the keywords are the fields of the command's config dataclass
+(`batch_size=` for `--batch-size`), built and validated by `config.config_from_keywords`, and the work is the same
+library call the command makes (`genvision.commands`), so a result equals what the command prints or writes. Bad
+input raises the command's one-line `UsageError` (``--num-steps must be > 0, got -1``); an unknown keyword is named
+with the close valid ones.
+
+`genvision/__init__.py` re-exports these functions lazily (PEP 562), and this module imports torch only inside them,
+so `import genvision` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any
+
+from genvision.config import GANConfig, SampleConfig, VAEConfig, config_from_keywords, require
+from genvision.errors import UsageError
+from genvision.metrics.evaluate import FeatureConfig, FidConfig, StatsConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from genvision.generators import GeneratorModule
+
+StrPath = str | os.PathLike  # a path as a string or a pathlib.Path
+SAMPLE_OPTIONS = ("batch_size", "ema", "truncation")  # the SampleConfig fields of prior samples in memory
+
+
+def field_names(cls: type, *, without: tuple[str, ...] = ()) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in without]
+
+
+def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
+    """`genvision fid SOURCE_A SOURCE_B --json`: the dict it prints.
+
+    SOURCEs are image folders, .npz statistics files, generator checkpoints or run folders, or dataset specs
+    (``mnist5k:train``). `options` are the fields of `FidConfig` but `json`: ``kid=True``, ``precision_recall=True``,
+    ``num_samples=``, ``seed=``, ``features=``, ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``,
+    ``features``, ``extractor``, ``extractor_hash``, ``source_a``, ``source_b``, plus each score computed (``kid``
+    and ``kid_std``, ``precision`` and ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
+    """
+    from genvision.metrics.evaluate import evaluate_fid
+
+    names = field_names(FidConfig, without=("json",))  # the dict is returned, never printed
+    config = config_from_keywords(FidConfig, options, what="genvision.fid()", names=names)
+    return evaluate_fid(os.fspath(source_a), os.fspath(source_b), config).to_dict()
+
+
+def stats(source: StrPath, output: StrPath | None = None, **options: Any) -> dict[str, Any]:
+    """The FID statistics of SOURCE; with `output`, written there as by `genvision stats SOURCE --output FILE.npz`
+    (an existing file is refused unless ``overwrite=True``).
+
+    `options` are the fields of `FeatureConfig` (``features=``, ``classifier=``, ``num_samples=``, ``device=``, ...)
+    and, with `output`, ``overwrite``. Returns ``mu`` ((D,) float64 numpy array), ``sigma`` ((D, D) float64),
+    ``count`` (images), ``features`` (the extractor kind used), ``metadata`` (the file's metadata as a dict:
+    extractor, extractor_hash, image_size, ...), ``path`` (str, only when written) and ``protocol`` (only for
+    InceptionV3 features).
+    """
+    from genvision.metrics.evaluate import compute_stats, write_stats
+
+    source = os.fspath(source)
+    if output is None:
+        if "overwrite" in options:
+            raise UsageError("genvision.stats(): overwrite= applies only with output=FILE.npz")
+        result = compute_stats(source, config_from_keywords(FeatureConfig, options, what="genvision.stats()"))
+    else:
+        config = config_from_keywords(StatsConfig, options, what="genvision.stats()",
+                                      names=field_names(StatsConfig, without=("output",)), fixed={"output": output})
+        result = write_stats(source, config)
+    values = {"mu": result.mu, "sigma": result.sigma, "count": result.count, "features": result.features,
+              "metadata": dataclasses.asdict(result.metadata)}
+    if result.path is not None:
+        values["path"] = str(result.path)
+    if result.protocol is not None:
+        values["protocol"] = result.protocol
+    return values
+
+
+def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str = "cpu") -> "GeneratorModule":
+    """The generator of a GAN or VAE checkpoint (a run folder: its best checkpoint, else its latest) as one
+    nn.Module in eval mode: z (N, latent_dim) -> images (N, C, H, W) in [-1, 1].
+
+    A GAN's EMA weights are used when present and `ema` (as `genvision sample` does; ``ema=False``: the raw
+    generator); a VAE gives the mean image of its decoder. Attributes: ``latent_dim``, ``resolution``, ``channels``,
+    ``kind``, ``step``, ``checkpoint`` (its folder), ``used_ema``. `device`: auto, cpu, cuda, cuda:1, ...
+    """
+    from genvision.generators import GeneratorModule
+    from genvision.generators import load_generator as load
+    from genvision.metrics.evaluate import resolve_device
+
+    require(isinstance(ema, bool), "ema", "True or False", ema)
+    return GeneratorModule(load(os.fspath(checkpoint_or_run), ema=ema, device=resolve_device(device)))
+
+
+def sample(checkpoint_or_run: StrPath, num: int, seed: int = 0, *, device: str = "cpu",
+           **options: Any) -> "torch.Tensor":
+    """uint8 images (num, C, H, W): exactly the PNGs `genvision sample CHECKPOINT --num NUM --seed SEED --out-dir
+    DIR` writes (on the CPU, the default `device`; other devices may differ in the last bit).
+
+    `options`: ``batch_size`` (does not change the images), ``ema`` (default True) and ``truncation`` (0 = off).
+    Sample i depends only on (seed, i); its latent is `genvision.sampling.latent_noise`'s row i.
+    """
+    from genvision.metrics.evaluate import resolve_device
+    from genvision.sampling import sample_images
+
+    config = config_from_keywords(SampleConfig, options, what="genvision.sample()", names=SAMPLE_OPTIONS,
+                                  fixed={"source": checkpoint_or_run, "num": num, "seed": seed},
+                                  check=SampleConfig.validate_images)
+    return sample_images(config, resolve_device(device)).images
+
+
+def train_gan(**options: Any) -> dict[str, Any]:
+    """`python train_gan.py` with keywords for flags (the fields of `GANConfig`: ``out_dir=``, ``num_steps=``, ...);
+    returns the run summary, what the run folder's summary.json holds (``run_dir``, ``step``, ``final_fid``,
+    ``best_fid``, ``best_step``, ``fid_features``, ``wall_time_s``).
+
+    The keywords given play the flags given: with ``resume=``, they override the run's saved config. The run prints
+    its progress and closing line as the script does.
+    """
+    from genvision.training.gan import train_gan as train
+
+    return train(config_from_keywords(GANConfig, options, what="genvision.train_gan()"), set(options))
+
+
+def train_vae(**options: Any) -> dict[str, Any]:
+    """`python train_vae.py` with keywords for flags (the fields of `VAEConfig`); returns the run summary, what the
+    run folder's summary.json holds (that of `train_gan` plus the held-out negative ELBO and bits/dim)."""
+    from genvision.training.vae import train_vae as train
+
+    return train(config_from_keywords(VAEConfig, options, what="genvision.train_vae()"), set(options))
