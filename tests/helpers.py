@@ -378,3 +378,16 @@ def hub_checkpoints(torch_home: Path) -> Path:
 def named_by_hash(path: Path, stem: str = "weights-inception-test") -> str:
     """torch.hub's convention for `path`'s bytes: STEM-<first 8 hex digits of its SHA-256>.pth."""
     return f"{stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
+
+
+def tensorboard_events(run: Path) -> tuple[dict, dict]:
+    """(scalar tag -> [(step, value)], image tag -> [step]) of a run's TensorBoard folder, as TensorBoard reads it
+    (its EventAccumulator purges what a session logged past the step a later session resumed from)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in tags["scalars"]}
+    images = {tag: [event.step for event in accumulator.Images(tag)] for tag in tags["images"]}
+    return scalars, images

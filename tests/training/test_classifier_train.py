@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
+
 from genvision.weights import load_classifier
-from helpers import metrics_records, run_genvision
+from helpers import metrics_records, run_genvision, tensorboard_events
 
 
 def test_train_classifier_writes_run_folder_and_reports_accuracy(tmp_path):
@@ -22,6 +24,9 @@ def test_train_classifier_writes_run_folder_and_reports_accuracy(tmp_path):
     model, info = load_classifier(out / "classifier.safetensors")
     assert model.num_features == 16 and info["test_accuracy"] == record["test_accuracy"]
     assert record["test_accuracy"] > 0.5  # two tiny epochs already beat chance (0.1) by far
+    scalars, _ = tensorboard_events(out)  # --report-to tensorboard, the default
+    assert [step for step, _ in scalars["test_accuracy"]] == [1, 2]
+    assert scalars["test_accuracy"][-1][1] == pytest.approx(record["test_accuracy"])
 
     again = run_genvision(*command, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1

@@ -7,21 +7,9 @@ import shutil
 
 import pytest
 from helpers import ROOT, assert_one_line_error, cli, metrics_records, tiny_flags, wait
+from helpers import tensorboard_events as events
 
 TINY = [*tiny_flags(latent_dim=8), "--log-every", "1", "--sample-every", "2", "--checkpoint-every", "2"]
-
-
-def events(run):
-    """(scalar tag -> [(step, value)], image tag -> [step]) of the run's TensorBoard folder, as TensorBoard reads it
-    (EventAccumulator purges what a session logged past the step a later session resumed from)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
-    accumulator.Reload()
-    tags = accumulator.Tags()
-    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in tags["scalars"]}
-    images = {tag: [event.step for event in accumulator.Images(tag)] for tag in tags["images"]}
-    return scalars, images
 
 
 @pytest.fixture(scope="module")
