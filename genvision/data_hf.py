@@ -197,15 +197,15 @@ def import_datasets():
 @contextlib.contextmanager
 def quiet(datasets):
     """No progress bars or info logging from `datasets` (a command's stderr stays its own), restored afterwards."""
-    bars, verbosity = datasets.is_progress_bar_enabled(), datasets.utils.logging.get_verbosity()
-    datasets.disable_progress_bars()
+    bars, verbosity = not datasets.utils.are_progress_bars_disabled(), datasets.utils.logging.get_verbosity()
+    datasets.utils.disable_progress_bars()
     datasets.utils.logging.set_verbosity_error()
     try:
         yield
     finally:
         datasets.utils.logging.set_verbosity(verbosity)
         if bars:
-            datasets.enable_progress_bars()
+            datasets.utils.enable_progress_bars()
 
 
 @dataclass
