@@ -46,10 +46,13 @@ class DataConfig:
     """Which images to train on and how they are decoded."""
 
     dataset: str = opt("mnist5k:train", "dataset spec: mnist5k[:train|test], mnist, fashion-mnist, cifar10, svhn, "
-                       "celeba (each [:split]) or folder:PATH")
+                       "celeba (each [:split]), folder:PATH or hf:PATH[:SPLIT] (Hugging Face format)")
     data_root: str = opt("data", "folder holding torchvision datasets")
-    download: bool = opt(False, "download what is missing (needs internet): torchvision datasets, and the "
-                         "InceptionV3 weights when FID uses them")
+    download: bool = opt(False, "download what is missing (needs internet): torchvision datasets, Hub datasets of "
+                         "hf: specs, and the InceptionV3 weights when FID uses them")
+    image_column: str = opt("", "image column of hf: datasets; empty = the first column of feature datasets.Image")
+    label_column: str = opt("", "label column (ClassLabel or integer) of hf: datasets; empty = label when present, "
+                            "else no labels")
     resolution: int = opt(32, "image side in px, a power of two >= 16")
     channels: int = opt(0, "image channels, 1 or 3; 0 = the dataset's own")
     hflip: bool = opt(False, "random horizontal flips during training (on device)")
@@ -210,8 +213,8 @@ class ClassifierConfig(RunConfig):
 
     resolution: int = opt(32, "image side in px: 32 or 64")
     out_dir: str = opt("runs/classifier", "run folder for config.json, metrics.jsonl and classifier.safetensors")
-    eval_dataset: str = opt("", "held-out dataset spec; empty = the test split of --dataset (a folder: see "
-                            "--holdout-fraction)")
+    eval_dataset: str = opt("", "held-out dataset spec; empty = the test split of --dataset (hf: else its "
+                            "validation split; a folder, or an hf: dataset without either: see --holdout-fraction)")
     holdout_fraction: float = opt(0.1, "share of each class held out (seeded by --seed) for the reported accuracy "
                                   "when the held-out spec is --dataset itself, as for folder:PATH")
     epochs: int = opt(20, "passes over the training set")
@@ -240,11 +243,16 @@ class ClassifierConfig(RunConfig):
 
 
 def held_out_dataset(dataset: str, eval_dataset: str = "") -> str:
-    """The held-out spec: `eval_dataset`, else the test split of `dataset` (celeba: valid; folders: themselves)."""
+    """The held-out spec: `eval_dataset`, else the test split of `dataset` (celeba: valid; folders: themselves; hf:
+    its test split, else its validation split, else itself: `data_hf.held_out_spec`)."""
     if eval_dataset:
         return eval_dataset
     if dataset.startswith("folder:"):
         return dataset
+    if dataset.startswith("hf:"):
+        from genvision.data_hf import held_out_spec
+
+        return held_out_spec(dataset)
     name = dataset.partition(":")[0]
     return f"{name}:test" if name != "celeba" else "celeba:valid"
 

@@ -8,10 +8,13 @@ A dataset spec string selects the images:
   ``--data-root``; ``--download`` lets torchvision fetch them.
 - ``folder:PATH``: every png/jpg/jpeg/bmp/webp under PATH; first-level subfolders are class labels when every image
   lies in one, otherwise all labels are 0.
+- ``hf:PATH[:SPLIT]``: a dataset in the Hugging Face format (saved with ``save_to_disk``, parquet or arrow files, or
+  with ``--download`` a Hub id); its columns are ``--image-column`` and ``--label-column``. See `data_hf`.
 
 Every image goes through one decoding path, `prepare_image`: convert to the channel count (L or RGB), pad 28 px digits
 to 32 px, resize the shorter side to the resolution (bicubic) and center-crop. The result, a uint8 tensor
-(N, C, H, W) with int64 labels, is cached in a safetensors file named after (dataset, split, resolution, channels).
+(N, C, H, W) with int64 labels, is cached in a safetensors file named after (dataset, split, resolution, channels),
+plus a fingerprint of the files for folders and hf: datasets.
 
 `InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
 sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``.
@@ -26,6 +29,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genvision import data_hf
 from genvision.config import DataConfig, flag_name
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
@@ -60,7 +65,8 @@ DATASETS: dict[str, tuple[tuple[str, ...], int, int]] = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A parsed dataset spec: `name` is a key of DATASETS or "folder"; `path` is set for folders only."""
+    """A parsed dataset spec: `name` is a key of DATASETS, "folder" or "hf"; `path` is set for those two only (an
+    hf: spec's `split` is "" when not given: `data_hf.resolve_split` picks it)."""
 
     name: str
     split: str
@@ -73,9 +79,12 @@ class DatasetSpec:
             if not path:
                 raise UsageError("dataset spec 'folder:' needs a path, e.g. folder:images/")
             return cls("folder", "all", path)
+        if spec.startswith(data_hf.PREFIX):
+            path, split = data_hf.parse_hf(spec)
+            return cls("hf", split, path)
         name, _, split = spec.partition(":")
         if name not in DATASETS:
-            valid = ", ".join([*DATASETS, "folder:PATH"])
+            valid = ", ".join([*DATASETS, "folder:PATH", "hf:PATH[:SPLIT]"])
             raise UsageError(f"unknown dataset {name!r}; expected one of {valid}")
         splits = DATASETS[name][0]
         split = split or splits[0]
@@ -84,12 +93,15 @@ class DatasetSpec:
         return cls(name, split)
 
     def __str__(self) -> str:
+        if self.name == "hf":
+            return data_hf.spec_text(self.path, self.split)
         return f"folder:{self.path}" if self.name == "folder" else f"{self.name}:{self.split}"
 
 
 def check_dataset_specs(config, flags: tuple[str, ...] = ("dataset", "eval_dataset", "fid_reference")) -> None:
     """Parse the dataset specs of a config (those of `flags` it has and sets) without loading any data: unknown
-    names and splits, and folders that do not exist, fail in one line naming the flag."""
+    names and splits, folders that do not exist, and hf: specs without the datasets package, a local folder (or
+    --download) or their split, fail in one line naming the flag."""
     for name in flags:
         value = getattr(config, name, "")
         if not value:
@@ -101,6 +113,11 @@ def check_dataset_specs(config, flags: tuple[str, ...] = ("dataset", "eval_datas
         if spec.name == "folder" and not Path(spec.path).is_dir():
             what = "is not a folder" if Path(spec.path).exists() else "does not exist"
             raise UsageError(f"{flag_name(name)} {value}: folder {spec.path} {what}")
+        if spec.name == "hf":
+            try:
+                data_hf.check_hf(spec.path, spec.split, getattr(config, "download", False))
+            except UsageError as error:
+                raise UsageError(f"{flag_name(name)} {value}: {error}") from None
 
 
 @dataclass
@@ -315,8 +332,19 @@ def folder_native_channels(files: Sequence[Path]) -> int:
     return 1 if open_image(files[0]).mode in ("1", "L", "LA", "I", "I;16", "F") else 3
 
 
-def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False):
-    """(num_items, load(i) -> (PIL image, label), num_classes, native_channels, fingerprint) for any spec."""
+def hf_source(spec: DatasetSpec, download: bool, image_column: str = "", label_column: str = "") -> data_hf.HFSource:
+    """An hf: spec opened (`data_hf.open_hf`, nothing decoded), parquet files converted under the cache folder."""
+    return data_hf.open_hf(spec.path, spec.split, download=download, image_column=image_column,
+                           label_column=label_column, cache_dir=default_cache_dir() / "hf")
+
+
+def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False, *,
+                image_column: str = "", label_column: str = ""):
+    """(num_items, load(i) -> (PIL image, label), num_classes, native_channels, fingerprint) for any spec; the
+    columns apply to hf: specs only."""
+    if spec.name == "hf":
+        source = hf_source(spec, download, image_column, label_column)
+        return source.num_items, source.load, source.num_classes, source.native_channels, source.fingerprint
     if spec.name == "mnist5k":
         pixels, labels = read_mnist5k(spec.split)
         return len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, ""
@@ -347,23 +375,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GENVISION_CACHE") or Path.home() / ".cache" / "genvision")
 
 
+def cache_name(spec: DatasetSpec) -> str:
+    """The dataset part of cache file names: ``folder``, ``hf-<folder name or Hub id>`` or ``<name>-<split>`` (the
+    fingerprint tells folders and hf: splits and columns apart)."""
+    if spec.name == "hf":
+        return "hf-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.path.strip("/")).strip("_.")[-40:] or "dataset")
+    return "folder" if spec.name == "folder" else f"{spec.name}-{spec.split}"
+
+
 def cache_path(spec: DatasetSpec, resolution: int, channels: int, fingerprint: str, cache_dir: Path) -> Path:
-    """<name>-<split>-<res>px-<ch>ch[-<fingerprint>]-v<format>.safetensors."""
-    name = "folder" if spec.name == "folder" else f"{spec.name}-{spec.split}"
+    """<name>-<split>-<res>px-<ch>ch[-<fingerprint>]-v<format>.safetensors (`cache_name`)."""
+    name = cache_name(spec)
     suffix = f"-{fingerprint}" if fingerprint else ""
     return cache_dir / f"{name}-{resolution}px-{channels}ch{suffix}-v{CACHE_FORMAT}.safetensors"
 
 
 def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: str = "data",
                  download: bool = False, cache_dir: str | os.PathLike | None = None,
-                 offer_download: bool = False) -> ImageData:
+                 offer_download: bool = False, *, image_column: str = "", label_column: str = "") -> ImageData:
     """Decode `spec` to uint8 (N, C, resolution, resolution), through the on-disk cache. `offer_download`: the
-    command has a --download flag, so a missing torchvision dataset's error may suggest it."""
+    command has a --download flag, so a missing torchvision dataset's error may suggest it. The columns name those
+    of an hf: spec ("" = its defaults, `data_hf.choose_columns`)."""
     from safetensors.torch import load_file, save_file
 
     parsed = DatasetSpec.parse(spec)
-    num_items, load, num_classes, native_channels, fingerprint = open_source(parsed, data_root, download,
-                                                                             offer_download)
+    num_items, load, num_classes, native_channels, fingerprint = open_source(
+        parsed, data_root, download, offer_download, image_column=image_column, label_column=label_column)
     channels = channels or native_channels
     path = cache_path(parsed, resolution, channels, fingerprint, Path(cache_dir or default_cache_dir()))
     if path.is_file():
@@ -383,7 +420,8 @@ def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: 
 def load_from_config(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> ImageData:
     """`load_dataset` with the fields of a DataConfig."""
     return load_dataset(config.dataset, config.resolution, config.channels, config.data_root, config.download,
-                        cache_dir, offer_download=True)
+                        cache_dir, offer_download=True, image_column=config.image_column,
+                        label_column=config.label_column)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -466,7 +504,9 @@ class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes one item per __getitem__, for `StreamingBatches`."""
 
     def __init__(self, spec: DatasetSpec, config: DataConfig, channels: int) -> None:
-        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download, True)
+        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download, True,
+                                                         image_column=config.image_column,
+                                                         label_column=config.label_column)
         self.resolution, self.channels = config.resolution, channels
 
     def __len__(self) -> int:
@@ -485,7 +525,8 @@ class StreamingBatches(InMemoryBatches):
         if batch_size <= 0:
             raise UsageError(f"--batch-size must be > 0, got {batch_size}")
         parsed = DatasetSpec.parse(spec)
-        _, _, _, native, _ = open_source(parsed, config.data_root, config.download, True)
+        _, _, _, native, _ = open_source(parsed, config.data_root, config.download, True,
+                                         image_column=config.image_column, label_column=config.label_column)
         self.dataset = _DecodingDataset(parsed, config, config.channels or native)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
@@ -533,7 +574,9 @@ def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 
     Returns (batches, image channels, number of classes).
     """
     parsed = DatasetSpec.parse(config.dataset)
-    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True)
+    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True,
+                                                       image_column=config.image_column,
+                                                       label_column=config.label_column)
     channels = config.channels or native
     decoded_bytes = num_items * channels * config.resolution ** 2
     if decoded_bytes > config.in_memory_limit_gb * 2 ** 30:

@@ -173,7 +173,7 @@ def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | Non
     spec = dataset or config.resolved_eval_dataset()
     download = config.download and training and data_root is None
     data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
-                        offer_download=training)
+                        offer_download=training, image_column=config.image_column, label_column=config.label_column)
     images = to_model_range(data.images)
     if likelihood_family(config) == "bernoulli":
         images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))

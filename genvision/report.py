@@ -161,7 +161,11 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     extractor = run_extractor(config, device)
     resolution = int(config.get("resolution", 0)) if extractor.resizes_internally else 0
     source_options = SourceOptions(batch_size=options.batch_size, device=device,
-                                   data_root=config.get("data_root", "data"), dataset_resolution=resolution)
+                                   data_root=config.get("data_root", "data"), dataset_resolution=resolution,
+                                   image_column=config.get("image_column", ""),
+                                   label_column=config.get("label_column", ""),
+                                   # a Hub dataset (hf:ID) is read from the Hugging Face cache, as the run read it
+                                   download=bool(config.get("download")) and reference.startswith("hf:"))
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
     loaded = load_generator(chosen, device=device)

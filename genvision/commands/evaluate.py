@@ -14,7 +14,7 @@ from genvision.config import add_config_arguments, config_from_args
 from genvision.metrics.evaluate import FidConfig, StatsConfig
 
 SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec "
-               "(mnist5k:train, cifar10:test, folder:PATH)")
+               "(mnist5k:train, cifar10:test, folder:PATH, hf:PATH[:SPLIT])")
 
 
 def run_stats(args: argparse.Namespace) -> int:

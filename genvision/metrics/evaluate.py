@@ -51,7 +51,7 @@ class FeatureConfig:
                                  "torch hub cache (weights-inception-2015-12-05-6726825d.pth or pt_inception-...)")
     download: bool = opt(False, "fetch what is missing (needs internet): InceptionV3 weights into the torch hub "
                          "cache from $GENVISION_INCEPTION_URL (default torch-fidelity's release), torchvision "
-                         "datasets into --data-root")
+                         "datasets into --data-root, Hub datasets of hf: specs into the Hugging Face cache")
     batch_size: int = opt(500, "images per feature-extraction batch (and per generator forward pass)")
     num_samples: int = opt(5000, "images drawn from each generator source; folders, datasets and statistics "
                            "files use all of theirs")
@@ -59,6 +59,10 @@ class FeatureConfig:
     device: str = opt("auto", "torch device for feature extraction: auto (cuda if available, else cpu), cpu, "
                       "cuda, cuda:1, ...")
     data_root: str = opt("data", "folder holding torchvision datasets, for dataset specs such as cifar10:test")
+    image_column: str = opt("", "image column of hf: dataset specs; empty = the first column of feature "
+                            "datasets.Image")
+    label_column: str = opt("", "label column (ClassLabel or integer) of hf: dataset specs; empty = label when "
+                            "present, else no labels")
     dataset_resolution: int = opt(0, "side in px at which dataset specs are decoded before resizing to the "
                                   "extractor input; 0 = the classifier's input size (32 px for inception)")
     cache: bool = opt(True, "cache the statistics of dataset specs under $GENVISION_CACHE/stats (default "
@@ -182,8 +186,8 @@ def source_options(config: FeatureConfig, device: "torch.device", extractor: "Fe
         resolution = int(generators[0].get("resolution", 0)) if generators else 0
     return SourceOptions(batch_size=config.batch_size, device=device, num_samples=config.num_samples,
                          seed=config.seed, data_root=config.data_root, dataset_resolution=resolution,
-                         use_cache=config.cache, download=config.download,
-                         reconstructions=getattr(config, "reconstructions", ""))
+                         use_cache=config.cache, download=config.download, image_column=config.image_column,
+                         label_column=config.label_column, reconstructions=getattr(config, "reconstructions", ""))
 
 
 def protocol(extractor: "FeatureExtractor", sides: "list[SourceStatistics]") -> dict[str, Any]:

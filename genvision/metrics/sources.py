@@ -9,7 +9,8 @@ A SOURCE string names, tried in this order:
 2. an existing ``.npz`` file: FID statistics (mu, sigma), checked against the extractor's metadata;
 3. any other existing file: a generator checkpoint;
 4. otherwise a dataset spec (``mnist5k:train``, ``cifar10:test``, ...). A string that looks like a path (holds a
-   ``/`` or ends in ``.npz``) but exists nowhere is "no such file or folder".
+   ``/`` or ends in ``.npz``) but exists nowhere is "no such file or folder". ``hf:PATH[:SPLIT]`` is always a
+   dataset spec (checked first: a Hub id holds a ``/``).
 
 Every image reaches the extractor as uint8 (generators are quantised exactly like PNG saving, `imageconv.to_uint8`)
 and goes through `extractors.resize_for_extractor` (to the classifier's input size; for Inception only to a square
@@ -21,7 +22,7 @@ keeping raw features (KID, Bińkowski et al. 2018; precision/recall, Kynkäänni
 
 Reference statistics of dataset specs are cached under ``default_cache_dir() / "stats"``: a `statsfile` ``.npz``
 (mu, sigma, metadata; readable by pytorch-fid) named after the dataset, split, decoding size, channels, extractor id
-and weights hash, plus a ``.features.safetensors`` sidecar (float32, never pickle) holding the logits (always, they
+and weights hash (hf: datasets: with the fingerprint of their files and columns), plus a ``.features.safetensors`` sidecar (float32, never pickle) holding the logits (always, they
 are small) and the raw features (only once a run asked for them: for Inception on a large set they are hundreds of
 MB). A run that needs raw features and finds only mu/sigma recomputes the set and adds them. Image folders and
 generators are never cached: their content changes.
@@ -103,6 +104,8 @@ def resolve_source(text: str) -> Source:
         raise UsageError("empty SOURCE; expected a folder, an .npz statistics file, a checkpoint or a dataset spec")
     if text.startswith("folder:"):
         return Source(text, "folder", Path(DatasetSpec.parse(text).path or ""))
+    if text.startswith("hf:"):
+        return Source(text, "dataset", spec=str(DatasetSpec.parse(text)))
     path = Path(text)
     if path.is_dir():
         if is_run_folder(path) or is_inside_checkpoints(path):
@@ -382,7 +385,9 @@ class SourceOptions:
     data_root: str = "data"  # torchvision datasets
     dataset_resolution: int = 0  # px at which dataset specs are decoded; 0 = `default_dataset_resolution`
     use_cache: bool = True
-    download: bool = False  # let torchvision fetch a missing dataset of a dataset spec
+    download: bool = False  # let torchvision fetch a missing dataset of a dataset spec (hf: a Hub dataset)
+    image_column: str = ""  # hf: dataset specs: their image column ("" = the first datasets.Image one)
+    label_column: str = ""  # hf: dataset specs: their label column ("" = label when present)
     cache_dir: Path | None = None  # None = default_cache_dir() / "stats"
     reconstructions: str = ""  # dataset spec: VAE generators give their reconstructions of it, not prior samples
 
@@ -436,14 +441,17 @@ def _from_feature_stats(source: Source, stats: FeatureStats, logits: Tensor | No
 
 
 def reference_cache_path(spec: str, resolution: int, extractor: FeatureExtractor, data_root: str,
-                         cache_dir: Path) -> Path:
-    """<dataset>-<split>-<res>px-<ch>ch-<extractor>-<hash16>[-<root8>]-v<decode>.<stats>.npz."""
-    from genvision.data import CACHE_FORMAT, DatasetSpec
+                         cache_dir: Path, fingerprint: str = "") -> Path:
+    """<dataset>-<split>-<res>px-<ch>ch-<extractor>-<hash16>[-<root8>|-<fingerprint>]-v<decode>.<stats>.npz; an hf:
+    spec is ``hf-<name>`` (`data.cache_name`) with the `fingerprint` of its files and columns."""
+    from genvision.data import CACHE_FORMAT, DatasetSpec, cache_name
 
     parsed = DatasetSpec.parse(spec)
-    name = (f"{parsed.name}-{parsed.split}-{resolution}px-{extractor.input_channels}ch-{extractor.extractor_id}-"
+    name = (f"{cache_name(parsed)}-{resolution}px-{extractor.input_channels}ch-{extractor.extractor_id}-"
             f"{extractor.weights_hash[:16]}")
-    if parsed.name != "mnist5k":  # torchvision datasets: which copy was read
+    if parsed.name == "hf":
+        name += f"-{fingerprint}"
+    elif parsed.name != "mnist5k":  # torchvision datasets: which copy was read
         name += "-" + hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:8]
     return cache_dir / f"{name}-v{CACHE_FORMAT}.{STATS_CACHE_FORMAT}.npz"
 
@@ -490,10 +498,14 @@ def _write_reference_cache(path: Path, result: SourceStatistics) -> None:
 def dataset_statistics(source: Source, extractor: FeatureExtractor, options: SourceOptions, *,
                        need_features: bool = False, need_logits: bool = False) -> SourceStatistics:
     """Statistics of a dataset spec, through the on-disk reference cache (see the module docstring)."""
-    from genvision.data import load_dataset
+    from genvision.data import DatasetSpec, hf_source, load_dataset
 
     resolution = options.dataset_resolution or default_dataset_resolution(extractor)
-    path = reference_cache_path(source.spec, resolution, extractor, options.data_root, options.stats_cache_dir())
+    parsed = DatasetSpec.parse(source.spec)
+    fingerprint = (hf_source(parsed, options.download, options.image_column, options.label_column).fingerprint
+                   if parsed.name == "hf" else "")
+    path = reference_cache_path(source.spec, resolution, extractor, options.data_root, options.stats_cache_dir(),
+                                fingerprint)
     need_logits = need_logits and bool(extractor.num_classes)
     if options.use_cache and path.is_file():
         try:
@@ -505,7 +517,8 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
             if (not need_features or "features" in extras) and (not need_logits or "logits" in extras):
                 return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
                                         extras.get("features"), extras.get("logits"), True, metadata)
-    data = load_dataset(source.spec, resolution, 0, options.data_root, options.download)
+    data = load_dataset(source.spec, resolution, 0, options.data_root, options.download,
+                        image_column=options.image_column, label_column=options.label_column)
     notes = GeometryNotes(str(source), extractor)
     stats, logits = extract(data.images, extractor, options.batch_size, options.device, need_features,
                             bool(extractor.num_classes), name=str(source), notes=notes)

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from genvision import data_hf
 from genvision.config import ClassifierConfig
-from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, list_folder,
-                            load_dataset, load_from_config, make_batches)
+from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, hf_source,
+                            list_folder, load_dataset, load_from_config, make_batches)
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
@@ -67,17 +68,32 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def same_dataset(first: str, second: str) -> bool:
-    """Whether two dataset specs name the same images: equal once parsed (folders: the same resolved path)."""
+    """Whether two dataset specs name the same images: equal once parsed (folders: the same resolved path; hf: the
+    same resolved path or Hub id and the same split read)."""
     first_spec, second_spec = DatasetSpec.parse(first), DatasetSpec.parse(second)
     if first_spec.name == "folder" and second_spec.name == "folder":
         return Path(first_spec.path).resolve() == Path(second_spec.path).resolve()
+    if first_spec.name == "hf" and second_spec.name == "hf":
+        return (data_hf.identity(first_spec.path, first_spec.split) ==
+                data_hf.identity(second_spec.path, second_spec.split))
     return first_spec == second_spec
 
 
-def check_classes(spec_text: str, flag: str) -> int:
-    """The number of classes of a dataset spec, read without decoding any image (a folder is only listed); fewer
-    than 2 is refused in one line naming the flag, the dataset and the layout expected."""
+def check_classes(spec_text: str, flag: str, config: ClassifierConfig) -> int:
+    """The number of classes of a dataset spec, read without decoding any image (a folder is only listed, an hf:
+    dataset opened for its label column); fewer than 2 is refused in one line naming the flag, the dataset and the
+    layout expected."""
     spec = DatasetSpec.parse(spec_text)
+    if spec.name == "hf":
+        source = hf_source(spec, config.download, config.image_column, config.label_column)
+        if not source.label_column:
+            raise UsageError(f"{flag} {spec_text}: {source.spec} has no label column ('label' is absent or not a "
+                             f"ClassLabel or integer column; its columns: {source.columns}); a classifier needs "
+                             "labels: name them with --label-column COLUMN")
+        if source.num_classes < 2:
+            raise UsageError(f"{flag} {spec_text}: the labels of {source.spec} (column {source.label_column!r}) "
+                             f"have {source.num_classes} class; a classifier needs at least 2")
+        return source.num_classes
     if spec.name != "folder":
         num_classes = DATASETS[spec.name][2]
         if num_classes < 2:
@@ -105,11 +121,12 @@ def plan_classifier(config: ClassifierConfig, given: set[str] | None = None) -> 
     --eval-dataset (a folder is listed, not decoded), and the run folder (one run per folder: an earlier run's files
     are refused without --overwrite). Returns the config; `given` (the flags on the command line) is not needed."""
     check_dataset_specs(config, ("dataset", "eval_dataset"))
-    num_classes = check_classes(config.dataset, "--dataset")
-    if config.eval_dataset and not same_dataset(config.dataset, config.eval_dataset):
-        eval_classes = check_classes(config.eval_dataset, "--eval-dataset")
+    num_classes = check_classes(config.dataset, "--dataset", config)
+    eval_spec = config.resolved_eval_dataset()
+    if (config.eval_dataset or eval_spec.startswith("hf:")) and not same_dataset(config.dataset, eval_spec):
+        eval_classes = check_classes(eval_spec, "--eval-dataset", config)
         if eval_classes != num_classes:
-            raise UsageError(f"--eval-dataset {config.eval_dataset} has {eval_classes} classes but --dataset "
+            raise UsageError(f"--eval-dataset {eval_spec} has {eval_classes} classes but --dataset "
                              f"{config.dataset} has {num_classes}; expected the same classes")
     check_trackers(config.report_to)
     earlier_run_files(Path(config.out_dir), RUN_FILES, config.overwrite, RUN_CHOICES)
@@ -179,7 +196,8 @@ def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryB
         batches, channels, num_classes = make_batches(config, config.batch_size, seed=config.seed, rank=rank,
                                                       world_size=world_size, device=device)
         held_out = load_dataset(eval_spec, config.resolution, channels, config.data_root, config.download,
-                                offer_download=True)
+                                offer_download=True, image_column=config.image_column,
+                                label_column=config.label_column)
         where = f"{eval_spec} ({len(held_out)} images)"
         return batches, channels, num_classes, Evaluation(held_out, "test accuracy", "", where,
                                                           {"eval_dataset": eval_spec})

@@ -28,11 +28,12 @@ class TrainingFID:
 
     def __init__(self, reference: str, extractor: FeatureExtractor, num_samples: int, latent_dim: int, seed: int,
                  data_root: str, device: torch.device | str, batch_size: int = 500, resolution: int = 0,
-                 download: bool = False) -> None:
+                 download: bool = False, image_column: str = "", label_column: str = "") -> None:
         self.device, self.batch_size = torch.device(device), batch_size
         self.extractor = extractor.to(self.device)
         options = SourceOptions(batch_size=batch_size, device=self.device, data_root=data_root, download=download,
-                                dataset_resolution=resolution if extractor.resizes_internally else 0)
+                                dataset_resolution=resolution if extractor.resizes_internally else 0,
+                                image_column=image_column, label_column=label_column)
         statistics = source_statistics(reference, self.extractor, options)
         self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma
         self.latents = latent_noise(num_samples, latent_dim, seed=seed)  # as `genvision fid CKPT --seed SEED`
@@ -42,7 +43,8 @@ class TrainingFID:
         """From a planned GANConfig or VAEConfig (--features resolved, --fid-reference, --num-fid-samples, ...)."""
         extractor = run_extractor(config, device, download=config.download)
         return cls(config.fid_reference or config.dataset, extractor, config.num_fid_samples, config.latent_dim,
-                   config.seed, config.data_root, device, resolution=config.resolution, download=config.download)
+                   config.seed, config.data_root, device, resolution=config.resolution, download=config.download,
+                   image_column=config.image_column, label_column=config.label_column)
 
     def describe(self) -> str:
         """E.g. ``inception-v3-compat@6726825d0af5``: the extractor that scored the run."""
