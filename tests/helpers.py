@@ -391,3 +391,12 @@ def tensorboard_events(run: Path) -> tuple[dict, dict]:
     scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in tags["scalars"]}
     images = {tag: [event.step for event in accumulator.Images(tag)] for tag in tags["images"]}
     return scalars, images
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

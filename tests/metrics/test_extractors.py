@@ -145,9 +145,14 @@ def test_resize_center_crops_non_square_and_skips_matching():
 
 
 def test_inception_extractor_offline(inception_weights, monkeypatch):
+    import genvision.metrics.extractors as extractors
+
+    monkeypatch.setattr(extractors, "_BUILT", {})  # no network built by an earlier test of this process
     loads = record_calls(monkeypatch, torch, "load", "weights_only")
     extractor = load_extractor("inception", inception_weights=inception_weights)
     assert loads == [True]  # our one load, weights_only; torch-fidelity's own torch.load never runs
+    again = load_extractor("inception", inception_weights=inception_weights)
+    assert loads == [True] and again.module is extractor.module  # built once per process for these weights
     assert isinstance(extractor, InceptionExtractor)
     assert extractor.extractor_id == INCEPTION_ID == "inception-v3-compat"
     assert extractor.weights_hash == file_sha256(inception_weights)

@@ -8,24 +8,17 @@ own noise generator).
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY_GAN, load_state, load_weights, metrics_records, wait
+from helpers import TINY_GAN, free_port, load_state, load_weights, metrics_records, wait
 
 PROBE = Path(__file__).resolve().parent / "_dist_probe.py"
 FLAGS = [*TINY_GAN, "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "0"]
 STEPS = 4
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +28,7 @@ def launches(tmp_path_factory, start_process):
 
     def torchrun(*args: str) -> tuple[int, str, str]:
         return wait(start_process(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
-                                   "--master-port", str(_free_port()), *args]))
+                                   "--master-port", str(free_port()), *args]))
 
     load_dataset("mnist5k:train", 32, 0)  # decoded once here, not by two processes at once
     base = tmp_path_factory.mktemp("gan-dist")

@@ -11,12 +11,14 @@ import re
 import shutil
 
 import pytest
-from helpers import ROOT, assert_one_line_error, assert_same_checkpoints, finish, run_at_once, snapshot, tiny_flags
+from helpers import (ROOT, assert_one_line_error, assert_same_checkpoints, finish, free_port, run_at_once, snapshot,
+                     tiny_flags)
 
 TINY = [*tiny_flags(latent_dim=8), "--checkpoint-every", "3", "--sample-every", "3", "--log-every", "1", "--seed", "3"]
 SAVED = ["--loss", "hinge", "--d-lr", "0.0003"]  # GAN settings a resume must take from the saved config
 GAN, VAE = str(ROOT / "train_gan.py"), str(ROOT / "train_vae.py")
-TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561"]
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+            str(free_port())]
 EARLIER_WALL_TIME = 1000.0  # s: what the earlier sessions of the "wall-time" case took, by its checkpoint.json
 
 DRY_RUNS = {  # name: (flags, the error that --dry-run gives without loading any data)
