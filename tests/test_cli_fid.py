@@ -84,6 +84,9 @@ def test_fid_json_and_extra_scores(setup):
 @pytest.mark.parametrize("args, fragments", [
     (["fid", "mnist5k:test", "mnist5k:test", "--num-samples", "0"], ["--num-samples must be > 0, got 0"]),
     (["fid", "no/such/folder", "mnist5k:test"], ["no such file or folder: no/such/folder"]),
+    # A missing folder: SOURCE is named before --features auto asks for Inception weights for it.
+    (["stats", "folder:no/such/folder", "--output", "x.npz"], ["folder:no/such/folder: folder no/such/folder does "
+                                                               "not exist"]),
     (["fid", "mnist5k:test", "mnist5k:test", "--features", "inception"], ["--inception-weights"]),
 ])
 def test_cli_errors_are_one_line_exit_2(setup, args, fragments):

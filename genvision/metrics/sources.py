@@ -103,7 +103,11 @@ def resolve_source(text: str) -> Source:
     if not text:
         raise UsageError("empty SOURCE; expected a folder, an .npz statistics file, a checkpoint or a dataset spec")
     if text.startswith("folder:"):
-        return Source(text, "folder", Path(DatasetSpec.parse(text).path or ""))
+        folder = Path(DatasetSpec.parse(text).path or "")
+        if not folder.is_dir():  # said now, before an extractor is chosen or loaded for it
+            raise UsageError(f"{text}: folder {folder} does not exist" if not folder.exists()
+                             else f"{text}: {folder} is not a folder")
+        return Source(text, "folder", folder)
     if text.startswith("hf:"):
         return Source(text, "dataset", spec=str(DatasetSpec.parse(text)))
     path = Path(text)
