@@ -398,12 +398,6 @@ class InceptionExtractor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-FEATURE_KINDS = ("auto", "classifier", "inception")
-FEATURES_HELP = ("feature extractor: auto (the classifier for mnist5k or with --classifier, else InceptionV3), "
-                 "classifier (genvision's baseline classifier), or inception (torch-fidelity's InceptionV3, for "
-                 "literature-comparable FID)")
-
-
 def auto_features(*, classifier: str | Path = "", inception_weights: str | Path = "", download: bool = False,
                   datasets: Sequence[str] = (), stats_extractors: Sequence[str] = (), what: str = "",
                   more_fixes: str = "") -> str:

@@ -31,7 +31,6 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,10 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genvision.errors import UsageError
-from genvision.fileio import file_sha256, fsync_dir
+from genvision.fileio import atomic_write, file_sha256
 
 OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
-OFFICIAL_SIZE = 95_628_359  # bytes
 TORCH_FIDELITY_NAME = "weights-inception-2015-12-05-6726825d.pth"
 PYTORCH_FID_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DEFAULT_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{TORCH_FIDELITY_NAME}"
@@ -214,41 +212,33 @@ def fetch(url: str | None = None, *, replace: bool = False) -> InceptionWeights:
 
 
 def _download(url: str, folder: Path, target: Path) -> str:
-    """Stream `url` into a temp file in `folder`, hash it, rename it to `target` if the hash fits; its digest."""
+    """Stream `url` into `target` through `fileio.atomic_write` (a temp file beside it, renamed only when the block
+    ends without error), hashing as it goes; a hash that does not fit the name raises inside the block, so the
+    temp file is removed and `target` never appears. Returns the digest."""
     from tqdm import tqdm
 
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".partial")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    with atomic_write(target, "wb") as handle:
+        try:
+            response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "genvision"}),
+                                              timeout=TIMEOUT_S)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise UsageError(f"cannot download InceptionV3 weights from {url} ({reason}); check the network or "
+                             f"${URL_ENV}, or pass --inception-weights PATH") from None
+        with response, tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
+                            unit_scale=True, unit_divisor=1024, desc=f"downloading {target.name}",
+                            file=sys.stderr, disable=None) as bar:
             try:
-                response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "genvision"}),
-                                                  timeout=TIMEOUT_S)
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", None) or error
-                raise UsageError(f"cannot download InceptionV3 weights from {url} ({reason}); check the network or "
-                                 f"${URL_ENV}, or pass --inception-weights PATH") from None
-            with response, tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
-                                unit_scale=True, unit_divisor=1024, desc=f"downloading {target.name}",
-                                file=sys.stderr, disable=None) as bar:
-                try:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        handle.write(block)
-                        digest.update(block)
-                        bar.update(len(block))
-                except OSError as error:
-                    raise UsageError(f"download of {url} broke off ({error}); nothing was kept, try again") from None
-            handle.flush()
-            os.fsync(handle.fileno())
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    handle.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+            except OSError as error:
+                raise UsageError(f"download of {url} broke off ({error}); nothing was kept, try again") from None
         hexdigest = digest.hexdigest()
         if not expected_digest_ok(target.name, hexdigest):
             raise UsageError(f"downloaded {url} has SHA-256 {hexdigest[:16]}..., which does not match the prefix "
                              f"{hash_prefix(target.name)} in its name; the server sent wrong or corrupt bytes and "
                              f"nothing was kept in {folder}")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
     return hexdigest

@@ -147,6 +147,7 @@ def drop_metrics_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
+
     def before(line: str) -> bool:
         try:
             return json.loads(line).get("step", 0) <= step
