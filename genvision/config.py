@@ -224,6 +224,12 @@ class ClassifierConfig(RunConfig):
     max_shift: int = opt(2, "random translation augmentation, in px (0 = off)")
     base_channels: int = opt(16, "width of the first conv stage; stages are 1x, 2x, 4x")
     num_features: int = opt(128, "width of the feature layer = FID feature dimension")
+    pooling: str = opt("spatial", "how the last conv stage reaches the feature layer: spatial (its R/8 x R/8 map "
+                       "flattened: FID sees blur) or global-average (0.1.0's extractor)",
+                       choices=("spatial", "global-average"))
+    whitening_floor: float = opt(1e-2, "eigenvalue floor of the whitened low-level FID block, relative to its largest "
+                                 "(smaller = more sensitive to blur and noise, noisier floor)")
+    calibration_images: int = opt(20000, "training images the FID feature map is fitted on (the first ones)")
     overwrite: bool = opt(False, "start afresh in an --out-dir that holds an earlier run: its files are removed")
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64)
@@ -235,6 +241,8 @@ class ClassifierConfig(RunConfig):
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(self.base_channels > 0, "base_channels", "> 0", self.base_channels)
         require(self.num_features > 0, "num_features", "> 0", self.num_features)
+        require(self.whitening_floor > 0, "whitening_floor", "> 0", self.whitening_floor)
+        require(self.calibration_images >= 2, "calibration_images", ">= 2", self.calibration_images)
         require(self.max_shift >= 0, "max_shift", ">= 0", self.max_shift)
         require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
 

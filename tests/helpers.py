@@ -270,7 +270,8 @@ def png_size_and_mode(path: Path) -> tuple[tuple[int, int], str]:
 
 
 def make_classifier(path: Path, seed: int = 0, num_features: int = 32) -> None:
-    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary)."""
+    """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary); its FID
+    features are its feature layer (`num_features` of them), as 0.1.0's were."""
     from torch import nn
 
     from genvision.data import load_dataset
@@ -279,7 +280,7 @@ def make_classifier(path: Path, seed: int = 0, num_features: int = 32) -> None:
     from genvision.weights import save_classifier
 
     torch.manual_seed(seed)
-    model = Classifier(base_channels=8, num_features=num_features)
+    model = Classifier(base_channels=8, num_features=num_features, multi_depth=False)  # features: the layer alone
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # cumulative average: one pass sets the running statistics

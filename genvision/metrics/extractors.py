@@ -252,9 +252,9 @@ class ClassifierExtractor:
         chunk = CPU_CHUNK if images.device.type == "cpu" else images.shape[0]
         features, logits = [], []
         for part in images.split(max(chunk, 1)):
-            part_features = model.features(part.contiguous(memory_format=torch.channels_last))
+            part_features, part_logits = model.features_and_logits(part.contiguous(memory_format=torch.channels_last))
             features.append(part_features)
-            logits.append(model.head(part_features))
+            logits.append(part_logits)
         if len(features) == 1:
             return features[0], logits[0]
         return torch.cat(features), torch.cat(logits)

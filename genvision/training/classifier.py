@@ -220,6 +220,22 @@ def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryB
 # Training.
 
 
+def calibration_batches(batches: InMemoryBatches, limit: int, batch_size: int = 500):
+    """Training images in [-1, 1], `batch_size` at a time, for `Classifier.calibrate`: the first `limit` of the
+    dataset in order (all of them when fewer), un-augmented; a streamed dataset gives its next batches instead."""
+    images = getattr(batches, "images", None)
+    if images is not None and images.dtype == torch.uint8:
+        images = images[:limit]
+        for start in range(0, len(images), batch_size):
+            yield to_model_range(images[start:start + batch_size])
+        return
+    count = 0
+    while count < limit:
+        batch, _ = next(batches)
+        count += len(batch)
+        yield batch
+
+
 def warmup_share(total_steps: int, share: float = 0.2) -> float:
     """OneCycleLR's pct_start: `share` of the steps warm up, except when that is exactly 1 step (a 5-step run), where
     OneCycleLR would divide by zero (its warm-up phase ends at step share x total - 1 = 0): then 2 steps."""
@@ -239,7 +255,8 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir)
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)
-    model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features)
+    model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features,
+                       config.pooling, multi_depth=True, whitening_floor=config.whitening_floor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(batches)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
@@ -282,9 +299,11 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
                   flush=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.calibrate(calibration_batches(batches, config.calibration_images))
         info = {"dataset": config.dataset, **evaluation.info, "test_accuracy": result["test_accuracy"],
                 "epochs": config.epochs, "seed": config.seed}
-        save_classifier(accelerator.unwrap_model(model), weights_path, info)
+        save_classifier(unwrapped, weights_path, info)
         print(f"final {evaluation.label} {result['test_accuracy']:.4f} on {evaluation.where}; weights: {weights_path}",
               flush=True)
     accelerator.end_training()

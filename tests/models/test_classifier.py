@@ -12,12 +12,53 @@ from genvision.weights import load_classifier, save_classifier, shipped_classifi
 
 @pytest.mark.parametrize("resolution", [32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shapes_at_both_sizes_and_channel_counts(resolution, channels):
-    model = Classifier(channels, resolution, num_classes=7, base_channels=4, num_features=12).eval()
+@pytest.mark.parametrize("pooling", ["spatial", "global-average"])
+def test_shapes_at_both_sizes_and_channel_counts(resolution, channels, pooling):
+    model = Classifier(channels, resolution, num_classes=7, base_channels=4, num_features=12, pooling=pooling).eval()
     images = torch.rand(5, channels, resolution, resolution) * 2 - 1
     assert model(images).shape == (5, 7)
-    assert model.features(images).shape == (5, model.num_features) == (5, 12)
-    assert (model.features(images) >= 0).all()  # post-ReLU features
+    assert model.features(images).shape == (5, model.num_features) == (5, 12 + 2 * 4)  # layer + low-level block
+    features, logits = model.features_and_logits(images)
+    torch.testing.assert_close(features, model.features(images))
+    torch.testing.assert_close(logits, model(images))
+    legacy = Classifier(channels, resolution, 7, 4, 12, pooling, multi_depth=False).eval()
+    assert legacy.num_features == 12 and (legacy.features(images) >= 0).all()  # 0.1.0: post-ReLU layer only
+
+
+def test_calibration_gives_each_block_half_the_variance_and_whitens_the_low_level_block():
+    torch.manual_seed(0)
+    model = Classifier(1, 32, base_channels=4, num_features=12).eval()
+    images = torch.rand(400, 1, 32, 32) * 2 - 1
+    model.calibrate(images.split(100))
+    features = model.features(images).double()
+    torch.testing.assert_close(features.mean(0), torch.zeros(20, dtype=torch.float64), atol=1e-4, rtol=0)
+    covariance = torch.cov(features.T)
+    half = torch.tensor(20 / 2, dtype=torch.float64)  # D / 2 each: the features average unit variance
+    torch.testing.assert_close(covariance[:12, :12].trace(), half, rtol=1e-4, atol=0)
+    torch.testing.assert_close(covariance[12:, 12:].trace(), half, rtol=1e-4, atol=0)
+    low = covariance[12:, 12:]  # whitened up to the eigenvalue floor: off-diagonal terms vanish
+    torch.testing.assert_close(low - torch.diag(low.diagonal()), torch.zeros_like(low), atol=1e-4, rtol=0)
+
+
+def test_classifier_files_of_0_1_0_load_as_the_layer_only_extractor(tmp_path):
+    legacy = Classifier(1, 32, base_channels=4, num_features=8, pooling="global-average", multi_depth=False).eval()
+    path = tmp_path / "old.safetensors"
+    save_classifier(legacy, path, {"dataset": "x"})
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    architecture = json.loads(metadata["architecture"])
+    for key in ("pooling", "multi_depth", "whitening_floor"):  # what 0.1.0 wrote: none of these
+        architecture.pop(key)
+    save_file(load_file(str(path)), str(path), metadata={**metadata, "architecture": json.dumps(architecture)})
+    loaded, _ = load_classifier(path)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    assert not loaded.multi_depth and loaded.architecture.pooling == "global-average"
+    torch.testing.assert_close(loaded.features(images), legacy.features(images))
 
 
 def test_input_contract_is_enforced():
