@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from genvision.generators import GeneratorModule
 
 StrPath = str | os.PathLike  # a path as a string or a pathlib.Path
-SAMPLE_OPTIONS = ("batch_size", "ema", "truncation")  # the SampleConfig fields of prior samples in memory
+SAMPLE_OPTIONS = ("batch_size", "ema", "truncation", "prior")  # the SampleConfig fields of prior samples in memory
 
 
 def field_names(cls: type, *, without: tuple[str, ...] = ()) -> list[str]:
@@ -39,9 +39,11 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
 
     SOURCEs are image folders, .npz statistics files, generator checkpoints or run folders, or dataset specs
     (``mnist5k:train``). `options` are the fields of `FidConfig` but `json`: ``kid=True``, ``precision_recall=True``,
-    ``num_samples=``, ``seed=``, ``features=``, ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``,
-    ``features``, ``extractor``, ``extractor_hash``, ``source_a``, ``source_b``, plus each score computed (``kid``
-    and ``kid_std``, ``precision`` and ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
+    ``num_samples=``, ``seed=``, ``prior=`` (auto, normal or gmm: the latents of generator SOURCEs), ``features=``,
+    ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``, ``features``, ``extractor``,
+    ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
+    SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``, ``precision`` and
+    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
     """
     from genvision.metrics.evaluate import evaluate_fid
 
@@ -54,11 +56,11 @@ def stats(source: StrPath, output: StrPath | None = None, **options: Any) -> dic
     """The FID statistics of SOURCE; with `output`, written there as by `genvision stats SOURCE --output FILE.npz`
     (an existing file is refused unless ``overwrite=True``).
 
-    `options` are the fields of `FeatureConfig` (``features=``, ``classifier=``, ``num_samples=``, ``device=``, ...)
-    and, with `output`, ``overwrite``. Returns ``mu`` ((D,) float64 numpy array), ``sigma`` ((D, D) float64),
-    ``count`` (images), ``features`` (the extractor kind used), ``metadata`` (the file's metadata as a dict:
-    extractor, extractor_hash, image_size, ...), ``path`` (str, only when written) and ``protocol`` (only for
-    InceptionV3 features).
+    `options` are the fields of `FeatureConfig` (``features=``, ``classifier=``, ``num_samples=``, ``prior=``,
+    ``device=``, ...) and, with `output`, ``overwrite``. Returns ``mu`` ((D,) float64 numpy array), ``sigma``
+    ((D, D) float64), ``count`` (images), ``features`` (the extractor kind used), ``metadata`` (the file's metadata
+    as a dict: extractor, extractor_hash, image_size, ...), ``path`` (str, only when written), ``prior`` (only for
+    a generator SOURCE: the resolved --prior, normal or gmm) and ``protocol`` (only for InceptionV3 features).
     """
     from genvision.metrics.evaluate import compute_stats, write_stats
 
@@ -75,25 +77,35 @@ def stats(source: StrPath, output: StrPath | None = None, **options: Any) -> dic
               "metadata": dataclasses.asdict(result.metadata)}
     if result.path is not None:
         values["path"] = str(result.path)
+    if result.prior is not None:
+        values["prior"] = result.prior
     if result.protocol is not None:
         values["protocol"] = result.protocol
     return values
 
 
-def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str = "cpu") -> "GeneratorModule":
+def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str = "cpu",
+                   prior: str = "auto") -> "GeneratorModule":
     """The generator of a GAN or VAE checkpoint (a run folder: its best checkpoint, else its latest) as one
     nn.Module in eval mode: z (N, latent_dim) -> images (N, C, H, W) in [-1, 1].
 
     A GAN's EMA weights are used when present and `ema` (as `genvision sample` does; ``ema=False``: the raw
     generator); a VAE gives the mean image of its decoder. Attributes: ``latent_dim``, ``resolution``, ``channels``,
-    ``kind``, ``step``, ``checkpoint`` (its folder), ``used_ema``. `device`: auto, cpu, cuda, cuda:1, ...
+    ``kind``, ``step``, ``checkpoint`` (its folder), ``used_ema``, ``prior_name`` (`prior` resolved: "auto" is a VAE
+    run's saved --prior, else "normal") and ``prior``: under "gmm" the VAE's `GaussianMixturePrior` (a submodule,
+    (eps, u) -> z; `genvision.sampling.prior_latents(generator.prior, N, generator.latent_dim, seed)` draws the
+    latents `genvision.sample(..., prior="gmm")` decodes), else None (z ~ N(0, I)). `device`: auto, cpu, cuda, ...
     """
     from genvision.generators import GeneratorModule
     from genvision.generators import load_generator as load
     from genvision.metrics.evaluate import resolve_device
 
     require(isinstance(ema, bool), "ema", "True or False", ema)
-    return GeneratorModule(load(os.fspath(checkpoint_or_run), ema=ema, device=resolve_device(device)))
+    require(prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", prior)
+    loaded = load(os.fspath(checkpoint_or_run), ema=ema, device=resolve_device(device), prior=prior)
+    generator = GeneratorModule(loaded)
+    generator.prior_name, generator.prior = loaded.prior_name, loaded.prior
+    return generator
 
 
 def sample(checkpoint_or_run: StrPath, num: int, seed: int = 0, *, device: str = "cpu",
@@ -101,8 +113,10 @@ def sample(checkpoint_or_run: StrPath, num: int, seed: int = 0, *, device: str =
     """uint8 images (num, C, H, W): exactly the PNGs `genvision sample CHECKPOINT --num NUM --seed SEED --out-dir
     DIR` writes (on the CPU, the default `device`; other devices may differ in the last bit).
 
-    `options`: ``batch_size`` (does not change the images), ``ema`` (default True) and ``truncation`` (0 = off).
-    Sample i depends only on (seed, i); its latent is `genvision.sampling.latent_noise`'s row i.
+    `options`: ``batch_size`` (does not change the images), ``ema`` (default True), ``truncation`` (0 = off) and
+    ``prior`` (``"auto"``: a VAE run's saved --prior, else normal; ``"normal"``; ``"gmm"``: a VAE's Gaussian
+    mixture). Sample i depends only on (seed, i); under the normal prior its latent is
+    `genvision.sampling.latent_noise`'s row i, under gmm `genvision.sampling.prior_latents`'s.
     """
     from genvision.metrics.evaluate import resolve_device
     from genvision.sampling import sample_images

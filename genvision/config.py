@@ -316,7 +316,7 @@ class GANConfig(GenerativeConfig):
     """`train_gan.py` / `genvision train-gan`: a DCGAN (Radford et al. 2015) on Accelerate."""
 
     out_dir: str = opt("runs/dcgan", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
-    num_steps: int = opt(7000, "generator updates to train for")
+    num_steps: int = opt(3000, "generator updates to train for")
     batch_size: int = opt(64, "images per process per step")
     latent_dim: int = opt(100, "size of the N(0, I) latent z")
     base_channels: int = opt(32, "width of the last G layer / first D layer; others are 2x, 4x, ...")
@@ -357,8 +357,11 @@ class SampleConfig:
     ema: bool = opt(True, "use the generator's EMA weights when the checkpoint has them")
     truncation: float = opt(0.0, "truncation trick (Brock et al. 2019): latent components with |z| > T are redrawn "
                             "until inside, in latent std units (0 = off)")
+    prior: str = opt("auto", "latents: auto (a VAE run's saved --prior, else normal), normal (N(0, I)) or gmm (the "
+                     "VAE's Gaussian mixture fitted to its training posterior means; VAEs only)",
+                     choices=("auto", "normal", "gmm"))
     interpolate: int = opt(0, "rows of K images walking along the great circle (slerp) from the latent of sample "
-                           "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid)")
+                           "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid; N(0, I) latents only)")
     reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "
                            "row above its row of reconstructions (empty = off; needs --grid)")
     overwrite: bool = opt(False, "replace an existing --grid PNG and its sidecar, or the numbered PNGs of an earlier "
@@ -376,6 +379,9 @@ class SampleConfig:
         if self.reconstruct and self.truncation:
             raise UsageError("--truncation applies to latents drawn from the prior, not to --reconstruct "
                              "(reconstructions decode the posterior mean)")
+        if self.reconstruct and self.prior != "auto":
+            raise UsageError(f"--prior {self.prior} applies to latents drawn from a prior, not to --reconstruct "
+                             "(reconstructions decode the posterior mean)")
 
     def validate_images(self) -> None:
         """The checks of the values that choose the images, without those of where they go (`genvision.sample`
@@ -386,6 +392,7 @@ class SampleConfig:
         require(0 <= self.truncation < float("inf"), "truncation", "> 0 (or 0 = off)", self.truncation)
         require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
                 self.interpolate)
+        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
 
 
 @dataclass
@@ -395,6 +402,9 @@ class ReportConfig:
     run_dir: str = opt("", "training run folder (holds config.json, metrics.jsonl, checkpoints/)")
     num_samples: int = opt(5000, "generated images scored for the final metrics table (0 = skip the table)")
     seed: int = opt(-1, "latent seed of those images; -1 = the run's --seed (the latents of its training FID)")
+    prior: str = opt("auto", "latents of those images and of the best-checkpoint grid: auto (a VAE run's saved "
+                     "--prior, else normal), normal (N(0, I)) or gmm (the VAE's Gaussian mixture; VAEs only)",
+                     choices=("auto", "normal", "gmm"))
     bootstrap: int = opt(200, "bootstrap resamples of the generated features for the FID 95 percent interval (0 = off)")
     kid_subsets: int = opt(10, "KID: random subsets averaged")
     kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
@@ -409,6 +419,7 @@ class ReportConfig:
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
 
 
 VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood")
@@ -419,11 +430,11 @@ class VAEConfig(GenerativeConfig):
     """`train_vae.py` / `genvision train-vae`: a convolutional VAE (Kingma & Welling 2014)."""
 
     out_dir: str = opt("runs/vae", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
-    num_steps: int = opt(4000, "optimizer steps to train for")
+    num_steps: int = opt(2500, "optimizer steps to train for")
     batch_size: int = opt(64, "images per process per step")
-    latent_dim: int = opt(16, "size of the latent z (prior N(0, I))")
+    latent_dim: int = opt(32, "size of the latent z (trained with the prior N(0, I))")
     base_channels: int = opt(32, "width of the first encoder / last decoder layer; others are 2x, 4x, ...")
-    likelihood: str = opt("bernoulli", "p(x|z): bernoulli (dynamically binarised pixels), gaussian (fixed "
+    likelihood: str = opt("gaussian-learned", "p(x|z): bernoulli (dynamically binarised pixels), gaussian (fixed "
                           "--sigma) or gaussian-learned (one learned sigma, sigma-VAE)",
                           choices=("bernoulli", "gaussian", "gaussian-learned"))
     sigma: float = opt(0.1, "fixed decoder std of --likelihood gaussian, in [-1, 1] pixel units")
@@ -431,8 +442,13 @@ class VAEConfig(GenerativeConfig):
     kl_schedule: str = opt("linear", "KL weight schedule", choices=("constant", "linear", "cyclical"))
     kl_warmup_steps: int = opt(500, "steps of the linear warm-up, or the period of each cyclical cycle")
     free_bits: float = opt(0.0, "minimum KL per latent dim in nats, batch-averaged (0 = off)")
-    lr: float = opt(1e-3, "Adam learning rate")
+    lr: float = opt(2e-3, "Adam learning rate")
     eval_dataset: str = opt("", "held-out split for reconstructions and test NLL; empty = test split of --dataset")
+    prior: str = opt("gmm", "latents of samples, grids and FID: normal (N(0, I)) or gmm (a Gaussian mixture fitted "
+                     "to the training posterior means, stored in every checkpoint; Ghosh et al. 2020)",
+                     choices=("normal", "gmm"))
+    prior_components: int = opt(20, "components of the --prior gmm mixture (full covariance)")
+    prior_fit_images: int = opt(20000, "training images encoded to fit the mixture (a seeded subset if more)")
 
     def validate(self) -> None:
         super().validate()
@@ -441,6 +457,8 @@ class VAEConfig(GenerativeConfig):
         require(self.beta >= 0, "beta", ">= 0", self.beta)
         require(self.sigma > 0, "sigma", "> 0", self.sigma)
         require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.prior_components > 0, "prior_components", "> 0", self.prior_components)
+        require(self.prior_fit_images >= 2, "prior_fit_images", ">= 2", self.prior_fit_images)
         require(self.kl_schedule != "cyclical" or self.kl_warmup_steps > 0, "kl_warmup_steps",
                 "> 0 for --kl-schedule cyclical", self.kl_warmup_steps)
 

@@ -12,6 +12,8 @@ pyproject.toml): it knows checkpoints, models and datasets, and nothing about ho
 - `held_out_images`: a split decoded at the run's resolution and channels, binarised with one fixed seed for
   Bernoulli VAEs (the dynamic binarisation of the MNIST density-modelling literature, frozen for evaluation).
 - `reconstruct`: batched posterior-mean reconstructions (`ConvVAE.reconstruct`), quantised like PNG saving.
+- `fit_latent_prior` / `latent_prior`: a VAE's ex-post Gaussian-mixture prior (Ghosh et al. 2020, see
+  `models.prior`), fitted to the posterior means of its training images, or read from the checkpoint that stores it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from genvision.imageconv import to_uint8
 
 if TYPE_CHECKING:
     from genvision.config import VAEConfig
+    from genvision.models.prior import GaussianMixturePrior
     from genvision.models.vae import ConvVAE
 
 BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
@@ -43,6 +46,8 @@ class LoadedGenerator:
     channels: int
     checkpoint: Checkpoint
     used_ema: bool
+    prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (eps, u) -> z; None: z = eps
+    prior_name: str = "normal"  # "normal" (N(0, I)) or "gmm" (`models.prior.GaussianMixturePrior`)
 
 
 def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], checkpoint: Checkpoint,
@@ -58,13 +63,18 @@ def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], chec
                          f"checkpoint.json ({first})") from None
 
 
-def load_generator(source: str | Path, ema: bool = True, device: torch.device | str = "cpu") -> LoadedGenerator:
-    """Rebuild the generator of a GAN checkpoint (EMA weights when present and `ema`) or a VAE's decoder."""
+def load_generator(source: str | Path, ema: bool = True, device: torch.device | str = "cpu",
+                   prior: str = "auto") -> LoadedGenerator:
+    """Rebuild the generator of a GAN checkpoint (EMA weights when present and `ema`) or a VAE's decoder.
+
+    `prior` (`--prior`): "auto" (a VAE's saved --prior, else normal), "normal" or "gmm" (VAEs only: the checkpoint's
+    Gaussian mixture, `latent_prior`)."""
     checkpoint = resolve_checkpoint(source)
     config = checkpoint.config
     if checkpoint.kind not in ("gan", "vae"):
         raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' "
                          "generator")
+    prior = resolved_prior(prior, checkpoint)
     try:
         shape = (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
                  int(config["resolution"]))
@@ -85,7 +95,23 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
     vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
     _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
     vae.to(device).eval()
-    return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False)
+    mixture = latent_prior(checkpoint, vae, device) if prior == "gmm" else None
+    return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False, mixture, prior)
+
+
+def resolved_prior(prior: str, checkpoint: Checkpoint) -> str:
+    """`--prior` for a checkpoint: "auto" -> the VAE run's saved --prior (runs of genvision 0.1.0: normal); "gmm"
+    on a GAN checkpoint is refused in one line."""
+    from genvision.models.prior import PRIOR_CHOICES
+
+    if prior == "auto":
+        return checkpoint.config.get("prior", "normal") if checkpoint.kind == "vae" else "normal"
+    if prior not in PRIOR_CHOICES:
+        raise UsageError(f"--prior must be auto, {' or '.join(PRIOR_CHOICES)}, got {prior!r}")
+    if prior == "gmm" and checkpoint.kind != "vae":
+        raise UsageError(f"--prior gmm needs a VAE checkpoint; {checkpoint.path} is a {checkpoint.kind!r} checkpoint "
+                         "(a GAN has no encoder whose posterior a mixture could be fitted to; use --prior normal)")
+    return prior
 
 
 class DecoderMean(torch.nn.Module):
@@ -219,3 +245,87 @@ def reconstruction_images(source: str, dataset: str, batch_size: int = 500, devi
     model.to(device)
     spec, images = held_out_images(config, dataset, data_root)
     return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ex-post Gaussian-mixture prior (Ghosh et al. 2020; `models.prior`).
+
+
+@torch.inference_mode()
+def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str = "cpu",
+                    batch_size: int = 500) -> torch.Tensor:
+    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W) in [-1, 1], on the CPU; the model is
+    in eval mode meanwhile and back in its earlier mode after."""
+    was_training = model.training
+    model.eval()
+    codes = [model.encode(images[start:start + batch_size].to(device))[0].double().cpu()
+             for start in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(codes)
+
+
+def fit_latent_prior(codes: torch.Tensor, components: int, seed: int) -> "GaussianMixturePrior":
+    """A full-covariance Gaussian mixture of `components` (at most one per code) fitted by EM to `codes` (N, D):
+    scikit-learn's GaussianMixture, k-means initialised with `seed`, so the same codes give the same mixture."""
+    import numpy as np
+    from sklearn.mixture import GaussianMixture
+
+    from genvision.models.prior import GaussianMixturePrior
+
+    if len(codes) < 2:
+        raise UsageError(f"a Gaussian-mixture prior needs at least 2 training images, got {len(codes)}")
+    fitted = GaussianMixture(n_components=min(components, len(codes)), covariance_type="full", reg_covar=1e-6,
+                             max_iter=500, random_state=seed).fit(np.asarray(codes, dtype=np.float64))
+    return GaussianMixturePrior(torch.from_numpy(fitted.weights_), torch.from_numpy(fitted.means_),
+                                torch.from_numpy(fitted.covariances_))
+
+
+def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False) -> torch.Tensor:
+    """The training images a VAE's mixture prior is fitted to: --dataset prepared as held-out inputs are (the
+    run's geometry, the fixed binarisation for Bernoulli VAEs), a seeded subset of --prior-fit-images if larger."""
+    _, images = held_out_images(config, config.dataset, data_root, training)
+    limit = getattr(config, "prior_fit_images", 0)
+    if limit and len(images) > limit:
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:limit]
+        images = images[chosen.sort().values]
+    return images
+
+
+def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor,
+                     device: torch.device | str = "cpu") -> "GaussianMixturePrior":
+    """The mixture prior of `model`, fitted to the posterior means of `images` (`prior_fit_images`). The global
+    random states (Python, NumPy, torch) are left as they were, so fitting inside a run never changes its course."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        return fit_latent_prior(posterior_means(model, images, device), getattr(config, "prior_components", 10),
+                                config.seed)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+
+def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device | str = "cpu"
+                 ) -> "GaussianMixturePrior":
+    """The Gaussian-mixture prior stored in a VAE checkpoint (role `prior`); a checkpoint of genvision 0.1.0, which
+    stores none, gets one fitted now from its --dataset (deterministic: the same mixture every time), with a note."""
+    import sys
+
+    from genvision.config import VAEConfig, config_from_dict
+    from genvision.models.prior import GaussianMixturePrior
+
+    stored = checkpoint.weights("prior")
+    if stored:
+        try:
+            return GaussianMixturePrior.from_state_dict(stored).to(device)
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' weights are not a Gaussian mixture "
+                             f"({error})") from None
+    config = config_from_dict(VAEConfig, checkpoint.config)
+    print(f"note: checkpoint {checkpoint.path} stores no mixture prior (written before genvision 0.2.0); fitting "
+          f"one to the posterior means of {config.dataset}", file=sys.stderr, flush=True)
+    return vae_latent_prior(model, config, prior_fit_images(config), device).to(device)

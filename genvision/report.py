@@ -16,8 +16,10 @@ extractor, against the run's FID reference (--fid-reference, else --dataset):
   arXiv:1904.06991, k = 3), the classifier score (the Inception Score formula of Salimans et al. 2016 on the
   classifier's logits), classes covered and the KL between predicted-class histograms (`metrics.scores`).
 
-With the run's seed and `num_samples` = its --num-fid-samples, the generated images are exactly those of the
-training FID, so the table's FID equals the FID logged at the chosen checkpoint's step. Every image is embedded as a
+The generated images (table and best-checkpoint grid) have latents of `prior` (--prior: auto, the VAE run's saved
+--prior, else N(0, I); normal; or gmm, the VAE's ex-post Gaussian mixture, `models.prior`), named in the captions.
+With the run's seed, its prior and `num_samples` = its --num-fid-samples, the generated images are exactly those of
+the training FID, so the table's FID equals the FID logged at the chosen checkpoint's step. Every image is embedded as a
 ``data:image/png;base64`` URI and the styles are inline: the page has no external asset. It is written atomically.
 """
 
@@ -137,6 +139,7 @@ class FinalMetrics:
     seconds: float = 0.0
     note: str = ""
     extractor: str = ""  # e.g. "inception-v3-compat@6726825d0af5": the features every number here is computed on
+    prior: str = "normal"  # the resolved --prior of the generated images: "normal" or "gmm"
 
 
 def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
@@ -168,7 +171,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
                                    download=bool(config.get("download")) and reference.startswith("hf:"))
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
-    loaded = load_generator(chosen, device=device)
+    loaded = load_generator(chosen, device=device, prior=options.prior)
     images = generate(loaded, options.num_samples, seed, options.batch_size, device)
     stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True,
                             with_logits=has_logits, name="generated")
@@ -189,7 +192,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
             values["class_kl"] = coverage["class_kl"]
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                         values, time.perf_counter() - started,
-                        extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}")
+                        extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}", prior=loaded.prior_name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,16 +275,18 @@ def latest(folder: Path, pattern: str) -> Path | None:
     return found[-1] if found else None
 
 
-def best_grid(run: RunRecord, seed: int, device: torch.device) -> tuple[bytes, str] | None:
-    """(PNG, caption): BEST_GRID_IMAGES samples of the best checkpoint, else final.png; None when neither exists."""
+def best_grid(run: RunRecord, seed: int, device: torch.device, prior: str = "auto") -> tuple[bytes, str] | None:
+    """(PNG, caption): BEST_GRID_IMAGES samples (latents of --prior `prior`) of the best checkpoint, else final.png;
+    None when neither exists."""
     from genvision.checkpoint import best_checkpoint
     from genvision.sampling import generate, load_generator
 
     best = best_checkpoint(run.path)
     if best is not None:
-        loaded = load_generator(best, device=device)
+        loaded = load_generator(best, device=device, prior=prior)
         images = generate(loaded, BEST_GRID_IMAGES, seed, BEST_GRID_IMAGES, device)
-        return grid_png(images), f"best checkpoint {best.name} (samples 0-{BEST_GRID_IMAGES - 1}, seed {seed})"
+        return grid_png(images), (f"best checkpoint {best.name} (samples 0-{BEST_GRID_IMAGES - 1}, seed {seed}, "
+                                  f"prior {loaded.prior_name})")
     final = run.path / "final.png"
     if final.is_file():
         return final.read_bytes(), "final.png (fixed noise, end of the run; no best-by-FID checkpoint)"
@@ -403,8 +408,8 @@ def metrics_html(metrics: FinalMetrics) -> str:
         rows.append(("classes covered", f"{covered} / {total}", "classes holding >= 2% of the generated samples"))
         rows.append(("class KL", number(values["class_kl"]), "KL(generated || reference) of predicted-class "
                      "histograms"))
-    caption = (f"{metrics.num_samples} samples (seed {metrics.seed}) of {metrics.checkpoint} (step {metrics.step}) "
-               f"against {metrics.reference} ({metrics.num_reference} images); computed in "
+    caption = (f"{metrics.num_samples} samples (seed {metrics.seed}) of {metrics.checkpoint} (step {metrics.step}, "
+               f"prior {metrics.prior}) against {metrics.reference} ({metrics.num_reference} images); computed in "
                f"{metrics.seconds:.1f} s")
     return f"<p class=sub>{esc(caption)}</p>" + table(rows, ("metric", "value", "what"))
 
@@ -450,7 +455,8 @@ report written {esc(created)}</p>
 """
 
 
-def collect_figures(run: RunRecord, seed: int, device: torch.device) -> dict[str, tuple[bytes | None, str, str]]:
+def collect_figures(run: RunRecord, seed: int, device: torch.device,
+                    prior: str = "auto") -> dict[str, tuple[bytes | None, str, str]]:
     """name -> (PNG or None, caption, css class) for every figure of the page."""
     keys = LOSS_KEYS[run.kind]
     best_step = (run.summary or {}).get("best_step") or None
@@ -462,7 +468,7 @@ def collect_figures(run: RunRecord, seed: int, device: torch.device) -> dict[str
     figures["latest"] = (latest_grid.read_bytes() if latest_grid else None,
                          f"latest grid samples/{latest_grid.name} (fixed noise)" if latest_grid else "latest grid",
                          "grid")
-    best = best_grid(run, seed, device)
+    best = best_grid(run, seed, device, prior)
     figures["best"] = (best[0], best[1], "grid") if best else (None, "best grid", "grid")
     if run.kind == "vae":
         recon = latest(run.path / "samples", "reconstructions-step-*.png")
@@ -480,6 +486,9 @@ def write_report(run_dir: str | Path, options: ReportConfig | None = None,
     options = options or ReportConfig(run_dir=str(run_dir))
     options.validate()
     run = read_run(run_dir)
+    if options.prior == "gmm" and run.kind != "vae":  # said before any reference statistics are computed
+        raise UsageError(f"--prior gmm needs a VAE run; {run.path} is a {run.kind!r} run (a GAN has no encoder whose "
+                         "posterior a mixture could be fitted to; use --prior normal)")
     if device is None:
         from genvision.metrics.evaluate import resolve_device
 
@@ -487,7 +496,7 @@ def write_report(run_dir: str | Path, options: ReportConfig | None = None,
     device = torch.device(device)
     metrics = final_metrics(run, options, device)
     seed = options.seed if options.seed >= 0 else int(run.config.get("seed", 0))
-    page = render(run, metrics, collect_figures(run, seed, device))
+    page = render(run, metrics, collect_figures(run, seed, device, options.prior))
     path = run.path / REPORT_NAME
     with atomic_write(path, "wb") as handle:
         handle.write(page.encode("utf-8"))

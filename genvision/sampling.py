@@ -12,7 +12,11 @@ is finite before anything is written.
 - Interpolation: spherical linear interpolation (slerp; Shoemake 1985, "Animating rotation with quaternion
   curves"), which White 2016 ("Sampling Generative Networks", arXiv:1609.04468) recommends for Gaussian latents:
   a straight line between two N(0, I) draws passes near the origin, where latents of that norm are never drawn.
-  Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples.
+  Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples. It is
+  defined for N(0, I) latents only: under --prior gmm (a VAE's ex-post Gaussian mixture, `models.prior`) it is
+  refused in one line.
+- --prior (`generators.load_generator`): auto (a VAE run's saved --prior, else normal), normal (z = the N(0, I)
+  draw) or gmm (z = the mixture's map of the same draw and one uniform, `prior_latents`).
 - Reconstructions (VAEs, Kingma & Welling 2014): held-out inputs, each row above its row of posterior-mean
   reconstructions (`ConvVAE.reconstruct`), prepared as in training (`generators.held_out_images`).
 """
@@ -35,12 +39,9 @@ from genvision.imageconv import to_uint8
 SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with s * SEED_STRIDE + i
 
 
-def latent_row(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> torch.Tensor:
-    """The (latent_dim,) N(0, I) latent of sample `index`; with truncation T > 0 every |z_j| <= T.
-
-    Components outside [-T, T] are redrawn from the sample's own generator until inside (rejection sampling of the
-    truncated normal); the expected number of rounds grows like 1 / P(|z| <= T), so tiny T is slow.
-    """
+def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps (latent_dim,), u ()) of sample `index`: eps as `latent_row` draws it, then u ~ U[0, 1) from the same
+    generator (the mixture prior's component draw, `models.prior`), so eps is the same whichever prior uses it."""
     generator = torch.Generator().manual_seed(seed * SEED_STRIDE + index)
     z = torch.randn(latent_dim, generator=generator)
     if truncation > 0:
@@ -48,7 +49,35 @@ def latent_row(latent_dim: int, seed: int, index: int, truncation: float = 0.0) 
         while outside.any():
             z[outside] = torch.randn(int(outside.sum()), generator=generator)
             outside = z.abs() > truncation
-    return z
+    return z, torch.rand((), generator=generator)
+
+
+def latent_row(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> torch.Tensor:
+    """The (latent_dim,) N(0, I) latent of sample `index`; with truncation T > 0 every |z_j| <= T.
+
+    Components outside [-T, T] are redrawn from the sample's own generator until inside (rejection sampling of the
+    truncated normal); the expected number of rounds grows like 1 / P(|z| <= T), so tiny T is slow.
+    """
+    return _draw(latent_dim, seed, index, truncation)[0]
+
+
+def standard_draws(num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps (num, latent_dim), u (num,)): row i from sample start + i's own generator alone; eps equals
+    `latent_noise`, u picks a mixture prior's component."""
+    rows = [_draw(latent_dim, seed, start + i, truncation) for i in range(num)]
+    if not rows:
+        return torch.empty(0, latent_dim), torch.empty(0)
+    return torch.stack([z for z, _ in rows]), torch.stack([u for _, u in rows])
+
+
+def prior_latents(prior, num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0
+                  ) -> torch.Tensor:
+    """(num, latent_dim) latents of samples start .. start + num - 1 under `prior` ((eps, u) -> z, e.g. a
+    `GaussianMixturePrior`; None = N(0, I), i.e. eps itself). With truncation T the standard draw eps is
+    truncated, so a mixture sample stays within T standard deviations of its component."""
+    eps, uniforms = standard_draws(num, latent_dim, seed, start, truncation)
+    return eps if prior is None else prior(eps, uniforms)
 
 
 def latent_noise(num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0) -> torch.Tensor:
@@ -96,7 +125,8 @@ def decode_latents(loaded: LoadedGenerator, latents: torch.Tensor, batch_size: i
 
 def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: int = 256,
              device: torch.device | str = "cpu", start: int = 0, truncation: float = 0.0) -> torch.Tensor:
-    """uint8 images (num_samples, C, H, W); sample i uses latent_row(seed, start + i) whatever the batch size."""
+    """uint8 images (num_samples, C, H, W); sample i uses the draws of (seed, start + i) whatever the batch size,
+    through the loaded generator's prior (N(0, I): `latent_row`; a mixture: `prior_latents`)."""
     if num_samples <= 0:
         raise UsageError(f"--num-samples must be > 0, got {num_samples}")
     if batch_size <= 0:
@@ -104,18 +134,32 @@ def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: i
     out = []
     for first in range(0, num_samples, batch_size):  # latents drawn per batch: O(batch) memory for any count
         count = min(batch_size, num_samples - first)
-        z = latent_noise(count, loaded.latent_dim, seed, start + first, truncation)
+        z = prior_latents(loaded.prior, count, loaded.latent_dim, seed, start + first, truncation)
         out.append(decode_latents(loaded, z, batch_size, device, start + first))
     return torch.cat(out)
 
 
 def interpolate(loaded: LoadedGenerator, rows: int, steps: int, seed: int, batch_size: int = 256,
                 device: torch.device | str = "cpu", truncation: float = 0.0) -> torch.Tensor:
-    """uint8 (rows * steps, C, H, W): row r walks (slerp) from sample 2r to sample 2r+1 of `generate(seed)`."""
+    """uint8 (rows * steps, C, H, W): row r walks (slerp) from sample 2r to sample 2r+1 of `generate(seed)`.
+
+    Only under the N(0, I) prior: a generator loaded with a mixture prior is refused (`check_interpolation_prior`)."""
     if rows <= 0 or steps < 2:
         raise UsageError(f"interpolation needs --num > 0 rows of --interpolate >= 2 images, got {rows} x {steps}")
+    if loaded.prior is not None:
+        check_interpolation_prior(loaded.prior_name)
     latents = interpolation_latents(rows, steps, loaded.latent_dim, seed, truncation)
     return decode_latents(loaded, latents, batch_size, device)
+
+
+def check_interpolation_prior(prior: str, requested: str = "gmm") -> None:
+    """Refuse --interpolate under a mixture prior in one line: slerp walks N(0, I) latents (`prior` is the resolved
+    --prior, `requested` the one given: "auto" resolved to gmm is said so)."""
+    if prior == "normal":
+        return
+    given = "--prior auto (this VAE run's saved --prior gmm)" if requested == "auto" else f"--prior {prior}"
+    raise UsageError(f"--interpolate walks N(0, I) latents along great circles (slerp), which {given} does not "
+                     "draw (its latents come from a Gaussian mixture); pass --prior normal to interpolate")
 
 
 def rows_above(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -154,9 +198,10 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, C, H, W) samples of the generator in a checkpoint or run folder (EMA weights when present)."""
-    return generate(load_generator(source, device=device), num_samples, seed, batch_size, device)
+                    device: torch.device | str = "cpu", prior: str = "auto") -> torch.Tensor:
+    """uint8 (N, C, H, W) samples of the generator in a checkpoint or run folder (EMA weights when present), with
+    latents of `prior` (--prior: auto, normal or gmm; `generators.load_generator`)."""
+    return generate(load_generator(source, device=device, prior=prior), num_samples, seed, batch_size, device)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
@@ -261,8 +306,8 @@ class Samples:
 
 
 def sample_images(config, device: torch.device | str = "cpu") -> Samples:
-    """The images `genvision sample` writes for a SampleConfig (`genvision.sample` returns them): prior samples,
-    interpolation rows, or held-out inputs above their reconstructions."""
+    """The images `genvision sample` writes for a SampleConfig (`genvision.sample` returns them): prior samples
+    (latents of --prior), interpolation rows (N(0, I) only), or held-out inputs above their reconstructions."""
     record: dict = {}
     if config.reconstruct:
         inputs, outputs, checkpoint = reconstruction_pairs(config.source, config.reconstruct, config.num,
@@ -270,7 +315,13 @@ def sample_images(config, device: torch.device | str = "cpu") -> Samples:
         record["reconstruct"] = config.reconstruct
         return Samples(rows_above(inputs, outputs, config.nrow), config.nrow, checkpoint, False,
                        f"{config.num} held-out images of {config.reconstruct} above their reconstructions", record)
-    loaded = load_generator(config.source, ema=config.ema, device=device)
+    from genvision.generators import resolved_prior
+
+    # --prior resolved from checkpoint.json alone, so a refused combination fails before a mixture is read or fitted
+    prior = resolved_prior(config.prior, resolve_checkpoint(config.source))
+    if config.interpolate:
+        check_interpolation_prior(prior, config.prior)
+    loaded = load_generator(config.source, ema=config.ema, device=device, prior=prior)
     if config.interpolate:
         images = interpolate(loaded, config.num, config.interpolate, config.seed, config.batch_size, device,
                              truncation=config.truncation)
@@ -280,6 +331,7 @@ def sample_images(config, device: torch.device | str = "cpu") -> Samples:
         images = generate(loaded, config.num, config.seed, config.batch_size, device, truncation=config.truncation)
         nrow, what = config.nrow, f"{len(images)} images"
     record["truncation"] = config.truncation
+    record["prior"] = loaded.prior_name
     return Samples(images, nrow, loaded.checkpoint, loaded.used_ema, what, record)
 
 
@@ -301,15 +353,16 @@ def sample_command(config) -> str:
         check_image_folder(config.out_dir, config.num, config.overwrite)
     samples = sample_images(config)
     images, checkpoint = samples.images, samples.checkpoint
+    prior_note = ", prior gmm" if samples.record.get("prior") == "gmm" else ""  # N(0, I), the usual, goes unsaid
     if config.out_dir:
         paths = save_image_folder(images, config.out_dir, config.overwrite)
         size = images.shape[-1]
         return (f"wrote {len(images)} PNGs ({size}x{size}) to {config.out_dir}: {paths[0].name} .. {paths[-1].name}, "
-                f"{samples.what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed})")
+                f"{samples.what} of {checkpoint.path} (step {checkpoint.step}, seed {config.seed}{prior_note})")
     save_grid(images, grid_path, samples.nrow)
     write_json(sidecar, {
         "checkpoint": str(checkpoint.path), "kind": checkpoint.kind, "step": checkpoint.step,
         "weights_sha256": file_sha256(checkpoint.path / "weights.safetensors"), "ema": samples.used_ema,
         "seed": config.seed, "num": config.num, "nrow": samples.nrow, **samples.record, "command": invoked_command(),
     })
-    return f"wrote {grid_path} ({samples.what}, step {checkpoint.step}, seed {config.seed})"
+    return f"wrote {grid_path} ({samples.what}, step {checkpoint.step}, seed {config.seed}{prior_note})"

@@ -5,4 +5,4 @@ never from the `genvision` package itself: the package's `__init__` re-exports t
 above training), so an import of `genvision` from a lower layer would depend on every layer above it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

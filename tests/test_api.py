@@ -102,7 +102,7 @@ def test_sample_is_the_pngs_of_sample_out_dir(runs, tmp_path, kind, options, fla
 @pytest.mark.parametrize("kind", list(LATENT_DIMS))
 def test_load_generator_decodes_what_sample_gives(runs, kind):
     from genvision.imageconv import to_uint8
-    from genvision.sampling import latent_noise
+    from genvision.sampling import latent_noise, prior_latents
 
     run = runs[kind][0]
     generator = genvision.load_generator(run)
@@ -110,8 +110,9 @@ def test_load_generator_decodes_what_sample_gives(runs, kind):
     assert (generator.latent_dim, generator.kind, generator.step) == (LATENT_DIMS[kind], kind, 60)
     assert generator.checkpoint == run / CHECKPOINT
     assert generator.used_ema == (kind == "gan")
-    with torch.no_grad():
-        images = generator(latent_noise(6, generator.latent_dim, seed=5))
+    assert generator.prior_name == ("gmm" if kind == "vae" else "normal")  # --prior auto: the run's saved --prior
+    with torch.no_grad():  # the latents of the generator's prior (None: N(0, I), latent_noise)
+        images = generator(prior_latents(generator.prior, 6, generator.latent_dim, seed=5))
     assert images.shape == (6, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
     assert torch.equal(to_uint8(images), genvision.sample(run, 6, seed=5))
     if kind == "gan":  # the raw generator: what `sample --no-ema` gives, not the EMA's images
@@ -236,6 +237,6 @@ def test_import_genvision_loads_no_torch_and_finds_the_api_lazily():
     result = run_python(["-c", probe], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(ROOT / "genvision" / "__init__.py"), genvision.__version__, "genvision.api"]
-    assert genvision.sample is genvision.api.sample and genvision.__version__ == "0.1.0"
+    assert genvision.sample is genvision.api.sample and genvision.__version__ == "0.2.0"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         genvision.nope  # noqa: B018

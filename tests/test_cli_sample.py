@@ -28,7 +28,8 @@ def runs(tmp_path_factory, start_process) -> dict[str, Path]:
     """{"gan": run folder, "vae": run folder}: 2-step runs of the tiny models, trained at the same time."""
     base = tmp_path_factory.mktemp("sample-runs")
     env = subprocess_env(PYTHONWARNINGS="ignore")
-    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY], env=env)
+    extra = {"gan": [], "vae": ["--likelihood", "bernoulli"]}  # binarised held-out inputs (reconstruction grid)
+    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]], env=env)
                for kind in ("gan", "vae")}
     for kind, process in started.items():
         finish(process, kind)
@@ -159,8 +160,10 @@ def test_out_dir_says_what_it_wrote(runs, tmp_path):
 
 @pytest.mark.parametrize("kind,truncation", [("gan", "0"), ("vae", "0"), ("gan", "0.8")])
 def test_interpolation_rows_end_in_the_samples_of_their_latents(runs, tmp_path, kind, truncation):
+    """Under --prior normal (slerp walks N(0, I) latents; a VAE run's saved --prior gmm is refused with it, see
+    tests/test_prior_cli.py)."""
     walk, singles = tmp_path / "walk.png", tmp_path / "singles"
-    common = ["--seed", 7, "--truncation", truncation]
+    common = ["--seed", 7, "--truncation", truncation, "--prior", "normal"]
     assert "3 rows of 5 interpolated images" in ok(runs[kind], "--interpolate", 5, "--num", 3, "--grid", walk,
                                                    "--batch-size", 4, *common)
     ok(runs[kind], "--num", 6, "--out-dir", singles, *common)
@@ -264,7 +267,8 @@ def test_real_processes_exit_code_and_sidecar_command(runs, tmp_path, start_proc
                for name, argv in commands.items()}
     results = {name: wait(process, timeout=120) for name, process in started.items()}
     code, stdout, stderr = results["good"]
-    assert code == 0 and stdout.strip() == f"wrote {grid} (4 images, step 2, seed 2)", stderr
+    # a VAE run's saved --prior (VAEConfig's default gmm) is what --prior auto samples, and the line says so
+    assert code == 0 and stdout.strip() == f"wrote {grid} (4 images, step 2, seed 2, prior gmm)", stderr
     assert json.loads(Path(f"{grid}.json").read_text())["command"] == "genvision " + " ".join(commands["good"])
     code, stdout, stderr = results["bad"]
     assert code == 2 and stdout == "" and "Traceback" not in stderr

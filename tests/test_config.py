@@ -98,7 +98,7 @@ def test_resolution_message_and_help_say_what_each_command_accepts(cls, expected
 def test_given_fields_are_the_flags_on_the_command_line():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, GANConfig)
-    args = parser.parse_args(["--num-steps", "7000", "--no-hflip", "--base-channels", "8"])
+    args = parser.parse_args(["--num-steps", "3000", "--no-hflip", "--base-channels", "8"])
     assert given_fields(GANConfig, args) == {"num_steps", "hflip", "base_channels"}  # even when equal to the default
     config = config_from_args(GANConfig, args)
     assert config == dataclasses.replace(GANConfig(), base_channels=8) and type(config.lr) is float

@@ -1,8 +1,8 @@
 """`genvision stats` and `genvision fid`: flags -> config (`metrics.evaluate`) -> one library call -> output.
 
 SOURCE is a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec
-(see `genvision.metrics.sources`). A generator gives prior samples; with `fid --reconstructions SPLIT` a VAE gives its
-reconstructions of the dataset split SPLIT instead (reconstruction FID).
+(see `genvision.metrics.sources`). A generator gives prior samples (latents of --prior: auto, normal or gmm); with
+`fid --reconstructions SPLIT` a VAE gives its reconstructions of the dataset split SPLIT instead (reconstruction FID).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
     result = write_stats(args.source, config)
     meta = result.metadata
-    print(f"wrote {result.path}: {result.features} statistics of {result.count} images from {args.source} "
+    sampled = " sampled with --prior gmm" if result.prior == "gmm" else ""
+    print(f"wrote {result.path}: {result.features} statistics of {result.count} images from {args.source}{sampled} "
           f"({meta.extractor}@{meta.extractor_hash[:12]}, {meta.image_size} px, {meta.image_channels} ch)")
     if result.protocol:
         print(protocol_line(result.protocol))
@@ -68,7 +69,7 @@ def register(subparsers) -> None:
         "fid", help="FID (and optionally KID, precision/recall, classifier score) between two SOURCEs",
         description="Fréchet distance between the feature statistics of SOURCE_A (e.g. a generator) and SOURCE_B "
                     "(e.g. the training data or its .npz statistics). A generator SOURCE gives --num-samples prior "
-                    "samples; with --reconstructions SPLIT a VAE SOURCE gives its reconstructions of SPLIT instead "
+                    "samples (latents of --prior); with --reconstructions SPLIT a VAE SOURCE gives its reconstructions of SPLIT instead "
                     "(e.g. `genvision fid VAE_RUN mnist5k:test --reconstructions mnist5k:test`).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fid.add_argument("source_a", metavar="SOURCE_A", help=f"the images to evaluate: {SOURCE_HELP}")

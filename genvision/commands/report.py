@@ -23,8 +23,9 @@ def register(subparsers) -> None:
         "report", help="write RUN_DIR/report.html: config, curves, grids, final metrics with a FID interval",
         description="Summarise a training run in one self-contained HTML page (images embedded): the config, loss "
                     "and FID curves, the latest and best sample grids, wall time and throughput, and FID (with a "
-                    "bootstrap 95% interval), KID, precision/recall and class coverage of NUM_SAMPLES samples of "
-                    "the best checkpoint (else the latest) with the run's classifier, against its dataset.",
+                    "bootstrap 95% interval), KID, precision/recall and class coverage of NUM_SAMPLES samples (latents of "
+                    "--prior) of the best checkpoint (else the latest) with the run's classifier, against its "
+                    "dataset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="training run folder (--out-dir of train_gan.py / "
                                                            "train_vae.py)")

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   genvision sample runs/dcgan --num 5000 --out-dir fakes/               # 000000.png ... 004999.png
   genvision sample runs/dcgan --num 64 --truncation 1.0 --grid trunc.png
   genvision sample runs/dcgan --interpolate 10 --num 8 --grid walk.png  # 8 rows of 10 (slerp)
+  genvision sample runs/vae --num 64 --prior normal --grid normal.png # N(0, I) latents, not the run's --prior gmm
   genvision sample runs/vae --reconstruct mnist5k:test --num 32 --grid recon.png
 """
 

@@ -10,6 +10,9 @@
   classifier's logits (so named "classifier score (IS formula)", not IS; 10 splits after a fixed-seed shuffle),
   plus class coverage; reported for SOURCE_A whenever the classifier is the extractor and logits exist (a
   statistics file has none).
+- A generator SOURCE gives --num-samples samples with latents of --prior: auto (a VAE run's saved --prior, else
+  N(0, I)), normal, or gmm (a VAE's ex-post Gaussian mixture, Ghosh et al. 2020, arXiv:1903.12436; `models.prior`);
+  the --json object names it per side (``prior_a``, ``prior_b``).
 - Image handling follows Parmar et al. 2022 (clean-fid, arXiv:2104.11222): uint8 quantisation and one resize path
   for every source (`extractors.resize_for_extractor`).
 
@@ -56,6 +59,9 @@ class FeatureConfig:
     num_samples: int = opt(5000, "images drawn from each generator source; folders, datasets and statistics "
                            "files use all of theirs")
     seed: int = opt(0, "seed of the generator's latent noise")
+    prior: str = opt("auto", "latents of generator SOURCEs: auto (a VAE run's saved --prior, else normal), normal "
+                     "(N(0, I)) or gmm (the VAE's Gaussian mixture fitted to its training posterior means; VAEs only)",
+                     choices=("auto", "normal", "gmm"))
     device: str = opt("auto", "torch device for feature extraction: auto (cuda if available, else cpu), cpu, "
                       "cuda, cuda:1, ...")
     data_root: str = opt("data", "folder holding torchvision datasets, for dataset specs such as cifar10:test")
@@ -74,6 +80,7 @@ class FeatureConfig:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
         require(self.num_samples > 0, "num_samples", "> 0", self.num_samples)
         require(self.dataset_resolution >= 0, "dataset_resolution", ">= 0", self.dataset_resolution)
+        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
 
 
 @dataclass
@@ -112,6 +119,11 @@ class FidConfig(FeatureConfig):
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.precision_recall_k > 0, "precision_recall_k", "> 0", self.precision_recall_k)
+        if self.reconstructions and self.prior != "auto":
+            from genvision.errors import UsageError
+
+            raise UsageError(f"--prior {self.prior} applies to prior samples, not to --reconstructions "
+                             "(reconstructions decode the posterior mean)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,7 +199,27 @@ def source_options(config: FeatureConfig, device: "torch.device", extractor: "Fe
     return SourceOptions(batch_size=config.batch_size, device=device, num_samples=config.num_samples,
                          seed=config.seed, data_root=config.data_root, dataset_resolution=resolution,
                          use_cache=config.cache, download=config.download, image_column=config.image_column,
-                         label_column=config.label_column, reconstructions=getattr(config, "reconstructions", ""))
+                         label_column=config.label_column, reconstructions=getattr(config, "reconstructions", ""),
+                         prior=config.prior)
+
+
+def generator_priors(config: FeatureConfig, resolved: list[Source]) -> list[str | None]:
+    """--prior resolved for each generator SOURCE ("normal" or "gmm"; None for other sources and for
+    --reconstructions), from checkpoint.json alone: --prior gmm on a GAN fails here in one line, before any extractor,
+    model or image is loaded."""
+    from genvision.checkpoint import resolve_checkpoint
+    from genvision.generators import resolved_prior
+
+    if getattr(config, "reconstructions", ""):
+        return [None] * len(resolved)
+    return [resolved_prior(config.prior, resolve_checkpoint(source.path)) if source.kind == "generator" else None
+            for source in resolved]
+
+
+def prior_note(sources: list[str], priors: list[str | None]) -> str:
+    """``runs/vae sampled with --prior gmm`` for the sources sampled from a mixture; "" when none was."""
+    gmm = [source for source, prior in zip(sources, priors) if prior == "gmm"]
+    return f"{' and '.join(gmm)} sampled with --prior gmm" if gmm else ""
 
 
 def protocol(extractor: "FeatureExtractor", sides: "list[SourceStatistics]") -> dict[str, Any]:
@@ -233,6 +265,7 @@ class StatsResult:
     protocol: dict[str, Any] | None = None  # Inception protocol notes (`protocol`)
     mu: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D,) float64
     sigma: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D, D) float64
+    prior: str | None = None  # a generator SOURCE's resolved --prior ("normal" or "gmm"); None for other sources
 
 
 def compute_stats(source: str, config: FeatureConfig) -> StatsResult:
@@ -241,6 +274,7 @@ def compute_stats(source: str, config: FeatureConfig) -> StatsResult:
 
     config.validate()
     resolved = resolve_source(source)
+    (prior,) = generator_priors(config, [resolved])
     kind = choose_features(config, [resolved])
     device = resolve_device(config.device)
     extractor = make_extractor(config, device, kind)
@@ -249,7 +283,7 @@ def compute_stats(source: str, config: FeatureConfig) -> StatsResult:
     metadata = dataclasses.replace(statistics.metadata or extractor.metadata(), source=source,
                                    num_samples=statistics.count)
     notes = protocol(extractor, [statistics]) if extractor.resizes_internally else None
-    return StatsResult(None, statistics.count, metadata, kind, notes, statistics.mu, statistics.sigma)
+    return StatsResult(None, statistics.count, metadata, kind, notes, statistics.mu, statistics.sigma, prior)
 
 
 def write_stats(source: str, config: StatsConfig) -> StatsResult:
@@ -294,6 +328,8 @@ class FidReport:
     num_classes: int | None = None
     class_kl: float | None = None
     reconstructions: str | None = None  # the dataset split VAE sources reconstructed (--reconstructions)
+    prior_a: str | None = None  # SOURCE_A's resolved --prior ("normal" or "gmm") when it is sampled from a generator
+    prior_b: str | None = None  # likewise for SOURCE_B
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: the always-present keys plus every optional score that was computed."""
@@ -302,6 +338,8 @@ class FidReport:
     def lines(self, config: FidConfig) -> list[str]:
         """Human-readable output: the FID line, then one line per extra score asked for."""
         what = f"; VAE reconstructions of {self.reconstructions}" if self.reconstructions else ""
+        sampled = prior_note([self.source_a, self.source_b], [self.prior_a, self.prior_b])
+        what += f"; {sampled}" if sampled else ""
         lines = [f"FID {format_number(self.fid)} ({self.features} features, {self.n_a} vs {self.n_b} images{what})"]
         if self.protocol:
             lines.append(protocol_line(self.protocol))
@@ -381,6 +419,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     resolved = [resolve_source(source_a), resolve_source(source_b)]
     if config.reconstructions:
         check_reconstruction_sources(resolved, config.reconstructions)
+    priors = generator_priors(config, resolved)
     kind = choose_features(config, resolved)
     device = resolve_device(config.device)
     extractor = make_extractor(config, device, kind)
@@ -399,6 +438,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
     report = FidReport(fid, side_a.count, side_b.count, kind, extractor.extractor_id, extractor.weights_hash,
                        source_a, source_b, reconstructions=config.reconstructions or None,
+                       prior_a=priors[0], prior_b=priors[1],
                        protocol=protocol(extractor, [side_a, side_b]) if extractor.resizes_internally else None)
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(

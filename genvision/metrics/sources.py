@@ -394,6 +394,7 @@ class SourceOptions:
     label_column: str = ""  # hf: dataset specs: their label column ("" = label when present)
     cache_dir: Path | None = None  # None = default_cache_dir() / "stats"
     reconstructions: str = ""  # dataset spec: VAE generators give their reconstructions of it, not prior samples
+    prior: str = "auto"  # latents of generator samples: auto (a VAE run's saved --prior, else normal), normal, gmm
 
     def stats_cache_dir(self) -> Path:
         from genvision.data import default_cache_dir
@@ -533,7 +534,8 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
 
 
 def generator_images(source: Source, options: SourceOptions) -> Tensor:
-    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`).
+    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`),
+    with latents of `options.prior` (--prior).
 
     With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
     reconstructions of every image of that split (`generators.reconstruction_images`).
@@ -551,7 +553,7 @@ def generator_images(source: Source, options: SourceOptions) -> Tensor:
         raise UsageError(f"{source} looks like a generator checkpoint, but this genvision install cannot sample "
                          "generators (genvision.sampling is missing)") from None
     images = generate_images(str(source.path), options.num_samples, options.seed, options.batch_size,
-                             options.device)
+                             options.device, prior=options.prior)
     if images.dtype != torch.uint8:
         raise UsageError(f"{source}: the generator returned {images.dtype} images, expected uint8")
     return images

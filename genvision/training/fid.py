@@ -2,8 +2,8 @@
 
 The reference statistics come from the same cache `genvision fid` uses, so the FID logged at step N equals
 `genvision fid RUN/checkpoints/step-N REFERENCE --num-samples K --seed S` for the same extractor. The latents are
-fixed for the whole run (`sampling.latent_noise` with the run's seed), so successive evaluations differ only by the
-generator, not by the draw.
+fixed for the whole run (`sampling.standard_draws` with the run's seed), so successive evaluations differ only by
+the generator (and a VAE's mixture prior, refitted at each evaluation), not by the draw.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from genvision.imageconv import to_uint8
 from genvision.metrics.extractors import FeatureExtractor, run_extractor
 from genvision.metrics.sources import SourceOptions, extract, source_statistics
 from genvision.metrics.stats import frechet_distance
-from genvision.sampling import latent_noise
+from genvision.sampling import standard_draws
 
 
 class TrainingFID:
@@ -36,7 +36,8 @@ class TrainingFID:
                                 image_column=image_column, label_column=label_column)
         statistics = source_statistics(reference, self.extractor, options)
         self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma
-        self.latents = latent_noise(num_samples, latent_dim, seed=seed)  # as `genvision fid CKPT --seed SEED`
+        # The draws of `genvision fid CKPT --seed SEED`: eps (N(0, I) latents) and u (a mixture prior's components).
+        self.latents, self.uniforms = standard_draws(num_samples, latent_dim, seed=seed)
 
     @classmethod
     def from_config(cls, config, device: torch.device | str) -> "TrainingFID":
@@ -51,14 +52,17 @@ class TrainingFID:
         return f"{self.extractor.extractor_id}@{self.extractor.weights_hash[:12]}"
 
     @torch.no_grad()
-    def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """uint8 samples of the fixed latents, quantised as PNG saving would."""
-        batches = [to_uint8(sampler(self.latents[start:start + self.batch_size].to(self.device))).cpu()
-                   for start in range(0, len(self.latents), self.batch_size)]
+    def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None
+                         ) -> torch.Tensor:
+        """uint8 samples of the fixed draws (through `prior`, (eps, u) -> z, when given), quantised as PNG saving
+        would."""
+        latents = self.latents if prior is None else prior(self.latents, self.uniforms)
+        batches = [to_uint8(sampler(latents[start:start + self.batch_size].to(self.device))).cpu()
+                   for start in range(0, len(latents), self.batch_size)]
         return torch.cat(batches)
 
-    def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        stats, _ = extract(self.generated_images(sampler), self.extractor, self.batch_size, self.device,
+    def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None) -> float:
+        stats, _ = extract(self.generated_images(sampler, prior), self.extractor, self.batch_size, self.device,
                            name="generated")
         mu, sigma = stats.mean_and_covariance()
         return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), self.reference_mu, self.reference_sigma)

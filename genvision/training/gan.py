@@ -144,6 +144,10 @@ class GANTask:
 
     # -- images -----------------------------------------------------------------------------------------------
 
+    def prior(self) -> None:
+        """A GAN samples its N(0, I) latents as they are."""
+        return None
+
     def sampler(self):
         """z -> images in [-1, 1]: the EMA generator when on, else the generator in eval mode for the call."""
         if self.generator_ema is not None:

@@ -49,6 +49,8 @@ class Task(Protocol):
 
     def sampler(self) -> Callable[[torch.Tensor], torch.Tensor]: ...  # z -> images in [-1, 1], eval mode
 
+    def prior(self) -> Callable | None: ...  # (eps, u) -> z of samples, grids and FID; None: z = eps ~ N(0, I)
+
     def write_grids(self, run_dir: Path, step: int) -> dict: ...  # extra grids (VAE reconstructions): name -> HWC
 
     def state_payload(self) -> tuple[dict[str, dict], dict]: ...  # (weights by role, training state)
@@ -210,7 +212,9 @@ def write_fixed_grid(task: Task, path: Path):
     from genvision.sampling import make_grid, save_png
 
     with torch.no_grad():
-        images = task.sampler()(task.fixed_noise)
+        prior = task.prior()
+        latents = task.fixed_noise if prior is None else prior(task.fixed_noise, task.fixed_uniforms)
+        images = task.sampler()(latents)
     grid = make_grid(to_uint8(images).cpu())
     save_png(grid, path)
     return grid
@@ -289,7 +293,7 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
         fid = None
         fid_due = config.fid_every > 0 and (step % config.fid_every == 0 or final)
         if fid_due and fid_evaluator is not None:
-            fid = fid_evaluator(task.sampler())
+            fid = fid_evaluator(task.sampler(), task.prior())
             common.log_metrics(run_dir, {"step": step, "fid": round(fid, 5)}, accelerator, step)
             progress.write(f"step {step}: FID {fid:.3f}")
         # Checkpoint, and keep the best by FID.
@@ -363,8 +367,9 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
         if fid is None:
             fid_text = "FID off (--fid-every 0)"
         else:
+            prior = f", {config.prior} prior" if task.kind == "vae" else ""
             fid_text = (f"final FID {fid:.3f}, best FID {state['best_fid']:.3f} at step {state['best_step']} "
-                        f"({config.features} features)")
+                        f"({config.features} features{prior})")
         print(f"run folder {run_dir}: {fid_text}", flush=True)
     accelerator.wait_for_everyone()
     return summary

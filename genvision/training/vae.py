@@ -5,8 +5,9 @@ cyclical after Fu et al. 2019) and optional free bits (Kingma et al. 2016). With
 dynamically binarised (each step draws x_bin ~ Bernoulli(intensity)), as in the MNIST density-modelling literature,
 so the reported NLL is a true discrete NLL; held-out evaluation uses one fixed, seeded binarisation.
 
-Every --sample-every steps the run writes a grid of prior samples (fixed noise) and a grid of held-out
-reconstructions (inputs in the row above their reconstructions). At the end it reports the held-out negative ELBO in
+Every --sample-every steps the run writes a grid of prior samples (fixed noise, through the --prior: N(0, I) or the
+Gaussian mixture fitted to the training posterior means, Ghosh et al. 2020) and a grid of held-out
+reconstructions (inputs in the row above their reconstructions). Every checkpoint stores that step's mixture. At the end it reports the held-out negative ELBO in
 nats per image and bits per dimension. Loading checkpoints and preparing held-out inputs (the fixed binarisation)
 live in `genvision.generators`, which sampling and evaluation share.
 """
@@ -49,7 +50,7 @@ class VAETask:
 
     def __init__(self, config: VAEConfig, accelerator) -> None:
         from genvision.data import make_batches
-        from genvision.sampling import latent_noise
+        from genvision.sampling import latent_noise, standard_draws
 
         common.seed_everything(config.seed)
         self.config, self.accelerator, self.step = config, accelerator, 0
@@ -64,6 +65,8 @@ class VAETask:
         self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 29 +
                                                                 accelerator.process_index)
         self.fixed_noise = latent_noise(config.num_grid_images, config.latent_dim, seed=config.seed + 1).to(device)
+        self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim, seed=config.seed + 1)[1]
+        self._mixture, self._mixture_step = None, -1
         self.images_per_step = config.batch_size * accelerator.num_processes
         _, self.held_out = held_out_images(config, training=True)  # (N, C, H, W) in [-1, 1], on the CPU
 
@@ -99,6 +102,24 @@ class VAETask:
 
         return _TrainAfter(decode, self.model)
 
+    def mixture(self):
+        """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `generators.vae_latent_prior`),
+        fitted to the posterior means of the training images; cached until the next step. Main process only."""
+        from genvision.generators import prior_fit_images, vae_latent_prior
+
+        if self._mixture_step != self.step:
+            images = prior_fit_images(self.config, training=True)
+            self._mixture = vae_latent_prior(self.model, self.config, images, self.accelerator.device)
+            self._mixture_step = self.step
+        return self._mixture
+
+    def prior(self):
+        """(eps, u) -> z for grids and FID: the mixture with --prior gmm (on the main process, which draws them),
+        else None (N(0, I))."""
+        if self.config.prior != "gmm" or not self.accelerator.is_main_process:
+            return None
+        return self.mixture()
+
     @torch.no_grad()
     def reconstructions(self, count: int = 32) -> torch.Tensor:
         """uint8 (2 * rows * 8, C, H, W): rows of 8 held-out inputs, each above its row of reconstructions.
@@ -127,7 +148,12 @@ class VAETask:
     # -- checkpoints ------------------------------------------------------------------------------------------
 
     def state_payload(self) -> tuple[dict[str, dict], dict]:
-        return {"vae": self.model.state_dict()}, {"optimizer": self.optimizer.state_dict(), **common.run_state(self)}
+        """Weights of the VAE and, on the main process (which writes them), its mixture prior under the role
+        `prior`, whatever --prior, so `genvision sample --prior gmm` of any checkpoint is reproducible."""
+        weights = {"vae": self.model.state_dict()}
+        if self.accelerator.is_main_process:
+            weights["prior"] = self.mixture().state_dict()
+        return weights, {"optimizer": self.optimizer.state_dict(), **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()

@@ -74,7 +74,7 @@ def test_resume_is_bit_exact(runs, name):
     a_dir, b_dir = straight / "checkpoints" / "step-000006", resumed / "checkpoints" / "step-000006"
 
     a, _, sa, sb = assert_same_checkpoints(a_dir, b_dir)  # every tensor of weights.safetensors, all of state.pt
-    assert {key.split(".", 1)[0] for key in a} == {"vae"}
+    assert {key.split(".", 1)[0] for key in a} == {"vae", "prior"}  # the mixture refitted after resuming: the same
     assert ("vae.log_sigma" in a) == name.startswith("gaussian-learned")
     before = load_weights(straight / "checkpoints" / "step-000003")
     assert any(not torch.equal(before[k], a[k]) for k in a)  # it trained on after the resume point

@@ -17,7 +17,7 @@ from helpers import TINY_VAE, cli, load_state, metrics_records, png_size_and_mod
 def run(tmp_path_factory):
     """One 3-step run: (completed process, run folder)."""
     out = tmp_path_factory.mktemp("vae-train") / "run"
-    flags = [*TINY_VAE, "--num-steps", "3", "--sample-every", "1", "--log-every", "1"]
+    flags = [*TINY_VAE, "--num-steps", "3", "--sample-every", "1", "--log-every", "1", "--likelihood", "bernoulli"]
     return train_to_completion("train_vae.py", out, *flags), out
 
 
@@ -75,7 +75,9 @@ def test_checkpoint(run):
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.json", "state.pt", "weights.safetensors"]
     checkpoint = read_checkpoint(folder)
     assert (checkpoint.kind, checkpoint.step, checkpoint.config["channels"]) == ("vae", 3, 1)
-    assert checkpoint.roles() == {"vae"}
+    assert checkpoint.roles() == {"vae", "prior"}  # the step's Gaussian-mixture prior is stored with it
+    prior = checkpoint.weights("prior")
+    assert prior["means"].shape == (20, 4) and prior["covariances"].shape == (20, 4, 4)  # --prior-components 20
     assert all(torch.isfinite(t).all() for t in checkpoint.weights("vae").values() if t.is_floating_point())
     state = load_state(folder)
     assert state["step"] == 3 and state["world_size"] == 1 and state["data"] == {"epoch": 0, "position": 3}

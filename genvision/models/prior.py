@@ -1,0 +1,73 @@
+"""The ex-post Gaussian-mixture prior of a VAE's latent space (Ghosh et al. 2020).
+
+Ghosh, Sajjadi, Vergari, Black & Schölkopf 2020, "From Variational to Deterministic Autoencoders" (ICLR,
+arXiv:1903.12436), Sec. 4 "ex-post density estimation": a trained VAE's aggregate posterior q(z) = E_x q(z|x) does
+not fill its N(0, I) prior, and prior samples that land in the holes decode to soft or implausible images. Fitting
+a density to the posterior means of the training set after training, and sampling latents from it, improves the
+samples (they fit a 10-component full-covariance Gaussian mixture, as genvision does by default).
+
+Sampling is a deterministic map of standard draws, so that a sample still depends only on (seed, index) and a
+mixture sample i uses the very N(0, I) draw sample i uses under the normal prior:
+
+    eps ~ N(0, I) (latent_dim,), u ~ U[0, 1)               (one sample's draws, `sampling.standard_draws`)
+    k = min{k : w_1 + ... + w_k > u}                          (the component, by its weight w_k)
+    z = mean_k + L_k eps,  L_k L_k^T = covariance_k           (Cholesky factor)
+
+The mixture is fitted by `generators.fit_latent_prior` (scikit-learn's EM); this module only holds and samples it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRIOR_CHOICES = ("normal", "gmm")  # the N(0, I) the VAE was trained with; the ex-post Gaussian mixture
+
+
+class GaussianMixturePrior(nn.Module):
+    """A full-covariance Gaussian mixture over the latent space: `forward(eps, u)` maps standard draws to latents.
+
+    Buffers (float64): `weights` (K,), summing to 1; `means` (K, D); `covariances` (K, D, D), positive definite.
+    Its state dict is what a VAE checkpoint stores under the role `prior`.
+    """
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor) -> None:
+        super().__init__()
+        weights, means, covariances = weights.double(), means.double(), covariances.double()
+        count, dim = means.shape
+        if weights.shape != (count,) or covariances.shape != (count, dim, dim):
+            raise ValueError(f"mixture shapes disagree: weights {tuple(weights.shape)}, means {tuple(means.shape)}, "
+                             f"covariances {tuple(covariances.shape)}")
+        self.register_buffer("weights", weights / weights.sum())
+        self.register_buffer("means", means)
+        self.register_buffer("covariances", covariances)
+        self.register_buffer("scale_tril", torch.linalg.cholesky(covariances), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "GaussianMixturePrior":
+        return cls(state["weights"], state["means"], state["covariances"])
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.means.shape[1]
+
+    def components(self, uniforms: torch.Tensor) -> torch.Tensor:
+        """(N,) component indices of uniforms in [0, 1): inverse-CDF sampling of the weights."""
+        edges = torch.cumsum(self.weights, 0)
+        return torch.searchsorted(edges, uniforms.double().to(edges.device), right=True).clamp_(max=len(edges) - 1)
+
+    def forward(self, eps: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """eps (N, D) ~ N(0, I), uniforms (N,) ~ U[0, 1) -> latents (N, D) in eps's dtype and device."""
+        k = self.components(uniforms)
+        z = self.means[k] + (self.scale_tril[k] @ eps.double().to(self.means.device)[:, :, None])[:, :, 0]
+        return z.to(dtype=eps.dtype, device=eps.device)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """(N,) log density of latents z (N, D) under the mixture, in nats (float64)."""
+        components = torch.distributions.MultivariateNormal(self.means, scale_tril=self.scale_tril)
+        per_component = components.log_prob(z.double().to(self.means.device)[:, None, :])  # (N, K)
+        return torch.logsumexp(per_component + self.weights.log(), dim=1)
