@@ -124,7 +124,10 @@ def bad_npz_files(root, classifier):
     files["other-extractor"] = (path, "was computed with extractor classifier@ffff")
     path = root / "inception.npz"
     save_stats(path, np.zeros(8), np.eye(8), StatsMetadata("inception-v3-compat", "e" * 64, 299, 3, "x", 100))
-    files["inception"] = (path, "holds 8-dimensional statistics, expected 32")
+    files["inception"] = (path, "was computed with extractor inception-v3-compat@eeee")
+    path = root / "classifier-0.1.0.npz"  # 0.1.0's shipped classifier: 128 features, its file's hash
+    save_stats(path, np.zeros(128), np.eye(128), StatsMetadata("classifier", "b388b2ae" + "0" * 56, 32, 1, "x", 100))
+    files["classifier-0.1.0"] = (path, "was computed with extractor classifier@b388b2ae0000")
     path = root / "pytorch-fid.npz"
     np.savez(path, mu=np.zeros(32), sigma=np.eye(32))
     files["no-metadata"] = (path, "has no extractor metadata")
@@ -138,8 +141,8 @@ def bad_npz_files(root, classifier):
     return files
 
 
-BAD_NPZ = ["no-mu", "nan", "shapes", "pickled", "other-extractor", "inception", "no-metadata", "one-sample",
-           "not-a-zip"]
+BAD_NPZ = ["no-mu", "nan", "shapes", "pickled", "other-extractor", "inception", "classifier-0.1.0", "no-metadata",
+           "one-sample", "not-a-zip"]
 
 
 @pytest.mark.parametrize("name", BAD_NPZ)

@@ -186,8 +186,8 @@ def load_stats(
         mu = _read_array(archive, "mu", where)
         sigma = _read_array(archive, "sigma", where)
         metadata = _read_metadata(archive, where)
-    _check_mu_sigma(where, mu, sigma, expected_dim)
-    if expected is not None:
+    _check_mu_sigma(where, mu, sigma)
+    if expected is not None:  # the extractor first: a file of another extractor is named as such, whatever its D
         if metadata is None:
             raise UsageError(
                 f"{where} has no extractor metadata (a pytorch-fid or clean-fid file?), so it cannot be checked "
@@ -198,4 +198,5 @@ def load_stats(
                 f"{os.fspath(path)} was computed with extractor {metadata.describe()} "
                 f"but this run uses {expected.describe()}"
             )
+    _check_mu_sigma(where, mu, sigma, expected_dim)
     return mu.astype(np.float64), sigma.astype(np.float64), metadata
