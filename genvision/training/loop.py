@@ -129,6 +129,8 @@ def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
         config.features = "classifier"  # runs saved before --features existed were scored by the classifier
     check_inputs(config)
     check_architecture(checkpoint, dataclasses.asdict(config), task_class.architecture_fields)
+    if task_class.kind == "vae":
+        check_same_prior(checkpoint, config)
     if config.num_steps < checkpoint.step:
         raise UsageError(f"--num-steps {config.num_steps} is below step {checkpoint.step} of {checkpoint.path}; give "
                          f"--num-steps {checkpoint.step} or more")
@@ -176,6 +178,24 @@ def plan_features(config) -> None:
             inception_weights.resolve(config.inception_weights)
         else:
             inception_weights.find(config.inception_weights, warn=False)  # a bad file named by the user fails now
+
+
+def check_same_prior(checkpoint: Checkpoint, config) -> None:
+    """A resumed VAE run with FID on keeps sampling its FID from the prior it started with (--prior, and with gmm
+    --prior-components), or its best FID would compare samples of two priors; runs of genvision 0.1.0 used N(0, I)."""
+    if not config.fid_every:
+        return
+    saved = checkpoint.config
+    before = (saved.get("prior", "normal"), saved.get("prior_components", config.prior_components))
+    now = (config.prior, config.prior_components)
+    if before[0] == "normal":
+        before, now = before[:1], now[:1]  # the mixture size does not matter to N(0, I)
+    if before != now:
+        def flags(values: tuple) -> str:
+            return " ".join(f"{flag} {value}" for flag, value in zip(("--prior", "--prior-components"), values))
+
+        raise UsageError(f"{checkpoint.path} scored FID with {flags(before)}, but this resume asks for {flags(now)}; "
+                         f"resume with {flags(before)}, turn FID off (--fid-every 0), or start a new run")
 
 
 def check_same_extractor(checkpoint: Checkpoint | None, extractor: str) -> None:

@@ -25,3 +25,19 @@ def test_training_fid_and_stored_prior_match_the_commands(tmp_path):
     code, stdout, stderr = cli("fid", folder, "mnist5k:train", "--num-samples", "40", "--json")  # auto: the run's
     assert code == 0, stderr
     assert json.loads(stdout)["fid"] == pytest.approx(logged[-1], rel=1e-6)
+
+
+def test_resume_keeps_the_prior_the_run_scored_with(tmp_path):
+    from helpers import assert_one_line_error
+
+    out = tmp_path / "run"
+    train_to_completion("train_vae.py", out, *TINY_VAE, "--num-steps", "2", "--fid-every", "2",
+                        "--num-fid-samples", "20", "--prior", "gmm", "--prior-components", "3")
+    resume = ("train-vae", "--out-dir", out, "--resume", "auto", "--num-steps", "4", "--dry-run")
+    code, _, stderr = cli(*resume, "--prior", "normal")
+    assert_one_line_error(code, stderr, "scored FID with --prior gmm --prior-components 3",
+                          "asks for --prior normal", "--fid-every 0")
+    code, _, stderr = cli(*resume, "--prior-components", "5")
+    assert_one_line_error(code, stderr, "asks for --prior gmm --prior-components 5")
+    assert cli(*resume)[0] == 0  # the saved --prior and --prior-components
+    assert cli(*resume, "--prior", "normal", "--fid-every", "0")[0] == 0  # no FID: nothing to compare
