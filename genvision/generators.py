@@ -284,9 +284,9 @@ def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training
     """The training images a VAE's mixture prior is fitted to: --dataset prepared as held-out inputs are (the
     run's geometry, the fixed binarisation for Bernoulli VAEs), a seeded subset of --prior-fit-images if larger."""
     _, images = held_out_images(config, config.dataset, data_root, training)
-    limit = getattr(config, "prior_fit_images", 0)
-    if limit and len(images) > limit:
-        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:limit]
+    if len(images) > config.prior_fit_images:
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
+        chosen = chosen[:config.prior_fit_images]
         images = images[chosen.sort().values]
     return images
 
@@ -301,8 +301,7 @@ def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor
 
     python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        return fit_latent_prior(posterior_means(model, images, device), getattr(config, "prior_components", 10),
-                                config.seed)
+        return fit_latent_prior(posterior_means(model, images, device), config.prior_components, config.seed)
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)

@@ -40,8 +40,13 @@ SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with
 
 
 def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps (latent_dim,), u ()) of sample `index`: eps as `latent_row` draws it, then u ~ U[0, 1) from the same
-    generator (the mixture prior's component draw, `models.prior`), so eps is the same whichever prior uses it."""
+    """(eps (latent_dim,), u ()) of sample `index`, from its own generator: eps ~ N(0, I), then u ~ U[0, 1) (the
+    mixture prior's component draw, `models.prior`), so eps is the same whichever prior uses it.
+
+    With truncation T > 0 every |eps_j| <= T: components outside [-T, T] are redrawn from the sample's generator
+    until inside (rejection sampling of the truncated normal); the expected number of rounds grows like
+    1 / P(|z| <= T), so tiny T is slow.
+    """
     generator = torch.Generator().manual_seed(seed * SEED_STRIDE + index)
     z = torch.randn(latent_dim, generator=generator)
     if truncation > 0:
@@ -50,15 +55,6 @@ def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tu
             z[outside] = torch.randn(int(outside.sum()), generator=generator)
             outside = z.abs() > truncation
     return z, torch.rand((), generator=generator)
-
-
-def latent_row(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> torch.Tensor:
-    """The (latent_dim,) N(0, I) latent of sample `index`; with truncation T > 0 every |z_j| <= T.
-
-    Components outside [-T, T] are redrawn from the sample's own generator until inside (rejection sampling of the
-    truncated normal); the expected number of rounds grows like 1 / P(|z| <= T), so tiny T is slow.
-    """
-    return _draw(latent_dim, seed, index, truncation)[0]
 
 
 def standard_draws(num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0
@@ -81,9 +77,8 @@ def prior_latents(prior, num: int, latent_dim: int, seed: int, start: int = 0, t
 
 
 def latent_noise(num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0) -> torch.Tensor:
-    """(num, latent_dim) latents; row i comes from `latent_row(seed, start + i, truncation)` alone."""
-    rows = [latent_row(latent_dim, seed, start + i, truncation) for i in range(num)]
-    return torch.stack(rows) if rows else torch.empty(0, latent_dim)
+    """(num, latent_dim) N(0, I) latents; row i is the eps of sample start + i's own draws alone."""
+    return standard_draws(num, latent_dim, seed, start, truncation)[0]
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -126,7 +121,7 @@ def decode_latents(loaded: LoadedGenerator, latents: torch.Tensor, batch_size: i
 def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: int = 256,
              device: torch.device | str = "cpu", start: int = 0, truncation: float = 0.0) -> torch.Tensor:
     """uint8 images (num_samples, C, H, W); sample i uses the draws of (seed, start + i) whatever the batch size,
-    through the loaded generator's prior (N(0, I): `latent_row`; a mixture: `prior_latents`)."""
+    through the loaded generator's prior (`prior_latents`: N(0, I) or a mixture)."""
     if num_samples <= 0:
         raise UsageError(f"--num-samples must be > 0, got {num_samples}")
     if batch_size <= 0:

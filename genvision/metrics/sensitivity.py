@@ -90,11 +90,16 @@ def translate(images: Tensor, pixels: int, seed: int = 0) -> Tensor:
     return out
 
 
-def drop_classes(images: Tensor, labels: Tensor, count: int, num: int, num_classes: int, seed: int = 0) -> Tensor:
-    """`num` images (a seeded draw) of those whose label is not among the first `count` of a seeded permutation of
-    the classes; `num` must not exceed what is left."""
+def dropped_classes(num_classes: int, count: int, seed: int = 0) -> tuple[Tensor, torch.Generator]:
+    """(the first `count` classes of a seeded permutation, the generator that drew it): nested in `count`."""
     generator = torch.Generator().manual_seed(seed)
-    dropped = torch.randperm(num_classes, generator=generator)[:count]
+    return torch.randperm(num_classes, generator=generator)[:count], generator
+
+
+def drop_classes(images: Tensor, labels: Tensor, count: int, num: int, num_classes: int, seed: int = 0) -> Tensor:
+    """`num` images (a seeded draw, from the same generator) of those whose label is not among `dropped_classes`;
+    `num` must not exceed what is left."""
+    dropped, generator = dropped_classes(num_classes, count, seed)
     keep = (~torch.isin(labels, dropped)).nonzero().flatten()
     if num > len(keep):
         raise ValueError(f"only {len(keep)} images are left after dropping {count} classes, {num} asked for")
@@ -131,8 +136,7 @@ def ladders(seed: int = 0, mode_num: int = 0, num_classes: int = 10) -> dict[str
 def mode_dropping_num(labels: Tensor, num_classes: int, most_dropped: int = 5, seed: int = 0) -> int:
     """The equal N of the mode-dropping ladder: the images left once its largest step drops `most_dropped`
     classes."""
-    generator = torch.Generator().manual_seed(seed)
-    dropped = torch.randperm(num_classes, generator=generator)[:most_dropped]
+    dropped, _ = dropped_classes(num_classes, most_dropped, seed)
     return int((~torch.isin(labels, dropped)).sum())
 
 

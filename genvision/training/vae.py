@@ -50,7 +50,7 @@ class VAETask:
 
     def __init__(self, config: VAEConfig, accelerator) -> None:
         from genvision.data import make_batches
-        from genvision.sampling import latent_noise, standard_draws
+        from genvision.sampling import standard_draws
 
         common.seed_everything(config.seed)
         self.config, self.accelerator, self.step = config, accelerator, 0
@@ -64,8 +64,9 @@ class VAETask:
         self.optimizer = accelerator.prepare(torch.optim.Adam(self.model.parameters(), lr=config.lr))
         self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 29 +
                                                                 accelerator.process_index)
-        self.fixed_noise = latent_noise(config.num_grid_images, config.latent_dim, seed=config.seed + 1).to(device)
-        self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim, seed=config.seed + 1)[1]
+        self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
+                                                               seed=config.seed + 1)
+        self.fixed_noise = self.fixed_noise.to(device)
         self._mixture, self._mixture_step = None, -1
         self.images_per_step = config.batch_size * accelerator.num_processes
         _, self.held_out = held_out_images(config, training=True)  # (N, C, H, W) in [-1, 1], on the CPU
