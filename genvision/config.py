@@ -191,7 +191,11 @@ class RunConfig(DataConfig):
     out_dir: str = opt("runs/run", "run folder for config.json, metrics.jsonl, weights and images")
     seed: int = opt(0, "seed for weights, noise and batch order")
     batch_size: int = opt(64, "images per process per step")
-    mixed_precision: str = opt("no", "autocast precision through Accelerate", choices=("no", "fp16", "bf16"))
+    mixed_precision: str = opt("auto", "autocast precision through Accelerate: auto (what `accelerate launch "
+                               "--mixed_precision` / its config / $ACCELERATE_MIXED_PRECISION say, else no), no, "
+                               "fp16 (CUDA only) or bf16; saved resolved", choices=("auto", "no", "fp16", "bf16"))
+    allow_tf32: bool = opt(True, "on CUDA, TF32 tensor cores for float32 matmuls and cuDNN convolutions (10-bit "
+                           "mantissa products, float32 sums); no effect on the CPU")
     report_to: str = opt("tensorboard", "experiment trackers through Accelerate, comma-separated: tensorboard "
                          "(event files in OUT_DIR/tensorboard), wandb, mlflow, all (every one installed) or none")
 
@@ -294,6 +298,10 @@ class GenerativeConfig(RunConfig):
     num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
     latent_dim: int = opt(100, "size of the N(0, I) latent z")
     base_channels: int = opt(32, "network width at full resolution; others are 2x, 4x, ...")
+    channels_last: bool = opt(False, "NHWC memory format for the models and batches (faster convolutions on tensor "
+                              "cores; same weights and checkpoints)")
+    compile: bool = opt(False, "torch.compile the training networks (the first steps compile them, minutes on a CPU; "
+                        "same weights and checkpoints)")
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
 
@@ -360,6 +368,8 @@ class SampleConfig:
     prior: str = opt("auto", "latents: auto (a VAE run's saved --prior, else normal), normal (N(0, I)) or gmm (the "
                      "VAE's Gaussian mixture fitted to its training posterior means; VAEs only)",
                      choices=("auto", "normal", "gmm"))
+    device: str = opt("auto", "torch device of the generator: auto (cuda if available, else cpu), cpu, cuda, "
+                      "cuda:1, ... (the images are the same up to float rounding)")
     interpolate: int = opt(0, "rows of K images walking along the great circle (slerp) from the latent of sample "
                            "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid; N(0, I) latents only)")
     reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "

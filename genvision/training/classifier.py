@@ -252,7 +252,9 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     config = plan_classifier(config, given)
     run_dir = Path(config.out_dir)
     weights_path = run_dir / WEIGHTS_NAME
-    accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir)
+    accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir,
+                                   allow_tf32=config.allow_tf32)
+    config.mixed_precision = accelerator.mixed_precision  # "auto" resolved: saved with the run
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)
     model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features,

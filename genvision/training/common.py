@@ -38,13 +38,16 @@ def check_trackers(report_to: str) -> None:
                              f"pip install {TRACKERS[name]} (or choose --report-to tensorboard or none)")
 
 
-def make_accelerator(mixed_precision: str = "no", report_to: str = "none", run_dir: Path | None = None,
-                     resume_step: int = 0):
+def make_accelerator(mixed_precision: str = "auto", report_to: str = "none", run_dir: Path | None = None,
+                     resume_step: int = 0, allow_tf32: bool = True):
     """An Accelerator for this process: picks up `accelerate launch`/`torchrun` env, CUDA if present, else CPU.
 
+    `mixed_precision` "auto" leaves the choice to Accelerate (`accelerate launch --mixed_precision`, its config
+    file, $ACCELERATE_MIXED_PRECISION; else no autocast): passing "no" explicitly would override them silently.
     `report_to` names the experiment trackers (`tracker_names`); TensorBoard writes to ``run_dir/tensorboard``, and
     a run resumed at `resume_step` purges what an earlier session logged after it (TensorBoard's ``purge_step``),
     so the resumed run continues the same curves without duplicated steps. `start_trackers` starts them.
+    On CUDA the backend flags of `configure_backends` are set.
     """
     from accelerate import Accelerator
 
@@ -62,8 +65,24 @@ def make_accelerator(mixed_precision: str = "no", report_to: str = "none", run_d
     # Under torchrun / accelerate launch on a machine without GPUs, Accelerate only sets up its gloo (MULTI_CPU)
     # process group when told cpu=True; otherwise every process silently trains alone as "rank 0 of 1".
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=mixed_precision, cpu=launched and not torch.cuda.is_available(),
-                       log_with=log_with or None, project_dir=str(run_dir) if log_with else None)
+    precision = {} if mixed_precision == "auto" else {"mixed_precision": mixed_precision}
+    accelerator = Accelerator(**precision, cpu=launched and not torch.cuda.is_available(),
+                              log_with=log_with or None, project_dir=str(run_dir) if log_with else None)
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        raise UsageError("mixed precision fp16 (from Accelerate's config or $ACCELERATE_MIXED_PRECISION) needs a "
+                         "CUDA GPU; use bf16 or no on the CPU")
+    configure_backends(accelerator.device, allow_tf32)
+    return accelerator
+
+
+def configure_backends(device: torch.device, allow_tf32: bool = True) -> None:
+    """On CUDA: TF32 tensor cores for float32 matmuls and cuDNN convolutions (`allow_tf32`; Ampere and newer) and
+    cuDNN's autotuner (`cudnn.benchmark`: the step's shapes never change). Nothing to set on the CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cudnn.benchmark = True
 
 
 def start_trackers(accelerator, run_dir: Path, config) -> None:

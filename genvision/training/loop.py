@@ -411,7 +411,8 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     config = plan.config
     fetch_features(config)
     accelerator = common.make_accelerator(config.mixed_precision, config.report_to, plan.run_dir,
-                                          plan.checkpoint.step if plan.checkpoint else 0)
+                                          plan.checkpoint.step if plan.checkpoint else 0, config.allow_tf32)
+    config.mixed_precision = accelerator.mixed_precision  # "auto" resolved: saved in config.json and checkpoints
     task = task_class(config, accelerator)
     evaluator = None
     if accelerator.is_main_process and config.fid_every > 0:
