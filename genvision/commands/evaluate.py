@@ -1,7 +1,8 @@
 """`genvision stats` and `genvision fid`: flags -> config (`metrics.evaluate`) -> one library call -> output.
 
 SOURCE is a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec
-(see `genvision.metrics.sources`). A generator gives prior samples (latents of --prior: auto, normal or gmm); with
+(see `genvision.metrics.sources`). Under `torchrun` / `accelerate launch` every rank takes its share of the images
+(`genvision.distributed`) and rank 0 alone prints and writes the combined result. A generator gives prior samples (latents of --prior: auto, normal or gmm); with
 `fid --reconstructions SPLIT` a VAE gives its reconstructions of the dataset split SPLIT instead (reconstruction FID).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from contextlib import contextmanager
+
 from genvision.config import add_config_arguments, config_from_args
 from genvision.metrics.evaluate import FidConfig, StatsConfig
 
@@ -17,12 +20,28 @@ SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpo
                "(mnist5k:train, cifar10:test, folder:PATH, hf:PATH[:SPLIT])")
 
 
+@contextmanager
+def process_group():
+    """Join the torchrun / accelerate launch process group for the command (nothing in one process); yields
+    whether this process is rank 0, the one that prints."""
+    from genvision import distributed
+
+    started = distributed.init_from_env()
+    try:
+        yield distributed.is_main()
+    finally:
+        distributed.shutdown(started)
+
+
 def run_stats(args: argparse.Namespace) -> int:
     config = config_from_args(StatsConfig, args)
 
     from genvision.metrics.evaluate import protocol_line, write_stats
 
-    result = write_stats(args.source, config)
+    with process_group() as main:
+        result = write_stats(args.source, config)
+    if not main:
+        return 0
     meta = result.metadata
     sampled = " sampled with --prior gmm" if result.prior == "gmm" else ""
     print(f"wrote {result.path}: {result.features} statistics of {result.count} images from {args.source}{sampled} "
@@ -47,7 +66,10 @@ def run_fid(args: argparse.Namespace) -> int:
     config = config_from_args(FidConfig, args)
     from genvision.metrics.evaluate import evaluate_fid
 
-    report = evaluate_fid(args.source_a, args.source_b, config)
+    with process_group() as main:
+        report = evaluate_fid(args.source_a, args.source_b, config)
+    if not main:
+        return 0
     if config.json:
         print(json.dumps(report.to_dict()))
     else:

@@ -136,8 +136,12 @@ def resolve_device(text: str) -> "torch.device":
 
     from genvision.errors import UsageError
 
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from genvision import distributed
+
+    if text == "auto":  # under torchrun with GPUs: this rank's own GPU (LOCAL_RANK)
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -245,8 +249,11 @@ def protocol_line(notes: dict[str, Any]) -> str:
 
 
 def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
-    """Warn on stderr when a side has fewer images than feature dimensions (singular covariance)."""
-    if 0 < statistics.count < num_features:
+    """Warn on stderr (rank 0 under torchrun) when a side has fewer images than feature dimensions (singular
+    covariance)."""
+    from genvision import distributed
+
+    if 0 < statistics.count < num_features and distributed.is_main():
         print(f"warning: {statistics.source} gives {statistics.count} images, fewer than the {num_features} feature "
               f"dimensions: its covariance is singular and FID is strongly biased and unstable; use well over "
               f"{num_features} images", file=sys.stderr)
@@ -297,7 +304,10 @@ def write_stats(source: str, config: StatsConfig) -> StatsResult:
     if output.exists() and not config.overwrite:
         raise UsageError(f"--output {output} exists; pass --overwrite to replace it")
     result = compute_stats(source, config)
-    save_stats(output, result.mu, result.sigma, result.metadata)
+    from genvision import distributed
+
+    if distributed.is_main():  # under torchrun every rank computed its shard; rank 0 writes the combined file
+        save_stats(output, result.mu, result.sigma, result.metadata)
     return dataclasses.replace(result, path=output)
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genvision import distributed
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.metrics.extractors import FeatureExtractor, channel_handling, extractor_side, resize_for_extractor
@@ -158,7 +159,8 @@ class GeometryNotes:
             if key in self._said:
                 return
             self._said.add(key)
-        print(f"note: {self.name}: {message}", file=sys.stderr)
+        if distributed.is_main():  # under torchrun: said once, not once per rank
+            print(f"note: {self.name}: {message}", file=sys.stderr)
 
     def see(self, channels: int, height: int, width: int, side: int = 0) -> None:
         """Images of `channels` x `height` x `width` px, brought to `side` px (default: the extractor's input)."""
@@ -436,8 +438,29 @@ def _require_two(name: str, count: int) -> None:
         raise UsageError(f"{name} gives {count} image{'s' if count != 1 else ''}; FID statistics need at least 2")
 
 
+def combine_shards(stats: FeatureStats, logits: Tensor | None, notes: GeometryNotes | None = None
+                   ) -> Tensor | None:
+    """Under torchrun, turn this rank's statistics of its shard (`distributed.shard_range`) into those of the whole
+    source, on every rank: float64 sums (n, sum x, sum x xᵀ) added across ranks, raw features and logits gathered
+    in rank order (the one-process order), the geometry notes merged. Returns the gathered logits; a no-op in one
+    process. A collective: every rank calls it once per source."""
+    if distributed.world_size() == 1:
+        return logits
+    stats.reduce_across_processes(distributed.all_reduce_sum, gather=distributed.all_gather_rows)
+    if notes is not None:
+        seen = [None] * distributed.world_size()
+        torch.distributed.all_gather_object(seen, (sorted(notes.channels_seen), sorted(notes.sides_seen)))
+        for channels, sides in seen:
+            notes.channels_seen.update(channels)
+            notes.sides_seen.update(sides)
+    return None if logits is None else distributed.all_gather_rows(logits)
+
+
 def _from_feature_stats(source: Source, stats: FeatureStats, logits: Tensor | None,
-                        extractor: FeatureExtractor, notes: GeometryNotes) -> SourceStatistics:
+                        extractor: FeatureExtractor, notes: GeometryNotes, sharded: bool = True) -> SourceStatistics:
+    """SourceStatistics of a source's features; `sharded`: this rank saw only its shard (`combine_shards`)."""
+    if sharded:
+        logits = combine_shards(stats, logits, notes)
     _require_two(str(source), stats.count)
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu() if stats.keep_features else None
@@ -512,30 +535,34 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
     path = reference_cache_path(source.spec, resolution, extractor, options.data_root, options.stats_cache_dir(),
                                 fingerprint)
     need_logits = need_logits and bool(extractor.num_classes)
-    if options.use_cache and path.is_file():
+    if options.use_cache and distributed.all_agree(path.is_file()):  # every rank reads it, or every rank extracts
         try:
             mu, sigma, metadata = load_stats(path, extractor.metadata(), expected_dim=extractor.num_features)
         except UsageError:
             metadata = None  # a corrupt or foreign cache entry is recomputed, never trusted
-        if metadata is not None:
-            extras = _read_sidecar(sidecar_path(path), metadata.num_samples) if need_features or need_logits else {}
-            if (not need_features or "features" in extras) and (not need_logits or "logits" in extras):
-                return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
-                                        extras.get("features"), extras.get("logits"), True, metadata)
+        extras = _read_sidecar(sidecar_path(path), metadata.num_samples) if metadata and (need_features or
+                                                                                         need_logits) else {}
+        usable = metadata is not None and (not need_features or "features" in extras) and (
+            not need_logits or "logits" in extras)
+        if distributed.all_agree(usable):
+            assert metadata is not None
+            return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
+                                    extras.get("features"), extras.get("logits"), True, metadata)
     data = load_dataset(source.spec, resolution, 0, options.data_root, options.download,
                         image_column=options.image_column, label_column=options.label_column)
     notes = GeometryNotes(str(source), extractor)
-    stats, logits = extract(data.images, extractor, options.batch_size, options.device, need_features,
-                            bool(extractor.num_classes), name=str(source), notes=notes)
+    shard = distributed.shard_range(len(data.images), options.batch_size)
+    stats, logits = extract(data.images[shard.start:shard.stop], extractor, options.batch_size, options.device,
+                            need_features, bool(extractor.num_classes), name=str(source), notes=notes)
     result = _from_feature_stats(source, stats, logits, extractor, notes)
-    if options.use_cache:
+    if options.use_cache and distributed.is_main():
         _write_reference_cache(path, result)
     return result
 
 
-def generator_images(source: Source, options: SourceOptions) -> Tensor:
+def generator_images(source: Source, options: SourceOptions, shard: range | None = None) -> Tensor:
     """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`),
-    with latents of `options.prior` (--prior).
+    with latents of `options.prior` (--prior); with `shard`, only the samples of those indices.
 
     With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
     reconstructions of every image of that split (`generators.reconstruction_images`).
@@ -552,8 +579,11 @@ def generator_images(source: Source, options: SourceOptions) -> Tensor:
     except ImportError:
         raise UsageError(f"{source} looks like a generator checkpoint, but this genvision install cannot sample "
                          "generators (genvision.sampling is missing)") from None
-    images = generate_images(str(source.path), options.num_samples, options.seed, options.batch_size,
-                             options.device, prior=options.prior)
+    shard = shard if shard is not None else range(options.num_samples)
+    if not len(shard):  # a rank with no whole batch left (more ranks than batches)
+        return torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
+    images = generate_images(str(source.path), len(shard), options.seed, options.batch_size,
+                             options.device, prior=options.prior, start=shard.start)
     if images.dtype != torch.uint8:
         raise UsageError(f"{source}: the generator returned {images.dtype} images, expected uint8")
     return images
@@ -583,6 +613,8 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
                                   need_logits=with_logits)
     if source.kind == "folder":
         files = list_images(source.path)
+        shard = distributed.shard_range(len(files), options.batch_size)
+        files = files[shard.start:shard.stop]
         decode_workers, torch_threads = split_cpu_cores(torch.device(options.device))
         notes = GeometryNotes(str(source), extractor)
         with limited_torch_threads(torch_threads):
@@ -592,9 +624,11 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
                                     with_logits, total=len(files), name=str(source), notes=notes)
         return _from_feature_stats(source, stats, logits, extractor, notes)
     if source.kind == "generator":
-        images = generator_images(source, options)
+        # Samples are split by index across ranks; a VAE's reconstructions of a split are made whole on every rank.
+        shard = None if options.reconstructions else distributed.shard_range(options.num_samples, options.batch_size)
+        images = generator_images(source, options, shard)
         notes = GeometryNotes(str(source), extractor)
         stats, logits = extract(images, extractor, options.batch_size, options.device, need_features, with_logits,
                                 name=str(source), notes=notes)
-        return _from_feature_stats(source, stats, logits, extractor, notes)
+        return _from_feature_stats(source, stats, logits, extractor, notes, sharded=shard is not None)
     raise ValueError(f"unknown source kind {source.kind!r}")
