@@ -147,7 +147,8 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics import scores
     from genvision.metrics.extractors import run_extractor
-    from genvision.metrics.sources import SourceOptions, extract, source_statistics
+    from genvision import distributed
+    from genvision.metrics.sources import SourceOptions, combine_shards, extract, source_statistics
     from genvision.metrics.stats import bootstrap_fid, frechet_distance, percentile_interval
     from genvision.sampling import generate, load_generator
 
@@ -172,9 +173,12 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
     loaded = load_generator(chosen, device=device, prior=options.prior)
-    images = generate(loaded, options.num_samples, seed, options.batch_size, device)
+    shard = distributed.shard_range(options.num_samples, options.batch_size)  # this rank's samples (all in one)
+    images = (generate(loaded, len(shard), seed, options.batch_size, device, start=shard.start) if len(shard)
+              else torch.zeros(0, 0, 0, 0, dtype=torch.uint8))
     stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True,
                             with_logits=has_logits, name="generated")
+    logits = combine_shards(stats, logits)  # every rank holds every sample's features, in index order
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu()
     values: dict[str, Any] = {"fid": frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), real.mu, real.sigma)}
@@ -494,10 +498,14 @@ def write_report(run_dir: str | Path, options: ReportConfig | None = None,
 
         device = resolve_device(options.device)
     device = torch.device(device)
-    metrics = final_metrics(run, options, device)
+    metrics = final_metrics(run, options, device)  # under torchrun: every rank scores its share of the samples
+    path = run.path / REPORT_NAME
+    from genvision import distributed
+
+    if not distributed.is_main():
+        return path  # rank 0 draws the figures and writes the page
     seed = options.seed if options.seed >= 0 else int(run.config.get("seed", 0))
     page = render(run, metrics, collect_figures(run, seed, device, options.prior))
-    path = run.path / REPORT_NAME
     with atomic_write(path, "wb") as handle:
         handle.write(page.encode("utf-8"))
     return path

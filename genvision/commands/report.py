@@ -12,9 +12,13 @@ from genvision.config import ReportConfig, add_config_arguments, config_from_arg
 
 def run_report(args: argparse.Namespace) -> int:
     config = config_from_args(ReportConfig, args)
+    from genvision.commands.evaluate import process_group
     from genvision.report import report_command
 
-    print(report_command(config))
+    with process_group() as main:  # under torchrun every rank scores its share of the samples
+        line = report_command(config)
+    if main:
+        print(line)
     return 0
 
 

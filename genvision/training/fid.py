@@ -12,9 +12,10 @@ from typing import Callable
 
 import torch
 
+from genvision import distributed
 from genvision.imageconv import to_uint8
 from genvision.metrics.extractors import FeatureExtractor, run_extractor
-from genvision.metrics.sources import SourceOptions, extract, source_statistics
+from genvision.metrics.sources import SourceOptions, combine_shards, extract, source_statistics
 from genvision.metrics.stats import frechet_distance
 from genvision.sampling import standard_draws
 
@@ -54,15 +55,20 @@ class TrainingFID:
     @torch.no_grad()
     def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None
                          ) -> torch.Tensor:
-        """uint8 samples of the fixed draws (through `prior`, (eps, u) -> z, when given), quantised as PNG saving
-        would."""
-        latents = self.latents if prior is None else prior(self.latents, self.uniforms)
+        """uint8 samples of this rank's block of the fixed draws (`distributed.shard_range`; all of them in one
+        process), through `prior`, (eps, u) -> z, when given, quantised as PNG saving would."""
+        shard = distributed.shard_range(len(self.latents), self.batch_size)  # this rank's draws (all in one)
+        eps, u = self.latents[shard.start:shard.stop], self.uniforms[shard.start:shard.stop]
+        latents = eps if prior is None else prior(eps, u)
         batches = [to_uint8(sampler(latents[start:start + self.batch_size].to(self.device))).cpu()
                    for start in range(0, len(latents), self.batch_size)]
-        return torch.cat(batches)
+        return torch.cat(batches) if batches else torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
 
     def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None) -> float:
+        """FID of the fixed draws; under torchrun every rank extracts its share and the float64 sums are added
+        across ranks (`sources.combine_shards`), so every rank returns the one-process value."""
         stats, _ = extract(self.generated_images(sampler, prior), self.extractor, self.batch_size, self.device,
                            name="generated")
+        combine_shards(stats, None)
         mu, sigma = stats.mean_and_covariance()
         return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), self.reference_mu, self.reference_sigma)

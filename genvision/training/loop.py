@@ -5,7 +5,7 @@ to take one step; `run_schedule` owns everything around the step, in the spirit 
 
     for each step until num_steps:
         stats = task.train_step()              # one optimisation step
-        stop if a loss is not finite           # before anything of this step is written
+        stop if a loss is not finite           # kept on the device, checked across ranks before any write
         log every --log-every                  # metrics.jsonl + tqdm postfix
         grid every --sample-every              # samples/step-NNNNNN.png from fixed noise
         FID every --fid-every                  # against cached reference statistics; best kept
@@ -33,6 +33,7 @@ from genvision.fileio import write_json
 from genvision.training import common
 
 NAN_INJECTION_ENV = "GENVISION_INJECT_NAN_AT_STEP"  # test aid: make the loss of this step NaN
+NAN_RANK_ENV = "GENVISION_INJECT_NAN_ON_RANK"  # test aid: ... on this rank only (default: every rank)
 
 
 class Task(Protocol):
@@ -276,6 +277,9 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
             print(f"resuming from {checkpoint.path} at step {state['step']}", flush=True)
     common.start_trackers(accelerator, run_dir, config)
     nan_step = int(os.environ.get(NAN_INJECTION_ENV, "0"))
+    if os.environ.get(NAN_RANK_ENV, "") not in ("", str(accelerator.process_index)):
+        nan_step = 0
+    guard = FiniteGuard(task.loss_keys, accelerator)
     progress = tqdm(total=config.num_steps, initial=state["step"], disable=not main, mininterval=1.0,
                     dynamic_ncols=True)
     window_start, window_steps, fid = time.time(), 0, None
@@ -284,44 +288,80 @@ def run_schedule(task: Task, config, accelerator, run_dir: Path, checkpoint: Che
         step = state["step"] = state["step"] + 1
         window_steps += 1
         final = step == config.num_steps
-        # Stop on divergence before anything of this step is written.
         if step == nan_step:
             stats[task.loss_keys[0]] = stats[task.loss_keys[0]] * float("nan")
-        losses = torch.stack([stats[key].float() for key in task.loss_keys])
-        if not torch.isfinite(losses).all():
-            progress.close()
-            values = ", ".join(f"{key} {stats[key].item():.4g}" for key in task.loss_keys)
-            last = state["last_checkpoint"] or "none (no checkpoint was written)"
-            raise TrainingDiverged(f"non-finite loss at step {step} ({values}); last good checkpoint: {last}")
+        guard.update(step, stats)  # on the device: no host sync in a step that writes nothing
+        log_due = bool(config.log_every) and (step % config.log_every == 0 or final)
+        sample_due = bool(config.sample_every) and (step % config.sample_every == 0 or final)
+        fid_due = config.fid_every > 0 and (step % config.fid_every == 0 or final)
+        scheduled = bool(config.checkpoint_every and step % config.checkpoint_every == 0) or final
+        # Stop on divergence (on any rank) before anything of a bad step is written: checked, across ranks, at
+        # every step that writes something.
+        if log_due or sample_due or fid_due or scheduled:
+            guard.check(state["last_checkpoint"], progress)
         progress.update(1)
-        # Log.
-        if config.log_every and (step % config.log_every == 0 or final):
+        # Log the mean over ranks.
+        if log_due:
             seconds = max(time.time() - window_start, 1e-9)
-            record = {"step": step, **{k: round(v.item(), 5) for k, v in stats.items()},
+            names = list(stats)
+            means = accelerator.reduce(torch.stack([stats[k].detach().float().to(accelerator.device)
+                                                    for k in names]), reduction="mean").tolist()
+            record = {"step": step, **{k: round(v, 5) for k, v in zip(names, means)},
                       "img_per_s": round(window_steps * task.images_per_step / seconds, 1)}
             window_start, window_steps = time.time(), 0
             if main:
                 common.log_metrics(run_dir, record, accelerator, step)
                 postfix = {label: f"{record[key]:.3f}" for key, label in task.postfix_keys.items()}
                 progress.set_postfix({**postfix, "img/s": f"{record['img_per_s']:.0f}"})
+        if sample_due or fid_due:
+            prior = task.prior()  # every rank: a VAE's mixture is fitted (and agreed) collectively
         # Sample grids.
-        if main and config.sample_every and (step % config.sample_every == 0 or final):
+        if main and sample_due:
             grids = {"samples": write_fixed_grid(task, run_dir / "samples" / f"step-{step:06d}.png"),
                      **task.write_grids(run_dir, step)}
             common.log_images(accelerator, grids, step)
-        # FID against the reference statistics (main process; the others wait at the checkpoint barrier).
+        # FID against the reference statistics: every rank scores its share of the samples (`TrainingFID`).
         fid = None
-        fid_due = config.fid_every > 0 and (step % config.fid_every == 0 or final)
         if fid_due and fid_evaluator is not None:
-            fid = fid_evaluator(task.sampler(), task.prior())
-            common.log_metrics(run_dir, {"step": step, "fid": round(fid, 5)}, accelerator, step)
-            progress.write(f"step {step}: FID {fid:.3f}")
+            fid = fid_evaluator(task.sampler(), prior)
+            if main:
+                common.log_metrics(run_dir, {"step": step, "fid": round(fid, 5)}, accelerator, step)
+                progress.write(f"step {step}: FID {fid:.3f}")
         # Checkpoint, and keep the best by FID.
-        scheduled = bool(config.checkpoint_every and step % config.checkpoint_every == 0) or final
         if scheduled or fid_due:
             save_checkpoints(task, config, accelerator, run_dir, state, fid, scheduled)
     progress.close()
     return finish(task, config, accelerator, run_dir, state, fid)
+
+
+class FiniteGuard:
+    """The finite-loss guard, kept on the device: each step folds "are all `loss_keys` finite?" into the first bad
+    step (and its losses) without a host sync; `check` reads it at the steps that write something, agreed across
+    ranks, and stops every rank with the same `TrainingDiverged` (exit 3) naming the first bad step and its rank."""
+
+    def __init__(self, loss_keys: tuple[str, ...], accelerator) -> None:
+        self.loss_keys, self.accelerator = loss_keys, accelerator
+        device = accelerator.device
+        self.first_bad = torch.zeros(1, dtype=torch.float64, device=device)  # 0 = every step so far was finite
+        self.bad_losses = torch.zeros(len(loss_keys), dtype=torch.float64, device=device)
+
+    def update(self, step: int, stats: dict[str, torch.Tensor]) -> None:
+        losses = torch.stack([stats[key].detach().to(self.first_bad.device, torch.float64) for key in self.loss_keys])
+        newly_bad = (self.first_bad == 0) & ~torch.isfinite(losses).all()
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.bad_losses = torch.where(newly_bad, losses, self.bad_losses)
+
+    def check(self, last_checkpoint, progress) -> None:
+        record = self.accelerator.gather(torch.cat([self.first_bad, self.bad_losses])[None]).cpu()  # (ranks, 1 + K)
+        bad = [(int(row[0]), rank, row[1:].tolist()) for rank, row in enumerate(record) if row[0] > 0]
+        if not bad:
+            return
+        progress.close()
+        step, rank, values = min(bad)
+        where = f" on rank {rank} of {len(record)}" if len(record) > 1 else ""
+        losses = ", ".join(f"{key} {value:.4g}" for key, value in zip(self.loss_keys, values))
+        last = last_checkpoint or "none (no checkpoint was written)"
+        raise TrainingDiverged(f"non-finite loss at step {step}{where} ({losses}); last good checkpoint: {last}")
 
 
 def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict, fid: float | None,
@@ -372,18 +412,23 @@ def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: flo
         common.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png", keys=task.loss_keys,
                            title=f"{task.kind.upper()} {config.dataset}")
         write_json(run_dir / "summary.json", summary)
-        try:
-            from genvision.config import ReportConfig
-            from genvision.report import write_report
+    accelerator.wait_for_everyone()
+    try:  # every rank scores its share of the report's samples; rank 0 writes the page
+        from genvision.config import ReportConfig
+        from genvision.report import write_report
 
-            options = ReportConfig(run_dir=str(run_dir), num_samples=config.num_fid_samples if config.fid_every else 0)
-            if config.features == "inception" and accelerator.device.type == "cpu":
-                options.bootstrap = 0  # ~5 s per resample of 2048-dim features on a CPU; `genvision report` has it
-            print(f"report {write_report(run_dir, options, accelerator.device)}", flush=True)
-        except Exception as error:  # noqa: BLE001 - never lose a finished run to its report; say why in one line
-            reason = " ".join(f"{type(error).__name__}: {error}".split())
+        options = ReportConfig(run_dir=str(run_dir), num_samples=config.num_fid_samples if config.fid_every else 0)
+        if config.features == "inception" and accelerator.device.type == "cpu":
+            options.bootstrap = 0  # ~5 s per resample of 2048-dim features on a CPU; `genvision report` has it
+        report = write_report(run_dir, options, accelerator.device)
+        if accelerator.is_main_process:
+            print(f"report {report}", flush=True)
+    except Exception as error:  # noqa: BLE001 - never lose a finished run to its report; say why in one line
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        if accelerator.is_main_process:
             print(f"warning: {run_dir / 'report.html'} not written ({reason}); the run itself is complete, retry "
                   f"with `genvision report {run_dir}`", file=sys.stderr, flush=True)
+    if accelerator.is_main_process:
         if fid is None:
             fid_text = "FID off (--fid-every 0)"
         else:
@@ -399,7 +444,8 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     """Plan the run, build `task_class(config, accelerator)` and run the schedule: the body of train_gan and train_vae.
 
     Everything `plan_run` checks fails before anything is loaded or written; a resumed run already at its
-    --num-steps says so in one line and changes nothing. FID is evaluated on the main process only.
+    --num-steps says so in one line and changes nothing. FID is evaluated by every rank, each on its share of the
+    samples (`training.fid.TrainingFID`).
     """
     plan = plan_run(task_class, config, given)
     if plan.finished:
@@ -415,7 +461,7 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     config.mixed_precision = accelerator.mixed_precision  # "auto" resolved: saved in config.json and checkpoints
     task = task_class(config, accelerator)
     evaluator = None
-    if accelerator.is_main_process and config.fid_every > 0:
+    if config.fid_every > 0:  # every rank: the reference statistics are built (and cached) sharded, before step 1
         from genvision.training.fid import TrainingFID
 
         evaluator = TrainingFID.from_config(config, accelerator.device)

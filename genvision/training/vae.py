@@ -105,19 +105,26 @@ class VAETask:
 
     def mixture(self):
         """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `generators.vae_latent_prior`),
-        fitted to the posterior means of the training images; cached until the next step. Main process only."""
+        fitted to the posterior means of the training images; cached until the next step. A collective when it
+        fits: every rank calls it at the same steps (the schedule's grid/FID steps and `state_payload`)."""
         from genvision.generators import prior_fit_images, vae_latent_prior
 
         if self._mixture_step != self.step:
             images = prior_fit_images(self.config, training=True)
             self._mixture = vae_latent_prior(self.model, self.config, images, self.accelerator.device)
+            if self.accelerator.num_processes > 1:  # every rank fitted the same codes; rank 0's fit is the one
+                from accelerate.utils import broadcast
+
+                with torch.no_grad():
+                    for tensor in self._mixture.state_dict().values():
+                        tensor.copy_(broadcast(tensor.to(self.accelerator.device), from_process=0).to(tensor.device))
             self._mixture_step = self.step
         return self._mixture
 
     def prior(self):
-        """(eps, u) -> z for grids and FID: the mixture with --prior gmm (on the main process, which draws them),
-        else None (N(0, I))."""
-        if self.config.prior != "gmm" or not self.accelerator.is_main_process:
+        """(eps, u) -> z for grids and FID: the mixture with --prior gmm (every rank: each scores its share of the FID
+        samples), else None (N(0, I))."""
+        if self.config.prior != "gmm":
             return None
         return self.mixture()
 
@@ -152,8 +159,9 @@ class VAETask:
         """Weights of the VAE and, on the main process (which writes them), its mixture prior under the role
         `prior`, whatever --prior, so `genvision sample --prior gmm` of any checkpoint is reproducible."""
         weights = {"vae": self.model.state_dict()}
+        mixture = self.mixture()  # every rank (a collective when it fits); rank 0 writes it
         if self.accelerator.is_main_process:
-            weights["prior"] = self.mixture().state_dict()
+            weights["prior"] = mixture.state_dict()
         return weights, {"optimizer": self.optimizer.state_dict(), **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
