@@ -390,6 +390,8 @@ def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: dict
             save_checkpoint(folder / f"best-step-{state['step']:06d}", meta, weights, training_state)
         prune(run_dir, config.keep_checkpoints)
     accelerator.wait_for_everyone()
+    if scheduled:  # every rank names it when a later step diverges
+        state["last_checkpoint"] = run_dir / "checkpoints" / f"step-{state['step']:06d}"
 
 
 def finish(task: Task, config, accelerator, run_dir: Path, state: dict, fid: float | None) -> dict:
