@@ -161,3 +161,21 @@ def shard_range(count: int, batch_size: int, *, rank_: int | None = None, world_
     first = index * per_rank + min(index, extra)
     last = first + per_rank + (1 if index < extra else 0)
     return range(min(first * batch_size, count), min(last * batch_size, count))
+
+
+def resolve_device(text: str) -> torch.device:
+    """A --device value: "auto" -> this rank's GPU (cuda:LOCAL_RANK under torchrun) when CUDA is available, else
+    the CPU; anything else must be a valid torch device string of a device that exists."""
+    from genvision.errors import UsageError
+
+    if text == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: no CUDA device is available")
+    return device

@@ -346,7 +346,9 @@ def sample_command(config) -> str:
                 raise UsageError(f"--grid {grid_path}: {existing} exists; pass --overwrite to replace it")
     else:
         check_image_folder(config.out_dir, config.num, config.overwrite)
-    samples = sample_images(config)
+    from genvision.distributed import resolve_device
+
+    samples = sample_images(config, resolve_device(config.device))
     images, checkpoint = samples.images, samples.checkpoint
     prior_note = ", prior gmm" if samples.record.get("prior") == "gmm" else ""  # N(0, I), the usual, goes unsaid
     if config.out_dir:

@@ -131,24 +131,10 @@ class FidConfig(FeatureConfig):
 
 
 def resolve_device(text: str) -> "torch.device":
-    """"auto" -> cuda when available, else cpu; anything else must be a valid torch device string."""
-    import torch
-
-    from genvision.errors import UsageError
-
+    """`distributed.resolve_device` (imported when called: this module loads no torch at import time)."""
     from genvision import distributed
 
-    if text == "auto":  # under torchrun with GPUs: this rank's own GPU (LOCAL_RANK)
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: no CUDA device is available")
-    return device
+    return distributed.resolve_device(text)
 
 
 def generator_config(source: "Source") -> dict:

@@ -182,7 +182,8 @@ def drop_metrics_after(path: Path, step: int) -> None:
 
 
 def rng_state() -> dict:
-    """Every global RNG state (Python, NumPy, torch CPU and CUDA) as plain tensors and numbers."""
+    """The global host RNG states (Python, NumPy, torch CPU) as plain tensors and numbers; each rank's CUDA RNG is
+    saved per rank by `run_state` (`device_rng_state`)."""
     version, python_state, gauss = random.getstate()
     numpy_state = np.random.get_state()
     return {
@@ -191,7 +192,6 @@ def rng_state() -> dict:
         "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)), "numpy_pos": int(numpy_state[2]),
         "numpy_has_gauss": int(numpy_state[3]), "numpy_gauss": float(numpy_state[4]),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -200,9 +200,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
                          state["numpy_has_gauss"], state["numpy_gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"])  # a "cuda" entry of genvision <= 0.2.0 (rank 0's GPUs) is not used
 
 
 def plot_losses(metrics_path: Path, out_path: Path, keys: tuple[str, ...], title: str) -> None:
@@ -281,11 +279,31 @@ def gather_generator_states(noise: torch.Generator, accelerator) -> torch.Tensor
 
 
 def restore_generator_state(noise: torch.Generator, states: torch.Tensor, step: int, accelerator) -> None:
-    """Load this rank's saved state; with a different process count, reseed deterministically per rank."""
-    if states.shape[0] == accelerator.num_processes:
+    """Load this rank's saved state. With a different process count, or saved on another kind of device (a CUDA
+    generator state is 16 bytes, a CPU one 5056), reseed deterministically per rank instead."""
+    same_device = states.ndim == 2 and states.shape[1] == noise.get_state().numel()
+    if states.shape[0] == accelerator.num_processes and same_device:
         noise.set_state(states[accelerator.process_index].clone())  # a row view with an offset segfaults
     else:
         noise.manual_seed(int(states[0].sum()) + step + accelerator.process_index)
+
+
+def device_rng_state(accelerator) -> torch.Tensor | None:
+    """(num_processes, bytes): every rank's own CUDA RNG state (dropout-like ops, cuDNN), None on the CPU."""
+    if accelerator.device.type != "cuda":
+        return None
+    return accelerator.gather(torch.cuda.get_rng_state(accelerator.device).to(accelerator.device)[None]).cpu()
+
+
+def restore_device_rng_state(states: torch.Tensor | None, step: int, accelerator) -> None:
+    """Give this rank its own CUDA RNG back; with another process count, or a checkpoint from the CPU, reseed it
+    deterministically per rank. Nothing to do on the CPU (its RNG is `rng_state`'s)."""
+    if accelerator.device.type != "cuda":
+        return
+    if states is not None and states.shape[0] == accelerator.num_processes:
+        torch.cuda.set_rng_state(states[accelerator.process_index].clone(), accelerator.device)
+    else:
+        torch.cuda.manual_seed(int(torch.initial_seed()) + step + accelerator.process_index)
 
 
 def run_state(task) -> dict:
@@ -296,6 +314,7 @@ def run_state(task) -> dict:
         "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": rng_state(),
         "noise": gather_generator_states(task.noise, task.accelerator),
+        **({"device_rng": device} if (device := device_rng_state(task.accelerator)) is not None else {}),
         "data": task.batches.state_dict(),
         "fixed_noise": task.fixed_noise.cpu(),
         "step": task.step,
@@ -309,6 +328,7 @@ def restore_run_state(task, state: dict) -> int:
         accelerator.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     restore_generator_state(task.noise, state["noise"], state["step"], accelerator)
+    restore_device_rng_state(state.get("device_rng"), state["step"], accelerator)
     task.batches.load_state_dict(state["data"])
     task.fixed_noise = state["fixed_noise"].to(accelerator.device)
     task.step = int(state["step"])
