@@ -351,6 +351,7 @@ class InceptionExtractor:
     num_classes = 0
     resize = TF_BILINEAR_RESIZE
     resizes_internally = True
+    forward_chunk = 100  # images per network call (bounds activation memory; ~0.6 GB at 299 px in float32)
 
     def __init__(self, module, weights_hash: str, path: str = "") -> None:
         self.module = module.eval()
@@ -380,7 +381,9 @@ class InceptionExtractor:
         """(N, 3, S, S) float in [-1, 1] -> (N, 2048) float32 pool3 activations (resized to 299 inside)."""
         check_extractor_input(images, self.input_channels, 0, self.extractor_id)
         self.module.eval()
-        return self.module(to_uint8(images))[0]
+        # At most `forward_chunk` images per network call: the 299-px activations of a whole --batch-size batch
+        # (500) take several GB of GPU memory; per-image features do not depend on the chunking.
+        return torch.cat([self.module(to_uint8(chunk))[0] for chunk in images.split(self.forward_chunk)])
 
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, None]:
         return self.features(images), None

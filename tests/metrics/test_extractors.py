@@ -162,6 +162,14 @@ def test_inception_extractor_offline(inception_weights, monkeypatch):
     with torch.inference_mode():
         features = extractor.features(to_model_range(images))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+    calls = []  # a batch goes through the network forward_chunk images at a time, with the same features
+    monkeypatch.setattr(extractor, "forward_chunk", 1)
+    hook = extractor.module.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    with torch.inference_mode():
+        chunked = extractor.features(to_model_range(images))
+    hook.remove()
+    assert calls == [1, 1]
+    torch.testing.assert_close(chunked, features, rtol=1e-5, atol=1e-6)
 
 
 def test_inception_needs_weights_file(tmp_path):
