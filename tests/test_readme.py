@@ -6,7 +6,8 @@ every other training command, and those that need the network (`--download`) or 
 `torchrun`), runs as `--dry-run`, which still parses every flag and makes every check that needs no data (dataset
 names, run folder, the checkpoint a `--resume` continues); the other commands that need the network
 (`download-weights`, `--download`) are parsed with the real argument parser but not run; the install and test
-commands are the suite itself. Everything else runs exactly as written, with random InceptionV3 weights in
+commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed (tests/metrics/test_distributed_fid.py
+runs them). Everything else runs exactly as written, with random InceptionV3 weights in
 $GENVISION_INCEPTION_WEIGHTS standing in for the official file (which cannot be downloaded here). `python train_gan.py ARGS` is `genvision train-gan ARGS` (the script is
 `cli.run_command("train-gan")`).
 """
@@ -62,6 +63,11 @@ def as_run(command: str) -> tuple[list[str], bool] | None:
     while "=" in tokens[0] and tokens[0].split("=")[0].isidentifier():  # VAR=value COMMAND: the command itself
         tokens = tokens[1:]
     launched = tokens[0] in ("accelerate", "torchrun")
+    if launched and "-m" in tokens and tokens[tokens.index("-m") + 1] == "genvision":  # `torchrun -m genvision fid`
+        from genvision.cli import build_parser
+
+        build_parser().parse_args(tokens[tokens.index("-m") + 2:])  # every flag exists (tests/metrics/
+        return None  # test_distributed_fid.py runs such commands under torchrun)
     if launched:  # GPUs or several processes: check the script's flags only
         tokens = tokens[next(i for i, token in enumerate(tokens) if token.endswith(".py")) - 1:]
         tokens[0] = "python"
