@@ -53,8 +53,10 @@ class ConvVAE(nn.Module):
         self.apply(init_dcgan_weights)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (N, latent_dim); logvar soft-clamped to (-10, 10)."""
-        mu, raw_logvar = self.to_posterior(self.encoder(x).flatten(1)).chunk(2, dim=1)
+        """(mu, logvar), each (N, latent_dim) in float32 (also under autocast, where the layers run in half
+        precision: the posterior, the reparameterisation and the KL term need float32's range and mantissa);
+        logvar soft-clamped to (-10, 10)."""
+        mu, raw_logvar = self.to_posterior(self.encoder(x).flatten(1)).float().chunk(2, dim=1)
         return mu, LOGVAR_LIMIT * torch.tanh(raw_logvar / LOGVAR_LIMIT)
 
     def reparameterize(

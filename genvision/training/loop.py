@@ -461,6 +461,7 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     accelerator = common.make_accelerator(config.mixed_precision, config.report_to, plan.run_dir,
                                           plan.checkpoint.step if plan.checkpoint else 0, config.allow_tf32)
     config.mixed_precision = accelerator.mixed_precision  # "auto" resolved: saved in config.json and checkpoints
+    accelerator.wait_for_everyone()  # rank 0 has fetched what --download fetches before the others look for it
     task = task_class(config, accelerator)
     evaluator = None
     if config.fid_every > 0:  # every rank: the reference statistics are built (and cached) sharded, before step 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from genvision.distributed import shard_range
-from helpers import TINY_GAN, free_port, run_genvision, run_python, subprocess_env, train_to_completion
+from helpers import TINY_GAN, cli, free_port, run_python, subprocess_env, train_to_completion
 
 # 300 samples in batches of 64: 5 batches, ranks take 3 and 2 (the last one short), the classic uneven split.
 EVAL = ["--num-samples", "300", "--batch-size", "64"]
@@ -43,7 +43,7 @@ def torchrun(*args, cache) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def test_fid_under_torchrun_equals_one_process(run, tmp_path):
+def test_fid_under_torchrun_equals_one_process(run, tmp_path, monkeypatch):
     flags = [run, "mnist5k:train", "--json", *EVAL, "--kid", "--kid-subsets", "5", "--kid-subset-size", "100",
              "--precision-recall"]
     # Two processes first, on a cold cache: the reference statistics are built sharded and written once, by rank 0.
@@ -55,9 +55,10 @@ def test_fid_under_torchrun_equals_one_process(run, tmp_path):
     cached = sorted(p.name for p in (tmp_path / "cache" / "stats").iterdir())
     assert len([name for name in cached if name.endswith(".npz")]) == 1 and not any(".tmp" in n for n in cached)
 
-    one_cold = run_genvision("fid", *flags, "--no-cache", cache=tmp_path / "other")  # one process, nothing cached
-    assert one_cold.returncode == 0, one_cold.stderr[-3000:]
-    one = json.loads(one_cold.stdout)
+    monkeypatch.setenv("GENVISION_CACHE", str(tmp_path / "other"))  # one process, in process, nothing cached
+    code, stdout, stderr = cli("fid", *flags, "--no-cache")
+    assert code == 0, stderr[-3000:]
+    one = json.loads(stdout)
     assert two["n_a"] == one["n_a"] == 300 and two["n_b"] == one["n_b"] == 4500
     assert two["fid"] == pytest.approx(one["fid"], rel=1e-6)
     assert two["kid"] == pytest.approx(one["kid"], rel=1e-6, abs=1e-9)
@@ -65,17 +66,18 @@ def test_fid_under_torchrun_equals_one_process(run, tmp_path):
     assert two["classifier_score"] == pytest.approx(one["classifier_score"], rel=1e-6)
 
     # The statistics rank 0 cached (from two shards) give the one-process FID when read back by one process.
-    one_warm = run_genvision("fid", run, "mnist5k:train", "--json", *EVAL, cache=tmp_path / "cache")
-    assert one_warm.returncode == 0, one_warm.stderr[-3000:]
-    assert json.loads(one_warm.stdout)["fid"] == pytest.approx(one["fid"], rel=1e-6)
+    monkeypatch.setenv("GENVISION_CACHE", str(tmp_path / "cache"))
+    code, stdout, stderr = cli("fid", run, "mnist5k:train", "--json", *EVAL)
+    assert code == 0, stderr[-3000:]
+    assert json.loads(stdout)["fid"] == pytest.approx(one["fid"], rel=1e-6)
 
 
 def test_stats_under_torchrun_writes_one_file_equal_to_one_process(run, tmp_path):
     code, stdout, stderr = torchrun("stats", run, "--output", tmp_path / "two.npz", *EVAL, cache=tmp_path / "c")
     assert code == 0, stderr[-3000:]
     assert stdout.count("wrote ") == 1, stdout
-    one = run_genvision("stats", run, "--output", tmp_path / "one.npz", *EVAL, cache=tmp_path / "c")
-    assert one.returncode == 0, one.stderr[-3000:]
+    code, _, stderr = cli("stats", run, "--output", tmp_path / "one.npz", *EVAL)  # one process, in process
+    assert code == 0, stderr[-3000:]
     with np.load(tmp_path / "two.npz") as two_file, np.load(tmp_path / "one.npz") as one_file:
         np.testing.assert_allclose(two_file["mu"], one_file["mu"], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(two_file["sigma"], one_file["sigma"], rtol=1e-7, atol=1e-11)  # sum xxT - n mu muT
