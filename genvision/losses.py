@@ -97,15 +97,18 @@ def gradient_penalty(
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
+def r1_penalty(real_logits: Tensor, real_images: Tensor, grad_scale: float = 1.0) -> Tensor:
     """R1 term without γ/2 (Mescheder et al. 2018): E_x[||∇_x D(x)||^2], squared norm summed over pixels.
 
     `real_images` must have requires_grad=True before `real_logits = D(real_images)` is computed. The caller
-    multiplies by γ/2. The graph is kept (create_graph=True).
+    multiplies by γ/2. The graph is kept (create_graph=True). Under fp16 autocast pass the loss scale as
+    `grad_scale`: the gradient is taken of grad_scale * sum D(x) through the half-precision graph (so small input
+    gradients do not underflow to zero, as in loss scaling) and divided back in float32.
     """
     if not real_images.requires_grad:
         raise ValueError("r1_penalty needs real_images.requires_grad_(True) before the discriminator forward")
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    (grad,) = torch.autograd.grad(real_logits.sum() * grad_scale, real_images, create_graph=True)
+    grad = grad.float() / grad_scale
     return grad.pow(2).flatten(1).sum(1).mean()
 
 

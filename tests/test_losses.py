@@ -223,3 +223,28 @@ def test_kl_weight_cycle_steps_and_ratio() -> None:
 def test_kl_weight_bad_values_raise(schedule: str, beta: float) -> None:
     with pytest.raises(UsageError):
         kl_weight(0, schedule, beta, warmup_steps=10)
+
+
+def test_r1_penalty_under_fp16_autocast_needs_the_loss_scale() -> None:
+    """Four conv layers of weights 1e-3: the input gradient (~1e-10 per pixel) underflows in float16, so the
+    unscaled penalty is 0; taken of 2^10 * sum D(x) and divided back in float32 it is the float32 penalty (to the
+    ~1e-3 relative precision of float16 products)."""
+    from torch import nn
+
+    from genvision.losses import r1_penalty
+
+    torch.manual_seed(0)
+    discriminator = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(4)])
+    with torch.no_grad():
+        for layer in discriminator:
+            layer.weight.copy_(torch.full_like(layer.weight, 1e-3))
+    x = torch.rand(2, 1, 8, 8).requires_grad_(True)
+    reference = r1_penalty(discriminator(x), x)
+    results = {}
+    for scale in (1.0, 2.0**10):  # a scale GradScaler reaches (2^16 overflows here: it would skip the step, halve)
+        with torch.autocast("cpu", dtype=torch.float16):
+            logits = discriminator(x)
+            assert logits.dtype == torch.float16
+            results[scale] = r1_penalty(logits, x, scale)
+    assert reference > 0 and results[1.0] == 0  # underflow without the scale
+    torch.testing.assert_close(results[2.0**10], reference, rtol=2e-2, atol=0)

@@ -91,7 +91,12 @@ class GANTask:
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         penalty = torch.zeros((), device=accelerator.device)
         if config.r1_gamma > 0:  # Mescheder et al. 2018: gamma / 2 * E ||grad_x D(x)||^2
-            penalty = penalty + 0.5 * config.r1_gamma * r1_penalty(real_logits, real)
+            # fp16: the loss scale keeps the input gradients above fp16's underflow; an overflow makes the step's
+            # gradients inf, which GradScaler skips and answers by halving the scale (PyTorch AMP's gradient-penalty
+            # recipe)
+            scaler = accelerator.scaler
+            scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+            penalty = penalty + 0.5 * config.r1_gamma * r1_penalty(real_logits, real, scale)
         if config.loss == "wgan-gp":  # Gulrajani et al. 2017: lambda * E (||grad D(x_hat)|| - 1)^2
             penalty = penalty + config.gp_weight * gradient_penalty(discriminator, real.detach(), fake,
                                                                     generator=self.noise)
