@@ -99,22 +99,22 @@ def local_main_first() -> Iterator[None]:
             barrier()
 
 
-def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """The element-wise sum of `tensor` over ranks, on `tensor`'s device and dtype (a copy; the input is kept)."""
+def _all_reduce(tensor: Tensor, op) -> Tensor:
     if world_size() == 1:
         return tensor.clone()
     work = tensor.detach().to(collective_device(), copy=True)
-    torch.distributed.all_reduce(work, op=torch.distributed.ReduceOp.SUM)
+    torch.distributed.all_reduce(work, op=op)
     return work.to(tensor.device)
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """The element-wise sum of `tensor` over ranks, on `tensor`'s device and dtype (a copy; the input is kept)."""
+    return _all_reduce(tensor, torch.distributed.ReduceOp.SUM)
 
 
 def all_reduce_min(tensor: Tensor) -> Tensor:
     """The element-wise minimum of `tensor` over ranks (a copy on `tensor`'s device)."""
-    if world_size() == 1:
-        return tensor.clone()
-    work = tensor.detach().to(collective_device(), copy=True)
-    torch.distributed.all_reduce(work, op=torch.distributed.ReduceOp.MIN)
-    return work.to(tensor.device)
+    return _all_reduce(tensor, torch.distributed.ReduceOp.MIN)
 
 
 def all_gather_rows(tensor: Tensor) -> Tensor:
