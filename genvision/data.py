@@ -19,6 +19,8 @@ plus a fingerprint of the files for folders and hf: datasets.
 `InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
 sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``.
 Both convert to float in [-1, 1] through `imageconv.to_model_range`, and both can save and restore their position.
+Under torchrun every rank calls `make_batches`; local rank 0 downloads, decodes and caches first, then the other
+ranks read its cache.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from PIL import Image
 
 from genvision import data_hf
 from genvision.config import DataConfig, flag_name
+from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.imageconv import to_model_range
@@ -570,9 +573,18 @@ class StreamingBatches(InMemoryBatches):
 def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  device: torch.device | str = "cpu") -> tuple[InMemoryBatches, int, int]:
     """Training batches for `config`: on the device when the decoded size is within the limit, else streamed.
+    Every process of a run calls it: local rank 0 of each machine downloads, decodes and writes the cache
+    first (`distributed.local_main_first`), then the other ranks read what it wrote.
 
     Returns (batches, image channels, number of classes).
     """
+    with local_main_first():
+        return _make_batches(config, batch_size, seed=seed, rank=rank, world_size=world_size, device=device)
+
+
+def _make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int, world_size: int,
+                  device: torch.device | str) -> tuple[InMemoryBatches, int, int]:
+    """`make_batches` in one process."""
     parsed = DatasetSpec.parse(config.dataset)
     num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True,
                                                        image_column=config.image_column,

@@ -23,6 +23,7 @@ from genvision import data_hf
 from genvision.config import ClassifierConfig
 from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, hf_source,
                             list_folder, load_dataset, load_from_config, make_batches)
+from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
@@ -189,19 +190,24 @@ def split_dataset(data: ImageData, fraction: float, seed: int) -> tuple[ImageDat
 
 
 def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryBatches, int, int, Evaluation]:
-    """(training batches, channels, number of classes, evaluation set), sharded over the accelerator's processes."""
+    """(training batches, channels, number of classes, evaluation set), sharded over the accelerator's processes.
+
+    Every process calls it; each dataset is downloaded, decoded and cached by local rank 0 first
+    (`distributed.local_main_first`, inside `make_batches` for the training batches), then read by the others."""
     rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     eval_spec = config.resolved_eval_dataset()
     if not same_dataset(config.dataset, eval_spec):
         batches, channels, num_classes = make_batches(config, config.batch_size, seed=config.seed, rank=rank,
                                                       world_size=world_size, device=device)
-        held_out = load_dataset(eval_spec, config.resolution, channels, config.data_root, config.download,
-                                offer_download=True, image_column=config.image_column,
-                                label_column=config.label_column)
+        with local_main_first():
+            held_out = load_dataset(eval_spec, config.resolution, channels, config.data_root, config.download,
+                                    offer_download=True, image_column=config.image_column,
+                                    label_column=config.label_column)
         where = f"{eval_spec} ({len(held_out)} images)"
         return batches, channels, num_classes, Evaluation(held_out, "test accuracy", "", where,
                                                           {"eval_dataset": eval_spec})
-    data = load_from_config(config)
+    with local_main_first():
+        data = load_from_config(config)
     train, held_out = split_dataset(data, config.holdout_fraction, config.seed)
     if train.images.numel() > config.in_memory_limit_gb * 2 ** 30:
         device = "cpu"  # over the on-device limit: batches are drawn on the CPU and moved one at a time
