@@ -17,10 +17,10 @@ to 32 px, resize the shorter side to the resolution (bicubic) and center-crop. T
 plus a fingerprint of the files for folders and hf: datasets.
 
 `InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
-sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``.
-Both convert to float in [-1, 1] through `imageconv.to_model_range`, and both can save and restore their position.
-Under torchrun every rank calls `make_batches`; local rank 0 downloads, decodes and caches first, then the other
-ranks read its cache.
+sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``
+(on a GPU also larger than a quarter of its memory: `in_memory_limit_bytes`). Both convert to float in [-1, 1]
+through `imageconv.to_model_range`, and both can save and restore their position. Under torchrun every rank calls
+`make_batches`; local rank 0 downloads, decodes and caches first, then the other ranks read its cache.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ from genvision.imageconv import to_model_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_FORMAT = 1  # bump when decoding changes, so stale caches miss
+# A dataset is held on a GPU only when it fits in this share of the GPU's total memory (and --in-memory-limit-gb):
+# the rest is left to the models, their optimizer states and activations, and to the FID extractor.
+DEVICE_MEMORY_SHARE = 0.25
 
 # name -> (splits, native channels, number of classes); the first split is the default.
 DATASETS: dict[str, tuple[tuple[str, ...], int, int]] = {
@@ -570,10 +573,27 @@ class StreamingBatches(InMemoryBatches):
         self.epoch, self.position, self._iterator = int(state["epoch"]), int(state["position"]), None
 
 
+def device_memory_bytes(device: torch.device | str) -> int | None:
+    """The total memory of a CUDA device in bytes (`torch.cuda.mem_get_info`), None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[1])
+
+
+def in_memory_limit_bytes(limit_gb: float, device: torch.device | str) -> int:
+    """The largest decoded dataset (bytes) held on `device`: --in-memory-limit-gb, and on CUDA also at most
+    DEVICE_MEMORY_SHARE (a quarter) of the GPU's total memory, which every rank holds whole. The total, not the
+    free memory, so every rank of a run makes the same choice whatever else runs beside it."""
+    limit = int(limit_gb * 2 ** 30)
+    total = device_memory_bytes(device)
+    return limit if total is None else min(limit, int(DEVICE_MEMORY_SHARE * total))
+
+
 def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  device: torch.device | str = "cpu") -> tuple[InMemoryBatches, int, int]:
-    """Training batches for `config`: on the device when the decoded size is within the limit, else streamed.
-    Every process of a run calls it: local rank 0 of each machine downloads, decodes and writes the cache
+    """Training batches for `config`: on the device when the decoded size is within `in_memory_limit_bytes`, else
+    streamed. Every process of a run calls it: local rank 0 of each machine downloads, decodes and writes the cache
     first (`distributed.local_main_first`), then the other ranks read what it wrote.
 
     Returns (batches, image channels, number of classes).
@@ -591,7 +611,7 @@ def _make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int, 
                                                        label_column=config.label_column)
     channels = config.channels or native
     decoded_bytes = num_items * channels * config.resolution ** 2
-    if decoded_bytes > config.in_memory_limit_gb * 2 ** 30:
+    if decoded_bytes > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         batches = StreamingBatches(config.dataset, config, batch_size, seed=seed, rank=rank, world_size=world_size,
                                    device=device)
         return batches, channels, num_classes

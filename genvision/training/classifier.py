@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from genvision import data_hf
 from genvision.config import ClassifierConfig
 from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, hf_source,
-                            list_folder, load_dataset, load_from_config, make_batches)
+                            in_memory_limit_bytes, list_folder, load_dataset, load_from_config, make_batches)
 from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
@@ -209,7 +209,7 @@ def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryB
     with local_main_first():
         data = load_from_config(config)
     train, held_out = split_dataset(data, config.holdout_fraction, config.seed)
-    if train.images.numel() > config.in_memory_limit_gb * 2 ** 30:
+    if train.images.numel() > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         device = "cpu"  # over the on-device limit: batches are drawn on the CPU and moved one at a time
     batches = InMemoryBatches(train, config.batch_size, seed=config.seed, rank=rank, world_size=world_size,
                               device=device, hflip=config.hflip)
