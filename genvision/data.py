@@ -523,8 +523,31 @@ class _DecodingDataset(torch.utils.data.Dataset):
         return torch.from_numpy(prepare_image(image, self.resolution, self.channels)), label
 
 
+class _EpochSampler(torch.utils.data.Sampler):
+    """The indices of the current epoch (from the current position), set by `StreamingBatches` before each pass, so
+    one DataLoader, and its persistent workers, serves every epoch."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def loader_settings(device: torch.device | str, num_workers: int) -> dict[str, bool]:
+    """How `StreamingBatches` feeds `device`: on CUDA the DataLoader pins its batches in page-locked memory and the
+    host-to-device copies are asynchronous (`non_blocking`); worker processes (`num_workers` > 0) persist across
+    epochs instead of being started anew for each. On the CPU nothing is pinned and copies are plain."""
+    cuda = torch.device(device).type == "cuda"
+    return {"pin_memory": cuda, "non_blocking": cuda, "persistent_workers": num_workers > 0}
+
+
 class StreamingBatches(InMemoryBatches):
-    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly."""
+    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly
+    (`loader_settings`: pinned memory and asynchronous copies on CUDA, persistent workers)."""
 
     def __init__(self, spec: str, config: DataConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", num_workers: int = 2) -> None:
@@ -541,33 +564,39 @@ class StreamingBatches(InMemoryBatches):
         if self.num_items < batch_size * world_size:
             raise UsageError(f"--batch-size {batch_size} x {world_size} process(es) exceeds the {self.num_items} "
                              f"images of {parsed}")
+        self.non_blocking = loader_settings(self.device, num_workers)["non_blocking"]
+        self._sampler = _EpochSampler()
+        self.loader: torch.utils.data.DataLoader | None = None  # built on the first batch, with `num_workers` then
 
     def __len__(self) -> int:
         return self.num_items // (self.batch_size * self.world_size)
 
     def _start_epoch(self) -> None:
         order = epoch_order(self.num_items, self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
-        order = order[self.position * self.batch_size:]
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=order.tolist(),
-                                             num_workers=self.num_workers)
-        self._iterator = iter(loader)
+        self._sampler.order = order[self.position * self.batch_size:].tolist()
+        if self.loader is None:
+            settings = loader_settings(self.device, self.num_workers)
+            self.loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, sampler=self._sampler, num_workers=self.num_workers,
+                pin_memory=settings["pin_memory"], persistent_workers=settings["persistent_workers"])
+        self._iterator = iter(self.loader)  # persistent workers are reset to the new order, not restarted
         if self.hflip:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
-            self._flips = (torch.rand(len(order) + self.position * self.batch_size, generator=generator) < 0.5)
+            self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.device)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._iterator is None:
             self._start_epoch()
         uint8_images, labels = next(self._iterator)
-        images = to_model_range(uint8_images.to(self.device))
+        images = to_model_range(uint8_images.to(self.device, non_blocking=self.non_blocking))
         if self.hflip:
             start = self.position * self.batch_size
-            flip = self._flips[start:start + self.batch_size].to(self.device)
+            flip = self._flips[start:start + self.batch_size]
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         self.position += 1
         if self.position == len(self):
             self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
-        return images, labels.to(self.device)
+        return images, labels.to(self.device, non_blocking=self.non_blocking)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position, self._iterator = int(state["epoch"]), int(state["position"]), None
