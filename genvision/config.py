@@ -56,8 +56,9 @@ class DataConfig:
     resolution: int = opt(32, "image side in px, a power of two >= 16")
     channels: int = opt(0, "image channels, 1 or 3; 0 = the dataset's own")
     hflip: bool = opt(False, "random horizontal flips during training (on device)")
-    in_memory_limit_gb: float = opt(8.0, "decoded datasets up to this size (GiB) are held on the device; larger "
-                                    "ones stream through a DataLoader")
+    in_memory_limit_gb: float = opt(8.0, "decoded datasets up to this size (GiB) are held on the device, on a GPU "
+                                    "also at most a quarter of its total memory (every rank holds the whole "
+                                    "dataset); larger ones stream through a DataLoader")
 
     resolutions: ClassVar[tuple[int, ...]] = ()  # the image sides a command's models are built for; () = any above
 

@@ -17,8 +17,10 @@ to 32 px, resize the shorter side to the resolution (bicubic) and center-crop. T
 plus a fingerprint of the files for folders and hf: datasets.
 
 `InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
-sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``.
-Both convert to float in [-1, 1] through `imageconv.to_model_range`, and both can save and restore their position.
+sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``
+(on a GPU also larger than a quarter of its memory: `in_memory_limit_bytes`). Both convert to float in [-1, 1]
+through `imageconv.to_model_range`, and both can save and restore their position. Under torchrun every rank calls
+`make_batches`; local rank 0 downloads, decodes and caches first, then the other ranks read its cache.
 """
 
 from __future__ import annotations
@@ -41,12 +43,16 @@ from PIL import Image
 
 from genvision import data_hf
 from genvision.config import DataConfig, flag_name
+from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.imageconv import to_model_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_FORMAT = 1  # bump when decoding changes, so stale caches miss
+# A dataset is held on a GPU only when it fits in this share of the GPU's total memory (and --in-memory-limit-gb):
+# the rest is left to the models, their optimizer states and activations, and to the FID extractor.
+DEVICE_MEMORY_SHARE = 0.25
 
 # name -> (splits, native channels, number of classes); the first split is the default.
 DATASETS: dict[str, tuple[tuple[str, ...], int, int]] = {
@@ -517,8 +523,31 @@ class _DecodingDataset(torch.utils.data.Dataset):
         return torch.from_numpy(prepare_image(image, self.resolution, self.channels)), label
 
 
+class _EpochSampler(torch.utils.data.Sampler):
+    """The indices of the current epoch (from the current position), set by `StreamingBatches` before each pass, so
+    one DataLoader, and its persistent workers, serves every epoch."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def loader_settings(device: torch.device | str, num_workers: int) -> dict[str, bool]:
+    """How `StreamingBatches` feeds `device`: on CUDA the DataLoader pins its batches in page-locked memory and the
+    host-to-device copies are asynchronous (`non_blocking`); worker processes (`num_workers` > 0) persist across
+    epochs instead of being started anew for each. On the CPU nothing is pinned and copies are plain."""
+    cuda = torch.device(device).type == "cuda"
+    return {"pin_memory": cuda, "non_blocking": cuda, "persistent_workers": num_workers > 0}
+
+
 class StreamingBatches(InMemoryBatches):
-    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly."""
+    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly
+    (`loader_settings`: pinned memory and asynchronous copies on CUDA, persistent workers)."""
 
     def __init__(self, spec: str, config: DataConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", num_workers: int = 2) -> None:
@@ -535,51 +564,83 @@ class StreamingBatches(InMemoryBatches):
         if self.num_items < batch_size * world_size:
             raise UsageError(f"--batch-size {batch_size} x {world_size} process(es) exceeds the {self.num_items} "
                              f"images of {parsed}")
+        self.non_blocking = loader_settings(self.device, num_workers)["non_blocking"]
+        self._sampler = _EpochSampler()
+        self.loader: torch.utils.data.DataLoader | None = None  # built on the first batch, with `num_workers` then
 
     def __len__(self) -> int:
         return self.num_items // (self.batch_size * self.world_size)
 
     def _start_epoch(self) -> None:
         order = epoch_order(self.num_items, self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
-        order = order[self.position * self.batch_size:]
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=order.tolist(),
-                                             num_workers=self.num_workers)
-        self._iterator = iter(loader)
+        self._sampler.order = order[self.position * self.batch_size:].tolist()
+        if self.loader is None:
+            settings = loader_settings(self.device, self.num_workers)
+            self.loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, sampler=self._sampler, num_workers=self.num_workers,
+                pin_memory=settings["pin_memory"], persistent_workers=settings["persistent_workers"])
+        self._iterator = iter(self.loader)  # persistent workers are reset to the new order, not restarted
         if self.hflip:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
-            self._flips = (torch.rand(len(order) + self.position * self.batch_size, generator=generator) < 0.5)
+            self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.device)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._iterator is None:
             self._start_epoch()
         uint8_images, labels = next(self._iterator)
-        images = to_model_range(uint8_images.to(self.device))
+        images = to_model_range(uint8_images.to(self.device, non_blocking=self.non_blocking))
         if self.hflip:
             start = self.position * self.batch_size
-            flip = self._flips[start:start + self.batch_size].to(self.device)
+            flip = self._flips[start:start + self.batch_size]
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         self.position += 1
         if self.position == len(self):
             self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
-        return images, labels.to(self.device)
+        return images, labels.to(self.device, non_blocking=self.non_blocking)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position, self._iterator = int(state["epoch"]), int(state["position"]), None
 
 
+def device_memory_bytes(device: torch.device | str) -> int | None:
+    """The total memory of a CUDA device in bytes (`torch.cuda.mem_get_info`), None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[1])
+
+
+def in_memory_limit_bytes(limit_gb: float, device: torch.device | str) -> int:
+    """The largest decoded dataset (bytes) held on `device`: --in-memory-limit-gb, and on CUDA also at most
+    DEVICE_MEMORY_SHARE (a quarter) of the GPU's total memory, which every rank holds whole. The total, not the
+    free memory, so every rank of a run makes the same choice whatever else runs beside it."""
+    limit = int(limit_gb * 2 ** 30)
+    total = device_memory_bytes(device)
+    return limit if total is None else min(limit, int(DEVICE_MEMORY_SHARE * total))
+
+
 def make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  device: torch.device | str = "cpu") -> tuple[InMemoryBatches, int, int]:
-    """Training batches for `config`: on the device when the decoded size is within the limit, else streamed.
+    """Training batches for `config`: on the device when the decoded size is within `in_memory_limit_bytes`, else
+    streamed. Every process of a run calls it: local rank 0 of each machine downloads, decodes and writes the cache
+    first (`distributed.local_main_first`), then the other ranks read what it wrote.
 
     Returns (batches, image channels, number of classes).
     """
+    with local_main_first():
+        return _make_batches(config, batch_size, seed=seed, rank=rank, world_size=world_size, device=device)
+
+
+def _make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int, world_size: int,
+                  device: torch.device | str) -> tuple[InMemoryBatches, int, int]:
+    """`make_batches` in one process."""
     parsed = DatasetSpec.parse(config.dataset)
     num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True,
                                                        image_column=config.image_column,
                                                        label_column=config.label_column)
     channels = config.channels or native
     decoded_bytes = num_items * channels * config.resolution ** 2
-    if decoded_bytes > config.in_memory_limit_gb * 2 ** 30:
+    if decoded_bytes > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         batches = StreamingBatches(config.dataset, config, batch_size, seed=seed, rank=rank, world_size=world_size,
                                    device=device)
         return batches, channels, num_classes

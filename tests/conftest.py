@@ -6,6 +6,12 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite runs on the CPU, on a GPU machine too: its exact comparisons (bit-exact resumes, batch-size independent
+# grids, pinned FIDs and accuracies) are CPU results, and its torchrun tests need gloo with two processes on the CPU,
+# not one GPU per rank. So every GPU is hidden from this process and, through os.environ, from every subprocess,
+# before torch first looks for one (helpers.subprocess_env hides them too; pass CUDA_VISIBLE_DEVICES to it to show
+# them to one subprocess).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 TESTS = str(Path(__file__).resolve().parent)
 if TESTS not in sys.path:  # `import helpers` from every test file (pytest runs with --import-mode=importlib)
@@ -18,6 +24,9 @@ pytest.register_assert_rewrite("helpers")  # its assertions explain their failur
 import helpers  # noqa: E402
 
 torch.set_num_threads(1)
+if torch.cuda.is_available():  # CUDA was initialised before this file ran, so the variable above came too late
+    raise RuntimeError("tests/conftest.py: a GPU is visible although CUDA_VISIBLE_DEVICES is empty (something "
+                       "initialised CUDA before the test suite's conftest); the suite expects to run on the CPU")
 
 
 @pytest.fixture(autouse=True, scope="session")

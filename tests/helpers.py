@@ -41,8 +41,10 @@ TINY_VAE = tiny_flags(latent_dim=4)
 
 
 def subprocess_env(cache: Path | str | None = None, **variables: str) -> dict:
-    """The environment of a child process: one intra-op thread, GENVISION_CACHE=cache if given, plus `variables`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **variables}
+    """The environment of a child process: one intra-op thread, no visible GPU (CUDA_VISIBLE_DEVICES="": the child
+    runs on the CPU, as the tests' exact comparisons and gloo process groups expect), GENVISION_CACHE=cache if
+    given, plus `variables` (which may show GPUs again)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **variables}
     if cache is not None:
         env["GENVISION_CACHE"] = str(cache)
     return env

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from genvision import data_hf
 from genvision.config import ClassifierConfig
 from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, hf_source,
-                            list_folder, load_dataset, load_from_config, make_batches)
+                            in_memory_limit_bytes, list_folder, load_dataset, load_from_config, make_batches)
+from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
@@ -32,18 +33,20 @@ from genvision.training.common import (check_trackers, earlier_run_files, log_me
 from genvision.weights import save_classifier
 
 WEIGHTS_NAME = "classifier.safetensors"
+POSTFIX_EVERY = 25  # steps between the progress bar's loss reads: each read waits for the device to catch up
 RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "tensorboard")  # any of these: a classifier run
 RUN_CHOICES = "start afresh with --overwrite (removes them) or choose another --out-dir"
 CLASS_LAYOUT = "images in one subfolder per class (at least 2 classes), e.g. {path}/CLASS/*.png"
 
 
 def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by an integer offset in [-max_shift, max_shift]^2, filling with -1 (black)."""
+    """Shift each image by an integer offset in [-max_shift, max_shift]^2, filling with -1 (black). The offsets are
+    drawn on `generator`'s device, which must be that of `images` (no host round trip on a GPU)."""
     if max_shift == 0:
         return images
     n, c, h, w = images.shape
     padded = F.pad(images, (max_shift,) * 4, value=-1.0)                      # (N, C, H+2s, W+2s)
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(images.device)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=images.device)
     rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (N, 1, H, 1)
     cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (N, 1, 1, W)
     batch = torch.arange(n, device=images.device)[:, None, None, None]
@@ -53,14 +56,15 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Gene
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of `model` (eval mode) on uint8 `images`."""
+    """Top-1 accuracy of `model` (eval mode) on uint8 `images`; the count of correct answers stays on the model's
+    device until the end (one read, not one per batch)."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(images), batch_size):
         batch = to_model_range(images[start:start + batch_size].to(device))
-        correct += (model(batch).argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
-    return correct / len(images)
+        correct += (model(batch).argmax(1) == labels[start:start + batch_size].to(device)).sum()
+    return correct.item() / len(images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,21 +193,26 @@ def split_dataset(data: ImageData, fraction: float, seed: int) -> tuple[ImageDat
 
 
 def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryBatches, int, int, Evaluation]:
-    """(training batches, channels, number of classes, evaluation set), sharded over the accelerator's processes."""
+    """(training batches, channels, number of classes, evaluation set), sharded over the accelerator's processes.
+
+    Every process calls it; each dataset is downloaded, decoded and cached by local rank 0 first
+    (`distributed.local_main_first`, inside `make_batches` for the training batches), then read by the others."""
     rank, world_size, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     eval_spec = config.resolved_eval_dataset()
     if not same_dataset(config.dataset, eval_spec):
         batches, channels, num_classes = make_batches(config, config.batch_size, seed=config.seed, rank=rank,
                                                       world_size=world_size, device=device)
-        held_out = load_dataset(eval_spec, config.resolution, channels, config.data_root, config.download,
-                                offer_download=True, image_column=config.image_column,
-                                label_column=config.label_column)
+        with local_main_first():
+            held_out = load_dataset(eval_spec, config.resolution, channels, config.data_root, config.download,
+                                    offer_download=True, image_column=config.image_column,
+                                    label_column=config.label_column)
         where = f"{eval_spec} ({len(held_out)} images)"
         return batches, channels, num_classes, Evaluation(held_out, "test accuracy", "", where,
                                                           {"eval_dataset": eval_spec})
-    data = load_from_config(config)
+    with local_main_first():
+        data = load_from_config(config)
     train, held_out = split_dataset(data, config.holdout_fraction, config.seed)
-    if train.images.numel() > config.in_memory_limit_gb * 2 ** 30:
+    if train.images.numel() > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         device = "cpu"  # over the on-device limit: batches are drawn on the CPU and moved one at a time
     batches = InMemoryBatches(train, config.batch_size, seed=config.seed, rank=rank, world_size=world_size,
                               device=device, hflip=config.hflip)
@@ -242,6 +251,30 @@ def warmup_share(total_steps: int, share: float = 0.2) -> float:
     return share if share * total_steps != 1 else 2 / total_steps
 
 
+def train_epoch(model, optimizer, schedule, batches: InMemoryBatches, accelerator, config: ClassifierConfig,
+                generator: torch.Generator, progress) -> torch.Tensor:
+    """One epoch of steps (`progress` iterates over its step indices); returns the last step's loss, detached, on the
+    device. The progress bar shows the mean loss of each POSTFIX_EVERY steps, summed on the device and read once per
+    window, so on a GPU the steps in between are queued without waiting for the host; the random shifts are drawn
+    by `generator`, on the device."""
+    window = torch.zeros((), device=accelerator.device)
+    for index in progress:
+        images, labels = next(batches)
+        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        images = random_translate(images, config.max_shift, generator)
+        with accelerator.autocast():
+            loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        schedule.step()
+        window += loss.detach().float()
+        if (index + 1) % POSTFIX_EVERY == 0:
+            progress.set_postfix(loss=f"{window.item() / POSTFIX_EVERY:.3f}")
+            window.zero_()
+    return loss.detach()
+
+
 def train_classifier(config: ClassifierConfig, given: set[str] | None = None) -> dict:
     """Train, evaluate each epoch, and write config.json, metrics.jsonl and classifier.safetensors to out_dir.
 
@@ -274,29 +307,21 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
         prepare_run_dir(run_dir)
         write_config(run_dir, config, "classifier")
     start_trackers(accelerator, run_dir, config)
-    augment_generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
+    # On the device, so no shift is drawn on the host and copied over (on the CPU: the draws of a CPU generator).
+    augment_generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + accelerator.process_index)
     start, result = time.time(), {}
     for epoch in range(1, config.epochs + 1):
         model.train()
         progress = tqdm(range(len(batches)), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
                         disable=not accelerator.is_main_process)
-        for _ in progress:
-            images, labels = next(batches)
-            images, labels = images.to(accelerator.device), labels.to(accelerator.device)
-            images = random_translate(images, config.max_shift, augment_generator)
-            with accelerator.autocast():
-                loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            schedule.step()
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+        last_loss = train_epoch(model, optimizer, schedule, batches, accelerator, config, augment_generator, progress)
         if accelerator.is_main_process:
+            loss = last_loss.item()  # the epoch's one read of the loss
             test_accuracy = accuracy(accelerator.unwrap_model(model), evaluation.data.images, evaluation.data.labels)
-            result = {"epoch": epoch, "loss": round(loss.item(), 5), "test_accuracy": test_accuracy,
+            result = {"epoch": epoch, "loss": round(loss, 5), "test_accuracy": test_accuracy,
                       "seconds": round(time.time() - start, 1)}
             log_metrics(run_dir, result, accelerator, epoch)
-            print(f"epoch {epoch:2d}/{config.epochs}  loss {loss.item():.4f}  "
+            print(f"epoch {epoch:2d}/{config.epochs}  loss {loss:.4f}  "
                   f"{evaluation.label} {test_accuracy:.4f}{evaluation.epoch_note}  ({result['seconds']:.0f} s)",
                   flush=True)
     accelerator.wait_for_everyone()
