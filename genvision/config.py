@@ -299,6 +299,10 @@ class GenerativeConfig(RunConfig):
     num_grid_images: int = opt(64, "images in each sample grid (fixed noise, stored in the checkpoint)")
     latent_dim: int = opt(100, "size of the N(0, I) latent z")
     base_channels: int = opt(32, "network width at full resolution; others are 2x, 4x, ...")
+    channels_last: bool = opt(False, "NHWC memory format for the models and batches (faster convolutions on tensor "
+                              "cores; same weights and checkpoints)")
+    compile: bool = opt(False, "torch.compile the training networks (the first steps compile them, minutes on a CPU; "
+                        "same weights and checkpoints)")
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
 
