@@ -97,18 +97,23 @@ def gradient_penalty(
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(real_logits: Tensor, real_images: Tensor, grad_scale: float = 1.0) -> Tensor:
+def r1_penalty(real_logits: Tensor, real_images: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R1 term without γ/2 (Mescheder et al. 2018): E_x[||∇_x D(x)||^2], squared norm summed over pixels.
 
     `real_images` must have requires_grad=True before `real_logits = D(real_images)` is computed. The caller
-    multiplies by γ/2. The graph is kept (create_graph=True). Under fp16 autocast pass the loss scale as
-    `grad_scale`: the gradient is taken of grad_scale * sum D(x) through the half-precision graph (so small input
-    gradients do not underflow to zero, as in loss scaling) and divided back in float32.
+    multiplies by γ/2. The graph is kept (create_graph=True).
+
+    `scale` (S > 0, a float or a scalar tensor): when D ran under fp16 autocast its backward runs in half
+    precision, where gradients below 3e-8 round to zero; pass the grad scaler's current scale S, and the gradient
+    is taken of S * mean D(x) and unscaled in float32 (the loss scaling of Micikevicius et al. 2018). 1 = none.
     """
     if not real_images.requires_grad:
         raise ValueError("r1_penalty needs real_images.requires_grad_(True) before the discriminator forward")
-    (grad,) = torch.autograd.grad(real_logits.sum() * grad_scale, real_images, create_graph=True)
-    grad = grad.float() / grad_scale
+    # ∇_x D(x_i) = N / S · ∇_x_i (S · mean_j D(x_j)): each logit's upstream gradient S / N is that of the scaled
+    # batch-mean losses the grad scaler is tuned for (S itself, 2^16 at first, would overflow fp16's 65504)
+    batch_size = real_logits.numel()
+    (scaled_grad,) = torch.autograd.grad(real_logits.mean() * scale, real_images, create_graph=True)
+    grad = scaled_grad.float() * (batch_size / scale)
     return grad.pow(2).flatten(1).sum(1).mean()
 
 

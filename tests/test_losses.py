@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from genvision.errors import UsageError
 from genvision.losses import (
@@ -82,6 +83,47 @@ def test_r1_penalty_linear_discriminator() -> None:
     real = torch.randn(3, 1, 2, 2, requires_grad=True)
     penalty = r1_penalty(linear_discriminator(weight)(real), real)
     torch.testing.assert_close(penalty, torch.tensor(25.0))
+
+
+def test_r1_penalty_loss_scale_is_undone_in_float32() -> None:
+    weight = torch.tensor([[[1.0, -2.0], [2.0, 4.0]]])
+    real = torch.randn(3, 1, 2, 2, requires_grad=True)
+    for scale in (2.0**10, torch.tensor(2.0**16)):
+        torch.testing.assert_close(r1_penalty(linear_discriminator(weight)(real), real, scale), torch.tensor(25.0))
+
+
+def tiny_input_gradient_discriminator() -> nn.Module:
+    """D(x) = w2 · (w1 * x) over 8x8 images, |w1|, |w2| in [1e-4, 1.3e-4] (normal fp16 numbers, so the forward
+    pass is accurate), random signs: each input gradient w1 * w2[pixel] / N is below 1.7e-8 / N, under the 3e-8
+    at which float16 rounds to zero."""
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 8, bias=False), nn.Flatten(0))
+    with torch.no_grad():
+        for conv in model:
+            if isinstance(conv, nn.Conv2d):
+                magnitude = 1e-4 * (1 + 0.3 * torch.rand(conv.weight.shape, generator=generator))
+                sign = torch.randint(0, 2, conv.weight.shape, generator=generator) * 2 - 1
+                conv.weight.copy_(magnitude * sign)
+    return model
+
+
+def test_r1_penalty_under_fp16_autocast_needs_the_loss_scale() -> None:
+    discriminator = tiny_input_gradient_discriminator()
+    real = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    reference = r1_penalty(discriminator(real), real)  # float32: ~1.1e-14
+    assert reference > 0
+
+    def penalty_in_fp16(scale: float) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.float16):
+            logits = discriminator(real).float()  # as GANTask.discriminator_step takes them
+        return r1_penalty(logits, real, scale)
+
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert discriminator(real).dtype == torch.float16  # the convolutions do run in half precision
+    assert penalty_in_fp16(1.0) == 0  # every input gradient underflows
+    # GradScaler's initial scale. fp16 keeps 11 significant bits (rounding error <= 4.9e-4 relative): the weights,
+    # the hidden gradient and the input gradient are each rounded once, the penalty squares it; measured 4.9e-4.
+    torch.testing.assert_close(penalty_in_fp16(2.0**16), reference, rtol=5e-3, atol=0)
 
 
 def test_r1_penalty_needs_requires_grad() -> None:
@@ -223,28 +265,3 @@ def test_kl_weight_cycle_steps_and_ratio() -> None:
 def test_kl_weight_bad_values_raise(schedule: str, beta: float) -> None:
     with pytest.raises(UsageError):
         kl_weight(0, schedule, beta, warmup_steps=10)
-
-
-def test_r1_penalty_under_fp16_autocast_needs_the_loss_scale() -> None:
-    """Four conv layers of weights 1e-3: the input gradient (~1e-10 per pixel) underflows in float16, so the
-    unscaled penalty is 0; taken of 2^10 * sum D(x) and divided back in float32 it is the float32 penalty (to the
-    ~1e-3 relative precision of float16 products)."""
-    from torch import nn
-
-    from genvision.losses import r1_penalty
-
-    torch.manual_seed(0)
-    discriminator = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(4)])
-    with torch.no_grad():
-        for layer in discriminator:
-            layer.weight.copy_(torch.full_like(layer.weight, 1e-3))
-    x = torch.rand(2, 1, 8, 8).requires_grad_(True)
-    reference = r1_penalty(discriminator(x), x)
-    results = {}
-    for scale in (1.0, 2.0**10):  # a scale GradScaler reaches (2^16 overflows here: it would skip the step, halve)
-        with torch.autocast("cpu", dtype=torch.float16):
-            logits = discriminator(x)
-            assert logits.dtype == torch.float16
-            results[scale] = r1_penalty(logits, x, scale)
-    assert reference > 0 and results[1.0] == 0  # underflow without the scale
-    torch.testing.assert_close(results[2.0**10], reference, rtol=2e-2, atol=0)

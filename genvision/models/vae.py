@@ -53,16 +53,20 @@ class ConvVAE(nn.Module):
         self.apply(init_dcgan_weights)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (N, latent_dim) in float32 (also under autocast, where the layers run in half
-        precision: the posterior, the reparameterisation and the KL term need float32's range and mantissa);
-        logvar soft-clamped to (-10, 10)."""
-        mu, raw_logvar = self.to_posterior(self.encoder(x).flatten(1)).float().chunk(2, dim=1)
+        """(mu, logvar), each (N, latent_dim), in float32 at least (also under fp16/bf16 autocast); logvar
+        soft-clamped to (-10, 10)."""
+        posterior = self.to_posterior(self.encoder(x).flatten(1))  # (N, 2 * latent_dim)
+        # The posterior, its clamp and z = mu + exp(logvar / 2) * eps in float32: bf16 keeps 8 significant bits
+        # (steps of 0.4%), too coarse for the KL's exp(logvar) and for the code the decoder receives.
+        posterior = posterior.to(torch.promote_types(posterior.dtype, torch.float32))
+        mu, raw_logvar = posterior.chunk(2, dim=1)
         return mu, LOGVAR_LIMIT * torch.tanh(raw_logvar / LOGVAR_LIMIT)
 
     def reparameterize(
         self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn with `generator` (which must be on mu's device)."""
+        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn with `generator` (which must be on mu's device), in
+        mu's dtype (at least float32 from `encode`, also under autocast)."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 

@@ -18,16 +18,21 @@ from torch import nn
 from genvision.config import GAN_ARCHITECTURE_FIELDS, GANConfig
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
-from genvision.training import common
+from genvision.training import common, performance
 from genvision.training.loop import plan_run, train
 
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) are copied. One fused
-    `_foreach` kernel per list instead of a launch per tensor (the same arithmetic as `lerp_` per tensor)."""
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) are copied.
+
+    One multi-tensor lerp and one multi-tensor copy (a few kernel launches on CUDA instead of two per tensor); on
+    the CPU they run the per-tensor kernels of a `lerp_` / `copy_` loop, bit for bit (tested).
+    """
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
+    buffers = list(model.buffers())
+    if buffers:
+        torch._foreach_copy_(list(ema.buffers()), buffers)
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -55,15 +60,20 @@ class GANTask:
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
         config.channels = channels  # resolved: saved in config.json and checkpoints
-        self.generator = Generator(config.latent_dim, config.base_channels, channels, config.resolution).to(device)
-        self.discriminator = Discriminator(config.base_channels, channels, config.resolution,
-                                           config.d_normalization).to(device)
+        self.generator = performance.place(Generator(config.latent_dim, config.base_channels, channels,
+                                                     config.resolution), device, config.channels_last)
+        self.discriminator = performance.place(Discriminator(config.base_channels, channels, config.resolution,
+                                                             config.d_normalization), device, config.channels_last)
         self.generator_ema = (copy.deepcopy(self.generator).eval().requires_grad_(False)
                               if config.ema_decay > 0 else None)
+        # The networks as the step calls them (compiled with --compile); the modules above share their weights and
+        # are what the EMA, samplers and checkpoints use, so state_dict keys are the same in every mode.
+        self.generator_fn = performance.compiled(self.generator, config.compile)
+        self.discriminator_fn = performance.compiled(self.discriminator, config.compile)
         betas = (config.beta1, config.beta2)
         self.optimizer_g, self.optimizer_d = accelerator.prepare(
-            torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr or config.lr, betas=betas))
+            performance.adam(self.generator.parameters(), device, lr=config.lr, betas=betas),
+            performance.adam(self.discriminator.parameters(), device, lr=config.d_lr or config.lr, betas=betas))
         self.d_loss_fn, self.g_loss_fn = gan_losses(config.loss)
         self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 17 +
                                                                 accelerator.process_index)
@@ -79,11 +89,16 @@ class GANTask:
 
     def discriminator_step(self, fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Minimise L_D(D(x), D(G(z))) (+ penalties) with G fixed; `fake` (detached) saves a G forward pass."""
-        config, accelerator, discriminator = self.config, self.accelerator, self.discriminator
+        config, accelerator = self.config, self.accelerator
+        # Penalties differentiate D's input gradient, which compiled graphs cannot (AOTAutograd has no double
+        # backward), so the passes they differentiate run the module itself; with R1 both D passes do, since a
+        # compiled pass after the eager one would rewrite the BatchNorm statistics the eager graph saved.
+        discriminator = self.discriminator if config.r1_gamma > 0 else self.discriminator_fn
         real, _ = next(self.batches)
+        real = performance.to_layout(real, config.channels_last)
         if fake is None:
             with torch.no_grad(), accelerator.autocast():
-                fake = self.generator(self.latents())
+                fake = self.generator_fn(self.latents())
         real.requires_grad_(config.r1_gamma > 0)
         with accelerator.autocast():
             real_logits = discriminator(real).float()
@@ -91,18 +106,15 @@ class GANTask:
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         penalty = torch.zeros((), device=accelerator.device)
         if config.r1_gamma > 0:  # Mescheder et al. 2018: gamma / 2 * E ||grad_x D(x)||^2
-            # fp16: the loss scale keeps the input gradients above fp16's underflow; an overflow makes the step's
-            # gradients inf, which GradScaler skips and answers by halving the scale (PyTorch AMP's gradient-penalty
-            # recipe)
-            scaler = accelerator.scaler
-            scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
-            penalty = penalty + 0.5 * config.r1_gamma * r1_penalty(real_logits, real, scale)
+            # scaled by the fp16 grad scaler's S, so that small input gradients do not underflow in half precision
+            penalty = penalty + 0.5 * config.r1_gamma * r1_penalty(real_logits, real,
+                                                                   performance.loss_scale(accelerator))
         if config.loss == "wgan-gp":  # Gulrajani et al. 2017: lambda * E (||grad D(x_hat)|| - 1)^2
-            penalty = penalty + config.gp_weight * gradient_penalty(discriminator, real.detach(), fake,
+            penalty = penalty + config.gp_weight * gradient_penalty(self.discriminator, real.detach(), fake,
                                                                     generator=self.noise)
         self.optimizer_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss + penalty)
-        common.average_gradients(discriminator, accelerator)
+        common.average_gradients(self.discriminator, accelerator)
         self.optimizer_d.step()
         as_probability = torch.sigmoid if config.loss == "nonsaturating" else (lambda t: t)
         return {"d_loss": d_loss.detach(), "penalty": penalty.detach(),
@@ -115,8 +127,8 @@ class GANTask:
         self.discriminator.requires_grad_(False)
         with accelerator.autocast():
             if fake is None:
-                fake = self.generator(self.latents())
-            fake_logits = self.discriminator(fake).float()
+                fake = self.generator_fn(self.latents())
+            fake_logits = self.discriminator_fn(fake).float()
         g_loss = self.g_loss_fn(fake_logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
@@ -133,7 +145,7 @@ class GANTask:
         """
         if self.config.d_steps == 1:
             with self.accelerator.autocast():
-                fake = self.generator(self.latents())
+                fake = self.generator_fn(self.latents())
             stats = self.discriminator_step(fake.detach())
             stats["g_loss"] = self.generator_step(fake)
         else:
@@ -176,7 +188,8 @@ class GANTask:
         weights = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict()}
         if self.generator_ema is not None:
             weights["generator_ema"] = self.generator_ema.state_dict()
-        return weights, {"optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
+        return weights, {"optimizer_g": performance.contiguous_state(self.optimizer_g.state_dict()),
+                         "optimizer_d": performance.contiguous_state(self.optimizer_d.state_dict()),
                          **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
@@ -188,6 +201,8 @@ class GANTask:
                                                checkpoint.weights("generator"))
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
+        for optimizer in (self.optimizer_g, self.optimizer_d):
+            performance.match_parameter_layouts(optimizer)
         return common.restore_run_state(self, state)
 
     def final_metrics(self) -> dict:

@@ -23,7 +23,7 @@ from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
 from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
-from genvision.training import common
+from genvision.training import common, performance
 from genvision.training.loop import plan_run, train
 
 
@@ -59,9 +59,13 @@ class VAETask:
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
         config.channels = channels  # resolved: saved in config.json and checkpoints
-        self.model = ConvVAE(config.latent_dim, config.base_channels, channels, config.resolution,
-                             learned_variance=config.likelihood == "gaussian-learned").to(device)
-        self.optimizer = accelerator.prepare(torch.optim.Adam(self.model.parameters(), lr=config.lr))
+        self.model = performance.place(ConvVAE(config.latent_dim, config.base_channels, channels, config.resolution,
+                                               learned_variance=config.likelihood == "gaussian-learned"),
+                                       device, config.channels_last)
+        # The model as the step calls it (compiled with --compile: two graphs, encoder and decoder, around the
+        # seeded draw of eps); `self.model` shares its weights and is what sampling and checkpoints use.
+        self.model_fn = performance.compiled(self.model, config.compile)
+        self.optimizer = accelerator.prepare(performance.adam(self.model.parameters(), device, lr=config.lr))
         self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 29 +
                                                                 accelerator.process_index)
         self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
@@ -79,9 +83,10 @@ class VAETask:
         images, _ = next(self.batches)
         if likelihood_family(config) == "bernoulli":
             images = binarize(images, self.noise)
+        images = performance.to_layout(images, config.channels_last)
         beta = kl_weight(self.step, config.kl_schedule, config.beta, config.kl_warmup_steps)
         with self.accelerator.autocast():
-            out, mu, logvar = model(images, generator=self.noise)
+            out, mu, logvar = self.model_fn(images, generator=self.noise)
         total, reconstruction, kl = elbo(images, out.float(), mu.float(), logvar.float(), likelihood_family(config),
                                          beta, likelihood_sigma(model, config), config.free_bits)
         self.optimizer.zero_grad(set_to_none=True)
@@ -162,12 +167,14 @@ class VAETask:
         mixture = self.mixture()  # every rank (a collective when it fits); rank 0 writes it
         if self.accelerator.is_main_process:
             weights["prior"] = mixture.state_dict()
-        return weights, {"optimizer": self.optimizer.state_dict(), **common.run_state(self)}
+        return weights, {"optimizer": performance.contiguous_state(self.optimizer.state_dict()),
+                         **common.run_state(self)}
 
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()
         self.model.load_state_dict(checkpoint.weights("vae"))
         self.optimizer.load_state_dict(state["optimizer"])
+        performance.match_parameter_layouts(self.optimizer)
         return common.restore_run_state(self, state)
 
     # -- the end ----------------------------------------------------------------------------------------------
