@@ -8,7 +8,8 @@ decode too. Then, each phase under a fresh $GENVISION_CACHE and started by all r
 - ``batches``: `data.make_batches` on mnist5k:test, as the GAN and VAE tasks call it;
 - ``classifier-eval``: the classifier's `load_training_data` with another --eval-dataset (make_batches on
   mnist5k:test, then the evaluation split mnist5k:train);
-- ``classifier-holdout``: `load_training_data` holding a share of mnist5k:test out of itself.
+- ``classifier-holdout``: `load_training_data` holding a share of mnist5k:test out of itself;
+- ``vae-held-out``: the VAE run's held-out split (`training.vae.load_held_out`, mnist5k:test).
 
 Each rank writes OUT_DIR/rank<R>.json: per phase its decodes, its cache writes, the cache folder as it saw it after
 the phase (name -> inode, size, mtime) and SHA-256 digests of the images and labels it got.
@@ -25,8 +26,9 @@ from types import SimpleNamespace
 import torch
 
 import genvision.data as data
-from genvision.config import ClassifierConfig, DataConfig
+from genvision.config import ClassifierConfig, DataConfig, VAEConfig
 from genvision.training.classifier import load_training_data
+from genvision.training.vae import load_held_out
 
 
 def digest(tensor: torch.Tensor) -> str:
@@ -62,6 +64,8 @@ def main(out: Path) -> None:
             ClassifierConfig(dataset="mnist5k:test", eval_dataset="mnist5k:train"), accelerator),
         "classifier-holdout": lambda: load_training_data(
             ClassifierConfig(dataset="mnist5k:test", eval_dataset="mnist5k:test"), accelerator),
+        "vae-held-out": lambda: load_held_out(VAEConfig(dataset="mnist5k:train", eval_dataset="mnist5k:test",
+                                                        channels=1)),
     }
     report = {}
     for name, run in phases.items():

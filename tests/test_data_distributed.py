@@ -1,6 +1,6 @@
 """Two processes under torchrun on the CPU (gloo): the dataset is decoded and its cache written once, by local rank
 0, and the other rank reads that cache; both get the same images (`data.make_batches` and the classifier's
-`load_training_data`, through `distributed.local_main_first`).
+`load_training_data`, the VAE's `load_held_out`, through `distributed.local_main_first`).
 
 `_data_dist_probe.py` records every rank's decodes and cache writes (see its docstring).
 """
@@ -15,7 +15,7 @@ from helpers import free_port, wait
 PROBE = Path(__file__).resolve().parent / "_data_dist_probe.py"
 # phase -> the datasets local rank 0 decodes in it, in order (the cache files are named after them)
 DECODED = {"batches": ["mnist5k:test"], "classifier-eval": ["mnist5k:test", "mnist5k:train"],
-           "classifier-holdout": ["mnist5k:test"]}
+           "classifier-holdout": ["mnist5k:test"], "vae-held-out": ["mnist5k:test"]}
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
+from genvision.distributed import local_main_first
 from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
@@ -30,6 +31,13 @@ from genvision.training.loop import plan_run, train
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
     """The decoder's sigma: learned (sigma-VAE), fixed --sigma, or unused (Bernoulli)."""
     return model.log_sigma.exp() if model.log_sigma is not None else config.sigma
+
+
+def load_held_out(config: VAEConfig) -> torch.Tensor:
+    """The run's held-out images (N, C, H, W) in [-1, 1] on the CPU (`generators.held_out_images`). Every process of
+    a run calls it: local rank 0 downloads, decodes and caches the split first, then the others read its cache."""
+    with local_main_first():
+        return held_out_images(config, training=True)[1]
 
 
 def nats_to_bits_per_dim(nats: float, dims: int, likelihood: str) -> float:
@@ -73,7 +81,7 @@ class VAETask:
         self.fixed_noise = self.fixed_noise.to(device)
         self._mixture, self._mixture_step = None, -1
         self.images_per_step = config.batch_size * accelerator.num_processes
-        _, self.held_out = held_out_images(config, training=True)  # (N, C, H, W) in [-1, 1], on the CPU
+        self.held_out = load_held_out(config)  # (N, C, H, W) in [-1, 1], on the CPU
 
     # -- the step ---------------------------------------------------------------------------------------------
 
