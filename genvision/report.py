@@ -150,7 +150,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     from genvision import distributed
     from genvision.metrics.sources import SourceOptions, combine_shards, extract, source_statistics
     from genvision.metrics.stats import bootstrap_fid, frechet_distance, percentile_interval
-    from genvision.sampling import generate, load_generator
+    from genvision.sampling import generate_shard, load_generator
 
     if options.num_samples == 0:
         return FinalMetrics(note="not computed (--num-samples 0, or a run with FID off: --fid-every 0); run "
@@ -173,18 +173,21 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
     loaded = load_generator(chosen, device=device, prior=options.prior)
-    shard = distributed.shard_range(options.num_samples, options.batch_size)  # this rank's samples (all in one)
-    images = (generate(loaded, len(shard), seed, options.batch_size, device, start=shard.start) if len(shard)
-              else torch.zeros(0, 0, 0, 0, dtype=torch.uint8))
+    images = generate_shard(loaded, options.num_samples, seed, options.batch_size, device)  # this rank's samples
     stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True,
                             with_logits=has_logits, name="generated")
     logits = combine_shards(stats, logits)  # every rank holds every sample's features, in index order
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu()
     values: dict[str, Any] = {"fid": frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), real.mu, real.sigma)}
-    if options.bootstrap:
-        replicates = bootstrap_fid(features, real.mu, real.sigma, options.bootstrap, seed=seed)
+    if options.bootstrap:  # each rank resamples its block of the replicates; rank 0 gets them all, in order
+        block = distributed.shard_range(options.bootstrap, 1)
+        replicates = distributed.all_gather_rows(bootstrap_fid(features, real.mu, real.sigma, options.bootstrap,
+                                                               seed=seed, indices=block))
         values["fid_interval"] = percentile_interval(replicates)
+    if not distributed.is_main():  # the scores below use every feature, so rank 0 alone computes them (and writes)
+        return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
+                            values, time.perf_counter() - started)
     values["kid"] = scores.kernel_inception_distance(features, real.features, options.kid_subsets,
                                                      options.kid_subset_size)
     values["precision"], values["recall"] = scores.precision_recall(real.features, features, PRECISION_RECALL_K)

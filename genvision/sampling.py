@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genvision import distributed
 from genvision.checkpoint import Checkpoint, resolve_checkpoint
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
@@ -132,6 +133,17 @@ def generate(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: i
         z = prior_latents(loaded.prior, count, loaded.latent_dim, seed, start + first, truncation)
         out.append(decode_latents(loaded, z, batch_size, device, start + first))
     return torch.cat(out)
+
+
+def generate_shard(loaded: LoadedGenerator, num_samples: int, seed: int, batch_size: int = 256,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """This rank's block of `generate(loaded, num_samples, seed)` under torchrun (`distributed.shard_range`:
+    contiguous, batch-aligned, in rank order the whole set; in one process all of it): uint8 (len(block), C, H, W),
+    or an empty (0, 0, 0, 0) tensor on a rank left without a whole batch (more ranks than batches)."""
+    shard = distributed.shard_range(num_samples, batch_size)
+    if not len(shard):
+        return torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
+    return generate(loaded, len(shard), seed, batch_size, device, start=shard.start)
 
 
 def interpolate(loaded: LoadedGenerator, rows: int, steps: int, seed: int, batch_size: int = 256,

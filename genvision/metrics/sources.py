@@ -560,12 +560,12 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
     return result
 
 
-def generator_images(source: Source, options: SourceOptions, shard: range | None = None) -> Tensor:
-    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate_images`),
-    with latents of `options.prior` (--prior); with `shard`, only the samples of those indices.
+def generator_images(source: Source, options: SourceOptions, sharded: bool = False) -> Tensor:
+    """uint8 (num_samples, C, H, W) samples of a generator checkpoint or run folder (`sampling.generate`), with
+    latents of `options.prior` (--prior); `sharded`: only this rank's block of them (`sampling.generate_shard`).
 
     With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
-    reconstructions of every image of that split (`generators.reconstruction_images`).
+    reconstructions of every image of that split (`generators.reconstruction_images`), whole on every rank.
     """
     if options.reconstructions:
         from genvision.generators import reconstruction_images
@@ -575,15 +575,13 @@ def generator_images(source: Source, options: SourceOptions, shard: range | None
         _require_two(f"{source} (reconstructions of {options.reconstructions})", images.shape[0])
         return images
     try:
-        from genvision.sampling import generate_images
+        from genvision.sampling import generate, generate_shard, load_generator
     except ImportError:
         raise UsageError(f"{source} looks like a generator checkpoint, but this genvision install cannot sample "
                          "generators (genvision.sampling is missing)") from None
-    shard = shard if shard is not None else range(options.num_samples)
-    if not len(shard):  # a rank with no whole batch left (more ranks than batches)
-        return torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
-    images = generate_images(str(source.path), len(shard), options.seed, options.batch_size,
-                             options.device, prior=options.prior, start=shard.start)
+    loaded = load_generator(str(source.path), device=options.device, prior=options.prior)
+    images = (generate_shard(loaded, options.num_samples, options.seed, options.batch_size, options.device)
+              if sharded else generate(loaded, options.num_samples, options.seed, options.batch_size, options.device))
     if images.dtype != torch.uint8:
         raise UsageError(f"{source}: the generator returned {images.dtype} images, expected uint8")
     return images
@@ -625,10 +623,10 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
         return _from_feature_stats(source, stats, logits, extractor, notes)
     if source.kind == "generator":
         # Samples are split by index across ranks; a VAE's reconstructions of a split are made whole on every rank.
-        shard = None if options.reconstructions else distributed.shard_range(options.num_samples, options.batch_size)
-        images = generator_images(source, options, shard)
+        sharded = not options.reconstructions
+        images = generator_images(source, options, sharded)
         notes = GeometryNotes(str(source), extractor)
         stats, logits = extract(images, extractor, options.batch_size, options.device, need_features, with_logits,
                                 name=str(source), notes=notes)
-        return _from_feature_stats(source, stats, logits, extractor, notes, sharded=shard is not None)
+        return _from_feature_stats(source, stats, logits, extractor, notes, sharded=sharded)
     raise ValueError(f"unknown source kind {source.kind!r}")

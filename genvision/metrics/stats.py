@@ -283,18 +283,23 @@ def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: Ar
 
 
 def bootstrap_fid(features: torch.Tensor, reference_mu: ArrayLike, reference_sigma: ArrayLike,
-                  num_resamples: int = 200, seed: int = 0, chunk: int = 50) -> torch.Tensor:
-    """(num_resamples,) FIDs of resamples with replacement of `features` (seeded; deterministic per seed)."""
-    generator = torch.Generator().manual_seed(seed)
+                  num_resamples: int = 200, seed: int = 0, chunk: int = 50,
+                  indices: range | None = None) -> torch.Tensor:
+    """FIDs of resamples with replacement of `features`, one per index of `indices` (default: all
+    `num_resamples`). Resample i draws its rows from its own generator, seeded by (seed, i), so it is the same
+    whichever block of indices computes it: under torchrun each rank takes a block (`distributed.shard_range`) and
+    the blocks, gathered in rank order, are the one-process replicates."""
+    indices = range(num_resamples) if indices is None else indices
     n = features.shape[0]
     out = []
     # Hundreds of small eigendecompositions gain nothing from threads, and on busy cores MKL's threads and the
     # OpenMP team of the matmuls before them spin against each other (measured: 0.7 s on one thread, 20+ s on two).
     with limited_torch_threads(1):
-        for first in range(0, num_resamples, chunk):
-            count = min(chunk, num_resamples - first)
-            draws = torch.randint(0, n, (count, n), generator=generator)
-            weights = torch.zeros(count, n).scatter_add_(1, draws, torch.ones(count, n))
+        for first in range(0, len(indices), chunk):
+            block = indices[first:first + chunk]
+            draws = torch.stack([torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(
+                seed * 1_000_003 + index)) for index in block])  # (count, n) row indices
+            weights = torch.zeros(len(block), n).scatter_add_(1, draws, torch.ones(len(block), n))
             out.append(weighted_fid(features, weights, reference_mu, reference_sigma))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 

@@ -197,6 +197,10 @@ def test_weighted_fid_and_bootstrap():
     replicates = bootstrap_fid(fake, mu, sigma, num_resamples=120, seed=3, chunk=50)
     assert replicates.shape == (120,) and torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=3))
     assert not torch.equal(replicates, bootstrap_fid(fake, mu, sigma, 120, seed=4))
+    # Any blocks of indices (as ranks take them under torchrun), in order, are the same replicates.
+    blocks = [bootstrap_fid(fake, mu, sigma, 120, seed=3, indices=block)
+              for block in (range(0, 70), range(70, 70), range(70, 120))]
+    torch.testing.assert_close(torch.cat(blocks), replicates, rtol=1e-12, atol=0)
     low, high = percentile_interval(replicates)
     assert low < high and low - 0.1 * plain < plain < high
 

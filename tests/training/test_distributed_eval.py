@@ -2,14 +2,15 @@
 the checkpoint, logged losses are rank means, and a NaN on one rank stops every rank with exit 3 naming the step."""
 
 import json
-import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY_GAN, free_port, metrics_records, run_genvision, run_python, subprocess_env
+from helpers import ROOT, TINY_GAN, cli, free_port, metrics_records, run_genvision, run_python, subprocess_env
 
 PROBE = Path(__file__).resolve().parent / "_rank_stats_probe.py"
 # 700 FID samples in TrainingFID's batches of 500: rank 0 scores 500 of them, rank 1 the other 200.
@@ -40,6 +41,24 @@ def test_logged_fid_is_genvision_fid_of_the_checkpoint(launch):
     assert meta["fid"] == pytest.approx(one_process, rel=1e-6)
     assert logged[0] == pytest.approx(one_process, abs=1e-5)  # metrics.jsonl rounds to 5 decimals
     assert (run / "report.html").is_file() and proc.stdout.count("report ") == 1
+
+
+def metrics_table(page: str) -> str:
+    """The final-metrics table of a report page (the caption before it holds the seconds it took)."""
+    return re.search(r"computed in [0-9.]+ s</p>(<table>.*?</table>)", page, re.S).group(1)
+
+
+def test_end_of_run_report_of_two_ranks_is_the_one_process_report(launch, tmp_path):
+    """The 2-rank report scored its 700 samples sharded (the bootstrap replicates split between the ranks too); the
+    one-process `genvision report` of the same run gives the same FID, interval, KID, precision/recall and scores."""
+    proc, run, _ = launch
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = metrics_table((run / "report.html").read_text())
+    copy = shutil.copytree(run, tmp_path / "run")
+    code, _, stderr = cli("report", copy, "--num-samples", "700")
+    assert code == 0, stderr[-3000:]
+    assert "bootstrap 95% interval" in two and "KID" in two and "classifier score" in two
+    assert metrics_table((copy / "report.html").read_text()) == two
 
 
 def test_logged_losses_are_rank_means(launch):
