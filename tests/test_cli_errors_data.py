@@ -1,14 +1,16 @@
 """`genvision train-classifier` with bad data flags: exit code 2, one line on stderr, nothing written.
 
-The commands run as real subprocesses, all started at once (most of their time is importing torch). Spec parsing,
-truncated images and batch sizes larger than the dataset are covered in-process by test_data.py.
+Flag errors (which fail before torch is imported) run as real subprocesses, all started at once; the cases that
+open a dataset run `genvision.cli.main` in process (same parser, same error path, no torch start-up each). Spec
+parsing, truncated images and batch sizes larger than the dataset are covered in-process by test_data.py.
 """
 
+import warnings
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_one_line_error, subprocess_env, wait
+from helpers import assert_one_line_error, cli, subprocess_env, wait
 
 CASES = {
     # name: (extra argv, words the error line must contain; "{tmp}" is the case's folder)
@@ -23,6 +25,11 @@ CASES = {
     "batch-size-negative": (["--batch-size", "-1"], ["--batch-size", "-1"]),
     "channels-2": (["--channels", "2"], ["--channels"]),
 }
+IN_PROCESS = {"unknown-dataset", "folder-missing", "folder-no-images", "folder-corrupt-image", "cifar10-offline"}
+
+
+def command(name: str, tmp: Path) -> list[str]:
+    return ["train-classifier", "--epochs", "1", "--out-dir", str(tmp / "run"), *[a.format(tmp=tmp) for a in CASES[name][0]]]
 
 
 def _prepare(tmp: Path, name: str) -> None:
@@ -46,14 +53,21 @@ def results(tmp_path_factory, start_process):
     cache = tmp_path_factory.mktemp("cli-cache")
     env = subprocess_env(cache, PYTHONWARNINGS="ignore")
     running = {}
-    for name, (argv, _) in CASES.items():
+    for name in CASES:
+        if name in IN_PROCESS:
+            continue
         tmp = tmp_path_factory.mktemp(name)
         _prepare(tmp, name)
-        out_dir = tmp / "run"
-        command = ["-m", "genvision", "train-classifier", "--epochs", "1", "--out-dir", str(out_dir),
-                   *[a.format(tmp=tmp) for a in argv]]
-        running[name] = (start_process(command, cwd=tmp, env=env), tmp, out_dir)
+        running[name] = (start_process(["-m", "genvision", *command(name, tmp)], cwd=tmp, env=env), tmp, tmp / "run")
     done = {name: (*wait(process, timeout=120), tmp, out_dir) for name, (process, tmp, out_dir) in running.items()}
+    for name in IN_PROCESS:
+        tmp = tmp_path_factory.mktemp(name)
+        _prepare(tmp, name)
+        with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+            patch.chdir(tmp)
+            patch.setenv("GENVISION_CACHE", str(cache))
+            warnings.simplefilter("ignore")
+            done[name] = (*cli(*command(name, tmp)), tmp, tmp / "run")
     done["cache"] = cache
     return done
 

@@ -1,18 +1,23 @@
 """A run folder belongs to one run, and `--resume` continues that run with its saved settings.
 
-Every case runs `train_gan.py` / `train_vae.py` as a subprocess with tiny models and asserts the exit code, the one
-line it prints, and that the files it must not touch are byte-identical afterwards (or, for `--overwrite`, that no
-file of the old run remains). The cases work on copies of one finished 3-step run and do not depend on each other,
-so they all start at once (`helpers.run_at_once`).
+Every case runs `train_gan.py` / `train_vae.py` with tiny models and asserts the exit code, the one line it prints,
+and that the files it must not touch are byte-identical afterwards (or, for `--overwrite`, that no file of the old
+run remains). The cases work on copies of one finished 3-step run and do not depend on each other. Those that train
+are subprocesses, all started at once (`helpers.run_at_once`); those refused or stopped before any step, and the dry
+runs, go through `genvision.cli.main` in this process meanwhile (the same parser, checks and error path, without a
+torch start-up each).
 """
 
 import json
+import os
 import re
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import (ROOT, assert_one_line_error, assert_same_checkpoints, finish, free_port, run_at_once, snapshot,
-                     tiny_flags)
+from helpers import (ROOT, assert_one_line_error, assert_same_checkpoints, cli, finish, free_port, run_at_once,
+                     snapshot, tiny_flags)
 
 TINY = [*tiny_flags(latent_dim=8), "--checkpoint-every", "3", "--sample-every", "3", "--log-every", "1", "--seed", "3"]
 SAVED = ["--loss", "hinge", "--d-lr", "0.0003"]  # GAN settings a resume must take from the saved config
@@ -49,29 +54,45 @@ def cases(tmp_path_factory, start_process):
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "wall_time_s": EARLIER_WALL_TIME}))
     before = {name: snapshot(folder) for name, folder in folders.items()}
     held, finished_run = str(folders["held"]), str(folders["finished"])
-    jobs = {
-        "new-run": ([GAN, "--out-dir", held, *TINY, "--num-steps", "2"], base),
-        "new-run-dry": ([VAE, "--out-dir", held, "--num-steps", "2", "--dry-run"], base),
-        "resume-and-overwrite": ([GAN, "--out-dir", held, "--resume", "auto", "--overwrite"], base),
+    jobs = {  # these train: subprocesses
         "overwrite": ([VAE, "--out-dir", str(folders["overwritten"]), *TINY, "--num-steps", "2", "--checkpoint-every",
                        "2", "--overwrite"], base),
-        "already-done": ([GAN, "--out-dir", finished_run, "--resume", "auto"], base),
-        "steps-below": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "2"], base),
-        "other-width": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--base-channels",
-                         "8"], base),
-        "resume-dry": ([GAN, "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--dry-run"], base),
         "resume": ([GAN, "--out-dir", str(folders["resumed"]), "--resume", "auto", "--num-steps", "6"], base),
         "straight": ([GAN, "--out-dir", str(straight), *TINY, *SAVED, "--num-steps", "6"], base),
         "resumed-by-two": ([*TORCHRUN, GAN, "--out-dir", str(folders["resumed-by-two"]), "--resume", "auto",
                             "--num-steps", "4"], base),
     }
+    in_process = {  # refused, or done before any step: genvision.cli.main here, while the subprocesses run
+        "new-run": (["train-gan", "--out-dir", held, *TINY, "--num-steps", "2"], base),
+        "new-run-dry": (["train-vae", "--out-dir", held, "--num-steps", "2", "--dry-run"], base),
+        "resume-and-overwrite": (["train-gan", "--out-dir", held, "--resume", "auto", "--overwrite"], base),
+        "already-done": (["train-gan", "--out-dir", finished_run, "--resume", "auto"], base),
+        "steps-below": (["train-gan", "--out-dir", finished_run, "--resume", "auto", "--num-steps", "2"], base),
+        "other-width": (["train-gan", "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6",
+                         "--base-channels", "8"], base),
+        "resume-dry": (["train-gan", "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--dry-run"],
+                       base),
+    }
     for name, (flags, _) in DRY_RUNS.items():
         folders[name] = tmp_path_factory.mktemp(name)
-        jobs[name] = ([GAN, "--out-dir", "run", *flags, "--dry-run"], folders[name])
-    results = run_at_once(jobs, start_process)
+        in_process[name] = (["train-gan", "--out-dir", "run", *flags, "--dry-run"], folders[name])
+    with ThreadPoolExecutor(1) as pool:
+        training = pool.submit(run_at_once, jobs, start_process)
+        results = {name: run_in_process(argv, cwd) for name, (argv, cwd) in in_process.items()}
+        results.update(training.result())
     for name, (_, _, stderr, _) in results.items():
         assert "Traceback" not in stderr, (name, stderr[-3000:])
     return results, folders, before, straight
+
+
+def run_in_process(argv: list[str], cwd) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, seconds) of `genvision ARGV...` in process, in the working directory `cwd`."""
+    began, previous = time.monotonic(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        return (*cli(*argv), time.monotonic() - began)
+    finally:
+        os.chdir(previous)
 
 
 def refusal(results: dict, name: str, command: str = "train-gan") -> str:
