@@ -12,8 +12,11 @@ Two pipelines, same machine, same process, same features:
   (mnist5k:train) features on every run, from the decoded digits through the same per-image transforms.
 
 Both FIDs must agree within 1e-3 relative (Heusel et al. 2017 FID on identical features). Prints a markdown table.
+`--device cuda` runs both pipelines' networks on the GPU (torchmetrics' metric moved there, the timing bracketed by
+`torch.cuda.synchronize()`); the default is the CPU, where the published figures were measured.
 
     python benchmarks/bench_fid.py [--num-images 10000] [--repeats 3] [--classifier PATH] [--workdir DIR]
+                                   [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classifier", default="", help="classifier file; empty = the shipped mnist5k one, or a "
                         "random (BatchNorm-calibrated) classifier when it is not built")
     parser.add_argument("--workdir", default="", help="folder for the PNGs and the cache; empty = a temp folder")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="where both pipelines run their networks; auto = cuda if available")
     return parser.parse_args()
 
 
@@ -87,15 +92,15 @@ def random_classifier(path: Path) -> None:
     save_classifier(model.eval(), path, {"dataset": "random-benchmark"})
 
 
-def run_genvision(folder: Path, classifier: str) -> tuple[float, int, int]:
-    """(FID, n_a, n_b) through the library path of `genvision fid FOLDER mnist5k:train`."""
+def run_genvision(folder: Path, classifier: str, device: str) -> tuple[float, int, int]:
+    """(FID, n_a, n_b) through the library path of `genvision fid FOLDER mnist5k:train --device DEVICE`."""
     from genvision.metrics.evaluate import FidConfig, evaluate_fid
 
-    report = evaluate_fid(str(folder), "mnist5k:train", FidConfig(classifier=classifier, device="cpu"))
+    report = evaluate_fid(str(folder), "mnist5k:train", FidConfig(classifier=classifier, device=device))
     return report.fid, report.n_a, report.n_b
 
 
-def run_baseline(folder: Path, classifier: str) -> tuple[float, int, int]:
+def run_baseline(folder: Path, classifier: str, device: str) -> tuple[float, int, int]:
     """(FID, n_fake, n_real) the usual way: Dataset + DataLoader + torchmetrics FID with a custom feature module."""
     import torch
     from PIL import Image
@@ -144,17 +149,27 @@ def run_baseline(folder: Path, classifier: str) -> tuple[float, int, int]:
         def __getitem__(self, index: int) -> torch.Tensor:
             return transform(Image.fromarray(self.images[index, 0].numpy(), "L"))
 
-    fid = FrechetInceptionDistance(feature=ClassifierFeatures(model), normalize=True)
+    fid = FrechetInceptionDistance(feature=ClassifierFeatures(model), normalize=True).to(device)
     for dataset, real in ((Digits(), True), (PngFolder(folder), False)):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=50, num_workers=2)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=50, num_workers=2, pin_memory=device == "cuda")
         for batch in loader:
-            fid.update(batch, real=real)
+            fid.update(batch.to(device, non_blocking=True), real=real)
     return (float(fid.compute()), int(fid.fake_features_num_samples), int(fid.real_features_num_samples))
 
 
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(function, *args) -> tuple[float, tuple]:
+    """(seconds, result); args[-1] is the device, synchronised before the clock starts and after the call."""
+    synchronize(args[-1])
     started = time.perf_counter()
     result = function(*args)
+    synchronize(args[-1])
     return time.perf_counter() - started, result
 
 
@@ -169,6 +184,12 @@ def interleaved(pipelines: dict, repeats: int) -> dict[str, tuple[list[float], t
     return results
 
 
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
 def main() -> int:
     args = parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-fid-"))
@@ -181,6 +202,9 @@ def main() -> int:
     from genvision.metrics.sources import SourceOptions, source_statistics
     from genvision.weights import SHIPPED
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
     classifier = args.classifier
     if not classifier:
         if SHIPPED["mnist5k"].is_file():
@@ -195,8 +219,8 @@ def main() -> int:
     # Warm the reference cache once, as any earlier `genvision fid ... mnist5k:train` run would have.
     source_statistics("mnist5k:train", ClassifierExtractor.from_file(classifier), SourceOptions())
 
-    runs = interleaved({"genvision": (run_genvision, (folder, classifier)),
-                        "baseline": (run_baseline, (folder, classifier))}, args.repeats)
+    runs = interleaved({"genvision": (run_genvision, (folder, classifier, device)),
+                        "baseline": (run_baseline, (folder, classifier, device))}, args.repeats)
     ours_times, (ours_fid, n_generated, n_reference) = runs["genvision"]
     base_times, (base_fid, base_generated, base_reference) = runs["baseline"]
     ours_seconds, base_seconds = min(ours_times), min(base_times)
@@ -207,7 +231,7 @@ def main() -> int:
 
     print(f"FID of {n_generated} PNGs (perturbed mnist5k digits, 32x32 gray) vs mnist5k:train ({n_reference}), "
           f"classifier {Path(classifier).name}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, best of {args.repeats} interleaved runs\n")
+          f"{os.cpu_count()} CPUs, device {device_name(device)}, best of {args.repeats} interleaved runs\n")
     print("| pipeline | seconds | images/s | FID |")
     print("|---|---:|---:|---:|")
     print(f"| genvision (cached reference stats, decoding overlapping inference, batch 500) | "

@@ -1,11 +1,13 @@
-"""`genvision stats` and `genvision fid` end to end: subprocesses for the real CLI, in-process `main` for the many
-bad-input cases (same parser, same error path, a fraction of the start-up cost)."""
+"""`genvision stats` and `genvision fid` end to end: one subprocess for the real CLI's exit code, in-process `main`
+(`genvision` below: the same parser, the same code and error path, without a torch start-up each) for the rest."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +17,15 @@ from genvision.fileio import file_sha256
 from genvision.metrics.statsfile import StatsMetadata, save_stats
 from genvision.weights import SHIPPED
 from helpers import assert_one_line_error, cli, noise_images, run_genvision, write_pngs
+
+def genvision(*args, cache) -> subprocess.CompletedProcess:
+    """`genvision ARGS...` in process with GENVISION_CACHE=cache: (returncode, stdout, stderr) as a subprocess's."""
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setenv("GENVISION_CACHE", str(cache))
+        warnings.simplefilter("ignore")  # a library's import-time warning is not genvision's output
+        code, stdout, stderr = cli(*args)
+    return subprocess.CompletedProcess(args, code, stdout, stderr)
+
 
 FID_LINE = re.compile(r"^FID (\d+\.\d+|\d\.\d+e-\d+|0\.\d+) \(classifier features, (\d+) vs (\d+) images\)$")
 
@@ -32,14 +43,14 @@ def setup(tmp_path_factory, classifier_file):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The real CLI in subprocesses.
+# The real CLI.
 
 
 def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(setup):
     from pytorch_fid.fid_score import compute_statistics_of_path
 
     out = setup["root"] / "digits.npz"
-    result = run_genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
+    result = genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
                            cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]
@@ -52,7 +63,7 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
         assert int(archive["num_samples"]) == 200
         np.testing.assert_array_equal(archive["mu"], mu)
 
-    result = run_genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
+    result = genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     match = FID_LINE.match(result.stdout.strip())
     assert match, result.stdout
@@ -62,7 +73,7 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
 def test_fid_json_and_extra_scores(setup):
     common = ["--classifier", setup["classifier"], "--kid", "--kid-subsets", "10", "--kid-subset-size", "100",
               "--precision-recall"]
-    result = run_genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
+    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"fid", "n_a", "n_b", "features", "kid", "kid_std", "precision", "recall", "classifier_score",
@@ -72,7 +83,7 @@ def test_fid_json_and_extra_scores(setup):
     assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
     assert 1 <= report["classifier_score"] <= 10 and 0 <= report["classes_covered"] <= 10
 
-    result = run_genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
+    result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert FID_LINE.match(lines[0]) and lines[0].endswith("(classifier features, 200 vs 500 images)")
@@ -90,7 +101,9 @@ def test_fid_json_and_extra_scores(setup):
     (["fid", "mnist5k:test", "mnist5k:test", "--features", "inception"], ["--inception-weights"]),
 ])
 def test_cli_errors_are_one_line_exit_2(setup, args, fragments):
-    result = run_genvision(*args, cache=setup["cache"])
+    # the first case as a real process (its exit code and stderr), the others in process
+    run = run_genvision if args[-1] == "0" else genvision
+    result = run(*args, cache=setup["cache"])
     assert result.stdout == ""
     assert_one_line_error(result.returncode, result.stderr, *fragments)
 
@@ -223,14 +236,14 @@ def test_inception_offline_on_a_weights_file(setup, tmp_path, inception_weights)
     write_pngs(noise_images(3, seed=1), tmp_path / "a")
     write_pngs(noise_images(3, seed=2, channels=3, size=40), tmp_path / "b")
 
-    out = tmp_path / "a.npz"  # `stats` in process (torch-fidelity's import costs seconds), `fid` in a subprocess
+    out = tmp_path / "a.npz"
     rc, stdout, _ = cli("stats", tmp_path / "a", "--output", out, "--features", "inception", "--inception-weights",
                         inception_weights)
     assert rc == 0
     assert "inception-v3-compat" in stdout
     with np.load(out) as archive:
         assert archive["mu"].shape == (2048,) and int(archive["image_size"]) == 299
-    result = run_genvision("fid", tmp_path / "b", out, "--features", "inception", "--inception-weights",
+    result = genvision("fid", tmp_path / "b", out, "--features", "inception", "--inception-weights",
                            inception_weights, "--json", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -255,10 +268,10 @@ def test_shipped_classifier_real_vs_real_and_vs_noise(tmp_path):
     write_pngs(noise_images(500, seed=7), tmp_path / "noise")
     cache = tmp_path / "cache"
     started = time.perf_counter()
-    real = run_genvision("fid", "mnist5k:train", "mnist5k:test", "--json", cache=cache)
+    real = genvision("fid", "mnist5k:train", "mnist5k:test", "--json", cache=cache)
     real_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    noise = run_genvision("fid", "mnist5k:train", tmp_path / "noise", "--json", cache=cache)
+    noise = genvision("fid", "mnist5k:train", tmp_path / "noise", "--json", cache=cache)
     noise_seconds = time.perf_counter() - started
     assert real.returncode == 0 and noise.returncode == 0, real.stderr + noise.stderr
     real_report, noise_report = json.loads(real.stdout), json.loads(noise.stdout)

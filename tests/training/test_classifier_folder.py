@@ -1,14 +1,16 @@
 """`genvision train-classifier` on `folder:PATH` datasets: class subfolders required, a seeded stratified held-out
-split when the held-out spec is --dataset itself, and one run per --out-dir (as subprocesses, plus the split's
-pieces in-process)."""
+split when the held-out spec is --dataset itself, and one run per --out-dir (the runs that train as subprocesses;
+the refusals, which stop before any data is read, through `genvision.cli.main` in process; the split's pieces
+in process)."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_genvision, snapshot
+from helpers import assert_one_line_error, cli, run_genvision, snapshot
 from PIL import Image
 
 from genvision.data import InMemoryBatches, load_dataset
@@ -51,6 +53,12 @@ def train(*args: str):
     return run_genvision("train-classifier", *args, timeout=300)
 
 
+def refused(*args: str) -> subprocess.CompletedProcess:
+    """`genvision train-classifier ARGS` in process, for a case refused before training: (returncode, stdout,
+    stderr) as a subprocess's."""
+    return subprocess.CompletedProcess(args, *cli("train-classifier", *args))
+
+
 def one_error_line(result) -> str:
     """The single stderr line of a refused run (exit 2, no traceback)."""
     return assert_one_line_error(result.returncode, result.stderr)
@@ -68,7 +76,7 @@ def one_error_line(result) -> str:
 def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, layout, expected):
     images = write_folder(tmp_path / "images", **layout)
     out = tmp_path / "run"
-    line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
+    line = one_error_line(refused("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
     assert line == (f"genvision train-classifier: error: --dataset folder:{images}: {expected.format(images=images)}; "
                     f"expected images in one subfolder per class (at least 2 classes), e.g. {images}/CLASS/*.png")
     assert not out.exists()
@@ -78,7 +86,7 @@ def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path, l
 def test_holdout_fraction_outside_the_open_interval_is_refused(tmp_path, fraction):
     images = write_folder(tmp_path / "digits", CLASS_SIZES)
     out = tmp_path / "run"
-    line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), "--holdout-fraction",
+    line = one_error_line(refused("--dataset", f"folder:{images}", "--out-dir", str(out), "--holdout-fraction",
                                 fraction, *TINY))
     assert line == f"genvision train-classifier: error: --holdout-fraction must be in (0, 1), got {float(fraction)!r}"
     assert not out.exists()
@@ -87,7 +95,7 @@ def test_holdout_fraction_outside_the_open_interval_is_refused(tmp_path, fractio
 def test_bad_eval_dataset_spec_is_refused_naming_the_flag(tmp_path):
     images = write_folder(tmp_path / "digits", CLASS_SIZES)
     out = tmp_path / "run"
-    line = one_error_line(train("--dataset", f"folder:{images}", "--eval-dataset", "nope", "--out-dir", str(out),
+    line = one_error_line(refused("--dataset", f"folder:{images}", "--eval-dataset", "nope", "--out-dir", str(out),
                                 *TINY))
     assert line.startswith("genvision train-classifier: error: --eval-dataset nope: unknown dataset 'nope'")
     assert not out.exists()
@@ -169,7 +177,7 @@ def refused_over_an_earlier_run(tmp_path: Path, files: dict[str, str]) -> tuple[
     for name, text in files.items():
         (out / name).write_text(text)
     before = snapshot(out)
-    line = one_error_line(train("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
+    line = one_error_line(refused("--dataset", f"folder:{images}", "--out-dir", str(out), *TINY))
     held = ", ".join(name for name in ("config.json", "metrics.jsonl") if name in files)
     assert line == f"genvision train-classifier: error: --out-dir {out} holds an earlier run ({held}); {RUN_CHOICES}"
     assert snapshot(out) == before

@@ -22,8 +22,7 @@ from helpers import (TINY_GAN, assert_same, assert_same_checkpoint_metadata, ass
 COMMON = [*TINY_GAN, "--checkpoint-every", "3", "--log-every", "1", "--sample-every", "3"]
 ROLES = ("generator", "discriminator", "generator_ema")
 
-VARIANTS = {
-    "nonsaturating": [],
+VARIANTS = {  # a plain 3 + 3 step resume on mnist5k is checked bit for bit by test_run_folders.py ("resume")
     # 24 images, batch 8, 2 D steps per step: 3 batches an epoch, so the 12 batches of a run cross 4 epochs (the
     # checkpoint at step 3 lands exactly on an epoch boundary); flips are drawn per epoch; spectral norm has buffers.
     "hinge-r1-dsteps2-hflip": ["--loss", "hinge", "--r1-gamma", "1.0", "--d-steps", "2", "--hflip",
@@ -82,10 +81,7 @@ def test_resume_is_bit_exact(runs, name):
         assert sa[key]["state"], key  # Adam moments exist
         assert_same(sa[key], sb[key], key)
     assert sa["data"] == sb["data"]
-    if "dsteps2" in name:
-        assert sa["data"] == {"epoch": 4, "position": 0}  # 12 batches of 3 per epoch
-    else:
-        assert sa["data"] == {"epoch": 0, "position": 6}
+    assert sa["data"] == {"epoch": 4, "position": 0}  # 12 batches of 3 per epoch
     assert_same_next_noise(_draws, sa, sb, load_state(straight / "checkpoints" / "step-000003"))
 
     # checkpoint.json, logged losses, sample grids
