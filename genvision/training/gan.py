@@ -199,10 +199,8 @@ class GANTask:
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(checkpoint.weights("generator_ema") or
                                                checkpoint.weights("generator"))
-        self.optimizer_g.load_state_dict(state["optimizer_g"])
-        self.optimizer_d.load_state_dict(state["optimizer_d"])
-        for optimizer in (self.optimizer_g, self.optimizer_d):
-            performance.match_parameter_layouts(optimizer)
+        performance.load_optimizer_state(self.optimizer_g, state["optimizer_g"])
+        performance.load_optimizer_state(self.optimizer_d, state["optimizer_d"])
         return common.restore_run_state(self, state)
 
     def final_metrics(self) -> dict:

@@ -5,8 +5,8 @@ cores and oneDNN convolve fastest. `--compile` wraps the networks the step calls
 themselves (whose parameters the compiled wrappers share) are what the EMA, samplers and checkpoints use, so
 state_dict keys never carry `_orig_mod.` and checkpoints are interchangeable between modes. Checkpoint weights are
 written contiguous (NCHW) by `genvision.checkpoint.save_checkpoint`; optimizer states are made contiguous here
-before they are saved and put back into their parameter's layout when loaded, so a checkpoint holds the same
-tensors whatever the mode it was written in.
+before they are saved (`contiguous_state`) and put back into their parameter's layout when loaded
+(`load_optimizer_state`), so a checkpoint holds the same tensors whatever the mode it was written in.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def contiguous_state(optimizer_state: dict) -> dict:
     return {**optimizer_state, "state": state}
 
 
-def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Put each loaded per-parameter state tensor (Adam's moments) into its parameter's memory format, so a
-    resumed --channels-last run updates exactly the tensors of one that never stopped."""
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimizer state_dict, then put each per-parameter state tensor (Adam's moments) into its
+    parameter's memory format, so a resumed --channels-last run updates exactly the tensors of one that never
+    stopped."""
+    optimizer.load_state_dict(state)
     for group in optimizer.param_groups:
         for parameter in group["params"]:
             entry = optimizer.state.get(parameter, {})

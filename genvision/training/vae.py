@@ -181,8 +181,7 @@ class VAETask:
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()
         self.model.load_state_dict(checkpoint.weights("vae"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        performance.match_parameter_layouts(self.optimizer)
+        performance.load_optimizer_state(self.optimizer, state["optimizer"])
         return common.restore_run_state(self, state)
 
     # -- the end ----------------------------------------------------------------------------------------------
