@@ -205,10 +205,10 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,
-                    device: torch.device | str = "cpu", prior: str = "auto", start: int = 0) -> torch.Tensor:
-    """uint8 (N, C, H, W) samples start .. start + N - 1 of the generator in a checkpoint or run folder (EMA weights
-    when present), with latents of `prior` (--prior: auto, normal or gmm; `generators.load_generator`)."""
-    return generate(load_generator(source, device=device, prior=prior), num_samples, seed, batch_size, device, start)
+                    device: torch.device | str = "cpu", prior: str = "auto") -> torch.Tensor:
+    """uint8 (N, C, H, W) samples of the generator in a checkpoint or run folder (EMA weights when present), with
+    latents of `prior` (--prior: auto, normal or gmm; `generators.load_generator`)."""
+    return generate(load_generator(source, device=device, prior=prior), num_samples, seed, batch_size, device)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:

@@ -2,15 +2,15 @@
 
 SOURCE is a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec
 (see `genvision.metrics.sources`). Under `torchrun` / `accelerate launch` every rank takes its share of the images
-(`genvision.distributed`) and rank 0 alone prints and writes the combined result. A generator gives prior samples (latents of --prior: auto, normal or gmm); with
-`fid --reconstructions SPLIT` a VAE gives its reconstructions of the dataset split SPLIT instead (reconstruction FID).
+(`genvision.distributed`) and rank 0 alone prints and writes the combined result. A generator gives prior samples
+(latents of --prior: auto, normal or gmm); with `fid --reconstructions SPLIT` a VAE gives its reconstructions of the
+dataset split SPLIT instead (reconstruction FID).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-
 from contextlib import contextmanager
 
 from genvision.config import add_config_arguments, config_from_args
