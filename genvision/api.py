@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from genvision.config import GANConfig, SampleConfig, VAEConfig, config_from_keywords, require
+from genvision.constants import PRIOR_FLAG_CHOICES
 from genvision.errors import UsageError
 from genvision.metrics.evaluate import FeatureConfig, FidConfig, StatsConfig
 
@@ -101,7 +102,7 @@ def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str 
     from genvision.metrics.evaluate import resolve_device
 
     require(isinstance(ema, bool), "ema", "True or False", ema)
-    require(prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", prior)
+    require(prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), prior)
     loaded = load(os.fspath(checkpoint_or_run), ema=ema, device=resolve_device(device), prior=prior)
     generator = GeneratorModule(loaded)
     generator.prior_name, generator.prior = loaded.prior_name, loaded.prior

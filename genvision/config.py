@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, TypeVar, get_type_hints
 
+from genvision.constants import PRIOR_FLAG_CHOICES
 from genvision.errors import UsageError
 
 T = TypeVar("T")
@@ -368,7 +369,7 @@ class SampleConfig:
                             "until inside, in latent std units (0 = off)")
     prior: str = opt("auto", "latents: auto (a VAE run's saved --prior, else normal), normal (N(0, I)) or gmm (the "
                      "VAE's Gaussian mixture fitted to its training posterior means; VAEs only)",
-                     choices=("auto", "normal", "gmm"))
+                     choices=PRIOR_FLAG_CHOICES)
     device: str = opt("auto", "torch device of the generator: auto (cuda if available, else cpu), cpu, cuda, "
                       "cuda:1, ... (the images are the same up to float rounding)")
     interpolate: int = opt(0, "rows of K images walking along the great circle (slerp) from the latent of sample "
@@ -403,7 +404,7 @@ class SampleConfig:
         require(0 <= self.truncation < float("inf"), "truncation", "> 0 (or 0 = off)", self.truncation)
         require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
                 self.interpolate)
-        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
+        require(self.prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), self.prior)
 
 
 @dataclass
@@ -415,7 +416,7 @@ class ReportConfig:
     seed: int = opt(-1, "latent seed of those images; -1 = the run's --seed (the latents of its training FID)")
     prior: str = opt("auto", "latents of those images and of the best-checkpoint grid: auto (a VAE run's saved "
                      "--prior, else normal), normal (N(0, I)) or gmm (the VAE's Gaussian mixture; VAEs only)",
-                     choices=("auto", "normal", "gmm"))
+                     choices=PRIOR_FLAG_CHOICES)
     bootstrap: int = opt(200, "bootstrap resamples of the generated features for the FID 95 percent interval (0 = off)")
     kid_subsets: int = opt(10, "KID: random subsets averaged")
     kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
@@ -430,7 +431,7 @@ class ReportConfig:
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
-        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
+        require(self.prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), self.prior)
 
 
 VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood")

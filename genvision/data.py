@@ -43,6 +43,7 @@ from PIL import Image
 
 from genvision import data_hf
 from genvision.config import DataConfig, flag_name
+from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
@@ -441,7 +442,7 @@ def epoch_order(num_items: int, seed: int, epoch: int, batch_size: int, rank: in
     Every rank computes the same permutation (seeded by seed and epoch), so the ranks' shards are disjoint and
     together cover the epoch.
     """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
     order = torch.randperm(num_items, generator=generator)
     if drop_last:
         order = order[: num_items // (batch_size * world_size) * batch_size * world_size]
@@ -478,7 +479,7 @@ class InMemoryBatches:
         order = epoch_order(len(self.images), self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
         self._order = order.to(self.images.device)
         if self.hflip:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
+            generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch + 7_919 * (self.rank + 1))
             self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.images.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -581,7 +582,7 @@ class StreamingBatches(InMemoryBatches):
                 pin_memory=settings["pin_memory"], persistent_workers=settings["persistent_workers"])
         self._iterator = iter(self.loader)  # persistent workers are reset to the new order, not restarted
         if self.hflip:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919 * (self.rank + 1))
+            generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch + 7_919 * (self.rank + 1))
             self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.device)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:

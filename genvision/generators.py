@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from genvision.checkpoint import Checkpoint, check_kind, resolve_checkpoint
+from genvision.constants import PRIOR_CHOICES
 from genvision.errors import UsageError
 from genvision.imageconv import to_uint8
 
@@ -102,8 +103,6 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
 def resolved_prior(prior: str, checkpoint: Checkpoint) -> str:
     """`--prior` for a checkpoint: "auto" -> the VAE run's saved --prior (runs of genvision 0.1.0: normal); "gmm"
     on a GAN checkpoint is refused in one line."""
-    from genvision.models.prior import PRIOR_CHOICES
-
     if prior == "auto":
         return checkpoint.config.get("prior", "normal") if checkpoint.kind == "vae" else "normal"
     if prior not in PRIOR_CHOICES:

@@ -32,12 +32,12 @@ import torch
 
 from genvision import distributed
 from genvision.checkpoint import Checkpoint, resolve_checkpoint
+from genvision.constants import SEED_STRIDE
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.generators import LoadedGenerator, images_in_batches, load_generator
 from genvision.imageconv import to_uint8
 
-SEED_STRIDE = 1_000_003  # sample i of seed s draws from a generator seeded with s * SEED_STRIDE + i
 
 
 def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

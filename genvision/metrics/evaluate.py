@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genvision.config import opt, require
+from genvision.constants import PRIOR_FLAG_CHOICES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,7 +62,7 @@ class FeatureConfig:
     seed: int = opt(0, "seed of the generator's latent noise")
     prior: str = opt("auto", "latents of generator SOURCEs: auto (a VAE run's saved --prior, else normal), normal "
                      "(N(0, I)) or gmm (the VAE's Gaussian mixture fitted to its training posterior means; VAEs only)",
-                     choices=("auto", "normal", "gmm"))
+                     choices=PRIOR_FLAG_CHOICES)
     device: str = opt("auto", "torch device for feature extraction: auto (cuda if available, else cpu), cpu, "
                       "cuda, cuda:1, ...")
     data_root: str = opt("data", "folder holding torchvision datasets, for dataset specs such as cifar10:test")
@@ -80,7 +81,7 @@ class FeatureConfig:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
         require(self.num_samples > 0, "num_samples", "> 0", self.num_samples)
         require(self.dataset_resolution >= 0, "dataset_resolution", ">= 0", self.dataset_resolution)
-        require(self.prior in ("auto", "normal", "gmm"), "prior", "one of auto, normal, gmm", self.prior)
+        require(self.prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), self.prior)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genvision.constants import SEED_STRIDE
 from genvision.errors import UsageError
 
 ArrayLike = Tensor | np.ndarray
@@ -298,7 +299,7 @@ def bootstrap_fid(features: torch.Tensor, reference_mu: ArrayLike, reference_sig
         for first in range(0, len(indices), chunk):
             block = indices[first:first + chunk]
             draws = torch.stack([torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(
-                seed * 1_000_003 + index)) for index in block])  # (count, n) row indices
+                seed * SEED_STRIDE + index)) for index in block])  # (count, n) row indices
             weights = torch.zeros(len(block), n).scatter_add_(1, draws, torch.ones(len(block), n))
             out.append(weighted_fid(features, weights, reference_mu, reference_sigma))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

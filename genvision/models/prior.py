@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRIOR_CHOICES = ("normal", "gmm")  # the N(0, I) the VAE was trained with; the ex-post Gaussian mixture
 
 
 class GaussianMixturePrior(nn.Module):

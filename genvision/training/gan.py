@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from genvision.config import GAN_ARCHITECTURE_FIELDS, GANConfig
+from genvision.constants import SEED_STRIDE
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common, performance
@@ -75,7 +76,7 @@ class GANTask:
             performance.adam(self.generator.parameters(), device, lr=config.lr, betas=betas),
             performance.adam(self.discriminator.parameters(), device, lr=config.d_lr or config.lr, betas=betas))
         self.d_loss_fn, self.g_loss_fn = gan_losses(config.loss)
-        self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 17 +
+        self.noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + 17 +
                                                                 accelerator.process_index)
         self.fixed_noise = latent_noise(config.num_grid_images, config.latent_dim, seed=config.seed + 1).to(device)
         self.images_per_step = config.batch_size * config.d_steps * accelerator.num_processes

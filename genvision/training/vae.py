@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
+from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
 from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
@@ -74,7 +75,7 @@ class VAETask:
         # seeded draw of eps); `self.model` shares its weights and is what sampling and checkpoints use.
         self.model_fn = performance.compiled(self.model, config.compile)
         self.optimizer = accelerator.prepare(performance.adam(self.model.parameters(), device, lr=config.lr))
-        self.noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 29 +
+        self.noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + 29 +
                                                                 accelerator.process_index)
         self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
                                                                seed=config.seed + 1)
