@@ -1,5 +1,8 @@
-"""Sample-quality metrics: FID statistics (`stats`), KID / Inception-style score / precision-recall / class coverage
-(`scores`) and `.npz` statistics files (`statsfile`).
+"""Sample-quality metrics: FID (Heusel et al. 2017), KID, precision/recall and the classifier score.
+
+`stats` (feature statistics, Fréchet distance), `scores` (KID, Inception-style score, precision/recall, class
+coverage), `statsfile` (``.npz`` statistics files), `extractors` and `inception_weights` (the feature networks),
+`sources` (SOURCE strings to features), `evaluate` (`genvision stats` / `fid` as functions) and `sensitivity`.
 
 Nothing is re-exported here on purpose: `statsfile` needs only numpy, the others need torch, and importing
 `genvision.metrics` should stay cheap. Import the submodule you use.

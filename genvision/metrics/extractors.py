@@ -1,26 +1,16 @@
 """Feature extractors for FID, KID, precision/recall and the classifier score, behind one contract.
 
-Every extractor takes float images in [-1, 1] (genvision's model range) of shape
-(N, `input_channels`, `input_size`, `input_size`) and returns (N, `num_features`) from `features(x)`; it names
-itself by `extractor_id` and `weights_hash` (sha256 hex of its weights file), which statistics files record so
-that FIDs are only compared within one feature space (Heusel et al. 2017, arXiv:1706.08500, define FID on a fixed
-network's activations; a different network or different weights give numbers on a different scale).
+Every extractor (`FeatureExtractor`) takes float images in [-1, 1] of shape (N, `input_channels`, S, S), with S its
+`input_size` (or, when `resizes_internally`, the images' own side), and returns (N, `num_features`) from
+`features(x)`. It names its feature space by `extractor_id` and `weights_hash` (sha256 hex of its weights file),
+which statistics files record: FID (Heusel et al. 2017, arXiv:1706.08500) compares only within one network's features.
 
-- `ClassifierExtractor` ("classifier"): genvision's baseline CNN (`models.classifier`), by default the one shipped
-  for mnist5k. It also returns logits, for the classifier score (the Inception Score formula of Salimans et al.
-  2016, arXiv:1606.03498, on this classifier) and class coverage.
-- `InceptionExtractor` ("inception-v3-compat"): the TF-compatible InceptionV3 of torch-fidelity (pool3, 2048
-  features), the network of literature FIDs. Optional (``pip install 'genvision[inception]'``); its weights are
-  found or fetched by `inception_weights.resolve` (``--inception-weights``, ``$GENVISION_INCEPTION_WEIGHTS``, the
-  torch hub cache, ``--download``) and loaded with ``torch.load(weights_only=True)``.
-
-Images reach an extractor through one function, `resize_for_extractor`, for every source (folders, datasets,
-generators): Parmar et al. 2022 ("On Aliased Resizing and Surprising Subtleties in GAN Evaluation",
-arXiv:2104.11222, clean-fid) show that FID moves with the resize filter and with quantisation, so both sides of a
-comparison must go through the same path. The classifier gets uint8 images resized to its input (bicubic,
-antialiased); Inception gets them at their own (square) size and resizes inside the network exactly as the
-TensorFlow graph of the FID papers does (torch-fidelity's TF1-compatible bilinear to 299 px, no re-quantisation),
-so its numbers compare with torch-fidelity's and the papers' (`resizes_internally`).
+- `ClassifierExtractor` ("classifier"): genvision's baseline CNN; its logits also give the classifier score (the
+  Inception Score of Salimans et al. 2016, arXiv:1606.03498) and class coverage.
+- `InceptionExtractor` ("inception-v3-compat"): torch-fidelity's TF-compatible InceptionV3, pool3, 2048 features
+  (the optional extra ``genvision[inception]``; weights from `inception_weights.resolve`).
+- `resize_for_extractor`: the one resize path of every source, since FID moves with the resize filter and with
+  quantisation (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", clean-fid).
 """
 
 from __future__ import annotations

@@ -1,27 +1,14 @@
-"""Where the InceptionV3 weights come from: found, fetched and verified the way torch.hub does it, but stricter.
+"""Where the InceptionV3 weights of FID come from: found, fetched and verified the way torch.hub does it, but stricter.
 
-The TF-compatible InceptionV3 of FID papers (the 2015-12-05 TensorFlow graph of Heusel et al. 2017, ported to
-PyTorch by pytorch-fid and torch-fidelity) is one 95,628,359-byte state dict published twice:
+The TF-compatible InceptionV3 of the FID papers (the 2015-12-05 TensorFlow graph of Heusel et al. 2017, ported to
+PyTorch by pytorch-fid and torch-fidelity) is one 95,628,359-byte state dict, `OFFICIAL_SHA256`, published under two
+names: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (`DEFAULT_URL`) and pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth``. Either loads into torch-fidelity's network.
 
-- torch-fidelity: ``weights-inception-2015-12-05-6726825d.pth`` (`DEFAULT_URL`, the URL torch-fidelity downloads);
-- pytorch-fid: ``pt_inception-2015-12-05-6726825d.pth``.
-
-Both file names carry the same SHA-256 prefix, and public pins of both files record the same full digest
-(`OFFICIAL_SHA256`): they are the same bytes. Offline, genvision checked that both projects' networks take the same
-566 tensors under the same names and shapes, so either file loads into torch-fidelity's network.
-
-Resolution, first hit wins (`resolve`):
-
-1. ``--inception-weights PATH`` (`explicit`), then 2. ``$GENVISION_INCEPTION_WEIGHTS``: loaded as given; a file
-   that is not the official one is a warning (custom weights are legitimate), never an error;
-3. the torch hub cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), under the file name
-   of ``$GENVISION_INCEPTION_URL`` (default `DEFAULT_URL`), then torch-fidelity's name, then pytorch-fid's;
-4. only with ``download=True``: fetched from ``$GENVISION_INCEPTION_URL`` into that cache, with a progress bar.
-
-A file found in the cache or downloaded is kept only if its SHA-256 starts with the hex prefix in its file name
-(torch.hub's ``check_hash`` convention: ``NAME-<hex>.EXT``; for a mirror URL the prefix comes from the URL's file
-name); a file under the official prefix must match the whole official digest. Downloads stream into a temp file in
-the cache folder and are renamed into place only after the check, so nothing partial or corrupt is ever left there.
+`resolve` takes the first of ``--inception-weights``, ``$GENVISION_INCEPTION_WEIGHTS``, the torch hub cache and
+(with ``download=True``) a download by `fetch`. A cached or downloaded file is kept only if its SHA-256 starts with
+the hex prefix in its file name (torch.hub's ``NAME-<hex>.EXT``), and a download is renamed into place only after
+that check, so nothing partial or corrupt is ever left in the cache.
 """
 
 from __future__ import annotations
@@ -146,7 +133,7 @@ def given_file(path: str | Path, origin: str, warn: bool = True) -> InceptionWei
 
 
 def find(explicit: str | Path = "", warn: bool = True) -> InceptionWeights | None:
-    """Steps 1-3 of the resolution (no network): the weights, None when nowhere, a UsageError when unusable;
+    """Steps 1-3 of `resolve` (no network): the weights, None when nowhere, a UsageError when unusable;
     `warn`: say when a user-named file is not the official one."""
     if explicit:
         return given_file(explicit, "--inception-weights", warn)
@@ -159,7 +146,17 @@ def find(explicit: str | Path = "", warn: bool = True) -> InceptionWeights | Non
 
 
 def resolve(explicit: str | Path = "", download: bool = False) -> InceptionWeights:
-    """The weights file to use (steps 1-4 of the module docstring), or a one-line UsageError listing the fixes."""
+    """The weights file to use, or a one-line UsageError listing the fixes. First hit wins:
+
+    1. `explicit` (``--inception-weights PATH``), then 2. ``$GENVISION_INCEPTION_WEIGHTS``: loaded as given; a file
+       that is not the official one is a warning (custom weights are legitimate), never an error;
+    3. the torch hub cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), under the file name
+       of ``$GENVISION_INCEPTION_URL`` (default `DEFAULT_URL`), then torch-fidelity's name, then pytorch-fid's;
+    4. only with `download`: fetched from ``$GENVISION_INCEPTION_URL`` into that cache, with a progress bar.
+
+    A cache file must pass its hash check (`expected_digest_ok`): the SHA-256 prefix in its name, and the whole
+    official digest under the official prefix.
+    """
     try:
         found = find(explicit)
     except UsageError as error:

@@ -1,20 +1,13 @@
 """How an extractor's FID responds to the defects generators have: degradation ladders of held-out real images.
 
-Each ladder degrades the same held-out real images step by step and scores every step against the same training
-reference, beside the real-vs-real floor (the undegraded held-out images), as Heusel et al. 2017 ("GANs Trained by a
-Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", Fig. A1) did for Inception features with noise,
-blur, swirls and salt-and-pepper. A feature space a FID can be trusted in raises the FID monotonically along every
-ladder, and far above the floor at mild steps. Degradations work on uint8 (N, C, H, W) images, are seeded, and
-return uint8 images of the same shape:
+After Heusel et al. 2017 ("GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium",
+Fig. A1, which degraded images with noise, blur, swirls and salt-and-pepper): `sensitivity` scores every step of
+each ladder (`ladders`) and the real-vs-real floor (the undegraded held-out images) against one training reference.
+A feature space a FID can be trusted in raises the FID monotonically along every ladder, far above the floor.
 
-- Gaussian blur of standard deviation sigma px (kernel 2 ceil(3 sigma) + 1, reflected borders);
-- Gaussian noise of sigma grey levels (of 255), clipped;
-- JPEG at a quality (libjpeg through Pillow);
-- dimming: intensities times a factor;
-- translation by k px in a seeded random axis direction per image, the uncovered border black;
-- mode dropping: the images of 1, 3 or 5 seeded-random classes removed (nested: the 3 include the 1), every step,
-  its floor included, drawn at the same N (as many as the largest ladder step leaves), so the FID's bias in N
-  cannot explain the rise.
+Ladders: Gaussian blur, Gaussian noise, JPEG quality, dimming, translation, and mode dropping (classes removed, every
+step drawn at the same N, so FID's bias in N cannot explain the rise). Degradations take uint8 (N, C, H, W) images,
+are seeded, and return uint8 images of the same shape.
 """
 
 from __future__ import annotations
@@ -116,7 +109,7 @@ class Step:
 
 
 def ladders(seed: int = 0, mode_num: int = 0, num_classes: int = 10) -> dict[str, list[Step]]:
-    """The issue-11 ladders in order of severity. `mode_num` is the equal N of the mode-dropping ladder (0: leave it
+    """The ladders in order of severity. `mode_num` is the equal N of the mode-dropping ladder (0: leave it
     out); its first step, "0 classes", is that ladder's own floor at that N."""
     table = {
         "Gaussian blur": [Step(f"sigma {s:g} px", lambda x, y, s=s: gaussian_blur(x, s)) for s in (0.5, 1.0, 1.5)],

@@ -1,18 +1,14 @@
-"""Streaming feature statistics and the Fréchet distance behind FID.
+"""Streaming feature statistics, the Fréchet distance behind FID, and its bootstrap interval.
 
 FID (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium",
-arXiv:1706.08500) is the Fréchet (2-Wasserstein) distance between two Gaussians fitted to feature vectors:
+arXiv:1706.08500) is the Fréchet (2-Wasserstein) distance between Gaussians fitted to two sets of feature vectors:
 
     d² = ||mu1 - mu2||² + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^{1/2})      (Dowson & Landau 1982)
 
-`FeatureStats` accumulates the sufficient statistics (count, sum of x, sum of x xᵀ) in float64, like stylegan2-ada's
-`FeatureStats` and torchmetrics' `FrechetInceptionDistance`, so batches, shards and processes combine by addition.
-`frechet_distance` follows pytorch-fid's `calculate_frechet_distance` but takes the matrix square root through
-symmetric eigendecompositions instead of `scipy.linalg.sqrtm` (see the comment there).
-
-`bootstrap_fid` gives the report's 95% interval (Efron 1979; percentile interval of Efron & Tibshirani 1993): the
-generated feature vectors are resampled with replacement and FID recomputed against fixed reference statistics by
-`weighted_fid`, the same formula with the resample counts as weights.
+- `FeatureStats`: count, sum of x and sum of x xᵀ in float64, so batches, shards and processes combine by addition.
+- `frechet_distance`: pytorch-fid's `calculate_frechet_distance`, square root by symmetric eigendecompositions.
+- `bootstrap_fid`, `percentile_interval`: the report's 95% interval (Efron 1979; percentile interval of Efron &
+  Tibshirani 1993), resampling the generated features against fixed reference statistics (`weighted_fid`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """FID statistics files: `.npz` archives readable by pytorch-fid and clean-fid, plus extractor metadata.
 
-Layout: ``mu`` (D,) float64 and ``sigma`` (D, D) float64, exactly what pytorch-fid's `compute_statistics_of_path`
-reads (Heusel et al. 2017, arXiv:1706.08500, and the pytorch-fid port by Seitzer). genvision adds 0-d metadata
-arrays of plain dtypes (unicode strings, int64; never object arrays, so ``allow_pickle=False`` always suffices):
-``extractor``, ``extractor_hash``, ``image_size``, ``image_channels``, ``source``, ``num_samples``,
-``genvision_version``, and the protocol notes ``resize`` (how images reached the extractor's input size),
-``channel_handling`` and ``source_size`` (px of the images before that resize). FIDs are only comparable when both
-sides used the same feature extractor on the same image geometry, so `load_stats` checks the identity fields
-(extractor, hash, size, channels, resize) against the caller's. Files written before the protocol notes existed
-lack them and read as `LEGACY_RESIZE` (the bicubic path every extractor used then).
+Layout: ``mu`` (D,) and ``sigma`` (D, D) float64, what pytorch-fid's `compute_statistics_of_path` reads (FID:
+Heusel et al. 2017, arXiv:1706.08500), plus the fields of `StatsMetadata` as 0-d arrays of plain dtypes (never
+object arrays, so ``allow_pickle=False`` always suffices). Entry points: `save_stats` (atomic) and `load_stats`.
 
-Policy for files without metadata (written by pytorch-fid / clean-fid): they load (metadata ``None``) when the
-caller passes no ``expected``; with an ``expected`` extractor they are refused, because nothing shows they were
-computed with it (a foreign Inception-v3 statistics file scored against genvision's classifier features would give
-a meaningless number rather than an error).
+FIDs compare only within one feature space on one image geometry, so `load_stats` checks the identity fields
+(extractor, hash, size, channels, resize) against the caller's ``expected``; a file without a ``resize`` field reads
+as `LEGACY_RESIZE`. A file without metadata (pytorch-fid, clean-fid) loads when nothing is expected and is refused
+otherwise, since nothing shows which extractor computed it.
 """
 
 from __future__ import annotations
@@ -33,7 +27,7 @@ from genvision.version import __version__
 
 @dataclass(frozen=True)
 class StatsMetadata:
-    """Where a statistics file's features came from. The first four fields identify the feature space."""
+    """Where a statistics file's features came from. The first four fields and `resize` identify the feature space."""
 
     extractor: str
     extractor_hash: str
