@@ -9,8 +9,7 @@ The Python API (`genvision.api`), for notebooks::
     genvision.load_generator("runs/dcgan")                    # nn.Module: z (N, latent_dim) -> images in [-1, 1]
     genvision.train_gan(num_steps=500, out_dir="runs/try")    # the run summary (summary.json)
 
-Import-light on purpose: these names load `genvision.api` on first use (PEP 562 `__getattr__`) and submodules are
-imported where they are used, so `import genvision` loads no torch and `genvision --version` stays fast.
+These names load `genvision.api` on first use (PEP 562 `__getattr__`), so `import genvision` loads no torch.
 """
 
 from genvision.version import __version__

@@ -3,12 +3,9 @@
 For notebooks, as `pytorch_fid.fid_score.calculate_fid_given_paths` and `torch_fidelity.calculate_metrics` are. Each
 function is its CLI command with keywords for flags: the keywords are the fields of the command's config dataclass
 (`batch_size=` for `--batch-size`), built and validated by `config.config_from_keywords`, and the work is the same
-library call the command makes (`genvision.commands`), so a result equals what the command prints or writes. Bad
-input raises the command's one-line `UsageError` (``--num-steps must be > 0, got -1``); an unknown keyword is named
-with the close valid ones.
-
-`genvision/__init__.py` re-exports these functions lazily (PEP 562), and this module imports torch only inside them,
-so `import genvision` stays light.
+library call the command makes, so a result equals what the command prints or writes. Bad input raises the
+command's one-line `UsageError`; an unknown keyword is named with the close valid ones. Torch is imported only
+inside the functions, so `import genvision` (which re-exports them lazily) stays light.
 """
 
 from __future__ import annotations

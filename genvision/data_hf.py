@@ -1,32 +1,14 @@
 """Datasets in the Hugging Face format: the ``hf:PATH[:SPLIT]`` dataset spec.
 
-PATH is, tried in this order:
+PATH is, tried in this order: a folder written by ``save_to_disk`` (read with ``datasets.load_from_disk``); a folder
+of ``.parquet`` (else ``.arrow``) files, split by their names (`data_files`); with ``--download``, a Hub dataset id.
+SPLIT is the text after the last ``:`` when it holds no ``/`` (`parse_hf`) and defaults to ``train``; the held-out
+spec is the ``test`` split, else ``validation``, else the spec itself (`held_out_spec`). The image and label columns
+are ``--image-column`` / ``--label-column``, else found by their feature type (`choose_columns`).
 
-- a folder written by ``datasets.DatasetDict.save_to_disk`` (it holds ``dataset_dict.json``: one subfolder per split)
-  or ``datasets.Dataset.save_to_disk`` (``state.json``: one dataset without splits), read with
-  ``datasets.load_from_disk``;
-- a folder of ``.parquet`` files (else of ``.arrow`` files), at any depth, read with
-  ``datasets.load_dataset("parquet" | "arrow", data_files=...)``. A file belongs to split ``train``, ``validation``
-  or ``test`` when its name, or else the name of a folder it lies in, starts with that word followed by ``-``,
-  ``_``, ``.`` or nothing: ``train-00000-of-00002.parquet``, ``data/test-00000-of-00001.parquet``,
-  ``validation.parquet``, ``test/0000.parquet`` (the layouts ``datasets`` and the Hub write). When no file names a
-  split, all of them are split ``train``; when some do, every file must;
-- with ``--download``, when no local file or folder PATH exists, a Hub dataset id (``ylecun/mnist``), read with
-  ``datasets.load_dataset(ID, split=SPLIT)`` into the Hugging Face cache.
-
-SPLIT is the text after the last ``:`` when it holds no ``/``, and must be a split name (letters, digits, ``_`` and
-``.``), so a PATH holding a ``:`` ends with ``/`` (``hf:my:data/``). It defaults to ``train``; a dataset saved
-without splits takes none. The held-out spec of ``hf:PATH`` (`held_out_spec`) is its ``test`` split, else its
-``validation`` split, else the spec itself (as for ``folder:PATH``); a Hub id's is its ``test`` split.
-
-The images are the column ``--image-column``, else the first column whose feature is ``datasets.Image``; the labels
-the column ``--label-column`` (a ClassLabel or integer column), else ``label`` when it is one, else none (every label
-0, one class). Each image reaches `data.prepare_image` as the PIL image its stored bytes (or file) decode to. The
-fingerprint naming its decode cache hashes the size and mtime of the split's files (a Hub dataset: its
-``_fingerprint``) together with the split and both columns.
-
-This module sits below `config`, whose `held_out_dataset` asks it for a local dataset's splits, and imports
-``datasets`` (the optional extra ``genvision[hf]``), PIL and numpy only inside its functions.
+Entry points: `check_hf` (every check that loads nothing), `open_hf` (an `HFSource` for `data.open_source`) and
+`local_splits` (for `config.held_out_dataset`). ``datasets`` (the extra ``genvision[hf]``), PIL and numpy are
+imported only inside its functions.
 """
 
 from __future__ import annotations
@@ -58,7 +40,11 @@ MISSING_PACKAGE = "hf: datasets need the 'datasets' package: pip install 'genvis
 
 
 def parse_hf(spec: str) -> tuple[str, str]:
-    """``hf:PATH[:SPLIT]`` -> (PATH, SPLIT; "" when not given), or a one-line UsageError."""
+    """``hf:PATH[:SPLIT]`` -> (PATH, SPLIT; "" when not given), or a one-line UsageError.
+
+    SPLIT is the text after the last ``:`` when it holds no ``/``, and must be a split name (letters, digits, ``_``
+    and ``.``), so a PATH holding a ``:`` ends with ``/`` (``hf:my:data/``).
+    """
     body = spec[len(PREFIX):]
     head, colon, tail = body.rpartition(":")
     path, split = (head, tail) if colon and "/" not in tail and os.sep not in tail else (body, "")
@@ -95,7 +81,13 @@ def file_split(relative: Path) -> str:
 
 
 def data_files(root: Path) -> dict[str, list[Path]]:
-    """Split -> the sorted .parquet files under `root` (else its .arrow files), by the rule of the module docstring."""
+    """Split -> the sorted .parquet files under `root` (else its .arrow files), at any depth.
+
+    A file belongs to split ``train``, ``validation`` or ``test`` when its name, or else the name of a folder it lies
+    in, starts with that word followed by ``-``, ``_``, ``.`` or nothing: ``train-00000-of-00002.parquet``,
+    ``data/test-00000-of-00001.parquet``, ``validation.parquet``, ``test/0000.parquet`` (the layouts ``datasets`` and
+    the Hub write). When no file names a split, all of them are split ``train``; when some do, every file must.
+    """
     def found(suffix: str) -> list[Path]:
         return sorted(p for p in root.rglob(f"*{suffix}") if p.is_file()
                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
@@ -238,8 +230,13 @@ def is_labels(datasets, feature) -> bool:
 
 
 def choose_columns(datasets, features, image_column: str, label_column: str, what: str) -> tuple[str, str, str]:
-    """(image column, label column or "", the columns found) by the rule of the module docstring; a column asked
-    for that is missing or of the wrong kind is a one-line UsageError listing the columns found."""
+    """(image column, label column or "", the columns found); a column asked for that is missing or of the wrong
+    kind is a one-line UsageError listing the columns found.
+
+    The images are the column `image_column`, else the first column whose feature is ``datasets.Image``; the labels
+    the column `label_column` (a ClassLabel or integer column), else ``label`` when it is one, else none (every label
+    0, one class).
+    """
     columns = ", ".join(f"{name} ({describe_feature(datasets, feature)})" for name, feature in features.items())
     for flag, column in (("--image-column", image_column), ("--label-column", label_column)):
         if column and column not in features:
@@ -334,7 +331,12 @@ def load_split(datasets, path: str, split: str, cache_dir: Path, what: str):
 def open_hf(path: str, split: str, *, download: bool = False, image_column: str = "", label_column: str = "",
             cache_dir: Path) -> HFSource:
     """Open ``hf:PATH[:SPLIT]`` without decoding its images (`cache_dir`: where ``datasets`` keeps the arrow copy of
-    parquet files). Every failure is a one-line UsageError."""
+    parquet files). Every failure is a one-line UsageError.
+
+    Each image reaches `data.prepare_image` as the PIL image its stored bytes (or file) decode to. The fingerprint
+    naming its decode cache hashes the size and mtime of the split's files (a Hub dataset: its ``_fingerprint``)
+    together with the split and both columns.
+    """
     split = check_hf(path, split, download)
     datasets = import_datasets()
     what = spec_text(path, split)

@@ -1,18 +1,15 @@
 """The process group as seen below the training layer: rank, world size, collectives, sharding by index.
 
-Under `torchrun` / `accelerate launch` every process runs the same command. Training gets its process group from
-Accelerate (`training.common.make_accelerator`), which initialises `torch.distributed`; the evaluation commands
-(`genvision fid`, `stats`, `report`) start one with `init_from_env`. Everything else reads the group through the
-functions here, so data and metrics code shards work and combines results without importing Accelerate:
+Under `torchrun` / `accelerate launch` training gets its process group from Accelerate
+(`training.common.make_accelerator`) and the evaluation commands start one with `init_from_env`; data and metrics
+code reads it only through these functions, without importing Accelerate:
 
     indices = shard_range(count, batch_size)     # this rank's contiguous, batch-aligned block of [0, count)
     total = all_reduce_sum(local_sums)           # float64 sums of every rank
     rows = all_gather_rows(local_rows)           # every rank's rows, in rank order = the one-process order
 
-Each sample of a generator depends only on (seed, index) (`sampling.standard_draws`) and every batch boundary of a
-shard is one of the single-process run, so the union of the shards is the one-process set, batch for batch
-(NVlabs/edm's `fid.py` shards its seeds across ranks the same way). In a single process every function here is the
-identity (or a no-op), and `shard_range` is the whole range.
+A generator's sample depends only on (seed, index), so the union of the shards is the one-process set, batch for
+batch (as NVlabs/edm's `fid.py` shards seeds). In a single process every function is the identity or a no-op.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """GAN losses, gradient penalties, and VAE objectives, as pure functions of tensors.
 
-GAN losses take discriminator logits and return scalar means over the batch. VAE terms follow Kingma & Welling
-2014, "Auto-Encoding Variational Bayes". VAE decoder outputs `out` (see `genvision.models.vae.ConvVAE`) are logits:
-the mean image in [-1, 1] is `decoder_mean(out) = 2 * sigmoid(out) - 1` for either likelihood.
+- GAN losses (`gan_losses`) take discriminator logits and return scalar means over the batch: non-saturating
+  (Goodfellow et al. 2014), hinge (Lim & Ye 2017; Miyato et al. 2018), least squares (Mao et al. 2017) and WGAN
+  (Gulrajani et al. 2017); penalties: `gradient_penalty` (WGAN-GP) and `r1_penalty` (Mescheder et al. 2018).
+- VAE terms follow Kingma & Welling 2014, "Auto-Encoding Variational Bayes": `elbo`, `log_likelihood`,
+  `kl_divergence`, `importance_weighted_nll` (IWAE bound, Burda et al. 2016), `kl_weight` (cyclical annealing,
+  Fu et al. 2019). Decoder outputs `out` (see `genvision.models.vae.ConvVAE`) are logits: the mean image in [-1, 1]
+  is `decoder_mean(out) = 2 * sigmoid(out) - 1` for either likelihood.
 """
 
 from __future__ import annotations

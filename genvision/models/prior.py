@@ -1,20 +1,14 @@
 """The ex-post Gaussian-mixture prior of a VAE's latent space (Ghosh et al. 2020).
 
 Ghosh, Sajjadi, Vergari, Black & Schölkopf 2020, "From Variational to Deterministic Autoencoders" (ICLR,
-arXiv:1903.12436), Sec. 4 "ex-post density estimation": a trained VAE's aggregate posterior q(z) = E_x q(z|x) does
-not fill its N(0, I) prior, and prior samples that land in the holes decode to soft or implausible images. Fitting
-a density to the posterior means of the training set after training, and sampling latents from it, improves the
-samples (they fit a 10-component full-covariance Gaussian mixture; genvision's default, 20 components, is where
-the held-out codes of MNIST-5k were likeliest, see the README).
+arXiv:1903.12436), Sec. 4 "ex-post density estimation": a trained VAE's aggregate posterior does not fill its
+N(0, I) prior, and samples from the holes decode to implausible images; sampling from a density fitted to the
+training set's posterior means improves them. `GaussianMixturePrior` holds a full-covariance mixture (fitted by
+`generators.fit_latent_prior`) and maps one sample's standard draws (`sampling.standard_draws`) to its latent, so a
+sample still depends only on (seed, index) and uses the very N(0, I) draw of the normal prior:
 
-Sampling is a deterministic map of standard draws, so that a sample still depends only on (seed, index) and a
-mixture sample i uses the very N(0, I) draw sample i uses under the normal prior:
-
-    eps ~ N(0, I) (latent_dim,), u ~ U[0, 1)               (one sample's draws, `sampling.standard_draws`)
-    k = min{k : w_1 + ... + w_k > u}                          (the component, by its weight w_k)
-    z = mean_k + L_k eps,  L_k L_k^T = covariance_k           (Cholesky factor)
-
-The mixture is fitted by `generators.fit_latent_prior` (scikit-learn's EM); this module only holds and samples it.
+    eps ~ N(0, I) (latent_dim,), u ~ U[0, 1)         k = min{k : w_1 + ... + w_k > u}
+    z = mean_k + L_k eps,  L_k L_k^T = covariance_k  (Cholesky factor)
 """
 
 from __future__ import annotations

@@ -1,17 +1,14 @@
-"""Convolutional VAE with a DCGAN-shaped encoder and decoder.
+"""Convolutional VAE (`ConvVAE`) with a DCGAN-shaped encoder and decoder.
 
-Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114). The encoder is the DCGAN
-discriminator trunk (Radford et al. 2015) followed by a linear layer to (mu, logvar); the decoder is the DCGAN
-generator stack with the same width rule, without the final tanh.
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114). The encoder is the DCGAN discriminator
+trunk (Radford et al. 2015) followed by a linear layer to (mu, logvar); the decoder is the DCGAN generator stack
+with the same width rule, without the final tanh.
 
-Output scheme: `decode(z)` returns raw per-pixel logits `out` (N, C, R, R). For both likelihoods the mean image in
-[-1, 1] is `decoder_mean(out) = 2 * sigmoid(out) - 1`: under "bernoulli" `out` are the logits of pixel intensities
-t = (x + 1) / 2 in [0, 1]; under "gaussian" x ~ N(decoder_mean(out), sigma²) in [-1, 1]-space (see
-`genvision.losses.log_likelihood`). So `sample` and `reconstruct` need not know the likelihood.
-
-`learned_variance=True` adds a learned scalar `log_sigma` for the Gaussian likelihood (Rybkin et al. 2021,
-"Simple and Effective VAE Training with Calibrated Decoders", σ-VAE); pass `sigma=model.log_sigma.exp()` to
-`genvision.losses.elbo`. Otherwise the caller passes a fixed sigma.
+`decode(z)` returns raw per-pixel logits `out` (N, C, R, R), and for both likelihoods the mean image in [-1, 1] is
+`decoder_mean(out) = 2 * sigmoid(out) - 1`: "bernoulli" reads `out` as logits of t = (x + 1) / 2, "gaussian" as
+x ~ N(decoder_mean(out), sigma²) (`genvision.losses.log_likelihood`), so `sample` and `reconstruct` need not know
+which. `learned_variance=True` adds a learned scalar `log_sigma` (σ-VAE: Rybkin et al. 2021, "Simple and Effective
+VAE Training with Calibrated Decoders"); pass `sigma=model.log_sigma.exp()` to `genvision.losses.elbo`.
 """
 
 from __future__ import annotations
