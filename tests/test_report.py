@@ -1,4 +1,4 @@
-"""`genvision report` and the report written at the end of every run (`training.loop.finish`).
+"""`genvision report` and the report written at the end of every run (`training.finish`).
 
 A 2-step tiny GAN run with FID on (100 samples) writes its report itself; a tiny VAE run (FID off) gets one from
 `genvision report --num-samples 100`. Checks: self-contained page (every image a PNG data URI), the numbers of
@@ -129,7 +129,7 @@ def test_vae_report_from_the_command(vae_report, runs):
 
 def test_run_with_fid_off_gets_a_report_without_the_metrics_table(runs, tmp_path):
     run, stdout = runs["vae"]
-    assert "report " in stdout  # written by loop.finish (then replaced by the vae_report fixture's page)
+    assert "report " in stdout  # written by training.finish (then replaced by the vae_report fixture's page)
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     from genvision.config import ReportConfig
@@ -140,22 +140,24 @@ def test_run_with_fid_off_gets_a_report_without_the_metrics_table(runs, tmp_path
 
 
 def test_report_failure_in_finish_is_one_warning_line(tmp_path, monkeypatch, capsys):
-    """loop.finish: summary.json, final.png and the closing line survive a broken report."""
+    """training.finish: summary.json, final.png and the closing line survive a broken report."""
     import genvision.report
     from genvision.config import GANConfig
-    from genvision.training import loop
+    from genvision.training import finish
+    from genvision.training.loop import ScheduleState
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(genvision.report, "write_report", broken)
     (tmp_path / "config.json").write_text("{}")
-    task = SimpleNamespace(kind="gan", loss_keys=("d_loss",), fixed_noise=torch.zeros(2, 3), final_metrics=dict,
+    task = SimpleNamespace(kind="gan", loss_keys=("d_loss",), fixed_noise=torch.zeros(2, 3), fixed_uniforms=None,
+                           final_metrics=dict,
                            prior=lambda: None,
                            sampler=lambda: (lambda z: torch.zeros(len(z), 1, 4, 4)))
     accelerator = SimpleNamespace(is_main_process=True, device=torch.device("cpu"), wait_for_everyone=lambda: None)
-    state = {"step": 5, "best_fid": float("inf"), "best_step": 0, "start_time": time.time()}
-    summary = loop.finish(task, GANConfig(), accelerator, tmp_path, state, None)
+    state = ScheduleState(step=5)
+    summary = finish.finish(task, GANConfig(), accelerator, tmp_path, state, None)
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("warning: ") and "RuntimeError: boom second line" in err
     assert out.strip().splitlines()[-1].startswith(f"run folder {tmp_path}")

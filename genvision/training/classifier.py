@@ -11,9 +11,9 @@ stratified share --holdout-fraction of each class, held out of training (`holdou
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,8 +34,8 @@ from genvision.weights import save_classifier
 
 WEIGHTS_NAME = "classifier.safetensors"
 POSTFIX_EVERY = 25  # steps between the progress bar's loss reads: each read waits for the device to catch up
-RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "tensorboard")  # any of these: a classifier run
-RUN_CHOICES = "start afresh with --overwrite (removes them) or choose another --out-dir"
+CLASSIFIER_RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "tensorboard")  # any of these: a classifier run
+CLASSIFIER_RUN_CHOICES = "start afresh with --overwrite (removes them) or choose another --out-dir"
 CLASS_LAYOUT = "images in one subfolder per class (at least 2 classes), e.g. {path}/CLASS/*.png"
 
 
@@ -133,7 +133,7 @@ def plan_classifier(config: ClassifierConfig, given: set[str] | None = None) -> 
             raise UsageError(f"--eval-dataset {eval_spec} has {eval_classes} classes but --dataset "
                              f"{config.dataset} has {num_classes}; expected the same classes")
     check_trackers(config.report_to)
-    earlier_run_files(Path(config.out_dir), RUN_FILES, config.overwrite, RUN_CHOICES)
+    earlier_run_files(Path(config.out_dir), CLASSIFIER_RUN_FILES, config.overwrite, CLASSIFIER_RUN_CHOICES)
     return config
 
 
@@ -169,7 +169,7 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 
 
-@dataclass
+@dataclasses.dataclass
 class Evaluation:
     """The images the accuracy is measured on, and how the run names them."""
 
@@ -287,7 +287,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     weights_path = run_dir / WEIGHTS_NAME
     accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir,
                                    allow_tf32=config.allow_tf32)
-    config.mixed_precision = accelerator.mixed_precision  # "auto" resolved: saved with the run
+    config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # "auto" resolved
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)
     model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features,
@@ -299,7 +299,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     model, optimizer = accelerator.prepare(model, optimizer)
     # Only once the data has loaded (bad input leaves the folder as it was), just before the first file is written.
     if accelerator.is_main_process:
-        earlier = earlier_run_files(run_dir, RUN_FILES, config.overwrite, RUN_CHOICES)
+        earlier = earlier_run_files(run_dir, CLASSIFIER_RUN_FILES, config.overwrite, CLASSIFIER_RUN_CHOICES)
         if earlier:
             remove_run_files(earlier)
             print(f"--overwrite: removed the earlier run's {', '.join(path.name for path in earlier)} from {run_dir}",

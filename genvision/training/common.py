@@ -144,10 +144,15 @@ def prepare_run_dir(out_dir: str | Path) -> Path:
     return path
 
 
+def config_record(config) -> dict:
+    """The config as config.json and every checkpoint record it: every field, as planned and resolved."""
+    return dataclasses.asdict(config)
+
+
 def write_config(run_dir: Path, config, kind: str) -> None:
-    """config.json: the resolved config, its kind and the genvision version."""
+    """config.json, the one writer of it for every kind of run: the resolved config, its kind and the version."""
     write_json(run_dir / "config.json", {"kind": kind, "genvision_version": __version__,
-                                         "config": dataclasses.asdict(config)})
+                                         "config": config_record(config)})
 
 
 def log_metrics(run_dir: Path, record: dict, accelerator=None, step: int | None = None) -> None:

@@ -20,7 +20,8 @@ from genvision.constants import SEED_STRIDE
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common, performance
-from genvision.training.loop import plan_run, train
+from genvision.training.loop import train
+from genvision.training.plan import plan_run
 
 
 @torch.no_grad()
@@ -52,7 +53,7 @@ class GANTask:
 
     def __init__(self, config: GANConfig, accelerator) -> None:
         from genvision.data import make_batches
-        from genvision.sampling import latent_noise
+        from genvision.sampling import standard_draws
 
         common.seed_everything(config.seed)
         self.config, self.accelerator = config, accelerator
@@ -60,7 +61,7 @@ class GANTask:
         self.batches, channels, _ = make_batches(config, config.batch_size, seed=config.seed,
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
-        config.channels = channels  # resolved: saved in config.json and checkpoints
+        self.channels = channels  # the config's channels resolved (0 = the dataset's own): `RunPlan.resolved`
         self.generator = performance.place(Generator(config.latent_dim, config.base_channels, channels,
                                                      config.resolution), device, config.channels_last)
         self.discriminator = performance.place(Discriminator(config.base_channels, channels, config.resolution,
@@ -78,7 +79,9 @@ class GANTask:
         self.d_loss_fn, self.g_loss_fn = gan_losses(config.loss)
         self.noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + 17 +
                                                                 accelerator.process_index)
-        self.fixed_noise = latent_noise(config.num_grid_images, config.latent_dim, seed=config.seed + 1).to(device)
+        self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
+                                                               seed=config.seed + 1)
+        self.fixed_noise = self.fixed_noise.to(device)
         self.images_per_step = config.batch_size * config.d_steps * accelerator.num_processes
         self.step = 0
 
@@ -212,11 +215,11 @@ def train_gan(config: GANConfig, given: set[str] | None = None) -> dict:
     """Train a DCGAN on the shared schedule; returns the summary (run folder, final and best FID).
 
     `given`: the fields set on the command line; with --resume they override the run's saved config (see
-    `loop.resumed_config`).
+    `plan.resumed_config`).
     """
     return train(GANTask, config, given)
 
 
 def plan_gan(config: GANConfig, given: set[str] | None = None) -> GANConfig:
-    """The config a run would train with (`--dry-run`): every check of `loop.plan_run`, nothing loaded or written."""
+    """The config a run would train with (`--dry-run`): every check of `plan.plan_run`, nothing loaded or written."""
     return plan_run(GANTask, config, given).config

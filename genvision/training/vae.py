@@ -14,6 +14,7 @@ live in `genvision.generators`, which sampling and evaluation share.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from genvision.generators import binarize, held_out_images, likelihood_family, l
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common, performance
-from genvision.training.loop import plan_run, train
+from genvision.training.loop import train
+from genvision.training.plan import plan_run
 
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
@@ -67,7 +69,7 @@ class VAETask:
         self.batches, channels, _ = make_batches(config, config.batch_size, seed=config.seed,
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
-        config.channels = channels  # resolved: saved in config.json and checkpoints
+        self.channels = channels  # the config's channels resolved (0 = the dataset's own): `RunPlan.resolved`
         self.model = performance.place(ConvVAE(config.latent_dim, config.base_channels, channels, config.resolution,
                                                learned_variance=config.likelihood == "gaussian-learned"),
                                        device, config.channels_last)
@@ -82,7 +84,7 @@ class VAETask:
         self.fixed_noise = self.fixed_noise.to(device)
         self._mixture, self._mixture_step = None, -1
         self.images_per_step = config.batch_size * accelerator.num_processes
-        self.held_out = load_held_out(config)  # (N, C, H, W) in [-1, 1], on the CPU
+        self.held_out = load_held_out(dataclasses.replace(config, channels=channels))  # (N, C, H, W) in [-1, 1]
 
     # -- the step ---------------------------------------------------------------------------------------------
 
@@ -257,13 +259,13 @@ def train_vae(config: VAEConfig, given: set[str] | None = None) -> dict:
     """Train a VAE on the shared schedule; returns the summary (FID, held-out negative ELBO).
 
     `given`: the fields set on the command line; with --resume they override the run's saved config (see
-    `loop.resumed_config`).
+    `plan.resumed_config`).
     """
     return train(VAETask, config, given)
 
 
 def plan_vae(config: VAEConfig, given: set[str] | None = None) -> VAEConfig:
-    """The config a run would train with (`--dry-run`): every check of `loop.plan_run`, nothing loaded or written."""
+    """The config a run would train with (`--dry-run`): every check of `plan.plan_run`, nothing loaded or written."""
     return plan_run(VAETask, config, given).config
 
 

@@ -1,6 +1,6 @@
 """Probe for test_gan_distributed.py, started by torchrun: `_dist_probe.py PROBE_DIR [train-gan flags...]`.
 
-Runs `genvision.training.gan.train_gan` with `GANTask.__init__` and `training.loop.finish` wrapped so that every rank
+Runs `genvision.training.gan.train_gan` with `GANTask.__init__` and `training.loop.finish` (the closing of `training.finish`, as the schedule calls it) wrapped so that every rank
 saves its freshly built and its final generator / discriminator / generator_ema weights (safetensors) and what it knew
 about the process group (JSON) into PROBE_DIR, then carries on as usual.
 """
@@ -35,7 +35,7 @@ def init(task, config, accelerator):
 def finish(task, config, accelerator, run_dir, state, fid):
     dump(task, accelerator, "rank")
     info = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,
-            "distributed_type": str(accelerator.distributed_type), "step": state["step"],
+            "distributed_type": str(accelerator.distributed_type), "step": state.step,
             "is_main_process": accelerator.is_main_process}
     (probe_dir / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
     return original_finish(task, config, accelerator, run_dir, state, fid)

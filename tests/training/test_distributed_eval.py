@@ -81,11 +81,10 @@ def test_nan_on_one_rank_stops_every_rank_with_exit_3(tmp_path):
     procs = []
     for rank in (0, 1):
         env = subprocess_env(tmp_path / "cache", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                             WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                             GENVISION_INJECT_NAN_AT_STEP="3", GENVISION_INJECT_NAN_ON_RANK="1")
+                             WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
         env.pop("GENVISION_CACHE", None)
-        procs.append(subprocess.Popen([sys.executable, "train_gan.py", "--out-dir", str(out), *TINY_GAN,
-                                       "--num-steps", "6", "--log-every", "2", "--checkpoint-every", "2",
+        procs.append(subprocess.Popen([sys.executable, "tests/_nan_fault.py", "3", "1", "train-gan", "--out-dir",
+                                       str(out), *TINY_GAN, "--num-steps", "6", "--log-every", "2", "--checkpoint-every", "2",
                                        "--sample-every", "0", "--report-to", "none"], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = [proc.communicate(timeout=300) for proc in procs]

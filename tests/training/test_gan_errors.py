@@ -14,8 +14,7 @@ import torch
 
 from genvision.checkpoint import list_checkpoints, save_checkpoint
 from genvision.config import GANConfig
-from helpers import (SHIPPED_CLASSIFIER, TINY_GAN, assert_one_line_error, cli, metrics_records, snapshot, subprocess_env,
-                     wait)
+from helpers import SHIPPED_CLASSIFIER, TINY_GAN, assert_one_line_error, cli, metrics_records, snapshot, wait
 
 FLAGS = [*TINY_GAN, "--num-steps", "2"]
 
@@ -77,10 +76,9 @@ def results(tmp_path_factory, start_process):
         started[name] = (start_process(["train_gan.py", *FLAGS, "--out-dir", str(out), *argv]),  # later flags win
                          tmp, out, before)
     nan_out = tmp_path_factory.mktemp("nan") / "run"
-    nan_command = ["train_gan.py", *FLAGS, "--out-dir", str(nan_out), "--num-steps", "5", "--checkpoint-every", "2",
-                   "--log-every", "1", "--sample-every", "1"]
-    started["nan"] = (start_process(nan_command, env=subprocess_env(GENVISION_INJECT_NAN_AT_STEP="3")),
-                      nan_out.parent, nan_out, None)
+    nan_command = ["tests/_nan_fault.py", "3", "all", "train-gan", *FLAGS, "--out-dir", str(nan_out), "--num-steps",
+                   "5", "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "1"]
+    started["nan"] = (start_process(nan_command), nan_out.parent, nan_out, None)
     return {name: (*wait(proc), tmp, out, before) for name, (proc, tmp, out, before) in started.items()}
 
 
