@@ -87,15 +87,15 @@ def gan_losses(name: str) -> tuple[DLossFn, GLossFn]:
 
 
 def gradient_penalty(
-    discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, generator: torch.Generator | None = None
+    discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, noise: torch.Generator | None = None
 ) -> Tensor:
     """WGAN-GP term without λ (Gulrajani et al. 2017): E[(||∇_x̂ D(x̂)||_2 - 1)^2], x̂ = ε real + (1 - ε) fake.
 
-    ε ~ U[0, 1] per sample, drawn with `generator`, which must live on `real.device`. The graph is kept
-    (create_graph=True) so the penalty can be backpropagated into the discriminator.
+    ε ~ U[0, 1] per sample, drawn with the random-number generator `noise`, which must live on `real.device`. The
+    graph is kept (create_graph=True) so the penalty can be backpropagated into the discriminator.
     """
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    epsilon = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
+    epsilon = torch.rand(shape, generator=noise, device=real.device, dtype=real.dtype)
     mixed = (epsilon * real.detach() + (1 - epsilon) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()

@@ -1,26 +1,12 @@
 """`genvision report RUN_DIR`: one self-contained HTML page (``RUN_DIR/report.html``) summarising a training run.
 
-The page holds the resolved config (config.json), loss curves and FID over steps (matplotlib, from metrics.jsonl),
-the latest sample grid and a grid from the best checkpoint (else final.png), the VAE's latest reconstructions, the
-training wall time and throughput, the VAE's held-out negative ELBO (summary.json), and a final metrics table
-computed on `num_samples` generated images of the run's best checkpoint (else its latest) with the run's classifier
-extractor, against the run's FID reference (--fid-reference, else --dataset):
-
-- FID (Heusel et al. 2017, arXiv:1706.08500) with a bootstrap 95% interval (`metrics.stats.bootstrap_fid`; Efron
-  1979, percentile interval of Efron & Tibshirani 1993): the generated feature vectors are resampled with replacement
-  `bootstrap` times (seeded) and FID is recomputed against the fixed reference statistics. The interval covers the
-  sampling noise of the generated side only, and since FID is biased upwards in 1/N (Chong & Forsyth 2020,
-  arXiv:1911.07023) and a resample holds only ~63% distinct images, the interval sits slightly above the point
-  estimate.
-- KID (Bińkowski et al. 2018, arXiv:1801.01401), improved precision and recall (Kynkäänniemi et al. 2019,
-  arXiv:1904.06991, k = 3), the classifier score (the Inception Score formula of Salimans et al. 2016 on the
-  classifier's logits), classes covered and the KL between predicted-class histograms (`metrics.scores`).
-
-The generated images (table and best-checkpoint grid) have latents of `prior` (--prior: auto, the VAE run's saved
---prior, else N(0, I); normal; or gmm, the VAE's ex-post Gaussian mixture, `models.prior`), named in the captions.
-With the run's seed, its prior and `num_samples` = its --num-fid-samples, the generated images are exactly those of
-the training FID, so the table's FID equals the FID logged at the chosen checkpoint's step. Every image is embedded as a
-``data:image/png;base64`` URI and the styles are inline: the page has no external asset. It is written atomically.
+The page holds the resolved config, loss and FID curves (matplotlib, from metrics.jsonl), the latest sample grid, a
+grid from the best checkpoint, the VAE's reconstructions, wall time and throughput, the VAE's held-out negative
+ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with a bootstrap 95% interval (Efron
+1979), KID (Bińkowski et al. 2018), improved precision and recall (Kynkäänniemi et al. 2019) and the classifier
+score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint. With the run's
+seed, prior and --num-fid-samples those samples are exactly the training FID's, so the table's FID equals the FID
+logged at that step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -143,12 +129,21 @@ class FinalMetrics:
 
 
 def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
-    """Score `options.num_samples` samples of the best (else latest) checkpoint against the run's reference."""
+    """Score `options.num_samples` samples of the best (else latest) checkpoint against the run's reference
+    (--fid-reference, else --dataset) with the run's extractor, latents of `options.prior` (auto: the VAE run's
+    saved --prior, else N(0, I)).
+
+    The FID interval is a percentile bootstrap (`metrics.stats.bootstrap_fid`; Efron & Tibshirani 1993): the
+    generated features are resampled with replacement `bootstrap` times (seeded) against the fixed reference
+    statistics. It covers the generated side's sampling noise only, and since FID is biased upwards in 1/N (Chong &
+    Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate. KID and
+    precision/recall (k = 3) use the raw features; classes covered and the KL between predicted-class histograms
+    the classifier's logits (`metrics.scores`)."""
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics import scores
     from genvision.metrics.extractors import run_extractor
     from genvision import distributed
-    from genvision.metrics.sources import SourceOptions, combine_shards, extract, source_statistics
+    from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
     from genvision.metrics.stats import bootstrap_fid, frechet_distance, percentile_interval
     from genvision.sampling import generate_shard, load_generator
 
@@ -174,12 +169,10 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
     loaded = load_generator(chosen, device=device, prior=options.prior)
     images = generate_shard(loaded, options.num_samples, seed, options.batch_size, device)  # this rank's samples
-    stats, logits = extract(images, extractor, options.batch_size, device, keep_features=True,
-                            with_logits=has_logits, name="generated")
-    logits = combine_shards(stats, logits)  # every rank holds every sample's features, in index order
-    mu, sigma = stats.mean_and_covariance()
-    features = stats.features().cpu()
-    values: dict[str, Any] = {"fid": frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), real.mu, real.sigma)}
+    generated = generated_statistics(images, extractor, options.batch_size, device, need_features=True,
+                                     need_logits=has_logits)  # every rank holds every sample's features, in order
+    features, logits = generated.features, generated.logits
+    values: dict[str, Any] = {"fid": frechet_distance(generated.mu, generated.sigma, real.mu, real.sigma)}
     if options.bootstrap:  # each rank resamples its block of the replicates; rank 0 gets them all, in order
         block = distributed.shard_range(options.bootstrap, 1)
         replicates = distributed.all_gather_rows(bootstrap_fid(features, real.mu, real.sigma, options.bootstrap,

@@ -1,23 +1,13 @@
 """`genvision stats` and `genvision fid` as library functions, with their config dataclasses.
 
-- FID: Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium"
-  (arXiv:1706.08500), on the features of `extractors` (the baseline classifier, or InceptionV3 for
-  literature-comparable numbers).
-- KID (``--kid``): Bińkowski et al. 2018, "Demystifying MMD GANs" (arXiv:1801.01401).
-- Precision/recall (``--precision-recall``): Kynkäänniemi et al. 2019 (arXiv:1904.06991), SOURCE_A as the
-  generated set, SOURCE_B as the real one.
-- Classifier score: the Inception Score formula of Salimans et al. 2016 (arXiv:1606.03498) on the baseline
-  classifier's logits (so named "classifier score (IS formula)", not IS; 10 splits after a fixed-seed shuffle),
-  plus class coverage; reported for SOURCE_A whenever the classifier is the extractor and logits exist (a
-  statistics file has none).
-- A generator SOURCE gives --num-samples samples with latents of --prior: auto (a VAE run's saved --prior, else
-  N(0, I)), normal, or gmm (a VAE's ex-post Gaussian mixture, Ghosh et al. 2020, arXiv:1903.12436; `models.prior`);
-  the --json object names it per side (``prior_a``, ``prior_b``).
-- Image handling follows Parmar et al. 2022 (clean-fid, arXiv:2104.11222): uint8 quantisation and one resize path
-  for every source (`extractors.resize_for_extractor`).
+FID (Heusel et al. 2017, arXiv:1706.08500) on the features of `extractors` (the baseline classifier, or InceptionV3
+for literature-comparable numbers); with flags KID (Bińkowski et al. 2018, arXiv:1801.01401), precision/recall
+(Kynkäänniemi et al. 2019, arXiv:1904.06991; SOURCE_A generated, SOURCE_B real) and, when the classifier is the
+extractor, the classifier score (the Inception Score formula of Salimans et al. 2016 on its logits) and class
+coverage. A generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
 
-This module imports only the standard library and `genvision.config` at import time (the CLI registers its flags
-from these dataclasses); torch and the extractors load inside the functions.
+Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
+dataclasses); torch and the extractors load inside the functions.
 """
 
 from __future__ import annotations

@@ -1,31 +1,13 @@
-"""Image sources for FID and friends, and feature extraction from them.
+"""Image sources for FID and friends: what a SOURCE string names, and the features and statistics of each.
 
-A SOURCE string names, tried in this order:
-
-1. an existing folder: a training run folder (holding ``checkpoints/``, or a ``config.json`` whose ``kind`` is
-   ``gan`` or ``vae``) or a folder inside ``checkpoints/`` is a generator (prior samples; with
-   ``SourceOptions.reconstructions`` a VAE's reconstructions of that dataset split instead); any other folder is a
-   folder of images (``folder:PATH`` means the same);
-2. an existing ``.npz`` file: FID statistics (mu, sigma), checked against the extractor's metadata;
-3. any other existing file: a generator checkpoint;
-4. otherwise a dataset spec (``mnist5k:train``, ``cifar10:test``, ...). A string that looks like a path (holds a
-   ``/`` or ends in ``.npz``) but exists nowhere is "no such file or folder". ``hf:PATH[:SPLIT]`` is always a
-   dataset spec (checked first: a Hub id holds a ``/``).
-
-Every image reaches the extractor as uint8 (generators are quantised exactly like PNG saving, `imageconv.to_uint8`)
-and goes through `extractors.resize_for_extractor` (to the classifier's input size; for Inception only to a square
-at the images' own size, the network resizing to 299 px itself), so scoring a generator in memory and scoring the PNGs it wrote
-give the same features (Parmar et al. 2022, clean-fid, arXiv:2104.11222, on why quantisation and resizing must match).
-`extract` then accumulates `stats.FeatureStats` (Heusel et al. 2017 FID statistics) in inference mode, optionally
-keeping raw features (KID, Bińkowski et al. 2018; precision/recall, Kynkäänniemi et al. 2019) and classifier logits
-(the Inception Score formula, Salimans et al. 2016).
-
-Reference statistics of dataset specs are cached under ``default_cache_dir() / "stats"``: a `statsfile` ``.npz``
-(mu, sigma, metadata; readable by pytorch-fid) named after the dataset, split, decoding size, channels, extractor id
-and weights hash (hf: datasets: with the fingerprint of their files and columns), plus a ``.features.safetensors`` sidecar (float32, never pickle) holding the logits (always, they
-are small) and the raw features (only once a run asked for them: for Inception on a large set they are hundreds of
-MB). A run that needs raw features and finds only mu/sigma recomputes the set and adds them. Image folders and
-generators are never cached: their content changes.
+A SOURCE is a generator (a run folder or checkpoint), a folder of images, an ``.npz`` statistics file or a dataset
+spec (`resolve_source`). Every image reaches the extractor as uint8 (generators quantised exactly as PNG saving
+does, `imageconv.to_uint8`) through one resize path (`extractors.resize_for_extractor`), so scoring a generator in
+memory and scoring the PNGs it wrote give the same features (Parmar et al. 2022, clean-fid, arXiv:2104.11222).
+`extract` accumulates `stats.FeatureStats` (FID, Heusel et al. 2017), optionally keeping raw features (KID,
+precision/recall) and classifier logits; `generated_statistics` is the one scoring path of generated samples
+(training FID, the report, `fid` / `stats`). Reference statistics of dataset specs are cached
+(`reference_cache_path`); folders and generators never are: their content changes.
 """
 
 from __future__ import annotations
@@ -98,7 +80,18 @@ def looks_like_path(text: str) -> bool:
 
 
 def resolve_source(text: str) -> Source:
-    """Classify a SOURCE string (see the module docstring); a one-line UsageError when it names nothing."""
+    """Classify a SOURCE string; a one-line UsageError when it names nothing. Tried in this order:
+
+    1. an existing folder: a training run folder (holding ``checkpoints/``, or a ``config.json`` whose ``kind`` is
+       ``gan`` or ``vae``) or a folder inside ``checkpoints/`` is a generator (prior samples; with
+       ``SourceOptions.reconstructions`` a VAE's reconstructions of that dataset split instead); any other folder
+       is a folder of images (``folder:PATH`` means the same);
+    2. an existing ``.npz`` file: FID statistics (mu, sigma), checked against the extractor's metadata;
+    3. any other existing file: a generator checkpoint;
+    4. otherwise a dataset spec (``mnist5k:train``, ``cifar10:test``, ...). A string that looks like a path (holds
+       a ``/`` or ends in ``.npz``) but exists nowhere is "no such file or folder". ``hf:PATH[:SPLIT]`` is always a
+       dataset spec (checked first: a Hub id holds a ``/``).
+    """
     from genvision.data import IMAGE_EXTENSIONS, DatasetSpec
 
     if not text:
@@ -456,22 +449,40 @@ def combine_shards(stats: FeatureStats, logits: Tensor | None, notes: GeometryNo
     return None if logits is None else distributed.all_gather_rows(logits)
 
 
-def _from_feature_stats(source: Source, stats: FeatureStats, logits: Tensor | None,
+def _from_feature_stats(name: str, kind: str, stats: FeatureStats, logits: Tensor | None,
                         extractor: FeatureExtractor, notes: GeometryNotes, sharded: bool = True) -> SourceStatistics:
     """SourceStatistics of a source's features; `sharded`: this rank saw only its shard (`combine_shards`)."""
     if sharded:
         logits = combine_shards(stats, logits, notes)
-    _require_two(str(source), stats.count)
+    _require_two(name, stats.count)
     mu, sigma = stats.mean_and_covariance()
     features = stats.features().cpu() if stats.keep_features else None
-    return SourceStatistics(str(source), source.kind, stats.count, mu.cpu().numpy(), sigma.cpu().numpy(), features,
-                            logits, metadata=extractor.metadata(str(source), stats.count, **notes.protocol()))
+    return SourceStatistics(name, kind, stats.count, mu.cpu().numpy(), sigma.cpu().numpy(), features, logits,
+                            metadata=extractor.metadata(name, stats.count, **notes.protocol()))
+
+
+def generated_statistics(images: Tensor, extractor: FeatureExtractor, batch_size: int = 500,
+                         device: torch.device | str = "cpu", *, name: str = "generated", need_features: bool = False,
+                         need_logits: bool = False, sharded: bool = True) -> SourceStatistics:
+    """The one scoring path of generated samples, for training FID, the report and `fid` / `stats` of a generator:
+    uint8 (N, C, H, W) samples -> `extract` -> statistics. `sharded`: `images` are this rank's block of the samples
+    (`distributed.shard_range`), and the statistics returned on every rank are those of every rank's blocks
+    together (`combine_shards`), so the Fréchet distance against them is the one-process value."""
+    notes = GeometryNotes(name, extractor)
+    stats, logits = extract(images, extractor, batch_size, device, need_features, need_logits, name=name,
+                            notes=notes)
+    return _from_feature_stats(name, "generator", stats, logits, extractor, notes, sharded=sharded)
 
 
 def reference_cache_path(spec: str, resolution: int, extractor: FeatureExtractor, data_root: str,
                          cache_dir: Path, fingerprint: str = "") -> Path:
     """<dataset>-<split>-<res>px-<ch>ch-<extractor>-<hash16>[-<root8>|-<fingerprint>]-v<decode>.<stats>.npz; an hf:
-    spec is ``hf-<name>`` (`data.cache_name`) with the `fingerprint` of its files and columns."""
+    spec is ``hf-<name>`` (`data.cache_name`) with the `fingerprint` of its files and columns.
+
+    Under ``default_cache_dir() / "stats"``: a `statsfile` ``.npz`` (mu, sigma, metadata; readable by pytorch-fid)
+    plus a ``.features.safetensors`` sidecar (float32, never pickle) holding the logits (always, they are small) and
+    the raw features (only once a run asked for them: for Inception on a large set they are hundreds of MB). A run
+    that needs raw features and finds only mu/sigma recomputes the set and adds them."""
     from genvision.data import CACHE_FORMAT, DatasetSpec, cache_name
 
     parsed = DatasetSpec.parse(spec)
@@ -554,7 +565,7 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
     shard = distributed.shard_range(len(data.images), options.batch_size)
     stats, logits = extract(data.images[shard.start:shard.stop], extractor, options.batch_size, options.device,
                             need_features, bool(extractor.num_classes), name=str(source), notes=notes)
-    result = _from_feature_stats(source, stats, logits, extractor, notes)
+    result = _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
     if options.use_cache and distributed.is_main():
         _write_reference_cache(path, result)
     return result
@@ -620,13 +631,11 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
                                      notes=notes)
             stats, logits = extract(batches, extractor, options.batch_size, options.device, need_features,
                                     with_logits, total=len(files), name=str(source), notes=notes)
-        return _from_feature_stats(source, stats, logits, extractor, notes)
+        return _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
     if source.kind == "generator":
         # Samples are split by index across ranks; a VAE's reconstructions of a split are made whole on every rank.
         sharded = not options.reconstructions
-        images = generator_images(source, options, sharded)
-        notes = GeometryNotes(str(source), extractor)
-        stats, logits = extract(images, extractor, options.batch_size, options.device, need_features, with_logits,
-                                name=str(source), notes=notes)
-        return _from_feature_stats(source, stats, logits, extractor, notes, sharded=sharded)
+        return generated_statistics(generator_images(source, options, sharded), extractor, options.batch_size,
+                                    options.device, name=str(source), need_features=need_features,
+                                    need_logits=with_logits, sharded=sharded)
     raise ValueError(f"unknown source kind {source.kind!r}")

@@ -15,7 +15,7 @@ import torch
 from genvision import distributed
 from genvision.imageconv import to_uint8
 from genvision.metrics.extractors import FeatureExtractor, run_extractor
-from genvision.metrics.sources import SourceOptions, combine_shards, extract, source_statistics
+from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
 from genvision.metrics.stats import frechet_distance
 from genvision.sampling import standard_draws
 
@@ -65,10 +65,8 @@ class TrainingFID:
         return torch.cat(batches) if batches else torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
 
     def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None) -> float:
-        """FID of the fixed draws; under torchrun every rank extracts its share and the float64 sums are added
-        across ranks (`sources.combine_shards`), so every rank returns the one-process value."""
-        stats, _ = extract(self.generated_images(sampler, prior), self.extractor, self.batch_size, self.device,
-                           name="generated")
-        combine_shards(stats, None)
-        mu, sigma = stats.mean_and_covariance()
-        return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), self.reference_mu, self.reference_sigma)
+        """FID of the fixed draws; under torchrun every rank scores its share (`sources.generated_statistics`), so
+        every rank returns the one-process value."""
+        generated = generated_statistics(self.generated_images(sampler, prior), self.extractor, self.batch_size,
+                                         self.device)
+        return frechet_distance(generated.mu, generated.sigma, self.reference_mu, self.reference_sigma)

@@ -115,7 +115,7 @@ class GANTask:
                                                                    performance.loss_scale(accelerator))
         if config.loss == "wgan-gp":  # Gulrajani et al. 2017: lambda * E (||grad D(x_hat)|| - 1)^2
             penalty = penalty + config.gp_weight * gradient_penalty(self.discriminator, real.detach(), fake,
-                                                                    generator=self.noise)
+                                                                    noise=self.noise)
         self.optimizer_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss + penalty)
         common.average_gradients(self.discriminator, accelerator)

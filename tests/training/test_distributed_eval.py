@@ -84,8 +84,9 @@ def test_nan_on_one_rank_stops_every_rank_with_exit_3(tmp_path):
                              WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
         env.pop("GENVISION_CACHE", None)
         procs.append(subprocess.Popen([sys.executable, "tests/_nan_fault.py", "3", "1", "train-gan", "--out-dir",
-                                       str(out), *TINY_GAN, "--num-steps", "6", "--log-every", "2", "--checkpoint-every", "2",
-                                       "--sample-every", "0", "--report-to", "none"], cwd=ROOT, env=env,
+                                       str(out), *TINY_GAN, "--num-steps", "6", "--log-every", "2",
+                                       "--checkpoint-every", "2", "--sample-every", "0", "--report-to", "none"],
+                                      cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = [proc.communicate(timeout=300) for proc in procs]
     for proc, (stdout, stderr) in zip(procs, results):

@@ -33,6 +33,16 @@ def test_config_json(run):
     assert config["dataset"] == "mnist5k:train" and config["out_dir"] == str(out) and config["fid_every"] == 0
 
 
+def test_every_checkpoint_records_the_config_of_config_json(run):
+    from genvision.checkpoint import list_checkpoints, read_checkpoint
+
+    _, out = run
+    config = saved_config(out, "gan")
+    assert config["mixed_precision"] == "no"  # "auto" resolved by the accelerator (no autocast on the CPU)
+    checkpoints = list_checkpoints(out)
+    assert checkpoints and all(read_checkpoint(path).config == config for path in checkpoints)
+
+
 def test_metrics_jsonl(run):
     _, out = run
     records = metrics_records(out)
