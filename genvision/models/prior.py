@@ -5,7 +5,7 @@ arXiv:1903.12436), Sec. 4 "ex-post density estimation": a trained VAE's aggregat
 not fill its N(0, I) prior, and prior samples that land in the holes decode to soft or implausible images. Fitting
 a density to the posterior means of the training set after training, and sampling latents from it, improves the
 samples (they fit a 10-component full-covariance Gaussian mixture; genvision's default, 20 components, is where
-the held-out codes of MNIST-5k were likeliest, see the README).
+the held-out codes of MNIST-5k were likeliest, see benchmarks/README.md).
 
 Sampling is a deterministic map of standard draws, so that a sample still depends only on (seed, index) and a
 mixture sample i uses the very N(0, I) draw sample i uses under the normal prior:
