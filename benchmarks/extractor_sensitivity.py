@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--classifier", action="append", default=[],
                         help="a classifier file (repeatable); default the shipped mnist5k classifier")
     parser.add_argument("--features", choices=("classifier", "inception"), default="classifier")
-    parser.add_argument("--inception-weights", default="", help="InceptionV3 weights (see README)")
+    parser.add_argument("--inception-weights", default="", help="InceptionV3 weights (see docs/evaluation.md)")
     parser.add_argument("--reference", default="mnist5k:train", help="dataset spec of the reference")
     parser.add_argument("--held-out", default="mnist5k:test", help="dataset spec of the held-out images")
     parser.add_argument("--resolution", type=int, default=32, help="decode side in px")

@@ -1,15 +1,20 @@
-"""Every command in the README runs as written, in README order, in a fresh folder.
+"""Every command of the README and of the manual in docs/ runs as written, in order, in one fresh folder.
 
-The commands are read from the README's ```bash blocks. The runs that later commands use (`runs/dcgan`, `runs/vae`)
-are trained with tiny models and step counts (the flags are replaced or appended, the rest of the command is kept);
-every other training command, and those that need the network (`--download`) or GPUs (`accelerate launch`,
-`torchrun`), runs as `--dry-run`, which still parses every flag and makes every check that needs no data (dataset
-names, run folder, the checkpoint a `--resume` continues); the other commands that need the network
-(`download-weights`, `--download`) are parsed with the real argument parser but not run; the install and test
-commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed (tests/metrics/test_distributed_fid.py
-runs them). Everything else runs exactly as written, with random InceptionV3 weights in
-$GENVISION_INCEPTION_WEIGHTS standing in for the official file (which cannot be downloaded here). `python train_gan.py ARGS` is `genvision train-gan ARGS` (the script is
-`cli.run_command("train-gan")`).
+The pages are read in a fixed order, the README first, then the docs/ pages of DOCS_PAGES (every page of docs/ must be
+listed there): the README's quick start trains `runs/dcgan` and `runs/vae`, which commands of later pages use, so
+the pages share one folder rather than running as self-contained tests. A command that appears again on a later
+page (the README's table repeats commands of the manual) runs once, where it first appears.
+
+The commands are read from the pages' ```bash blocks and from the `example` column of their tables. The runs that
+later commands use (`runs/dcgan`, `runs/vae`) are trained with tiny models and step counts (the flags are replaced
+or appended, the rest of the command is kept); every other training command, and those that need the network
+(`--download`) or GPUs (`accelerate launch`, `torchrun`), runs as `--dry-run`, which still parses every flag and
+makes every check that needs no data (dataset names, run folder, the checkpoint a `--resume` continues); the other
+commands that need the network (`download-weights`, `--download`) are parsed with the real argument parser but not
+run; the install and test commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed
+(tests/metrics/test_distributed_fid.py runs them). Everything else runs exactly as written, with random InceptionV3
+weights in $GENVISION_INCEPTION_WEIGHTS standing in for the official file (which cannot be downloaded here).
+`python train_gan.py ARGS` is `genvision train-gan ARGS` (the script is `cli.run_command("train-gan")`).
 """
 
 import re
@@ -23,19 +28,50 @@ TINY_TRAINING = {"--base-channels": "4", "--batch-size": "8", "--num-grid-images
                  "--sample-every": "2", "--checkpoint-every": "2", "--log-every": "1"}
 TRAINED = {"runs/dcgan", "runs/vae"}  # the runs later commands use are trained (tiny); other training: --dry-run
 NOT_RUN = {"pip install -e '.[test]'": "the install command (CI runs it)", "python -m pytest": "this suite"}
-MAX_PNGS = 100  # `sample --out-dir` writes at most this many of the README's 10000 PNGs
+MAX_PNGS = 100  # `sample --out-dir` writes at most this many of the manual's 10000 PNGs
+DOCS_PAGES = ("docs/README.md", "docs/training.md", "docs/evaluation.md", "docs/evaluation-protocol.md",
+              "docs/sample.md", "docs/report.md", "docs/train-classifier.md", "docs/datasets.md", "docs/multi-gpu.md",
+              "docs/python-api.md", "docs/architecture.md")
+PAGES = ("README.md", *DOCS_PAGES)  # the order the commands run in
 
 
-def readme_commands() -> list[str]:
-    """The commands of every ```bash block, continuation lines joined, comments dropped."""
-    text = (ROOT / "README.md").read_text()
+def page_commands(page: str) -> list[str]:
+    """The commands of `page`: every ```bash block (continuation lines joined, comments dropped) and the code spans
+    of the `example` column of its tables, in page order."""
+    text = (ROOT / page).read_text()
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
+    for block, table in re.findall(r"```bash\n(.*?)```|((?:^\|[^\n]*\n)+)", text, flags=re.S | re.M):
+        lines = block.replace("\\\n", " ").splitlines() if block else table_examples(table)
+        for line in lines:
             tokens = shlex.split(line, comments=True)
             if tokens:
                 commands.append(shlex.join(tokens))
     return commands
+
+
+def table_examples(table: str) -> list[str]:
+    """The code spans of the column headed `example` of a markdown table (none when it has no such column)."""
+    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip().strip("|"))] for row in table.splitlines()]
+    if "example" not in rows[0]:
+        return []
+    column = rows[0].index("example")
+    return [span for row in rows[2:] for span in re.findall(r"`([^`]+)`", row[column])]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command) of every page in PAGES order; a command repeated on a later page only where it first appears."""
+    seen, commands = set(), []
+    for page in PAGES:
+        for command in page_commands(page):
+            if command not in seen:
+                seen.add(command)
+                commands.append((page, command))
+    return commands
+
+
+def test_every_docs_page_is_listed():
+    """A new page of docs/ joins DOCS_PAGES, so its commands run too."""
+    assert sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md")) == sorted(DOCS_PAGES)
 
 
 def with_flags(tokens: list[str], flags: dict[str, str]) -> list[str]:
@@ -50,7 +86,7 @@ def with_flags(tokens: list[str], flags: dict[str, str]) -> list[str]:
 
 
 def as_run(command: str) -> tuple[list[str], bool] | None:
-    """(genvision argv, whether it trains) for a README command; None when not run (see NOT_RUN).
+    """(genvision argv, whether it trains) for a documented command; None when not run (see NOT_RUN).
 
     A command that trains runs as a subprocess of its own, as written (`python train_gan.py ...`); the others (all
     of them quick) run in process through `genvision.cli.main`, the entry point of the `genvision` console script.
@@ -77,7 +113,7 @@ def as_run(command: str) -> tuple[list[str], bool] | None:
     elif tokens[0] == "genvision":
         argv = tokens[1:]
     else:
-        raise AssertionError(f"README command {command!r}: this test does not know how to run it")
+        raise AssertionError(f"command {command!r}: this test does not know how to run it")
     if not argv[0].startswith("train-") and ("--download" in argv or argv[0] == "download-weights"):
         from genvision.cli import build_parser
 
@@ -102,14 +138,15 @@ def out_dir(argv: list[str]) -> str:
     return {"train-gan": GANConfig, "train-vae": VAEConfig, "train-classifier": ClassifierConfig}[argv[0]]().out_dir
 
 
-def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, start_process, inception_weights):
-    """In README order; a training run starts as soon as the earlier command on its run folder is done, and every
+def test_every_documented_command_runs_as_written(tmp_path, monkeypatch, start_process, inception_weights):
+    """In page order (PAGES); a training run starts as soon as the earlier command on its run folder is done, and every
     other command waits for the training runs before it (a dry run: for the one on its run folder only)."""
     monkeypatch.setenv("GENVISION_INCEPTION_WEIGHTS", str(inception_weights))
-    commands = readme_commands()
-    assert "python train_gan.py" in commands and len(commands) > 20, commands
+    commands = documented_commands()
+    assert ("README.md", "python train_gan.py") in commands and len(commands) > 20, commands
+    assert {page for page, _ in commands} >= {"README.md", "docs/training.md", "docs/evaluation.md"}, commands
     monkeypatch.chdir(tmp_path)  # a fresh clone's root, without its runs/ or samples/
-    training: dict[str, tuple[str, list[str], object]] = {}  # run folder -> (README command, argv, process)
+    training: dict[str, tuple[str, list[str], object]] = {}  # run folder -> (page: command, argv, process)
 
     def done(folder: str | None = None) -> None:
         for name in [folder] if folder else list(training):
@@ -118,8 +155,9 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, start_proce
                 code, _, stderr = wait(process)
                 check(command, argv, code, stderr)
 
-    for command in commands:
+    for page, command in commands:
         planned = as_run(command)
+        command = f"{page}: {command}"
         if planned is None:
             continue
         argv, trains = planned
@@ -137,4 +175,4 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, start_proce
 
 def check(command: str, argv: list[str], code: int, stderr: str) -> None:
     assert code == 0 and "Traceback" not in stderr, \
-        f"README command {command!r} (run as genvision {shlex.join(argv)}) exit {code}:\n{stderr[-3000:]}"
+        f"command {command!r} (run as genvision {shlex.join(argv)}) exit {code}:\n{stderr[-3000:]}"

@@ -3,7 +3,7 @@
 A classifier file holds the state dict and, in the safetensors header metadata, ``kind = "classifier"``, the
 architecture (JSON) and how it was trained (dataset, held-out accuracy, genvision version). `load_classifier` refuses
 any other file in one line. `shipped_classifier("mnist5k")` returns the classifier trained by
-``genvision train-classifier --out-dir runs/clf`` that ships with the package (see README).
+``genvision train-classifier --out-dir runs/clf`` that ships with the package (see docs/train-classifier.md).
 """
 
 from __future__ import annotations
