@@ -36,8 +36,6 @@ from genvision.constants import SEED_STRIDE
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.generators import LoadedGenerator, images_in_batches, load_generator
-from genvision.imageconv import to_uint8
-
 
 
 def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,12 +181,11 @@ def rows_above(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tens
 
 def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, batch_size: int = 256,
                          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, Checkpoint]:
-    """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`.
-
-    Inputs are prepared as in training (`generators.held_out_images`: the run's resolution and channels, binarised
-    with the fixed seed for Bernoulli VAEs); reconstructions decode the posterior mean. A GAN checkpoint is refused.
-    """
-    from genvision.generators import held_out_images, load_vae, reconstruct
+    """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`
+    (`generators.reconstruct`: inputs prepared as in training, reconstructions decode the posterior mean). A GAN
+    checkpoint is refused."""
+    from genvision.generators import load_vae, reconstruct
+    from genvision.vae_data import held_out_images
 
     checkpoint = resolve_checkpoint(source)
     if checkpoint.kind != "vae":
@@ -199,9 +196,9 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
     spec, images = held_out_images(config, dataset)
     if num > len(images):
         raise UsageError(f"--num {num} exceeds the {len(images)} images of --reconstruct {spec}")
-    chosen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
-    outputs = reconstruct(model, chosen, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
-    return to_uint8(chosen), outputs, checkpoint
+    inputs, outputs = reconstruct(model, images, batch_size, device,
+                                  f"VAE of {checkpoint.path} (reconstructions of {spec})", num, seed)
+    return inputs, outputs, checkpoint
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,

@@ -14,7 +14,7 @@ mixture sample i uses the very N(0, I) draw sample i uses under the normal prior
     k = min{k : w_1 + ... + w_k > u}                          (the component, by its weight w_k)
     z = mean_k + L_k eps,  L_k L_k^T = covariance_k           (Cholesky factor)
 
-The mixture is fitted by `generators.fit_latent_prior` (scikit-learn's EM); this module only holds and samples it.
+The mixture is fitted by `prior_fit.fit_latent_prior` (scikit-learn's EM); this module only holds and samples it.
 """
 
 from __future__ import annotations

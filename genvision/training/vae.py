@@ -22,11 +22,12 @@ import torch
 from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
 from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
-from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
+from genvision.generators import load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common, performance
 from genvision.training.loop import plan_run, train
+from genvision.vae_data import binarize, held_out_images, likelihood_family
 
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
@@ -121,7 +122,8 @@ class VAETask:
         """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `generators.vae_latent_prior`),
         fitted to the posterior means of the training images; cached until the next step. A collective when it
         fits: every rank calls it at the same steps (the schedule's grid/FID steps and `state_payload`)."""
-        from genvision.generators import prior_fit_images, vae_latent_prior
+        from genvision.prior_fit import vae_latent_prior
+        from genvision.vae_data import prior_fit_images
 
         if self._mixture_step != self.step:
             images = prior_fit_images(self.config, training=True)
@@ -149,15 +151,11 @@ class VAETask:
         The inputs are a fixed random subset (seed 0) of the held-out split, the same at every step: held-out
         splits such as mnist5k:test are stored sorted by class, so their first images are all one digit.
         """
-        from genvision.imageconv import to_uint8
+        from genvision.generators import reconstruct
         from genvision.sampling import rows_above
 
-        self.model.eval()
-        chosen = torch.randperm(len(self.held_out), generator=torch.Generator().manual_seed(0))[:count]
-        inputs = self.held_out[chosen].to(self.accelerator.device)
-        outputs = self.model.reconstruct(inputs)
-        self.model.train()
-        return rows_above(to_uint8(inputs).cpu(), to_uint8(outputs).cpu(), 8)
+        inputs, outputs = reconstruct(self.model, self.held_out, count, self.accelerator.device, None, count, seed=0)
+        return rows_above(inputs, outputs, 8)
 
     def write_grids(self, run_dir: Path, step: int) -> dict:
         """The reconstructions grid of this step as a PNG in samples/; returns it (uint8 H, W, C) by name."""
