@@ -1,24 +1,17 @@
 """Sampling generators from checkpoints, and writing grids and image folders.
 
-Every sample draws its latent from its own generator seeded by (seed, index), like NVlabs/edm's
-StackedRandomGenerator, so an image depends only on the seed and its index, never on the batch size. Generated
-images leave the model in [-1, 1] and are quantised once by `imageconv.to_uint8`, exactly as a PNG stores them;
-everything downstream (grids, PNG folders, FID) takes those uint8 images, and every path checks the model's output
-is finite before anything is written.
+Sample i draws its latent from its own generator seeded by (seed, i), like NVlabs/edm's StackedRandomGenerator, so an
+image never depends on the batch size. Images leave the model in [-1, 1], are checked finite, and are quantised once
+(`imageconv.to_uint8`) exactly as a PNG stores them; grids, PNG folders and FID all take those uint8 images.
 
 - Truncation trick (Brock et al. 2019, "Large Scale GAN Training for High Fidelity Natural Image Synthesis",
-  arXiv:1809.11096): latent components with |z| > T are redrawn, from the same per-sample generator, until they
-  fall inside [-T, T]; a sample therefore still depends only on (seed, index, T).
-- Interpolation: spherical linear interpolation (slerp; Shoemake 1985, "Animating rotation with quaternion
-  curves"), which White 2016 ("Sampling Generative Networks", arXiv:1609.04468) recommends for Gaussian latents:
-  a straight line between two N(0, I) draws passes near the origin, where latents of that norm are never drawn.
-  Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples. It is
-  defined for N(0, I) latents only: under --prior gmm (a VAE's ex-post Gaussian mixture, `models.prior`) it is
-  refused in one line.
-- --prior (`generators.load_generator`): auto (a VAE run's saved --prior, else normal), normal (z = the N(0, I)
-  draw) or gmm (z = the mixture's map of the same draw and one uniform, `prior_latents`).
-- Reconstructions (VAEs, Kingma & Welling 2014): held-out inputs, each row above its row of posterior-mean
-  reconstructions (`ConvVAE.reconstruct`), prepared as in training (`generators.held_out_images`).
+  arXiv:1809.11096): components with |z| > T are redrawn from the sample's own generator until inside [-T, T].
+- Interpolation: slerp (Shoemake 1985, "Animating rotation with quaternion curves"), which White 2016 ("Sampling
+  Generative Networks", arXiv:1609.04468) recommends for Gaussian latents; row r walks from sample 2r to 2r+1.
+  It walks N(0, I) latents, so it is refused under --prior gmm.
+- --prior (`generators.load_generator`): z is the N(0, I) draw, or a VAE's ex-post Gaussian mixture's map of the same
+  draw and one uniform (`models.prior`, `prior_latents`).
+- Reconstructions (VAEs): held-out inputs, each row above its row of reconstructions (`generators.reconstruct`).
 """
 
 from __future__ import annotations
