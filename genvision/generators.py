@@ -1,19 +1,14 @@
-"""Trained generators from checkpoints: any GAN or VAE checkpoint becomes a model that maps latents to images, and a
-VAE's also encodes and reconstructs held-out images prepared exactly as in training.
-
-This is the layer sampling, metrics, the report and training share (see the import-linter contract in
-pyproject.toml): it knows checkpoints, models and datasets, and nothing about how images are written or scored.
+"""Trained generators from checkpoints: a GAN or VAE checkpoint becomes a model that maps latents to images.
 
 - `load_generator`: a GAN's generator (EMA weights when present; Radford et al. 2016, "Unsupervised Representation
   Learning with Deep Convolutional Generative Adversarial Networks", arXiv:1511.06434) or a VAE's decoder mean
-  (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1];
-  `GeneratorModule` wraps either as one nn.Module (the Python API's `genvision.load_generator`).
-- `load_vae`: the whole VAE with its resolved config.
-- `held_out_images`: a split decoded at the run's resolution and channels, binarised with one fixed seed for
-  Bernoulli VAEs (the dynamic binarisation of the MNIST density-modelling literature, frozen for evaluation).
-- `reconstruct`: batched posterior-mean reconstructions (`ConvVAE.reconstruct`), quantised like PNG saving.
-- `fit_latent_prior` / `latent_prior`: a VAE's ex-post Gaussian-mixture prior (Ghosh et al. 2020, see
-  `models.prior`), fitted to the posterior means of its training images, or read from the checkpoint that stores it.
+  (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1], with its
+  latent prior (N(0, I), or a VAE's ex-post Gaussian mixture, Ghosh et al. 2020: `latent_prior`);
+  `GeneratorModule` wraps it as one nn.Module (the Python API's `genvision.load_generator`).
+- `load_vae`: the whole VAE with its config; `load_generator` rebuilds a VAE through the same `rebuild_vae`.
+- `images_in_batches`: a model's images, batch by batch, checked finite and quantised like PNG saving.
+- `reconstruct`: posterior-mean reconstructions (`ConvVAE.reconstruct`) of held-out images (`vae_data`), for
+  `genvision sample --reconstruct`, `genvision fid --reconstructions` and a VAE run's grids.
 """
 
 from __future__ import annotations
@@ -33,8 +28,6 @@ if TYPE_CHECKING:
     from genvision.config import VAEConfig
     from genvision.models.prior import GaussianMixturePrior
     from genvision.models.vae import ConvVAE
-
-BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
 
 
 @dataclass
@@ -76,12 +69,7 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
         raise UsageError(f"{checkpoint.path} is a {checkpoint.kind!r} checkpoint; expected a 'gan' or 'vae' "
                          "generator")
     prior = resolved_prior(prior, checkpoint)
-    try:
-        shape = (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
-                 int(config["resolution"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json config lacks a valid {error} "
-                         "(latent_dim, base_channels, channels, resolution)") from None
+    shape = checkpoint_shape(checkpoint)
     if checkpoint.kind == "gan":
         from genvision.models.dcgan import Generator
 
@@ -91,13 +79,31 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
         _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
         model.to(device).eval()
         return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema")
-    from genvision.models.vae import ConvVAE
-
-    vae = ConvVAE(*shape, config.get("likelihood") == "gaussian-learned")
-    _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
-    vae.to(device).eval()
+    vae = rebuild_vae(checkpoint).to(device)
     mixture = latent_prior(checkpoint, vae, device) if prior == "gmm" else None
     return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False, mixture, prior)
+
+
+def checkpoint_shape(checkpoint: Checkpoint) -> tuple[int, int, int, int]:
+    """(latent_dim, base_channels, channels, resolution) of a GAN or VAE checkpoint's config, or a one-line
+    UsageError naming the field that is missing or not an integer."""
+    config = checkpoint.config
+    try:
+        return (int(config["latent_dim"]), int(config["base_channels"]), int(config["channels"]),
+                int(config["resolution"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json config lacks a valid {error} "
+                         "(latent_dim, base_channels, channels, resolution)") from None
+
+
+def rebuild_vae(checkpoint: Checkpoint) -> "ConvVAE":
+    """The VAE of a VAE checkpoint, on the CPU in eval mode: the one way genvision rebuilds a VAE (`load_generator`
+    and `load_vae` both call it)."""
+    from genvision.models.vae import ConvVAE
+
+    vae = ConvVAE(*checkpoint_shape(checkpoint), checkpoint.config.get("likelihood") == "gaussian-learned")
+    _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
+    return vae.eval()
 
 
 def resolved_prior(prior: str, checkpoint: Checkpoint) -> str:
@@ -149,17 +155,13 @@ class GeneratorModule(torch.nn.Module):
 
 
 def load_vae(source: str | Path) -> tuple["ConvVAE", "VAEConfig", Checkpoint]:
-    """(model in eval mode, its config, the checkpoint) from a VAE checkpoint or run folder."""
+    """(model on the CPU in eval mode, its config, the checkpoint) from a VAE checkpoint or run folder."""
     from genvision.config import VAEConfig, config_from_dict
-    from genvision.models.vae import ConvVAE
 
     checkpoint = resolve_checkpoint(source)
     check_kind(checkpoint, "vae", "checkpoint")
     config = config_from_dict(VAEConfig, checkpoint.config)
-    model = ConvVAE(config.latent_dim, config.base_channels, config.channels, config.resolution,
-                    learned_variance=config.likelihood == "gaussian-learned")
-    _load_weights(model, checkpoint.weights("vae"), checkpoint, "vae")
-    return model.eval(), config, checkpoint
+    return rebuild_vae(checkpoint), config, checkpoint
 
 
 def check_finite(images: torch.Tensor, what: str) -> None:
@@ -168,143 +170,63 @@ def check_finite(images: torch.Tensor, what: str) -> None:
         raise UsageError(f"{what} produced non-finite images; nothing was written")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Held-out inputs and reconstructions, prepared as in training.
-
-
-def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images in [-1, 1] -> {-1, 1}: pixel on with probability (x + 1) / 2."""
-    probability = (images + 1) / 2
-    draws = torch.rand(images.shape, generator=generator, device=images.device)
-    return torch.where(draws < probability, 1.0, -1.0)
-
-
-def likelihood_family(config_or_name) -> str:
-    """The likelihood of genvision.losses ('bernoulli' or 'gaussian') for a --likelihood choice."""
-    name = config_or_name if isinstance(config_or_name, str) else config_or_name.likelihood
-    return "bernoulli" if name == "bernoulli" else "gaussian"
-
-
-def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | None = None,
-                    training: bool = False) -> tuple[str, torch.Tensor]:
-    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
-
-    `data_root` overrides the run's --data-root. Only `training` (the run itself, whose command has --download)
-    downloads a missing dataset when the run was told to; sampling and evaluation never do.
-    """
-    from genvision.data import load_dataset
-    from genvision.imageconv import to_model_range
-
-    spec = dataset or config.resolved_eval_dataset()
-    download = config.download and training and data_root is None
-    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
-                        offer_download=training, image_column=config.image_column, label_column=config.label_column)
-    images = to_model_range(data.images)
-    if likelihood_family(config) == "bernoulli":
-        images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
-    return spec, images
-
-
 @torch.inference_mode()
 def images_in_batches(function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
-                      device: torch.device | str, what: str, image_shape: tuple[int, ...],
+                      device: torch.device | str, what: str | None, image_shape: tuple[int, ...],
                       first_index: int = 0) -> torch.Tensor:
     """uint8 (N, *image_shape) images of `function` (a generator's decode, a VAE's reconstruct: inputs -> images in
     [-1, 1]) over `inputs` (N, ...), `batch_size` at a time on `device`, each batch checked finite; an error names
-    `what` and the images' indices (counted from `first_index`)."""
+    `what` and the images' indices (counted from `first_index`). `what=None`: not checked."""
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
     out = []
     for start in range(0, len(inputs), batch_size):
         images = function(inputs[start:start + batch_size].to(device))
         first, last = first_index + start, first_index + start + len(images) - 1
-        check_finite(images, f"{what} (images {first}..{last})")
+        if what is not None:
+            check_finite(images, f"{what} (images {first}..{last})")
         out.append(to_uint8(images).cpu())
     return torch.cat(out) if out else torch.zeros(0, *image_shape, dtype=torch.uint8)
 
 
 def reconstruct(model: "ConvVAE", images: torch.Tensor, batch_size: int, device: torch.device | str,
-                what: str) -> torch.Tensor:
-    """uint8 (N, C, H, W) posterior-mean reconstructions of `images` (N, C, H, W) in [-1, 1], `batch_size` at a
-    time, each batch checked finite (`what` names the model and inputs in the error)."""
-    return images_in_batches(model.reconstruct, images, batch_size, device, what, tuple(images.shape[1:]))
+                what: str | None, num: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, reconstructions), uint8 (n, C, H, W): `images` (N, C, H, W) in [-1, 1], prepared as in training
+    (`vae_data.held_out_images`), or with `num` the first `num` of a permutation seeded by `seed`, and their
+    posterior-mean reconstructions (`ConvVAE.reconstruct`: the decoder's mean at mu(x), no sampling noise).
+
+    The one place reconstructions are made. They are computed `batch_size` at a time on `device`, with the model in
+    eval mode (and back in its earlier mode after), and quantised like PNG saving. Each batch is checked finite,
+    `what` naming the model and inputs in the error; `what=None` skips the check (a run's own grids, whose
+    divergence the training loss guard reports).
+    """
+    if num is not None:
+        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = images_in_batches(model.reconstruct, images, batch_size, device, what, tuple(images.shape[1:]))
+    finally:
+        model.train(was_training)
+    return to_uint8(images), outputs
 
 
 def reconstruction_images(source: str, dataset: str, batch_size: int = 500, device: torch.device | str = "cpu",
                           data_root: str | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) posterior-mean reconstructions of every image of the split `dataset` by a VAE.
+    """uint8 (N, C, H, W) posterior-mean reconstructions (`reconstruct`) of every image of the split `dataset`, in
+    order, by the VAE of a checkpoint or run folder (`genvision fid --reconstructions`)."""
+    from genvision.vae_data import held_out_images
 
-    `genvision fid --reconstructions`: inputs are prepared as in training (`held_out_images`: decoded at the run's
-    resolution and channels, binarised with the fixed seed for Bernoulli VAEs), reconstructed from the posterior
-    mean (`ConvVAE.reconstruct`, no sampling noise) and quantised like PNG saving (`imageconv.to_uint8`).
-    """
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
     model, config, checkpoint = load_vae(source)
     model.to(device)
     spec, images = held_out_images(config, dataset, data_root)
-    return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
+    return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The ex-post Gaussian-mixture prior (Ghosh et al. 2020; `models.prior`).
-
-
-@torch.inference_mode()
-def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str = "cpu",
-                    batch_size: int = 500) -> torch.Tensor:
-    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W) in [-1, 1], on the CPU; the model is
-    in eval mode meanwhile and back in its earlier mode after."""
-    was_training = model.training
-    model.eval()
-    codes = [model.encode(images[start:start + batch_size].to(device))[0].double().cpu()
-             for start in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(codes)
-
-
-def fit_latent_prior(codes: torch.Tensor, components: int, seed: int) -> "GaussianMixturePrior":
-    """A full-covariance Gaussian mixture of `components` (at most one per code) fitted by EM to `codes` (N, D):
-    scikit-learn's GaussianMixture, k-means initialised with `seed`, so the same codes give the same mixture."""
-    import numpy as np
-    from sklearn.mixture import GaussianMixture
-
-    from genvision.models.prior import GaussianMixturePrior
-
-    if len(codes) < 2:
-        raise UsageError(f"a Gaussian-mixture prior needs at least 2 training images, got {len(codes)}")
-    fitted = GaussianMixture(n_components=min(components, len(codes)), covariance_type="full", reg_covar=1e-6,
-                             max_iter=500, random_state=seed).fit(np.asarray(codes, dtype=np.float64))
-    return GaussianMixturePrior(torch.from_numpy(fitted.weights_), torch.from_numpy(fitted.means_),
-                                torch.from_numpy(fitted.covariances_))
-
-
-def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False) -> torch.Tensor:
-    """The training images a VAE's mixture prior is fitted to: --dataset prepared as held-out inputs are (the
-    run's geometry, the fixed binarisation for Bernoulli VAEs), a seeded subset of --prior-fit-images if larger."""
-    _, images = held_out_images(config, config.dataset, data_root, training)
-    if len(images) > config.prior_fit_images:
-        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-        chosen = chosen[:config.prior_fit_images]
-        images = images[chosen.sort().values]
-    return images
-
-
-def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor,
-                     device: torch.device | str = "cpu") -> "GaussianMixturePrior":
-    """The mixture prior of `model`, fitted to the posterior means of `images` (`prior_fit_images`). The global
-    random states (Python, NumPy, torch) are left as they were, so fitting inside a run never changes its course."""
-    import random
-
-    import numpy as np
-
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        return fit_latent_prior(posterior_means(model, images, device), config.prior_components, config.seed)
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
+# The latent prior of a VAE checkpoint.
 
 
 def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device | str = "cpu"
@@ -315,6 +237,8 @@ def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device 
 
     from genvision.config import VAEConfig, config_from_dict
     from genvision.models.prior import GaussianMixturePrior
+    from genvision.prior_fit import vae_latent_prior
+    from genvision.vae_data import prior_fit_images
 
     stored = checkpoint.weights("prior")
     if stored:

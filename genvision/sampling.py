@@ -1,24 +1,17 @@
 """Sampling generators from checkpoints, and writing grids and image folders.
 
-Every sample draws its latent from its own generator seeded by (seed, index), like NVlabs/edm's
-StackedRandomGenerator, so an image depends only on the seed and its index, never on the batch size. Generated
-images leave the model in [-1, 1] and are quantised once by `imageconv.to_uint8`, exactly as a PNG stores them;
-everything downstream (grids, PNG folders, FID) takes those uint8 images, and every path checks the model's output
-is finite before anything is written.
+Sample i draws its latent from its own generator seeded by (seed, i), like NVlabs/edm's StackedRandomGenerator, so an
+image never depends on the batch size. Images leave the model in [-1, 1], are checked finite, and are quantised once
+(`imageconv.to_uint8`) exactly as a PNG stores them; grids, PNG folders and FID all take those uint8 images.
 
 - Truncation trick (Brock et al. 2019, "Large Scale GAN Training for High Fidelity Natural Image Synthesis",
-  arXiv:1809.11096): latent components with |z| > T are redrawn, from the same per-sample generator, until they
-  fall inside [-T, T]; a sample therefore still depends only on (seed, index, T).
-- Interpolation: spherical linear interpolation (slerp; Shoemake 1985, "Animating rotation with quaternion
-  curves"), which White 2016 ("Sampling Generative Networks", arXiv:1609.04468) recommends for Gaussian latents:
-  a straight line between two N(0, I) draws passes near the origin, where latents of that norm are never drawn.
-  Row r walks from the latent of sample 2r to that of sample 2r+1, so its ends are exactly those samples. It is
-  defined for N(0, I) latents only: under --prior gmm (a VAE's ex-post Gaussian mixture, `models.prior`) it is
-  refused in one line.
-- --prior (`generators.load_generator`): auto (a VAE run's saved --prior, else normal), normal (z = the N(0, I)
-  draw) or gmm (z = the mixture's map of the same draw and one uniform, `prior_latents`).
-- Reconstructions (VAEs, Kingma & Welling 2014): held-out inputs, each row above its row of posterior-mean
-  reconstructions (`ConvVAE.reconstruct`), prepared as in training (`generators.held_out_images`).
+  arXiv:1809.11096): components with |z| > T are redrawn from the sample's own generator until inside [-T, T].
+- Interpolation: slerp (Shoemake 1985, "Animating rotation with quaternion curves"), which White 2016 ("Sampling
+  Generative Networks", arXiv:1609.04468) recommends for Gaussian latents; row r walks from sample 2r to 2r+1.
+  It walks N(0, I) latents, so it is refused under --prior gmm.
+- --prior (`generators.load_generator`): z is the N(0, I) draw, or a VAE's ex-post Gaussian mixture's map of the same
+  draw and one uniform (`models.prior`, `prior_latents`).
+- Reconstructions (VAEs): held-out inputs, each row above its row of reconstructions (`generators.reconstruct`).
 """
 
 from __future__ import annotations
@@ -36,8 +29,6 @@ from genvision.constants import SEED_STRIDE
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
 from genvision.generators import LoadedGenerator, images_in_batches, load_generator
-from genvision.imageconv import to_uint8
-
 
 
 def _draw(latent_dim: int, seed: int, index: int, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,12 +174,11 @@ def rows_above(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tens
 
 def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, batch_size: int = 256,
                          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, Checkpoint]:
-    """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`.
-
-    Inputs are prepared as in training (`generators.held_out_images`: the run's resolution and channels, binarised
-    with the fixed seed for Bernoulli VAEs); reconstructions decode the posterior mean. A GAN checkpoint is refused.
-    """
-    from genvision.generators import held_out_images, load_vae, reconstruct
+    """(inputs, reconstructions) uint8 (num, C, H, W) of `num` held-out images of `dataset` picked by `seed`
+    (`generators.reconstruct`: inputs prepared as in training, reconstructions decode the posterior mean). A GAN
+    checkpoint is refused."""
+    from genvision.generators import load_vae, reconstruct
+    from genvision.vae_data import held_out_images
 
     checkpoint = resolve_checkpoint(source)
     if checkpoint.kind != "vae":
@@ -199,9 +189,9 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
     spec, images = held_out_images(config, dataset)
     if num > len(images):
         raise UsageError(f"--num {num} exceeds the {len(images)} images of --reconstruct {spec}")
-    chosen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
-    outputs = reconstruct(model, chosen, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")
-    return to_uint8(chosen), outputs, checkpoint
+    inputs, outputs = reconstruct(model, images, batch_size, device,
+                                  f"VAE of {checkpoint.path} (reconstructions of {spec})", num, seed)
+    return inputs, outputs, checkpoint
 
 
 def generate_images(source: str, num_samples: int, seed: int = 0, batch_size: int = 256,

@@ -282,7 +282,7 @@ def make_classifier(path: Path, seed: int = 0, num_features: int = 32) -> None:
     from genvision.weights import save_classifier
 
     torch.manual_seed(seed)
-    model = Classifier(base_channels=8, num_features=num_features, multi_depth=False)  # features: the layer alone
+    model = Classifier(base_channels=8, feature_width=num_features, multi_depth=False)  # features: the layer alone
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # cumulative average: one pass sets the running statistics

@@ -114,7 +114,8 @@ def test_vae_reconstruction_fid(runs):
 def test_reconstruction_images_are_posterior_means_of_prepared_inputs(runs):
     from genvision.data import load_dataset
     from genvision.imageconv import to_model_range, to_uint8
-    from genvision.generators import BINARIZATION_SEED, binarize, load_vae, reconstruction_images
+    from genvision.generators import load_vae, reconstruction_images
+    from genvision.vae_data import BINARIZATION_SEED, binarize
 
     run = runs["vae"]
     images = reconstruction_images(str(run), "mnist5k:test", batch_size=128)

@@ -47,6 +47,11 @@ def test_flags_round_trip():
     assert config_from_dict(ClassifierConfig, dataclasses.asdict(config)) == config
 
 
+def test_a_renamed_field_keeps_its_former_flag():
+    assert _parse(["--feature-width", "8"]).feature_width == 8
+    assert _parse(["--num-features", "8"]).feature_width == 8  # the flag's name before the field was renamed
+
+
 def test_boolean_flags_have_no_variant():
     assert _parse(["--hflip"]).hflip is True
     assert _parse(["--hflip", "--no-hflip"]).hflip is False

@@ -1,32 +1,19 @@
 """The baseline image classifier: a small CNN that is also genvision's default FID feature extractor.
 
-Three conv-BN-ReLU stages (each two 3x3 convs, the second with stride 2), a pooling step, a feature layer
-(Linear-BN-ReLU) and a linear head, in the VGG/ResNet tradition (Simonyan & Zisserman 2015; Ioffe & Szegedy 2015).
-Pooling is `global-average` (the 0.1.0 extractor: the last stage averaged over space) or `spatial` (the last
-stage's R/8 x R/8 map flattened, as LeNet's fully connected layers see it, LeCun et al. 1998). Averaging over space
-discards where the strokes are and how sharp their edges are, so FID on those features barely moves under blur;
-`spatial` keeps the layout (see benchmarks/extractor_sensitivity.py).
+Three conv-BN-ReLU stages (two 3x3 convs each, the second with stride 2), a pooling step, a feature layer
+(Linear-BN-ReLU, `feature_width` wide) and a linear head (Simonyan & Zisserman 2015; Ioffe & Szegedy 2015). Pooling
+is `spatial` (the last stage's map flattened, as LeNet's fully connected layers see it, LeCun et al. 1998: FID sees
+where the strokes are and how sharp their edges are) or `global-average` (both averaged away). A domain classifier's
+penultimate layer as FID's feature space follows Heusel et al. 2017, as Lucic et al. 2018 ("Are GANs Created
+Equal?") did for MNIST. With `multi_depth` the FID features join two depths, as LPIPS joins layers (Zhang et al.
+2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric"): the feature layer, which a
+classifier learns to make blind to how a digit is drawn, and the channel means of the first two convs (the edge and
+stroke statistics blur, noise, JPEG and dimming change), each block carrying half the variance after `calibrate`.
+Logits come from the feature layer alone.
 
-FID features (`multi_depth`, genvision 0.2.0's extractor): the feature layer alone describes what a digit is, not
-how it is drawn: FID on it barely moved under a blur of sigma 0.5 px (1.2x the real-vs-real floor), because a
-classifier is trained to ignore exactly that. The FID features therefore join two depths, as perceptual metrics
-do (Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", LPIPS, compares
-several layers of one network): the feature layer (num_features) and the channel means of the first two conv
-layers (2 x base_channels: the edge and stroke statistics that blur, noise, JPEG and dimming change). After training
-`calibrate` fits a fixed affine map on the training images so that each block carries half of the total variance:
-the feature layer is centred and scaled, the low-level block centred and whitened (its channel means are strongly
-correlated: all of them rise with the amount of ink, which would otherwise mask the sharpness directions), with
-eigenvalues floored at `whitening_floor` x the largest. The map is stored as buffers; logits still come from the
-feature layer alone. Files written by 0.1.0 have neither (`multi_depth` false): their FID features are the feature
-layer, as before.
-Using a domain classifier's penultimate layer as the feature space for FID follows Heusel et al. 2017's Inception
-features on datasets Inception was never trained on, as done for MNIST in e.g. Lucic et al. 2018 ("Are GANs Created
-Equal?"), which used a LeNet-like classifier.
-
-Input contract: float images in [-1, 1] (genvision's model range), shape (N, image_channels, resolution, resolution)
-with image_channels in {1, 3} and resolution in {32, 64}. `features(x)` returns the (N, num_features) FID features
-(`num_features` is the model attribute: the feature layer's width, plus 2 x base_channels when `multi_depth`);
-`forward(x)` returns (N, num_classes) logits.
+Input: float images in [-1, 1], (N, image_channels, resolution, resolution), image_channels 1 or 3, resolution 32
+or 64. `features(x)` -> (N, num_features), `num_features` being the total FID dimension of the extractor contract:
+feature_width, plus 2 x base_channels with `multi_depth`; `forward(x)` -> (N, num_classes) logits.
 """
 
 from __future__ import annotations
@@ -41,18 +28,20 @@ from genvision.errors import UsageError
 
 @dataclass
 class ClassifierArchitecture:
-    """Everything needed to rebuild a Classifier; stored beside its weights."""
+    """Everything needed to rebuild a Classifier (stored beside its weights: `weights.save_classifier`); the
+    defaults are `Classifier`'s."""
 
     image_channels: int = 1  # 1 (grayscale) or 3 (RGB)
     resolution: int = 32  # input side in px, 32 or 64
     num_classes: int = 10  # output logits
     base_channels: int = 16  # width of the first stage; stages are 1x, 2x, 4x
-    num_features: int = 128  # width of the feature layer (the FID feature dimension)
-    pooling: str = "global-average"  # "global-average" or "spatial"; files written by 0.1.0 lack it (they average)
-    multi_depth: bool = False  # FID features: feature layer + calibrated low-level block (0.1.0 files: layer only)
+    feature_width: int = 128  # width of the feature layer
+    pooling: str = "spatial"  # "spatial" or "global-average"
+    multi_depth: bool = True  # FID features: feature layer + calibrated low-level block (False: the layer alone)
     whitening_floor: float = 1e-2  # eigenvalue floor of the low-level whitening, relative to the largest
 
 
+DEFAULT_ARCHITECTURE = ClassifierArchitecture()
 POOLINGS = ("global-average", "spatial")
 
 
@@ -67,9 +56,12 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequent
 class Classifier(nn.Module):
     """Small CNN classifier with a `features` method and a `num_features` attribute (see module docstring)."""
 
-    def __init__(self, image_channels: int = 1, resolution: int = 32, num_classes: int = 10, base_channels: int = 16,
-                 num_features: int = 128, pooling: str = "spatial", multi_depth: bool = True,
-                 whitening_floor: float = 1e-2) -> None:
+    def __init__(self, image_channels: int = DEFAULT_ARCHITECTURE.image_channels,
+                 resolution: int = DEFAULT_ARCHITECTURE.resolution, num_classes: int = DEFAULT_ARCHITECTURE.num_classes,
+                 base_channels: int = DEFAULT_ARCHITECTURE.base_channels,
+                 feature_width: int = DEFAULT_ARCHITECTURE.feature_width, pooling: str = DEFAULT_ARCHITECTURE.pooling,
+                 multi_depth: bool = DEFAULT_ARCHITECTURE.multi_depth,
+                 whitening_floor: float = DEFAULT_ARCHITECTURE.whitening_floor) -> None:
         super().__init__()
         if image_channels not in (1, 3):
             raise UsageError(f"classifier image_channels must be 1 or 3, got {image_channels}")
@@ -78,11 +70,11 @@ class Classifier(nn.Module):
         if pooling not in POOLINGS:
             raise UsageError(f"classifier pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.architecture = ClassifierArchitecture(image_channels, resolution, num_classes, base_channels,
-                                                   num_features, pooling, multi_depth, whitening_floor)
+                                                   feature_width, pooling, multi_depth, whitening_floor)
         self.image_channels, self.resolution = image_channels, resolution
         self.multi_depth, self.whitening_floor = multi_depth, whitening_floor
-        self.layer_width, self.low_level_width = num_features, 2 * base_channels if multi_depth else 0
-        self.num_features = num_features + self.low_level_width  # the FID feature dimension
+        self.feature_width, self.low_level_width = feature_width, 2 * base_channels if multi_depth else 0
+        self.num_features = feature_width + self.low_level_width  # the FID feature dimension (extractor contract)
         width = base_channels
         self.stages = nn.Sequential(                                  # (N, C, R, R)
             conv_bn_relu(image_channels, width, 1),
@@ -99,12 +91,12 @@ class Classifier(nn.Module):
             self.pool = nn.Flatten()                                  # (N, 4w * R/8 * R/8)
             pooled = 4 * width * (resolution // 8) ** 2
         self.feature_layer = nn.Sequential(
-            nn.Linear(pooled, num_features, bias=False),
-            nn.BatchNorm1d(num_features),
-            nn.ReLU(inplace=True),                                    # (N, num_features)
+            nn.Linear(pooled, feature_width, bias=False),
+            nn.BatchNorm1d(feature_width),
+            nn.ReLU(inplace=True),                                    # (N, feature_width)
         )
         self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(num_features, num_classes)              # (N, num_classes)
+        self.head = nn.Linear(feature_width, num_classes)             # (N, num_classes)
         if multi_depth:  # the calibration map (identity until `calibrate`): features = (f - center) @ transform
             self.register_buffer("feature_center", torch.zeros(self.num_features))
             self.register_buffer("feature_transform", torch.eye(self.num_features))
@@ -116,7 +108,7 @@ class Classifier(nn.Module):
                              f"got {tuple(images.shape)}")
 
     def layer_and_low_level(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(N, C, R, R) in [-1, 1] -> (feature layer (N, layer_width), channel means of the first two conv layers
+        """(N, C, R, R) in [-1, 1] -> (feature layer (N, feature_width), channel means of the first two conv layers
         (N, 2 x base_channels), or None without `multi_depth`)."""
         self.check_input(images)
         if not self.multi_depth:
@@ -165,6 +157,6 @@ class Classifier(nn.Module):
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
         whitening = whitening * (half / torch.cov((low @ whitening).T).trace()).sqrt()
-        transform = torch.block_diag(torch.eye(self.layer_width, dtype=torch.float64) * layer_scale, whitening)
+        transform = torch.block_diag(torch.eye(self.feature_width, dtype=torch.float64) * layer_scale, whitening)
         self.feature_center.copy_(torch.cat([layer.mean(0), low.mean(0)]).float())
         self.feature_transform.copy_(transform.float())

@@ -24,8 +24,9 @@ RESOLUTIONS = (32, 64, 128)
 NORMALIZATIONS = ("batch", "none", "spectral")
 
 
-def check_architecture(resolution: int, **positive: int) -> int:
-    """Validate the resolution and positive sizes; return the number of stride-2 stages, log2(resolution) - 2."""
+def stages_for(resolution: int, **positive: int) -> int:
+    """The number of stride-2 stages of a network for `resolution`, log2(resolution) - 2, once the resolution and
+    the `positive` sizes are checked (a one-line UsageError naming the bad one)."""
     if resolution not in RESOLUTIONS:
         raise UsageError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}; got {resolution!r}")
     for name, value in positive.items():
@@ -36,7 +37,7 @@ def check_architecture(resolution: int, **positive: int) -> int:
 
 def generator_stack(latent_dim: int, base_channels: int, image_channels: int, resolution: int) -> nn.Sequential:
     """DCGAN generator layers from a (N, latent_dim, 1, 1) code to raw (N, image_channels, R, R) outputs (no tanh)."""
-    stages = check_architecture(
+    stages = stages_for(
         resolution, latent_dim=latent_dim, base_channels=base_channels, image_channels=image_channels
     )
     widths = [base_channels * 2 ** (stages - 1 - i) for i in range(stages)]  # 64 px, base 64: 512, 256, 128, 64
@@ -63,7 +64,7 @@ def discriminator_stack(
 
     The first convolution has no normalisation (Radford et al. 2015); later ones have BatchNorm when `batch_norm`.
     """
-    stages = check_architecture(resolution, base_channels=base_channels, image_channels=image_channels)
+    stages = stages_for(resolution, base_channels=base_channels, image_channels=image_channels)
     widths = [base_channels * 2**i for i in range(stages)]  # 64 px, base 64: 64, 128, 256, 512
     layers: list[nn.Module] = [
         nn.Conv2d(image_channels, widths[0], 4, 2, 1),  # (N, widths[0], R/2, R/2)

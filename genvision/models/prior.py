@@ -4,7 +4,7 @@ Ghosh, Sajjadi, Vergari, Black & Schölkopf 2020, "From Variational to Determini
 arXiv:1903.12436), Sec. 4 "ex-post density estimation": a trained VAE's aggregate posterior does not fill its
 N(0, I) prior, and samples from the holes decode to implausible images; sampling from a density fitted to the
 training set's posterior means improves them. `GaussianMixturePrior` holds a full-covariance mixture (fitted by
-`generators.fit_latent_prior`) and maps one sample's standard draws (`sampling.standard_draws`) to its latent, so a
+`prior_fit.fit_latent_prior`) and maps one sample's standard draws (`sampling.standard_draws`) to its latent, so a
 sample still depends only on (seed, index) and uses the very N(0, I) draw of the normal prior:
 
     eps ~ N(0, I) (latent_dim,), u ~ U[0, 1)         k = min{k : w_1 + ... + w_k > u}

@@ -290,7 +290,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # "auto" resolved
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)
-    model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.num_features,
+    model = Classifier(channels, config.resolution, num_classes, config.base_channels, config.feature_width,
                        config.pooling, multi_depth=True, whitening_floor=config.whitening_floor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(batches)

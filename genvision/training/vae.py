@@ -6,10 +6,10 @@ dynamically binarised (each step draws x_bin ~ Bernoulli(intensity)), as in the 
 so the reported NLL is a true discrete NLL; held-out evaluation uses one fixed, seeded binarisation.
 
 Every --sample-every steps the run writes a grid of prior samples (fixed noise, through the --prior: N(0, I) or the
-Gaussian mixture fitted to the training posterior means, Ghosh et al. 2020) and a grid of held-out
-reconstructions (inputs in the row above their reconstructions). Every checkpoint stores that step's mixture. At the end it reports the held-out negative ELBO in
-nats per image and bits per dimension. Loading checkpoints and preparing held-out inputs (the fixed binarisation)
-live in `genvision.generators`, which sampling and evaluation share.
+Gaussian mixture fitted to the training posterior means, Ghosh et al. 2020) and a grid of held-out reconstructions;
+every checkpoint stores that step's mixture. At the end it reports the held-out negative ELBO in nats per image and
+bits per dimension. Held-out inputs (`vae_data`), mixture fitting (`prior_fit`) and loading (`generators`) are shared
+with sampling and evaluation.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import torch
 from genvision.config import VAE_ARCHITECTURE_FIELDS, VAEConfig
 from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
-from genvision.generators import binarize, held_out_images, likelihood_family, load_vae
+from genvision.generators import load_vae
 from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common, performance
 from genvision.training.loop import train
 from genvision.training.plan import plan_run
+from genvision.vae_data import binarize, held_out_images, likelihood_family
 
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
@@ -37,7 +38,7 @@ def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
 
 
 def load_held_out(config: VAEConfig) -> torch.Tensor:
-    """The run's held-out images (N, C, H, W) in [-1, 1] on the CPU (`generators.held_out_images`). Every process of
+    """The run's held-out images (N, C, H, W) in [-1, 1] on the CPU (`vae_data.held_out_images`). Every process of
     a run calls it: local rank 0 downloads, decodes and caches the split first, then the others read its cache."""
     with local_main_first():
         return held_out_images(config, training=True)[1]
@@ -120,10 +121,11 @@ class VAETask:
         return _TrainAfter(decode, self.model)
 
     def mixture(self):
-        """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `generators.vae_latent_prior`),
+        """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `prior_fit.vae_latent_prior`),
         fitted to the posterior means of the training images; cached until the next step. A collective when it
         fits: every rank calls it at the same steps (the schedule's grid/FID steps and `state_payload`)."""
-        from genvision.generators import prior_fit_images, vae_latent_prior
+        from genvision.prior_fit import vae_latent_prior
+        from genvision.vae_data import prior_fit_images
 
         if self._mixture_step != self.step:
             images = prior_fit_images(self.config, training=True)
@@ -151,15 +153,11 @@ class VAETask:
         The inputs are a fixed random subset (seed 0) of the held-out split, the same at every step: held-out
         splits such as mnist5k:test are stored sorted by class, so their first images are all one digit.
         """
-        from genvision.imageconv import to_uint8
+        from genvision.generators import reconstruct
         from genvision.sampling import rows_above
 
-        self.model.eval()
-        chosen = torch.randperm(len(self.held_out), generator=torch.Generator().manual_seed(0))[:count]
-        inputs = self.held_out[chosen].to(self.accelerator.device)
-        outputs = self.model.reconstruct(inputs)
-        self.model.train()
-        return rows_above(to_uint8(inputs).cpu(), to_uint8(outputs).cpu(), 8)
+        inputs, outputs = reconstruct(self.model, self.held_out, count, self.accelerator.device, None, count, seed=0)
+        return rows_above(inputs, outputs, 8)
 
     def write_grids(self, run_dir: Path, step: int) -> dict:
         """The reconstructions grid of this step as a PNG in samples/; returns it (uint8 H, W, C) by name."""

@@ -19,6 +19,13 @@ from genvision.fileio import atomic_save, file_sha256
 from genvision.models.classifier import Classifier, ClassifierArchitecture
 from genvision.version import __version__
 
+# The architecture in a file's metadata is `ClassifierArchitecture` under the file format's own names: the feature
+# layer's width is recorded as "num_features" (files stay as they were, byte for byte, and so do their hashes, which
+# name the FID extractor). A file without "pooling" and "multi_depth" was written by genvision 0.1.0, whose
+# classifier averaged the last stage and took the feature layer alone as its FID features.
+FILE_NAMES = {"feature_width": "num_features"}  # field -> key in the file
+FIELDS_OF_0_1_0 = {"pooling": "global-average", "multi_depth": False}  # the fields 0.1.0 files lack, as 0.1.0 built
+
 WEIGHTS_DIR = Path(__file__).resolve().parent
 SHIPPED = {"mnist5k": WEIGHTS_DIR / "classifier-mnist5k.safetensors"}
 
@@ -30,11 +37,23 @@ def save_classifier(model: Classifier, path: str | Path, info: dict) -> None:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     metadata = {
         "kind": "classifier",
-        "architecture": json.dumps(dataclasses.asdict(model.architecture)),
+        "architecture": json.dumps(architecture_record(model.architecture)),
         "info": json.dumps(info),
         "genvision_version": __version__,
     }
     atomic_save(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def architecture_record(architecture: ClassifierArchitecture) -> dict:
+    """The architecture as a file records it (`FILE_NAMES`), in field order."""
+    return {FILE_NAMES.get(name, name): value for name, value in dataclasses.asdict(architecture).items()}
+
+
+def architecture_from_record(record: dict) -> ClassifierArchitecture:
+    """The architecture a file records (`FILE_NAMES`; the fields a 0.1.0 file lacks as 0.1.0 built them); a
+    TypeError for an unknown key."""
+    keys = {key: name for name, key in FILE_NAMES.items()}
+    return ClassifierArchitecture(**{**FIELDS_OF_0_1_0, **{keys.get(key, key): value for key, value in record.items()}})
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
@@ -55,7 +74,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise UsageError(f"{path} is not a genvision classifier (kind {metadata.get('kind')!r}, "
                          f"expected 'classifier')")
     try:
-        architecture = ClassifierArchitecture(**json.loads(metadata["architecture"]))
+        architecture = architecture_from_record(json.loads(metadata["architecture"]))
         model = Classifier(**dataclasses.asdict(architecture))
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:

@@ -14,7 +14,7 @@ from genvision.weights import load_classifier, save_classifier, shipped_classifi
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("pooling", ["spatial", "global-average"])
 def test_shapes_at_both_sizes_and_channel_counts(resolution, channels, pooling):
-    model = Classifier(channels, resolution, num_classes=7, base_channels=4, num_features=12, pooling=pooling).eval()
+    model = Classifier(channels, resolution, num_classes=7, base_channels=4, feature_width=12, pooling=pooling).eval()
     images = torch.rand(5, channels, resolution, resolution) * 2 - 1
     assert model(images).shape == (5, 7)
     assert model.features(images).shape == (5, model.num_features) == (5, 12 + 2 * 4)  # layer + low-level block
@@ -27,7 +27,7 @@ def test_shapes_at_both_sizes_and_channel_counts(resolution, channels, pooling):
 
 def test_calibration_gives_each_block_half_the_variance_and_whitens_the_low_level_block():
     torch.manual_seed(0)
-    model = Classifier(1, 32, base_channels=4, num_features=12).eval()
+    model = Classifier(1, 32, base_channels=4, feature_width=12).eval()
     images = torch.rand(400, 1, 32, 32) * 2 - 1
     model.calibrate(images.split(100))
     features = model.features(images).double()
@@ -41,7 +41,7 @@ def test_calibration_gives_each_block_half_the_variance_and_whitens_the_low_leve
 
 
 def test_classifier_files_of_0_1_0_load_as_the_layer_only_extractor(tmp_path):
-    legacy = Classifier(1, 32, base_channels=4, num_features=8, pooling="global-average", multi_depth=False).eval()
+    legacy = Classifier(1, 32, base_channels=4, feature_width=8, pooling="global-average", multi_depth=False).eval()
     path = tmp_path / "old.safetensors"
     save_classifier(legacy, path, {"dataset": "x"})
     import json
@@ -72,7 +72,7 @@ def test_input_contract_is_enforced():
 
 
 def test_weights_file_round_trip_and_refusals(tmp_path):
-    model = Classifier(1, 32, base_channels=4, num_features=8).eval()
+    model = Classifier(1, 32, base_channels=4, feature_width=8).eval()
     path = tmp_path / "clf.safetensors"
     save_classifier(model, path, {"dataset": "x", "test_accuracy": 0.5})
     loaded, info = load_classifier(path)

@@ -43,7 +43,7 @@ def test_random_translate_draws_as_a_cpu_generator_did():
 
 def test_train_epoch_reads_the_loss_once_per_window(monkeypatch):
     torch.manual_seed(0)
-    model = Classifier(1, 32, 10, base_channels=4, num_features=8)
+    model = Classifier(1, 32, 10, base_channels=4, feature_width=8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     data = ImageData(noise_images(32), torch.arange(32) % 10, 10, "noise")
@@ -78,7 +78,7 @@ def test_train_epoch_reads_the_loss_once_per_window(monkeypatch):
 
 def test_accuracy_is_read_once(monkeypatch):
     torch.manual_seed(0)
-    model = Classifier(1, 32, 10, base_channels=4, num_features=8).eval()
+    model = Classifier(1, 32, 10, base_channels=4, feature_width=8).eval()
     images, labels = noise_images(1200), torch.arange(1200) % 10
     with torch.no_grad():
         expected = sum((model(to_model_range(images[s:s + 500])).argmax(1) == labels[s:s + 500]).sum().item()

@@ -22,7 +22,7 @@ def test_train_classifier_writes_run_folder_and_reports_accuracy(tmp_path):
     record = metrics_records(out)[-1]
     assert record["epoch"] == 2 and 0.0 <= record["test_accuracy"] <= 1.0
     model, info = load_classifier(out / "classifier.safetensors")
-    assert (model.layer_width, model.num_features) == (16, 16 + 2 * 8)  # feature layer + low-level block
+    assert (model.feature_width, model.num_features) == (16, 16 + 2 * 8)  # feature layer + low-level block
     assert info["test_accuracy"] == record["test_accuracy"]
     assert record["test_accuracy"] > 0.5  # two tiny epochs already beat chance (0.1) by far
     scalars, _ = tensorboard_events(out)  # --report-to tensorboard, the default

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from genvision.checkpoint import read_checkpoint
-from genvision.generators import load_vae, prior_fit_images, vae_latent_prior
+from genvision.generators import load_vae
+from genvision.prior_fit import vae_latent_prior
+from genvision.vae_data import prior_fit_images
 from helpers import TINY_VAE, cli, metrics_records, train_to_completion
 
 

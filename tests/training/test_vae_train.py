@@ -108,7 +108,8 @@ def test_reconstruction_grid_rows(run):
     from PIL import Image
 
     from genvision.imageconv import to_uint8
-    from genvision.generators import held_out_images, load_vae
+    from genvision.generators import load_vae
+    from genvision.vae_data import held_out_images
 
     _, out = run
     model, config, _ = load_vae(str(out))

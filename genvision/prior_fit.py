@@ -1,0 +1,69 @@
+"""Fitting a VAE's ex-post Gaussian-mixture prior to the posterior means of its training images.
+
+Ghosh, Sajjadi, Vergari, Black & Schölkopf 2020, "From Variational to Deterministic Autoencoders" (ICLR,
+arXiv:1903.12436), Sec. 4 "ex-post density estimation": after training, a density fitted to the codes mu(x) of the
+training set covers the aggregate posterior, which N(0, I) does not; latents drawn from it decode to better samples.
+The density is a full-covariance Gaussian mixture fitted by EM (Dempster, Laird & Rubin 1977) with scikit-learn's
+`GaussianMixture`, k-means initialised with a seed, so the same codes always give the same mixture.
+`models.prior.GaussianMixturePrior` holds and samples the result; `vae_data.prior_fit_images` chooses the images.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from genvision.errors import UsageError
+
+if TYPE_CHECKING:
+    from genvision.config import VAEConfig
+    from genvision.models.prior import GaussianMixturePrior
+    from genvision.models.vae import ConvVAE
+
+
+@torch.inference_mode()
+def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str = "cpu",
+                    batch_size: int = 500) -> torch.Tensor:
+    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W) in [-1, 1], on the CPU; the model is
+    in eval mode meanwhile and back in its earlier mode after."""
+    was_training = model.training
+    model.eval()
+    codes = [model.encode(images[start:start + batch_size].to(device))[0].double().cpu()
+             for start in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(codes)
+
+
+def fit_latent_prior(codes: torch.Tensor, components: int, seed: int) -> "GaussianMixturePrior":
+    """A full-covariance Gaussian mixture of `components` (at most one per code) fitted by EM to `codes` (N, D):
+    scikit-learn's GaussianMixture, k-means initialised with `seed`, so the same codes give the same mixture."""
+    import numpy as np
+    from sklearn.mixture import GaussianMixture
+
+    from genvision.models.prior import GaussianMixturePrior
+
+    if len(codes) < 2:
+        raise UsageError(f"a Gaussian-mixture prior needs at least 2 training images, got {len(codes)}")
+    fitted = GaussianMixture(n_components=min(components, len(codes)), covariance_type="full", reg_covar=1e-6,
+                             max_iter=500, random_state=seed).fit(np.asarray(codes, dtype=np.float64))
+    return GaussianMixturePrior(torch.from_numpy(fitted.weights_), torch.from_numpy(fitted.means_),
+                                torch.from_numpy(fitted.covariances_))
+
+
+def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor,
+                     device: torch.device | str = "cpu") -> "GaussianMixturePrior":
+    """The mixture prior of `model`, fitted to the posterior means of `images` (`vae_data.prior_fit_images`). The
+    global random states (Python, NumPy, torch) are left as they were, so fitting inside a run never changes its
+    course."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        return fit_latent_prior(posterior_means(model, images, device), config.prior_components, config.seed)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)

@@ -1,0 +1,67 @@
+"""A VAE's evaluation images, prepared as its training prepared them.
+
+A VAE (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114) is trained, scored and sampled on
+images decoded at its run's resolution and channels. With the Bernoulli likelihood training binarises every batch
+anew (x_bin ~ Bernoulli((x + 1) / 2), the dynamic binarisation of the MNIST density-modelling literature, e.g.
+Salakhutdinov & Murray 2008, "On the Quantitative Analysis of Deep Belief Networks"); evaluation freezes it with
+one fixed seed, so held-out scores, reconstructions and the fitted mixture prior see the same inputs every time.
+
+- `held_out_images`: the held-out split (or any split) of a run, prepared so.
+- `prior_fit_images`: the training images a VAE's ex-post mixture prior is fitted to (`prior_fit`).
+- `binarize`, `likelihood_family`: the binarisation, and the likelihood (`losses`) a --likelihood choice uses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from genvision.config import VAEConfig
+
+BINARIZATION_SEED = 1234  # the fixed binarisation of held-out images
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [-1, 1] -> {-1, 1}: pixel on with probability (x + 1) / 2."""
+    probability = (images + 1) / 2
+    draws = torch.rand(images.shape, generator=generator, device=images.device)
+    return torch.where(draws < probability, 1.0, -1.0)
+
+
+def likelihood_family(config_or_name) -> str:
+    """The likelihood of genvision.losses ('bernoulli' or 'gaussian') for a --likelihood choice."""
+    name = config_or_name if isinstance(config_or_name, str) else config_or_name.likelihood
+    return "bernoulli" if name == "bernoulli" else "gaussian"
+
+
+def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | None = None,
+                    training: bool = False) -> tuple[str, torch.Tensor]:
+    """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
+
+    `data_root` overrides the run's --data-root. Only `training` (the run itself, whose command has --download)
+    downloads a missing dataset when the run was told to; sampling and evaluation never do.
+    """
+    from genvision.data import load_dataset
+    from genvision.imageconv import to_model_range
+
+    spec = dataset or config.resolved_eval_dataset()
+    download = config.download and training and data_root is None
+    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
+                        offer_download=training, image_column=config.image_column, label_column=config.label_column)
+    images = to_model_range(data.images)
+    if likelihood_family(config) == "bernoulli":
+        images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
+    return spec, images
+
+
+def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False) -> torch.Tensor:
+    """The training images a VAE's mixture prior is fitted to: --dataset prepared as held-out inputs are (the
+    run's geometry, the fixed binarisation for Bernoulli VAEs), a seeded subset of --prior-fit-images if larger."""
+    _, images = held_out_images(config, config.dataset, data_root, training)
+    if len(images) > config.prior_fit_images:
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
+        chosen = chosen[:config.prior_fit_images]
+        images = images[chosen.sort().values]
+    return images
