@@ -333,10 +333,11 @@ def write_random_inception_weights(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def serve_files(files: dict[str, bytes], max_requests: int = 4, timeout_s: float = 60.0):
-    """Serve `files` (URL path -> bytes; anything else is 404) on 127.0.0.1 at a free port; yields
-    (base URL, list of the paths requested). It answers at most `max_requests` requests and stops by itself after
-    `timeout_s` seconds or when the block ends, whichever comes first."""
+def serve_files(files: dict, max_requests: int = 4, timeout_s: float = 60.0):
+    """Serve `files` (URL path -> bytes, or a function that writes the whole response through the request handler it
+    is given; anything else is 404) on 127.0.0.1 at a free port; yields (base URL, list of the paths requested). It
+    answers at most `max_requests` requests and stops by itself after `timeout_s` seconds or when the block ends,
+    whichever comes first."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -349,6 +350,9 @@ def serve_files(files: dict[str, bytes], max_requests: int = 4, timeout_s: float
                 self.send_error(404 if self.path not in files else 503)
                 return
             body = files[self.path]
+            if callable(body):
+                body(self)
+                return
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -8,16 +8,23 @@ names: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (`DEFAULT_
 `resolve` takes the first of ``--inception-weights``, ``$GENVISION_INCEPTION_WEIGHTS``, the torch hub cache and
 (with ``download=True``) a download by `fetch`. A cached or downloaded file is kept only if its SHA-256 starts with
 the hex prefix in its file name (torch.hub's ``NAME-<hex>.EXT``), and a download is renamed into place only after
-that check, so nothing partial or corrupt is ever left in the cache.
+that check, so nothing partial or corrupt is ever left in the cache. A download is bounded: http(s) only (redirects
+included), at most `OFFICIAL_SIZE` bytes under the official name (`MAX_OTHER_SIZE` otherwise) and `DEADLINE_S` seconds
+in all; what a killed download left behind is removed by the next one (`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import http.client
 import os
 import re
+import socket
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,7 +42,10 @@ WEIGHTS_ENV = "GENVISION_INCEPTION_WEIGHTS"
 URL_ENV = "GENVISION_INCEPTION_URL"
 HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX
 MIN_PREFIX = 8  # hex digits: shorter prefixes verify too little
+OFFICIAL_SIZE = 95_628_359  # bytes of the official file (both names; same SHA-256)
+MAX_OTHER_SIZE = 2 * OFFICIAL_SIZE  # bytes a file under any other name may have: custom weights, generously
 TIMEOUT_S = 60.0  # seconds a download may wait for the server on any one read
+DEADLINE_S = 30 * 60.0  # seconds a whole download may take (connect, redirects, headers, body) before it is cut
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,21 @@ def expected_digest_ok(name: str, digest: str) -> bool:
     if not prefix or not digest.startswith(prefix):
         return False
     return digest == OFFICIAL_SHA256 if OFFICIAL_SHA256.startswith(prefix) else True
+
+
+def size_bound(name: str) -> int:
+    """The most bytes a download saved as `name` may have: exactly `OFFICIAL_SIZE` under the official hash prefix
+    (only the official digest passes there), `MAX_OTHER_SIZE` under any other."""
+    prefix = hash_prefix(name)
+    return OFFICIAL_SIZE if prefix and OFFICIAL_SHA256.startswith(prefix) else MAX_OTHER_SIZE
+
+
+def check_http_url(url: str, where: str) -> None:
+    """A one-line UsageError unless `url` is http:// or https:// (no file:, ftp:, data: or bare path)."""
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("http", "https"):
+        raise UsageError(f"{where} {url}: expected an http:// or https:// URL, not "
+                         f"{scheme + ':' if scheme else 'a path'}; nothing was downloaded")
 
 
 def cache_candidates() -> list[Path]:
@@ -179,9 +204,13 @@ def fetch(url: str | None = None, *, replace: bool = False) -> InceptionWeights:
     The file lands under the URL's file name, whose hash prefix it must match; an existing verified file is kept
     (no download), an existing corrupt one is replaced only when `replace` (``download-weights``) or refused.
     Bytes stream into a temp file beside the target and are renamed only after the check; on any failure the temp
-    file and the folders this call created are removed.
+    file and the folders this call created are removed. Only http(s) URLs are fetched, redirects included; a body
+    past `size_bound` or a download past `DEADLINE_S` is refused (`_download`), and temp files a killed download of
+    the same name left behind are removed first (`remove_stale_temps`).
     """
+    where = "--url" if url else f"${URL_ENV}" if os.environ.get(URL_ENV) else "the default URL"
     url = url or weights_url()
+    check_http_url(url, where)
     name = url_file_name(url)
     if not hash_prefix(name):
         raise UsageError(f"${URL_ENV} {url}: its file name {name!r} carries no SHA-256 prefix (torch.hub's "
@@ -199,6 +228,8 @@ def fetch(url: str | None = None, *, replace: bool = False) -> InceptionWeights:
     created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temps(target):
+            print(f"note: removed {stale}, left by an earlier download that did not finish", file=sys.stderr)
         digest = _download(url, folder, target)
     except BaseException:
         for parent in created:  # deepest first; only folders this call made, and only when left empty
@@ -208,34 +239,171 @@ def fetch(url: str | None = None, *, replace: bool = False) -> InceptionWeights:
     return InceptionWeights(target, "download", digest)
 
 
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temp files an earlier download of `target` left when it was killed (SIGKILL, power loss): fileio's
+    ``.NAME.<random>.tmp`` beside it, last written more than `DEADLINE_S` + `TIMEOUT_S` ago. No live download can own
+    such a file, since each is cut at its deadline; a younger one may be another process's download and is kept.
+    Returns the files removed."""
+    removed = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.lstat().st_mtime > DEADLINE_S + TIMEOUT_S:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+class _Watchdog:
+    """The overall deadline of one download: a timer that, when `seconds` pass, shuts down the TCP connection of
+    every socket the download opened, so a stalled TLS handshake, header or body read returns at once instead of
+    waiting out its per-read timeout (`expired` is then set). It holds a duplicate of each socket (`track`), which
+    reaches the connection whatever wraps or drops the original (TLS, urllib once the headers are in)."""
+
+    def __init__(self, seconds: float):
+        self.expired = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        for sock in self._sockets:
+            sock.close()
+
+    def track(self, sock: socket.socket) -> socket.socket:
+        """Watch `sock`'s connection (through a duplicate); returns `sock`."""
+        self._sockets.append(sock.dup())
+        if self.expired.is_set():  # opened after the cut (a redirect): cut at once
+            self._shutdown(self._sockets[-1])
+        return sock
+
+    def _cut(self) -> None:
+        self.expired.set()
+        for sock in list(self._sockets):
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # closed already: nothing to cut
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Tracked:
+    """Mixin for urllib's HTTP(S) handlers: the TCP socket of every connection they open goes to the download's
+    watchdog as soon as it connects (before any TLS handshake)."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def do_open(self, http_class, req, **kwargs):
+        watchdog = self.watchdog
+
+        def connection(host, **connection_kwargs):
+            opened = http_class(host, **connection_kwargs)
+            create = opened._create_connection  # http.client's hook for socket.create_connection
+            opened._create_connection = lambda *args, **kw: watchdog.track(create(*args, **kw))
+            return opened
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _TrackedHTTPHandler(_Tracked, urllib.request.HTTPHandler):
+    pass
+
+
+class _TrackedHTTPSHandler(_Tracked, urllib.request.HTTPSHandler):
+    pass
+
+
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects (which would follow ftp:, and refuse file: in an HTTPError), refused in one line for any
+    target that is not http(s)."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            target = urllib.parse.urljoin(req.full_url, location)
+            if urllib.parse.urlparse(target).scheme not in ("http", "https"):
+                fp.close()
+                check_http_url(target, f"{req.full_url} redirects to")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's default opener (proxies from the environment included) without its ftp:, file: and data: handlers,
+    with http(s)-only redirects and every connection tracked by `watchdog`."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), _TrackedHTTPHandler(watchdog),
+                    _TrackedHTTPSHandler(watchdog), urllib.request.HTTPDefaultErrorHandler(), _HTTPOnlyRedirects(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 def _download(url: str, folder: Path, target: Path) -> str:
     """Stream `url` into `target` through `fileio.atomic_write` (a temp file beside it, renamed only when the block
     ends without error), hashing as it goes; a hash that does not fit the name raises inside the block, so the
-    temp file is removed and `target` never appears. Returns the digest."""
+    temp file is removed and `target` never appears. Refused, with nothing kept: a ``Content-Length`` above
+    `size_bound` (before any byte is read), a body that grows past it (no byte past it is written), and a download
+    still running after `DEADLINE_S`. Returns the digest."""
     from tqdm import tqdm
 
+    bound = size_bound(target.name)
     digest = hashlib.sha256()
-    with atomic_write(target, "wb") as handle:
+    received = 0
+    with _Watchdog(DEADLINE_S) as watchdog:
+
+        def past_deadline() -> UsageError:
+            return UsageError(f"download of {url} passed its deadline of {DEADLINE_S:g} s ({received} bytes in); "
+                              f"nothing was kept in {folder}: try again, or fetch the file elsewhere and pass "
+                              "--inception-weights PATH")
+
         try:
-            response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "genvision"}),
+            response = _opener(watchdog).open(urllib.request.Request(url, headers={"User-Agent": "genvision"}),
                                               timeout=TIMEOUT_S)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except UsageError:
+            raise
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
+            if watchdog.expired.is_set():
+                raise past_deadline() from None
             reason = getattr(error, "reason", None) or error
             raise UsageError(f"cannot download InceptionV3 weights from {url} ({reason}); check the network or "
                              f"${URL_ENV}, or pass --inception-weights PATH") from None
-        with response, tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
-                            unit_scale=True, unit_divisor=1024, desc=f"downloading {target.name}",
-                            file=sys.stderr, disable=None) as bar:
-            try:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    handle.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
-            except OSError as error:
-                raise UsageError(f"download of {url} broke off ({error}); nothing was kept, try again") from None
-        hexdigest = digest.hexdigest()
-        if not expected_digest_ok(target.name, hexdigest):
-            raise UsageError(f"downloaded {url} has SHA-256 {hexdigest[:16]}..., which does not match the prefix "
-                             f"{hash_prefix(target.name)} in its name; the server sent wrong or corrupt bytes and "
-                             f"nothing was kept in {folder}")
+        with response:
+            length = response.length  # the parsed Content-Length; None when absent, invalid or chunked
+            if length is not None and length > bound:
+                raise UsageError(f"{url} announces {length} bytes (Content-Length), more than the {bound} expected "
+                                 f"for {target.name}; nothing was downloaded")
+            with atomic_write(target, "wb") as handle, tqdm(total=length or None, unit="B", unit_scale=True,
+                                                            unit_divisor=1024, desc=f"downloading {target.name}",
+                                                            file=sys.stderr, disable=None) as bar:
+                try:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        if received + len(block) > bound:
+                            raise UsageError(f"{url} sent more than the {bound} bytes expected for {target.name}; "
+                                             f"stopped, nothing was kept in {folder}")
+                        received += len(block)
+                        handle.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+                        if watchdog.expired.is_set():
+                            break
+                except (OSError, http.client.HTTPException) as error:
+                    if not watchdog.expired.is_set():
+                        raise UsageError(f"download of {url} broke off ({error}); nothing was kept, try again") \
+                            from None
+                if watchdog.expired.is_set():
+                    raise past_deadline()
+                hexdigest = digest.hexdigest()
+                if not expected_digest_ok(target.name, hexdigest):
+                    raise UsageError(f"downloaded {url} has SHA-256 {hexdigest[:16]}..., which does not match the "
+                                     f"prefix {hash_prefix(target.name)} in its name; the server sent wrong or "
+                                     f"corrupt bytes and nothing was kept in {folder}")
     return hexdigest

@@ -1,8 +1,17 @@
 """InceptionV3 weights: the resolution order, torch.hub's hash-prefix check, downloads from a loopback server, a
-corrupt cache, `genvision download-weights`, and ``--features auto``. All offline (random weights, 127.0.0.1)."""
+corrupt cache, `genvision download-weights`, ``--features auto``, and hostile downloads (oversized, endless or slow
+bodies, non-HTTP(S) URLs and redirects, a killed download's temp file). All offline (random weights, 127.0.0.1)."""
 
+import base64
+import contextlib
+import hashlib
 import json
+import os
+import select
 import shutil
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -197,3 +206,194 @@ def test_legacy_inception_statistics_are_refused(home, folders, tmp_path, monkey
                                                                 299, 3, "x", 100, resize="bicubic-antialias"))
     code, _, err = cli("fid", folders[0], old)
     assert_one_line_error(code, err, "bicubic-antialias resize", "tf1-bilinear resize", command="fid")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile downloads: each refused in one line (exit 2) with nothing left in $TORCH_HOME.
+
+
+def hashed_name(payload: bytes, stem: str = "weights-test") -> str:
+    """torch.hub's NAME-<hex>.pth for `payload`."""
+    return f"{stem}-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+
+
+class Stream:
+    """A response for `serve_files`: after `stall_s` seconds of silence (ended early when the client hangs up), a
+    200 with a Content-Length of `length` (none when None), then `total` zero bytes in `chunk`-byte writes `pause_s`
+    apart, stopping when the client hangs up. `sent`, `completed` and `finished` say what happened."""
+
+    def __init__(self, total: int = 0, length: int | None = None, chunk: int = 1 << 18, pause_s: float = 0.0,
+                 stall_s: float = 0.0):
+        self.total, self.length, self.chunk, self.pause_s, self.stall_s = total, length, chunk, pause_s, stall_s
+        self.sent, self.completed, self.finished = 0, False, threading.Event()
+
+    def __call__(self, handler) -> None:
+        try:
+            if self.stall_s and select.select([handler.connection], [], [], self.stall_s)[0]:
+                return  # the client hung up
+            handler.send_response(200)
+            if self.length is not None:
+                handler.send_header("Content-Length", str(self.length))
+            handler.end_headers()
+            block = bytes(self.chunk)
+            while self.sent < self.total:
+                handler.wfile.write(block[:self.total - self.sent])
+                self.sent += min(self.chunk, self.total - self.sent)
+                time.sleep(self.pause_s)
+            self.completed = True
+        except OSError:
+            pass
+        finally:
+            self.finished.set()
+
+
+def redirect(location: str):
+    """A response for `serve_files`: 302 to `location`."""
+    def respond(handler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return respond
+
+
+@contextlib.contextmanager
+def counting_listener(timeout_s: float = 30.0):
+    """A TCP port on 127.0.0.1 that accepts and at once closes connections (an FTP server that never greets);
+    yields (port, list of the connections accepted). Stops with the block or after `timeout_s`."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    accepted: list[tuple] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                connection, address = server.accept()
+                accepted.append(address)
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.mark.parametrize("official", [True, False], ids=["official-name", "other-name"])
+def test_oversized_content_length_is_refused_before_reading(home, official):
+    name = weights.TORCH_FIDELITY_NAME if official else hashed_name(b"x")
+    bound = getattr(weights, "OFFICIAL_SIZE" if official else "MAX_OTHER_SIZE", 95_628_359 * (1 if official else 2))
+    stream = Stream(total=64 << 20, length=bound + 1)
+    with serve_files({f"/{name}": stream}) as (url, requested):
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/{name}")
+        assert stream.finished.wait(20) and requested == [f"/{name}"]
+    assert_one_line_error(code, err, f"{url}/{name}", f"announces {bound + 1} bytes (Content-Length)", str(bound),
+                          "nothing was downloaded", command="download-weights")
+    assert not stream.completed and stream.sent < 32 << 20  # the client hung up instead of reading the body
+    assert out == "" and not home.exists()
+
+
+def test_body_past_the_bound_is_stopped(home, monkeypatch):
+    """No Content-Length: the body is read up to the bound (1 MiB here), and refused at the first byte past it."""
+    monkeypatch.setattr(weights, "MAX_OTHER_SIZE", 1 << 20, raising=False)
+    name = hashed_name(b"x")
+    stream = Stream(total=64 << 20)
+    with serve_files({f"/{name}": stream}) as (url, _):
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/{name}")
+        assert stream.finished.wait(20)
+    assert_one_line_error(code, err, f"{url}/{name}", f"sent more than the {1 << 20} bytes", "nothing was kept",
+                          command="download-weights")
+    assert not stream.completed and stream.sent < 32 << 20
+    assert out == "" and not home.exists()
+
+
+@pytest.mark.parametrize("stall", ["before-headers", "in-body"])
+def test_download_past_deadline_is_cut(home, monkeypatch, stall):
+    """The overall deadline (1 s here) cuts a server that never answers and one that trickles its body, well before
+    their per-read timeouts (10 s here) or their end (10 s)."""
+    monkeypatch.setattr(weights, "DEADLINE_S", 1.0, raising=False)
+    monkeypatch.setattr(weights, "TIMEOUT_S", 10.0)
+    name = hashed_name(b"x")
+    stream = Stream(stall_s=10.0) if stall == "before-headers" else Stream(total=1000, length=1000, chunk=1,
+                                                                             pause_s=0.01)
+    with serve_files({f"/{name}": stream}) as (url, _):
+        start = time.monotonic()
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/{name}")
+        elapsed = time.monotonic() - start
+        assert stream.finished.wait(20)
+    assert_one_line_error(code, err, f"{url}/{name}", "passed its deadline of 1 s", "nothing was kept",
+                          command="download-weights")
+    assert elapsed < 6 and not stream.completed
+    assert out == "" and not home.exists()
+
+
+@pytest.mark.parametrize("origin", ["--url", "$GENVISION_INCEPTION_URL"])
+@pytest.mark.parametrize("scheme", ["file", "ftp", "data"])
+def test_non_http_urls_are_refused(home, tmp_path, monkeypatch, origin, scheme):
+    """file: would copy a local file into the cache, data: would store the URL's own bytes (both pass the hash check
+    since the name fits them), ftp: would connect: none is opened."""
+    payload = b"weights from elsewhere"
+    name = hashed_name(payload)
+    (tmp_path / name).write_bytes(payload)
+    with counting_listener() as (port, accepted):
+        url = {"file": (tmp_path / name).as_uri(), "ftp": f"ftp://127.0.0.1:{port}/{name}",
+               "data": f"data:x/{name},{payload.decode()}"}[scheme]
+        if origin == "--url":
+            code, out, err = cli("download-weights", "inception", "--url", url)
+        else:
+            monkeypatch.setenv("GENVISION_INCEPTION_URL", url)
+            code, out, err = cli("download-weights", "inception")
+    assert_one_line_error(code, err, f"{origin} {url}", "expected an http:// or https:// URL", f"not {scheme}:",
+                          command="download-weights")
+    assert accepted == [] and out == "" and not home.exists()
+
+
+def test_redirects_only_to_http(home, tmp_path):
+    """A redirect to file:, ftp: or data: is refused in one line (urllib itself follows ftp:); one to http: is
+    followed."""
+    payload = b"weights from elsewhere"
+    name = hashed_name(payload)
+    (tmp_path / name).write_bytes(payload)
+    with counting_listener() as (port, accepted):
+        targets = {"ftp": f"ftp://127.0.0.1:{port}/{name}", "file": (tmp_path / name).as_uri(),
+                   "data": f"data:application/octet-stream;base64,{base64.b64encode(payload).decode()}"}
+        files = {f"/{scheme}/{name}": redirect(target) for scheme, target in targets.items()}
+        with serve_files(files) as (url, requested):
+            for scheme, target in targets.items():
+                code, out, err = cli("download-weights", "inception", "--url", f"{url}/{scheme}/{name}")
+                assert accepted == []  # the ftp: target was never contacted
+                assert_one_line_error(code, err, f"{url}/{scheme}/{name} redirects to {target}",
+                                      "expected an http:// or https:// URL", command="download-weights")
+                assert out == "" and not home.exists()
+            assert requested == [f"/{scheme}/{name}" for scheme in targets]
+    with serve_files({f"/moved/{name}": redirect(f"/{name}"), f"/{name}": payload}) as (url, requested):
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/moved/{name}")
+    assert code == 0, err
+    assert requested == [f"/moved/{name}", f"/{name}"]
+    assert (hub_checkpoints(home) / name).read_bytes() == payload
+
+
+def test_stale_temp_file_is_removed_by_the_next_download(home):
+    """A download killed by SIGKILL leaves fileio's `.NAME.<random>.tmp`; the next download of NAME removes it when
+    it is older than any live download can be, and keeps a young one (another process's download in flight) and
+    temp files of other names."""
+    payload = b"weights from elsewhere"
+    name = hashed_name(payload)
+    folder = hub_checkpoints(home)
+    folder.mkdir(parents=True)
+    stale, live, other = folder / f".{name}.k1lled00.tmp", folder / f".{name}.a1ive000.tmp", folder / ".x.pth.y.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"half a download")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale, other):
+        os.utime(path, (two_days_ago, two_days_ago))
+    with serve_files({f"/{name}": payload}) as (url, _):
+        code, out, err = cli("download-weights", "inception", "--url", f"{url}/{name}")
+    assert code == 0, err
+    assert f"removed {stale}" in err
+    assert sorted(path.name for path in folder.iterdir()) == sorted([name, live.name, other.name])
