@@ -92,6 +92,70 @@ def test_fid_json_and_extra_scores(setup):
     assert float(FID_LINE.match(lines[0]).group(1)) == pytest.approx(report["fid"], rel=1e-3)
 
 
+def library_features(folder, classifier) -> torch.Tensor:
+    """The classifier features of a folder of images, through the library (`metrics.sources`), not the CLI."""
+    from genvision.metrics.extractors import load_extractor
+    from genvision.metrics.sources import SourceOptions, source_statistics
+
+    extractor = load_extractor("classifier", classifier=classifier, device="cpu")
+    return source_statistics(str(folder), extractor, SourceOptions(device="cpu"), need_features=True).features
+
+
+def test_precision_recall_of_a_tight_cluster_and_precision_recall_k(setup, tmp_path):
+    """SOURCE_A (generated) = 4 slightly noisy copies of each of 5 real digits: every generated image is realistic
+    (precision 1) but only those 5 of the 200 real digits are covered (recall 5/200 with k = 3, where each copy's
+    k-th neighbour is a copy of the same digit); with k = 4 the 4th neighbour is another digit and the generated
+    balls cover most real digits (recall ~0.66). Pins the argument order (A generated, B real) and that
+    --precision-recall-k reaches the score, against `metrics.scores.precision_recall` on the library's features."""
+    from genvision.data import load_dataset
+    from genvision.metrics.scores import precision_recall
+
+    copies = load_dataset("mnist5k:test").images[:5].repeat_interleave(4, dim=0).short()
+    noise = torch.randint(-3, 4, copies.shape, generator=torch.Generator().manual_seed(0))
+    write_pngs((copies + noise).clamp(0, 255).to(torch.uint8), tmp_path / "cluster")
+    common = ["--classifier", setup["classifier"], "--precision-recall"]
+    generated = library_features(tmp_path / "cluster", setup["classifier"])
+    real = library_features(setup["digits"], setup["classifier"])
+    reports = {}
+    for k in (3, 4):
+        result = genvision("fid", tmp_path / "cluster", setup["digits"], *common, "--precision-recall-k", k, "--json",
+                           cache=setup["cache"])
+        assert result.returncode == 0, result.stderr
+        reports[k] = json.loads(result.stdout)
+        assert (reports[k]["precision"], reports[k]["recall"]) == precision_recall(real, generated, k)
+    assert (reports[3]["precision"], reports[3]["recall"]) == (1.0, 5 / 200)
+    assert reports[4]["precision"] == 1.0 and reports[4]["recall"] > 0.3
+    default = genvision("fid", tmp_path / "cluster", setup["digits"], *common, "--json", cache=setup["cache"])
+    assert json.loads(default.stdout)["recall"] == 5 / 200  # k = 3 by default
+    lines = genvision("fid", tmp_path / "cluster", setup["digits"], *common, "--precision-recall-k", 4,
+                      cache=setup["cache"]).stdout.splitlines()
+    assert lines[1].startswith("precision 1.0000, recall 0.6") and lines[1].endswith(", k=4)"), lines
+
+
+def test_dataset_resolution_decodes_dataset_specs_at_that_size(setup, tmp_path):
+    """--dataset-resolution 16: mnist5k:test decoded at 16 px, then resized for the classifier as any 16 px image
+    is, so its statistics (fid and stats) equal those of a folder holding the 16 px decode (FID 0); at the default
+    (the classifier's 32 px) they differ."""
+    from genvision.data import load_dataset
+
+    write_pngs(load_dataset("mnist5k:test", resolution=16).images, tmp_path / "digits16")
+    clf = ["--classifier", setup["classifier"]]
+
+    def fid(*args) -> float:
+        result = genvision("fid", *args, *clf, "--json", cache=setup["cache"])
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["fid"]
+
+    assert fid("mnist5k:test", tmp_path / "digits16", "--dataset-resolution", 16) < 1e-9
+    default = fid("mnist5k:test", tmp_path / "digits16")
+    assert default > 0.1 and fid("mnist5k:test", tmp_path / "digits16", "--dataset-resolution", 32) == default
+    out = tmp_path / "mnist16.npz"
+    result = genvision("stats", "mnist5k:test", "--dataset-resolution", 16, "--output", out, *clf,
+                       cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    assert fid(out, tmp_path / "digits16") < 1e-9
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["fid", "mnist5k:test", "mnist5k:test", "--num-samples", "0"], ["--num-samples must be > 0, got 0"]),
     (["fid", "no/such/folder", "mnist5k:test"], ["no such file or folder: no/such/folder"]),

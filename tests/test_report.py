@@ -117,6 +117,77 @@ def math_close_or_inside(value: float, low: float, high: float) -> bool:
     return low - margin <= value <= high + margin
 
 
+def metrics_table(page: str) -> dict[str, str]:
+    """metric name -> its value cell (unescaped) of the page's final metrics table."""
+    table = page[page.index("<th>metric</th>"):]
+    table = table[:table.index("</table>")]
+    return {html.unescape(name): html.unescape(value)
+            for name, value in re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>", table)}
+
+
+def assert_printed(text: str, value: float) -> None:
+    """`text` (a table cell: 0.1234 or 1.234e-04) is `value` to its printed precision (half a unit in its last
+    digit; at least 1e-6 relative, for float noise between two computations of the same number)."""
+    mantissa, _, exponent = text.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    half_unit = 0.5 * 10.0 ** (int(exponent or 0) - decimals)
+    assert abs(float(text) - value) <= max(1.0001 * half_unit, 1e-6 * abs(value)), (text, value)
+
+
+def test_final_table_is_genvision_fid_of_the_same_samples(runs):
+    """The report's FID, KID, precision, recall, classes covered and class KL are `genvision fid` of the same
+    checkpoint, sample count and seed against the run's --dataset, to the printed precision."""
+    run, _ = runs["gan"]
+    table = metrics_table((run / "report.html").read_text())
+    checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", (run / "report.html").read_text()).group(1)
+    code, stdout, stderr = cli("fid", checkpoint, "mnist5k:train", "--num-samples", 100, "--seed", 0, "--kid",
+                               "--kid-subsets", 10, "--kid-subset-size", 1000, "--precision-recall", "--json")
+    assert code == 0, stderr
+    expected = json.loads(stdout)
+    assert_printed(table["FID"], expected["fid"])
+    for cell, value in zip(table["KID"].split(" ± "), (expected["kid"], expected["kid_std"]), strict=True):
+        assert_printed(cell, value)
+    assert_printed(table["precision"], expected["precision"])
+    assert_printed(table["recall"], expected["recall"])
+    assert table["classes covered"] == f"{expected['classes_covered']} / 10"
+    assert_printed(table["class KL"], expected["class_kl"])
+
+
+def test_table_cells_hold_their_own_scores():
+    """sample_scores and metrics_html on features where every score differs: generated = a tight cluster inside the
+    real features (precision ~1, recall ~0), logits favouring 3 of 4 classes. Each cell is `metrics.scores` of the
+    right inputs, in the right order, under its own name."""
+    from genvision.config import ReportConfig
+    from genvision.metrics import scores
+    from genvision.report import FinalMetrics, metrics_html, sample_scores
+
+    generator = torch.Generator().manual_seed(0)
+    real_features = torch.randn(300, 6, generator=generator, dtype=torch.float64)
+    fake_features = 0.15 * torch.randn(80, 6, generator=generator, dtype=torch.float64)
+    real_logits = torch.randn(300, 4, generator=generator) * 3
+    fake_logits = torch.randn(80, 4, generator=generator) * 3 + torch.tensor([2.0, 1.0, 0.0, -9.0])
+    real = SimpleNamespace(features=real_features, logits=real_logits)
+    generated = SimpleNamespace(features=fake_features, logits=fake_logits)
+    options = ReportConfig(kid_subsets=7, kid_subset_size=50)
+    values = sample_scores(generated, real, 4, options)
+    table = metrics_table(metrics_html(FinalMetrics(values={"fid": 12.5, **values}, num_samples=80)))
+    precision, recall = scores.precision_recall(real_features, fake_features, 3)
+    assert precision > 0.9 and recall < 0.2  # different enough that a swap shows
+    assert_printed(table["precision"], precision)
+    assert_printed(table["recall"], recall)
+    kid = scores.kernel_inception_distance(fake_features, real_features, 7, 50)
+    for cell, value in zip(table["KID"].split(" ± "), kid, strict=True):
+        assert_printed(cell, value)
+    assert kid[0] > 3 * kid[1] > 0  # mean and std apart: a swap shows
+    score = scores.classifier_score(fake_logits)
+    for cell, value in zip(table["classifier score"].split(" ± "), score, strict=True):
+        assert_printed(cell, value)
+    coverage = scores.class_coverage(fake_logits, real_logits, 4)
+    assert coverage["classes_covered"] == 3 and table["classes covered"] == "3 / 4"
+    assert_printed(table["class KL"], coverage["class_kl"])
+    assert table["FID"] == "12.5000"
+
+
 def test_vae_report_from_the_command(vae_report, runs):
     path, stdout = vae_report
     run, _ = runs["vae"]

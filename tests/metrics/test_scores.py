@@ -79,6 +79,41 @@ def test_kid_matches_torchmetrics():
     assert std == pytest.approx(float(tm_std), rel=1e-10)
 
 
+def written_out_kid(a: torch.Tensor, b: torch.Tensor, num_subsets: int, subset_size: int, seed: int
+                    ) -> tuple[float, float]:
+    """KID written out pair by pair in Python floats (math.fsum), independent of `scores._poly_mmd2`: the unbiased
+    MMD² of Bińkowski et al. with k(x, y) = (x.y / d + 1)³, the within-set sums over i != j divided by m(m-1), the
+    cross sum over all m² pairs; subsets drawn as documented (a then b, per subset, from one seeded generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    m, d = min(subset_size, len(a), len(b)), a.shape[1]
+
+    def kernel(x, y):
+        return (math.fsum(p * q for p, q in zip(x, y)) / d + 1) ** 3
+
+    values = []
+    for _ in range(num_subsets):
+        x = a[torch.randperm(len(a), generator=generator)[:m]].tolist()
+        y = b[torch.randperm(len(b), generator=generator)[:m]].tolist()
+        within_x = math.fsum(kernel(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+        within_y = math.fsum(kernel(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+        cross = math.fsum(kernel(x[i], y[j]) for i in range(m) for j in range(m))
+        values.append(within_x / (m * (m - 1)) + within_y / (m * (m - 1)) - 2 * cross / m**2)
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+@pytest.mark.parametrize("subset_size", [12, 100])  # 100: clipped to the smaller set (30), every row of it each time
+def test_kid_equals_the_estimator_written_out(subset_size):
+    a, b = gaussian(40, 5, seed=13), gaussian(30, 5, seed=14, shift=0.4)
+    expected = written_out_kid(a, b, num_subsets=6, subset_size=subset_size, seed=21)
+    got = kernel_inception_distance(a, b, 6, subset_size, generator=torch.Generator().manual_seed(21))
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # generator=None is a fresh generator seeded with 0
+    assert kernel_inception_distance(a, b, 6, subset_size) == pytest.approx(
+        written_out_kid(a, b, 6, subset_size, seed=0), rel=1e-9, abs=1e-12)
+    assert expected[0] > 0.05  # the shift is seen: a biased or mis-signed estimator would not land on these numbers
+
+
 def test_kid_is_deterministic_and_validates():
     a, b = gaussian(30, 4, seed=6), gaussian(30, 4, seed=7)
     assert kernel_inception_distance(a, b, 5, 10) == kernel_inception_distance(a, b, 5, 10)
@@ -167,6 +202,37 @@ def test_precision_by_hand_with_an_outlier():
     assert precision == pytest.approx(0.75)
     # fake k=1 radii: 1, 1, 1, 7.5 -> every real point is within 1 of 0.5/1.5/2.5 or 7.5 of 10.
     assert recall == 1.0
+
+
+def brute_force_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int) -> tuple[float, float]:
+    """Improved precision and recall from the definition, point by point in NumPy float64: a point of one set counts
+    when it lies within some point of the other set's distance to that point's k-th nearest neighbour (itself
+    excluded)."""
+    import numpy as np
+
+    def radii(points):
+        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        return np.sort(distances, axis=1)[:, k - 1]
+
+    def covered(points, centres):
+        distances = np.linalg.norm(points[:, None] - centres[None], axis=-1)
+        return float(np.mean((distances <= radii(centres)[None]).any(axis=1)))
+
+    real, fake = real.numpy(), fake.numpy()
+    return covered(fake, real), covered(real, fake)
+
+
+def test_precision_recall_of_a_tight_cluster_inside_the_real_set():
+    """Generated = a tight cluster at the centre of the real distribution: every generated point is realistic
+    (precision ~1) but the generator covers almost none of the real variety (recall ~0). Pins the argument order
+    (real first) and which fraction is which."""
+    real = gaussian(400, 4, seed=15)
+    generated = 0.1 * gaussian(100, 4, seed=16)
+    precision, recall = precision_recall(real, generated, k=3, row_chunk=64)
+    assert precision > 0.95 and recall < 0.1, (precision, recall)
+    assert (precision, recall) == brute_force_precision_recall(real, generated, k=3)
+    assert precision_recall(generated, real, k=3) == (recall, precision)  # the roles swap, nothing else
 
 
 def test_precision_recall_needs_more_than_k_samples():
