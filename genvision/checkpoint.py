@@ -10,7 +10,8 @@ A checkpoint is a folder ``checkpoints/step-NNNNNN/`` (or ``checkpoints/best-ste
 
 It is written into a hidden temp folder beside it, every file fsynced, then renamed into place, so a reader (or a
 run killed at any moment) sees either no checkpoint or a complete one. Older ones are deleted only after the new one
-is committed. `resolve_checkpoint` turns a run folder into its best checkpoint (else the latest).
+is committed. `resolve_checkpoint` turns a run folder into its best checkpoint (else the latest). Pruning never
+follows a symbolic link: a linked ``checkpoints/`` folder is left alone, a linked entry is removed as a link.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def save_checkpoint(folder: Path, meta: dict, weights: dict[str, dict[str, torch
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
         raise UsageError(f"checkpoint {folder} already exists; refusing to overwrite it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
@@ -183,7 +184,11 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
 
 def _delete(folder: Path) -> None:
     """Delete a checkpoint folder; it is first renamed to a hidden temp name, so a run killed mid-delete leaves a
-    temp folder (ignored, and removed by `remove_stale_temps`), never a half-deleted checkpoint that still lists."""
+    temp folder (ignored, and removed by `remove_stale_temps`), never a half-deleted checkpoint that still lists.
+    A symbolic link is removed itself, never what it points to."""
+    if folder.is_symlink():
+        folder.unlink(missing_ok=True)
+        return
     doomed = folder.parent / f".tmp-{folder.name}-deleting"
     try:
         os.rename(folder, doomed)
@@ -193,7 +198,10 @@ def _delete(folder: Path) -> None:
 
 
 def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` step checkpoints and all but the newest best checkpoint."""
+    """Delete all but the newest `keep` step checkpoints and all but the newest best checkpoint. A ``checkpoints``
+    folder that is a symbolic link is skipped: nothing is deleted through it."""
+    if (Path(run_dir) / "checkpoints").is_symlink():
+        return
     for stale in list_checkpoints(run_dir)[:-keep]:
         _delete(stale)
     for stale in list_checkpoints(run_dir, best=True)[:-1]:
@@ -201,11 +209,15 @@ def prune(run_dir: str | Path, keep: int) -> None:
 
 
 def remove_stale_temps(run_dir: str | Path) -> None:
-    """Remove temp folders left by a run that was killed while writing a checkpoint."""
+    """Remove temp folders left by a run that was killed while writing a checkpoint. A ``checkpoints`` folder that is
+    a symbolic link is skipped; a temp name that is a link is removed as a link."""
     folder = Path(run_dir) / "checkpoints"
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for child in folder.glob(".tmp-*"):
-            shutil.rmtree(child, ignore_errors=True)
+            if child.is_symlink():
+                child.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def check_kind(checkpoint: Checkpoint, expected: str, flag: str) -> None:

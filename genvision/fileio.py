@@ -1,7 +1,9 @@
 """Atomic file writes: a temp file in the destination folder, fsync, then `os.replace`.
 
 A reader (or a process killed mid-write) therefore sees either the old file or the complete new one, never a
-half-written file. Every file genvision writes goes through `atomic_write`.
+half-written file. Every file genvision writes goes through `atomic_write`, except the lines `append_jsonl` adds.
+No write follows a symbolic link: `os.replace` replaces a link at the destination (not its target), and
+`append_jsonl` refuses one.
 """
 
 from __future__ import annotations
@@ -95,8 +97,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line (a single small write, flushed: a crash loses at most the line being written)."""
-    with open(path, "a") as handle:
+    """Append one JSON line (a single small write, flushed: a crash loses at most the line being written). A symbolic
+    link at `path` is refused in one line, never followed (the file is opened with O_NOFOLLOW)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        if os.path.islink(path):
+            raise UsageError(f"{path} is a symbolic link; refusing to append to it (expected a plain file: a "
+                             "genvision run folder holds no links)") from None
+        raise
+    with os.fdopen(fd, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
 

@@ -185,3 +185,51 @@ def test_prune_interrupted_mid_delete_never_lists_a_half_deleted_checkpoint(tmp_
     assert _leftovers(tmp_path / "checkpoints") == [".tmp-step-000001-deleting"]
     ckpt.remove_stale_temps(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def _tree(folder):
+    """Relative path -> file bytes ("dir" for a folder) below `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else "dir" for p in sorted(folder.rglob("*"))}
+
+
+def test_prune_and_stale_temps_never_follow_a_linked_checkpoints_folder(tmp_path):
+    """checkpoints/ a symbolic link to another run's checkpoints: pruning and stale-temp removal skip it."""
+    outside = tmp_path / "outside"
+    for step in (1, 2, 3):
+        _save(outside / f"step-{step:06d}", step=step)
+    _save(outside / "best-step-000001", step=1)
+    _save(outside / "best-step-000002", step=2)
+    (outside / ".tmp-step-000004-abc").mkdir()
+    before = _tree(outside)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(outside)
+    ckpt.prune(run, keep=1)
+    ckpt.remove_stale_temps(run)
+    assert _tree(outside) == before and (run / "checkpoints").is_symlink()
+
+
+def test_pruning_removes_a_linked_checkpoint_or_temp_as_a_link(tmp_path):
+    """A link among the checkpoints (a step-* or a .tmp-* name) is removed itself; what it points to stays."""
+    outside = tmp_path / "outside"
+    _save(outside / "step-000001", step=1)
+    (outside / "stale").mkdir()
+    before = _tree(outside)
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "step-000001").symlink_to(outside / "step-000001")
+    (folder / ".tmp-step-000009-abc").symlink_to(outside / "stale")
+    for step in (2, 3):
+        _save(folder / f"step-{step:06d}", step=step)
+    ckpt.prune(tmp_path / "run", keep=2)
+    ckpt.remove_stale_temps(tmp_path / "run")
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000002", "step-000003"]
+    assert _tree(outside) == before
+
+
+def test_save_checkpoint_refuses_a_link_at_its_path(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-000007").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="already exists"):
+        _save(tmp_path / "checkpoints" / "step-000007")
+    assert not (tmp_path / "elsewhere").exists() and _leftovers(tmp_path / "checkpoints") == []

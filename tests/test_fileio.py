@@ -122,3 +122,39 @@ def test_write_json_round_trip_and_append_jsonl(tmp_path):
     append_jsonl(tmp_path / "m.jsonl", {"step": 2})
     lines = (tmp_path / "m.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"step": 1}, {"step": 2}]
+
+
+def test_append_jsonl_refuses_a_symbolic_link_and_writes_nothing_through_it(tmp_path):
+    """A dangling link (its target would be created outside the folder) and a live one (its target appended to)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept.jsonl").write_text('{"step": 0}\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, target in (("dangling.jsonl", outside / "created.jsonl"), ("live.jsonl", outside / "kept.jsonl")):
+        (run / name).symlink_to(target)
+        with pytest.raises(UsageError) as refused:
+            append_jsonl(run / name, {"step": 1})
+        assert str(refused.value) == (f"{run / name} is a symbolic link; refusing to append to it (expected a plain "
+                                      "file: a genvision run folder holds no links)")
+        assert (run / name).is_symlink()
+    assert sorted(p.name for p in outside.iterdir()) == ["kept.jsonl"]
+    assert (outside / "kept.jsonl").read_text() == '{"step": 0}\n'
+
+
+def test_atomic_writes_replace_a_symbolic_link_not_its_target(tmp_path):
+    """os.replace renames over the link itself: the path becomes a plain file, the target is untouched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.json").write_text("theirs")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").symlink_to(outside / "target.json")
+    (run / "grid.png").symlink_to(outside / "absent.png")
+    write_json(run / "config.json", {"ours": 1})
+    atomic_save(run / "grid.png", lambda tmp: open(tmp, "wb").write(b"png"))
+    for name in ("config.json", "grid.png"):
+        assert not (run / name).is_symlink() and (run / name).is_file()
+    assert json.loads((run / "config.json").read_text()) == {"ours": 1} and (run / "grid.png").read_bytes() == b"png"
+    assert sorted(p.name for p in outside.iterdir()) == ["target.json"]
+    assert (outside / "target.json").read_text() == "theirs"

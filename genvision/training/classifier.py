@@ -27,9 +27,9 @@ from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
-from genvision.training.common import (check_trackers, earlier_run_files, log_metrics, make_accelerator,
-                                       prepare_run_dir, remove_run_files, seed_everything, start_trackers,
-                                       write_config)
+from genvision.training.common import (check_trackers, claim_run_dir, earlier_run_files, log_metrics,
+                                       make_accelerator, prepare_run_dir, remove_run_files, seed_everything,
+                                       start_trackers, write_config)
 from genvision.weights import save_classifier
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -297,41 +297,50 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                    pct_start=warmup_share(total_steps))
     model, optimizer = accelerator.prepare(model, optimizer)
-    # Only once the data has loaded (bad input leaves the folder as it was), just before the first file is written.
-    if accelerator.is_main_process:
-        earlier = earlier_run_files(run_dir, CLASSIFIER_RUN_FILES, config.overwrite, CLASSIFIER_RUN_CHOICES)
-        if earlier:
-            remove_run_files(earlier)
-            print(f"--overwrite: removed the earlier run's {', '.join(path.name for path in earlier)} from {run_dir}",
-                  flush=True)
-        prepare_run_dir(run_dir)
-        write_config(run_dir, config, "classifier")
-    start_trackers(accelerator, run_dir, config)
-    # On the device, so no shift is drawn on the host and copied over (on the CPU: the draws of a CPU generator).
-    augment_generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + accelerator.process_index)
-    start, result = time.time(), {}
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        progress = tqdm(range(len(batches)), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
-                        disable=not accelerator.is_main_process)
-        last_loss = train_epoch(model, optimizer, schedule, batches, accelerator, config, augment_generator, progress)
+    # Only once the data has loaded (bad input leaves the folder as it was), just before the first file is written:
+    # the main process locks the run folder (one run writes it) and checks it again (`claim_run_dir`).
+    lock, earlier = claim_run_dir(accelerator, run_dir, lambda: earlier_run_files(
+        run_dir, CLASSIFIER_RUN_FILES, config.overwrite, CLASSIFIER_RUN_CHOICES))
+    try:
         if accelerator.is_main_process:
-            loss = last_loss.item()  # the epoch's one read of the loss
-            test_accuracy = accuracy(accelerator.unwrap_model(model), evaluation.data.images, evaluation.data.labels)
-            result = {"epoch": epoch, "loss": round(loss, 5), "test_accuracy": test_accuracy,
-                      "seconds": round(time.time() - start, 1)}
-            log_metrics(run_dir, result, accelerator, epoch)
-            print(f"epoch {epoch:2d}/{config.epochs}  loss {loss:.4f}  "
-                  f"{evaluation.label} {test_accuracy:.4f}{evaluation.epoch_note}  ({result['seconds']:.0f} s)",
-                  flush=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.calibrate(calibration_batches(batches, config.calibration_images))
-        info = {"dataset": config.dataset, **evaluation.info, "test_accuracy": result["test_accuracy"],
-                "epochs": config.epochs, "seed": config.seed}
-        save_classifier(unwrapped, weights_path, info)
-        print(f"final {evaluation.label} {result['test_accuracy']:.4f} on {evaluation.where}; weights: {weights_path}",
-              flush=True)
-    accelerator.end_training()
+            if earlier:
+                remove_run_files(earlier)
+                print(f"--overwrite: removed the earlier run's {', '.join(path.name for path in earlier)} from "
+                      f"{run_dir}", flush=True)
+            prepare_run_dir(run_dir)
+            write_config(run_dir, config, "classifier")
+        start_trackers(accelerator, run_dir, config)
+        # On the device, so no shift is drawn on the host and copied over (on the CPU: the draws of a CPU generator).
+        augment_generator = torch.Generator(device=accelerator.device).manual_seed(config.seed +
+                                                                                   accelerator.process_index)
+        start, result = time.time(), {}
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            progress = tqdm(range(len(batches)), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
+                            disable=not accelerator.is_main_process)
+            last_loss = train_epoch(model, optimizer, schedule, batches, accelerator, config, augment_generator,
+                                    progress)
+            if accelerator.is_main_process:
+                loss = last_loss.item()  # the epoch's one read of the loss
+                test_accuracy = accuracy(accelerator.unwrap_model(model), evaluation.data.images,
+                                         evaluation.data.labels)
+                result = {"epoch": epoch, "loss": round(loss, 5), "test_accuracy": test_accuracy,
+                          "seconds": round(time.time() - start, 1)}
+                log_metrics(run_dir, result, accelerator, epoch)
+                print(f"epoch {epoch:2d}/{config.epochs}  loss {loss:.4f}  "
+                      f"{evaluation.label} {test_accuracy:.4f}{evaluation.epoch_note}  ({result['seconds']:.0f} s)",
+                      flush=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            unwrapped.calibrate(calibration_batches(batches, config.calibration_images))
+            info = {"dataset": config.dataset, **evaluation.info, "test_accuracy": result["test_accuracy"],
+                    "epochs": config.epochs, "seed": config.seed}
+            save_classifier(unwrapped, weights_path, info)
+            print(f"final {evaluation.label} {result['test_accuracy']:.4f} on {evaluation.where}; weights: "
+                  f"{weights_path}", flush=True)
+        accelerator.end_training()
+    finally:
+        if lock is not None:
+            lock.release()
     return result

@@ -6,7 +6,9 @@ import dataclasses
 import importlib.util
 import os
 import random
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -114,18 +116,45 @@ def earlier_run_files(run_dir: Path, names: tuple[str, ...], overwrite: bool, ch
 
     A run folder belongs to one run: without `overwrite`, any of them is refused in one line naming the folder, what
     it holds and `choices` (the ways out), before anything is read or written. A path that is a file is refused too.
+    A symbolic link counts as present, a dangling one too (`--overwrite` removes the link, never its target).
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out-dir {run_dir} is a file, expected a folder")
-    found = [run_dir / name for name in names if (run_dir / name).exists()]
+    found = [run_dir / name for name in names if os.path.lexists(run_dir / name)]
     if found and not overwrite:
         held = ", ".join(path.name for path in found)
         raise UsageError(f"--out-dir {run_dir} holds an earlier run ({held}); {choices}")
     return found
 
 
+def linked_run_files(run_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    """The symbolic links among a run's files (`names` in `run_dir`) and anywhere inside its folders, sorted; the
+    folders are walked without following a link."""
+    links = []
+    for name in names:
+        path = run_dir / name
+        if path.is_symlink():
+            links.append(path)
+        elif path.is_dir():
+            for folder, subfolders, files in os.walk(path):
+                links += [Path(folder, entry) for entry in subfolders + files if os.path.islink(Path(folder, entry))]
+    return sorted(links)
+
+
+def refuse_linked_run_files(run_dir: Path, names: tuple[str, ...], flag: str) -> None:
+    """A run continued in `run_dir` (`flag`: "--resume auto", ...) would write through a symbolic link among its files
+    (`linked_run_files`): refused in one line naming the first; a genvision run folder never holds one."""
+    links = linked_run_files(run_dir, names)
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise UsageError(f"{flag}: {links[0]} in --out-dir {run_dir} is a symbolic link{more}, and a genvision run "
+                         "folder holds none (a write would follow it out of the folder); remove it, or start afresh "
+                         "with --overwrite or in another --out-dir")
+
+
 def remove_run_files(paths: list[Path]) -> None:
-    """Delete an earlier run's files and folders (what `earlier_run_files` found), for `--overwrite`."""
+    """Delete an earlier run's files and folders (what `earlier_run_files` found), for `--overwrite`: a symbolic link
+    is removed itself, never its target (`shutil.rmtree` removes links inside a folder without following them)."""
     import shutil
 
     for path in paths:
@@ -142,6 +171,110 @@ def prepare_run_dir(out_dir: str | Path) -> Path:
         raise UsageError(f"--out-dir {path} is a file, expected a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+LOCK_FILE = ".genvision.lock"  # in a run folder while a run writes there; not a run file (removed when it ends)
+
+
+class RunFolderLock:
+    """An exclusive `fcntl.flock` on the run folder's LOCK_FILE, held by the one process that writes the run (rank 0)
+    from just before its first write until `release`, or until the process dies (the kernel drops the lock)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file (so a finished run leaves its folder as before), then drop the lock. The file goes
+        first: a run that opened it meanwhile sees, once it holds the lock, that the path no longer names it."""
+        if self.fd < 0:
+            return
+        try:
+            if _same_file(self.path, self.fd):
+                os.unlink(self.path)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` (not followed) still names the file open as `fd`."""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def lock_run_dir(run_dir: Path) -> RunFolderLock | None:
+    """Create the run folder (`prepare_run_dir`) and lock it for this process; a folder another process holds is
+    refused in one line naming it and that process's pid. None where files cannot be locked (no fcntl, or a file
+    system without locks: a warning line, and the run goes on as it did before run folders were locked)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return None
+    prepare_run_dir(run_dir)
+    path = run_dir / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):  # a fresh lock file is needed only when the run before us ended between open and flock
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as error:
+            if os.path.islink(path):
+                raise UsageError(f"--out-dir {run_dir}: {path} is a symbolic link, and a genvision run folder holds "
+                                 "none; remove it") from None
+            raise UsageError(f"--out-dir {run_dir}: cannot create its lock file {LOCK_FILE} ({error.strerror})"
+                             ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise UsageError(f"--out-dir {run_dir} is in use by another genvision run{pid}; wait for it to end, or "
+                             "choose another --out-dir") from None
+        except OSError as error:
+            os.close(fd)
+            print(f"warning: --out-dir {run_dir} cannot be locked ({error.strerror}); make sure no other run writes "
+                  "into it", file=sys.stderr, flush=True)
+            return None
+        if _same_file(path, fd):  # else the run before us removed it between our open and our lock: open anew
+            break
+        os.close(fd)
+    else:
+        raise UsageError(f"--out-dir {run_dir}: its lock file {LOCK_FILE} keeps being replaced; is another run "
+                         "starting there?")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return RunFolderLock(path, fd)
+
+
+def claim_run_dir(accelerator, run_dir: Path, recheck: Callable[[], Any]) -> tuple[RunFolderLock | None, Any]:
+    """(lock, what `recheck` returned): the main process locks the run folder (`lock_run_dir`), then runs `recheck`
+    (the plan's checks of the folder again: a run that finished since the plan left its files there), before any
+    write. Every process learns the outcome from the main process through one collective it takes part in whether or
+    not the main process failed, so a refusal stops every rank with the same one-line error instead of leaving the
+    others waiting. Other processes get (None, None)."""
+    lock, result, failure = None, None, None
+    if accelerator.is_main_process:
+        try:
+            lock = lock_run_dir(run_dir)
+            result = recheck()
+        except Exception as error:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
+            failure = error
+            if lock is not None:
+                lock.release()
+                lock = None
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([None if failure is None else str(failure)], from_process=0)[0]
+        if message is not None and failure is None:
+            failure = UsageError(message)
+    if failure is not None:
+        raise failure
+    return lock, result
 
 
 def config_record(config) -> dict:

@@ -29,7 +29,8 @@ from genvision.checkpoint import Checkpoint, prune, remove_stale_temps, save_che
 from genvision.errors import TrainingDiverged
 from genvision.training import common
 from genvision.training.finish import finish, write_fixed_grid
-from genvision.training.plan import RunPlan, check_same_extractor, fetch_features, is_main_launch_process, plan_run
+from genvision.training.plan import (RunPlan, check_same_extractor, fetch_features, is_main_launch_process, plan_run,
+                                     recheck_run_dir)
 
 
 class Task(Protocol):
@@ -274,8 +275,9 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     """Plan the run, build `task_class(config, accelerator)` and run the schedule: the body of train_gan and train_vae.
 
     Everything `plan_run` checks fails before anything is loaded or written; a resumed run already at its
-    --num-steps says so in one line and changes nothing. FID is evaluated by every rank, each on its share of the
-    samples (`training.fid.TrainingFID`).
+    --num-steps says so in one line and changes nothing. The run folder is locked from just before the first write
+    to the end (`common.claim_run_dir`): a second run into it meanwhile is refused in one line. FID is evaluated by
+    every rank, each on its share of the samples (`training.fid.TrainingFID`).
     """
     plan = plan_run(task_class, config, given)
     if plan.finished:
@@ -298,6 +300,12 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
 
         evaluator = TrainingFID.from_config(plan.config, accelerator.device)
         check_same_extractor(plan.checkpoint, evaluator.describe())
-    summary = run_schedule(task, plan, accelerator, evaluator)
-    accelerator.end_training()
+    # Before the first write: the main process locks the run folder (one run writes it) and checks it again.
+    lock, rechecked = common.claim_run_dir(accelerator, plan.run_dir, lambda: recheck_run_dir(plan))
+    try:
+        summary = run_schedule(task, rechecked or plan, accelerator, evaluator)
+        accelerator.end_training()
+    finally:
+        if lock is not None:
+            lock.release()
     return summary

@@ -2,7 +2,8 @@
 
 `plan_run` turns the config a user gave (flags, or keywords of the Python API) into one immutable `RunPlan`: the
 checkpoint `--resume` names, merged with the run's saved config; `--features auto` resolved; the run folder checked
-(one run per folder). `--dry-run` runs exactly these checks. Once the accelerator and the data exist, `RunPlan.resolved`
+(one run per folder; checked again by `recheck_run_dir` under the folder's lock, just before the first write).
+`--dry-run` runs exactly these checks and takes no lock. Once the accelerator and the data exist, `RunPlan.resolved`
 fills in the two fields only they can know (`mixed_precision`, `channels`); the config of that final plan is what
 config.json and every checkpoint record (`common.config_record`), and nothing changes it afterwards.
 """
@@ -85,17 +86,13 @@ def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
     runs exactly these): the checkpoint to resume, the run folder (one run per folder), the resumed config, dataset
     specs and --classifier file, the checkpoint's architecture, and --num-steps against the checkpoint's step."""
     kind, run_dir = task_class.kind, Path(config.out_dir)
+    if config.resume:  # a resumed run writes into its folder, never through a link: checked before a checkpoint is read
+        common.refuse_linked_run_files(run_dir, GENERATIVE_RUN_FILES, f"--resume {config.resume}")
     checkpoint = find_resume_checkpoint(config.resume, run_dir, kind)
     if checkpoint is None:
         config = checked_inputs(config)
-        if config.resume == "auto" and any((run_dir / name).exists() for name in GENERATIVE_RUN_FILES):
-            raise UsageError(f"--resume auto: {run_dir} holds a run with no committed checkpoint to continue from; "
-                             "start afresh with --overwrite, or choose another --out-dir")
-        earlier = common.earlier_run_files(run_dir, GENERATIVE_RUN_FILES, config.overwrite, RUN_CHOICES)
-        return RunPlan(config, kind, run_dir, None, tuple(earlier), False)
-    if checkpoint.path.resolve().parent.parent != run_dir.resolve():  # continuing elsewhere: into a free folder only
-        common.earlier_run_files(run_dir, GENERATIVE_RUN_FILES, False,
-                                 "resume into a folder of its own (another --out-dir)")
+        return RunPlan(config, kind, run_dir, None, check_run_dir(config, run_dir, None), False)
+    check_run_dir(config, run_dir, checkpoint)
     config = checked_inputs(resumed_config(config, checkpoint, given))
     check_architecture(checkpoint, common.config_record(config), task_class.architecture_fields)
     if kind == "vae":
@@ -104,6 +101,36 @@ def plan_run(task_class, config, given: set[str] | None = None) -> RunPlan:
         raise UsageError(f"--num-steps {config.num_steps} is below step {checkpoint.step} of {checkpoint.path}; give "
                          f"--num-steps {checkpoint.step} or more")
     return RunPlan(config, kind, run_dir, checkpoint, (), config.num_steps == checkpoint.step)
+
+
+def check_run_dir(config, run_dir: Path, checkpoint: Checkpoint | None) -> tuple[Path, ...]:
+    """One run per folder: a new run into a folder holding a run's files is refused without --overwrite (with it,
+    those files are returned, for the run to remove), as are --resume auto of a folder with no checkpoint to continue
+    and a checkpoint continued into a folder that is not free. Symbolic links count as files (`earlier_run_files`)."""
+    if checkpoint is None:
+        if config.resume == "auto" and any(os.path.lexists(run_dir / name) for name in GENERATIVE_RUN_FILES):
+            raise UsageError(f"--resume auto: {run_dir} holds a run with no committed checkpoint to continue from; "
+                             "start afresh with --overwrite, or choose another --out-dir")
+        return tuple(common.earlier_run_files(run_dir, GENERATIVE_RUN_FILES, config.overwrite, RUN_CHOICES))
+    if checkpoint.path.resolve().parent.parent != run_dir.resolve():  # continuing elsewhere: into a free folder only
+        common.earlier_run_files(run_dir, GENERATIVE_RUN_FILES, False,
+                                 "resume into a folder of its own (another --out-dir)")
+    return ()
+
+
+def recheck_run_dir(plan: RunPlan) -> RunPlan:
+    """The plan's checks of its run folder, made again by the main process once it holds the folder's lock
+    (`common.claim_run_dir`): another run may have written there (and ended) since the plan. Returns the plan with
+    the earlier files --overwrite removes as they are now; a --resume auto whose folder gained a newer checkpoint
+    meanwhile is refused (run the command again)."""
+    config, run_dir, checkpoint = plan.config, plan.run_dir, plan.checkpoint
+    if config.resume:
+        common.refuse_linked_run_files(run_dir, GENERATIVE_RUN_FILES, f"--resume {config.resume}")
+        newest = latest_checkpoint(run_dir) if config.resume == "auto" else None
+        if checkpoint is not None and config.resume == "auto" and newest != checkpoint.path:
+            raise UsageError(f"--resume auto: {run_dir} changed since this run was planned (it was to continue from "
+                             f"{checkpoint.path}, its newest checkpoint is now {newest}); run the command again")
+    return dataclasses.replace(plan, earlier_files=check_run_dir(config, run_dir, checkpoint))
 
 
 def checked_inputs(config):

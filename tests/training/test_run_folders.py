@@ -5,9 +5,11 @@ and that the files it must not touch are byte-identical afterwards (or, for `--o
 run remains). The cases work on copies of one finished 3-step run and do not depend on each other. Those that train
 are subprocesses, all started at once (`helpers.run_at_once`); those refused or stopped before any step, and the dry
 runs, go through `genvision.cli.main` in this process meanwhile (the same parser, checks and error path, without a
-torch start-up each).
+torch start-up each). Symbolic links in a run folder point into `outside/`, where nothing may be written; the
+"busy" folder is locked by this process (as a running run locks it) while the cases run.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -24,7 +26,9 @@ SAVED = ["--loss", "hinge", "--d-lr", "0.0003"]  # GAN settings a resume must ta
 GAN, VAE = str(ROOT / "train_gan.py"), str(ROOT / "train_vae.py")
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
             str(free_port())]
+TORCHRUN_BUSY = [*TORCHRUN[:-1], str(free_port())]  # a port of its own: it runs beside "resumed-by-two"
 EARLIER_WALL_TIME = 1000.0  # s: what the earlier sessions of the "wall-time" case took, by its checkpoint.json
+CLASSIFIER = ["-m", "genvision", "train-classifier", "--epochs", "1", "--base-channels", "8", "--num-features", "16"]
 
 DRY_RUNS = {  # name: (flags, the error that --dry-run gives without loading any data)
     "unknown-dataset": (["--dataset", "imagenet"],
@@ -48,12 +52,16 @@ def cases(tmp_path_factory, start_process):
     short, straight = base / "short", base / "straight"
     finish(start_process(["train_gan.py", "--out-dir", str(short), *TINY, *SAVED, "--num-steps", "3"]), "3 steps")
     folders = {name: shutil.copytree(short, base / name) for name in
-               ("held", "overwritten", "finished", "resumed", "resumed-by-two")}
+               ("held", "overwritten", "finished", "resumed", "resumed-by-two", "overwritten-links", "linked-metrics",
+                "linked-checkpoints", "busy")}
     (folders["overwritten"] / "notes.txt").write_text("the user's own file\n")
     meta_path = folders["resumed"] / "checkpoints" / "step-000003" / "checkpoint.json"  # earlier sessions took 1000 s
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "wall_time_s": EARLIER_WALL_TIME}))
+    folders["outside"] = plant_links(base, folders)
+    busy_lock = hold_lock(folders["busy"])  # a run in progress in "busy": its lock held until every case ended
     before = {name: snapshot(folder) for name, folder in folders.items()}
     held, finished_run = str(folders["held"]), str(folders["finished"])
+    busy = str(folders["busy"])
     jobs = {  # these train: subprocesses
         "overwrite": ([VAE, "--out-dir", str(folders["overwritten"]), *TINY, "--num-steps", "2", "--checkpoint-every",
                        "2", "--overwrite"], base),
@@ -61,6 +69,12 @@ def cases(tmp_path_factory, start_process):
         "straight": ([GAN, "--out-dir", str(straight), *TINY, *SAVED, "--num-steps", "6"], base),
         "resumed-by-two": ([*TORCHRUN, GAN, "--out-dir", str(folders["resumed-by-two"]), "--resume", "auto",
                             "--num-steps", "4"], base),
+        "overwrite-links": ([GAN, "--out-dir", str(folders["overwritten-links"]), *TINY, "--num-steps", "2",
+                             "--overwrite"], base),
+        # --overwrite passes the plan (the files are an earlier run's), so only the lock keeps the running run's files
+        "in-use": ([GAN, "--out-dir", busy, *TINY, "--num-steps", "2", "--overwrite"], base),
+        "in-use-classifier": ([*CLASSIFIER, "--out-dir", busy, "--overwrite"], base),
+        "in-use-by-two": ([*TORCHRUN_BUSY, GAN, "--out-dir", busy, *TINY, "--num-steps", "2", "--overwrite"], base),
     }
     in_process = {  # refused, or done before any step: genvision.cli.main here, while the subprocesses run
         "new-run": (["train-gan", "--out-dir", held, *TINY, "--num-steps", "2"], base),
@@ -72,17 +86,65 @@ def cases(tmp_path_factory, start_process):
                          "--base-channels", "8"], base),
         "resume-dry": (["train-gan", "--out-dir", finished_run, "--resume", "auto", "--num-steps", "6", "--dry-run"],
                        base),
+        "dangling": (["train-gan", "--out-dir", str(folders["dangling"]), *TINY, "--num-steps", "2"], base),
+        "linked-metrics": (["train-gan", "--out-dir", str(folders["linked-metrics"]), "--resume", "auto",
+                            "--num-steps", "6"], base),
+        "linked-checkpoints": (["train-gan", "--out-dir", str(folders["linked-checkpoints"]), "--resume", "auto",
+                                "--num-steps", "6"], base),
     }
     for name, (flags, _) in DRY_RUNS.items():
         folders[name] = tmp_path_factory.mktemp(name)
         in_process[name] = (["train-gan", "--out-dir", "run", *flags, "--dry-run"], folders[name])
-    with ThreadPoolExecutor(1) as pool:
-        training = pool.submit(run_at_once, jobs, start_process)
-        results = {name: run_in_process(argv, cwd) for name, (argv, cwd) in in_process.items()}
-        results.update(training.result())
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            training = pool.submit(run_at_once, jobs, start_process)
+            results = {name: run_in_process(argv, cwd) for name, (argv, cwd) in in_process.items()}
+            results.update(training.result())
+    finally:
+        os.close(busy_lock)
     for name, (_, _, stderr, _) in results.items():
-        assert "Traceback" not in stderr, (name, stderr[-3000:])
+        if name != "in-use-by-two":  # torchrun's own report of its failed workers is a traceback
+            assert "Traceback" not in stderr, (name, stderr[-3000:])
     return results, folders, before, straight
+
+
+def plant_links(base, folders: dict):
+    """Symbolic links into `base/outside` (returned): "dangling" (a new folder) holds only metrics.jsonl -> a file
+    that does not exist; "overwritten-links" the same dangling metrics.jsonl, its checkpoints/ moved outside and
+    linked, and one sample a link; "linked-metrics" and "linked-checkpoints" their metrics.jsonl / checkpoints/
+    moved outside and linked (live links)."""
+    outside = base / "outside"
+    outside.mkdir()
+    folders["dangling"] = base / "dangling"
+    folders["dangling"].mkdir()
+    (folders["dangling"] / "metrics.jsonl").symlink_to(outside / "dangling-metrics.jsonl")
+    run = folders["overwritten-links"]
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to(outside / "overwrite-metrics.jsonl")
+    shutil.move(run / "checkpoints", outside / "overwrite-checkpoints")
+    (run / "checkpoints").symlink_to(outside / "overwrite-checkpoints")
+    shutil.move(run / "samples" / "step-000003.png", outside / "grid.png")
+    (run / "samples" / "step-000003.png").symlink_to(outside / "grid.png")
+    shutil.move(folders["linked-metrics"] / "metrics.jsonl", outside / "resume-metrics.jsonl")
+    (folders["linked-metrics"] / "metrics.jsonl").symlink_to(outside / "resume-metrics.jsonl")
+    shutil.move(folders["linked-checkpoints"] / "checkpoints", outside / "resume-checkpoints")
+    (folders["linked-checkpoints"] / "checkpoints").symlink_to(outside / "resume-checkpoints")
+    return outside
+
+
+def hold_lock(run) -> int:
+    """Lock `run` as a running genvision run does (flock on its .genvision.lock, which names the pid); returns the
+    open descriptor: closing it releases the lock."""
+    fd = os.open(run / ".genvision.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def links(folder) -> dict:
+    """Relative path -> target of every symbolic link below `folder` (not followed)."""
+    return {str(path.relative_to(folder)): os.readlink(path) for path in sorted(folder.rglob("*"))
+            if path.is_symlink()}
 
 
 def run_in_process(argv: list[str], cwd) -> tuple[int, str, str, float]:
@@ -194,3 +256,89 @@ def test_dry_run_checks_everything_that_needs_no_data(cases, name):
     line = refusal(results, name)
     assert line.startswith(f"genvision train-gan: error: {DRY_RUNS[name][1]}"), line
     assert list(folders[name].iterdir()) == []  # no folder created by a command that fails
+
+
+def test_a_dangling_link_counts_as_a_run_file_and_nothing_is_written_through_it(cases):
+    results, folders, _, _ = cases
+    run, outside = folders["dangling"], folders["outside"]
+    line = refusal(results, "dangling")
+    assert line.startswith(f"genvision train-gan: error: --out-dir {run} holds an earlier run (metrics.jsonl); "), line
+    assert [path.name for path in run.iterdir()] == ["metrics.jsonl"] and (run / "metrics.jsonl").is_symlink()
+    assert not (outside / "dangling-metrics.jsonl").exists()
+
+
+def test_overwrite_removes_links_never_their_targets(cases):
+    """A dangling metrics.jsonl, a linked checkpoints/ and a linked sample: --overwrite removes the links themselves,
+    the run writes its own plain files, and nothing outside the run folder is created, changed or deleted."""
+    results, folders, before, _ = cases
+    run, outside = folders["overwritten-links"], folders["outside"]
+    assert "--overwrite: removed the earlier run's config.json, metrics.jsonl, " in \
+        succeeded(results, "overwrite-links")
+    assert links(run) == {}
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002"]
+    assert not (outside / "overwrite-metrics.jsonl").exists()
+    assert snapshot(outside) == before["outside"]
+
+
+@pytest.mark.parametrize("name, link", [("linked-metrics", "metrics.jsonl"), ("linked-checkpoints", "checkpoints")])
+def test_resume_into_a_folder_with_a_link_is_refused_and_changes_nothing(cases, name, link):
+    results, folders, before, _ = cases
+    run = folders[name]
+    line = refusal(results, name)
+    assert line.startswith(f"genvision train-gan: error: --resume auto: {run / link} in --out-dir {run} is a "
+                           "symbolic link"), line
+    assert snapshot(run) == before[name] and snapshot(folders["outside"]) == before["outside"]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(cases):
+    """"busy" is locked by this process (a run in progress there): a second run, --overwrite and all, is refused in
+    one line naming the holder's pid, as a classifier run is, and under torchrun every rank stops (none waits for
+    rank 0); the running run's files are byte for byte as they were."""
+    results, folders, before, _ = cases
+    run = folders["busy"]
+    expected = (f"--out-dir {run} is in use by another genvision run (pid {os.getpid()}); wait for it to end, or "
+                "choose another --out-dir")
+    assert refusal(results, "in-use") == f"genvision train-gan: error: {expected}"
+    assert refusal(results, "in-use-classifier", "train-classifier") == f"genvision train-classifier: error: {expected}"
+    code, _, stderr, _ = results["in-use-by-two"]
+    assert code != 0 and stderr.count(f"genvision train-gan: error: {expected}") == 2, stderr[-3000:]
+    assert f'File "{ROOT / "genvision"}' not in stderr, stderr[-3000:]  # the ranks stopped on the error, no traceback
+    assert snapshot(run) == before["busy"]
+
+
+class OneProcess:
+    """What `claim_run_dir` reads of an Accelerator in a single process."""
+
+    is_main_process, num_processes = True, 1
+
+
+def test_the_run_folder_lock_is_one_holder_at_a_time_and_leaves_no_file(tmp_path):
+    from genvision.errors import UsageError
+    from genvision.training.common import LOCK_FILE, claim_run_dir, lock_run_dir
+
+    run = tmp_path / "new" / "run"
+    lock = lock_run_dir(run)  # creates the folder
+    assert [p.name for p in run.iterdir()] == [LOCK_FILE] and (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    with pytest.raises(UsageError, match=rf"^--out-dir {run} is in use by another genvision run \(pid {os.getpid()}\)"):
+        lock_run_dir(run)  # another open file description: refused as another process would be
+    lock.release()
+    assert list(run.iterdir()) == []
+    (run / LOCK_FILE).write_text("12345\n")  # left by a run that was killed: not locked, so taken
+    lock_run_dir(run).release()
+    assert list(run.iterdir()) == []
+
+    def refuse():
+        raise UsageError("changed meanwhile")
+
+    with pytest.raises(UsageError, match="changed meanwhile"):
+        claim_run_dir(OneProcess(), run, refuse)
+    assert list(run.iterdir()) == []  # the refused claim released its lock and removed the file
+    lock, checked = claim_run_dir(OneProcess(), run, lambda: "checked")
+    assert checked == "checked"
+    lock.release()
+
+    (run / LOCK_FILE).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match=rf"^--out-dir {run}: {run / LOCK_FILE} is a symbolic link"):
+        lock_run_dir(run)
+    assert not (tmp_path / "elsewhere").exists()
