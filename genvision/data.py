@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genvision import data_hf
+from genvision import data_hf, imagefile
 from genvision.config import DataConfig, flag_name
 from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
@@ -212,8 +212,9 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool, offer
 
     root = Path(data_root)
     makers = {
-        "mnist": lambda: tvd.MNIST(root, train=spec.split == "train", download=download),
-        "fashion-mnist": lambda: tvd.FashionMNIST(root, train=spec.split == "train", download=download),
+        "mnist": lambda: check_mnist(tvd.MNIST(root, train=spec.split == "train", download=download), spec.name),
+        "fashion-mnist": lambda: check_mnist(tvd.FashionMNIST(root, train=spec.split == "train", download=download),
+                                             spec.name),
         "cifar10": lambda: _PresenceChecked.cifar10()(root, train=spec.split == "train", download=download),
         "svhn": lambda: _PresenceChecked.svhn()(root / "svhn", split=spec.split, download=download),
         "celeba": lambda: _PresenceChecked.celeba()(root, split=spec.split, download=download),
@@ -222,18 +223,26 @@ def torchvision_dataset(spec: DatasetSpec, data_root: str, download: bool, offer
     missing = [folder for folder in root.parents if not folder.exists()]  # created by a download, deepest first
     try:
         return makers[spec.name]()
-    except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
+    except UsageError:  # the files' contents refused by genvision's own checks, already one line
+        raise
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, TypeError, AssertionError,
+            pickle.UnpicklingError) as error:  # AssertionError: torchvision's IDX reader asserts on bad headers
         if download:
             _remove_created(root, before, missing)
             reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
             raise UsageError(f"dataset {spec.name}: download into {root} failed ({reason}); check the network "
                              "connection, or put the dataset's files there yourself and drop --download") from None
-        if isinstance(error, RuntimeError):  # torchvision: files missing
+        if isinstance(error, RuntimeError) and not isinstance(error, NotImplementedError):  # torchvision: no files
             fetch = ", or add --download to fetch it" if offer_download else ""
             raise UsageError(f"dataset {spec.name} not found in {root.resolve()}; point --data-root at the folder "
                              f"that holds it{fetch}") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if isinstance(error, pickle.UnpicklingError):  # torch.load(weights_only=True) refused a global, or garbage
+            detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+            raise UsageError(f"dataset {spec.name} in {root.resolve()} is corrupt or holds objects other than "
+                             f"tensors and plain data; refusing to unpickle it ({detail})") from None
         raise UsageError(f"dataset {spec.name} in {root.resolve()} is corrupt or truncated: "  # present, unreadable
-                         f"{type(error).__name__}: {error}") from None
+                         f"{type(error).__name__}: {lines[0] if lines else ''}") from None
 
 
 def _remove_created(root: Path, before: set[Path] | None, missing: list[Path]) -> None:
@@ -256,12 +265,120 @@ def _remove_created(root: Path, before: set[Path] | None, missing: list[Path]) -
             continue
 
 
-class _PresenceChecked:
-    """torchvision dataset classes whose offline check only asks that the files exist.
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, strings, numbers and numpy arrays) and refuses every other
+    global: the real files name only numpy's array reconstruction, so no pickle read here can call anything else."""
 
-    torchvision verifies these datasets by the md5 of the archives it downloads; genvision checks md5s when it
-    downloads (torchvision does) and otherwise reads whatever files in the real on-disk format are present, so tests
-    and users with repackaged copies can use them.
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle written by Python 3
+            return _latin1_encode
+        raise _RefusedGlobal(f"{module}.{name}")
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A CIFAR-10 pickle names a global other than numpy's array reconstruction."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+def read_cifar_pickle(path: Path) -> dict:
+    """One file of cifar-10-batches-py (a batch or batches.meta), read by `_CifarUnpickler`: a dict, or a one-line
+    UsageError naming the file when it holds anything else, names any other global, or is not a pickle."""
+    try:
+        with open(path, "rb") as handle:
+            entry = _CifarUnpickler(handle, encoding="latin1").load()
+    except _RefusedGlobal as error:
+        raise UsageError(f"dataset cifar10: {path} holds objects other than arrays, lists and dicts ({error}); "
+                         "refusing to unpickle it") from None
+    except OSError:
+        raise
+    except Exception as error:  # truncated or malformed pickles raise UnpicklingError, EOFError, ValueError, ...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"dataset cifar10: {path} is not a CIFAR-10 pickle ({type(error).__name__}: "
+                         f"{first_line})") from None
+    if not isinstance(entry, dict):
+        raise UsageError(f"dataset cifar10: {path} holds a {type(entry).__name__}; expected a dict")
+    return entry
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """(uint8 images (N, 32, 32, 3), N labels in 0..9) of one CIFAR-10 batch, or a one-line UsageError naming what is
+    wrong: a dict with ``data`` uint8 (N, 3072) (rows of the R, G and B planes) and ``labels`` (CIFAR-100:
+    ``fine_labels``) of N ints."""
+    entry = read_cifar_pickle(path)
+    data = entry.get("data")
+    labels = entry["labels"] if "labels" in entry else entry.get("fine_labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = (f"{data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__)
+        raise UsageError(f"dataset cifar10: 'data' of {path} is {found}; expected a uint8 array (N, 3072)")
+    if (not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data)
+            or not all(isinstance(label, (int, np.integer)) and 0 <= label < 10 for label in labels)):
+        found = f"{len(labels)} values" if isinstance(labels, (list, np.ndarray)) else type(labels).__name__
+        raise UsageError(f"dataset cifar10: 'labels' of {path} is {found}; expected {len(data)} integers in 0..9")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), [int(label) for label in labels]
+
+
+def read_cifar_meta(path: Path) -> list[str]:
+    """The class names of batches.meta (``label_names``: a list of strings), or a one-line UsageError."""
+    names = read_cifar_pickle(path).get("label_names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise UsageError(f"dataset cifar10: 'label_names' of {path} is {type(names).__name__}; expected a list of "
+                         "strings")
+    return names
+
+
+def check_mnist(dataset, name: str):
+    """`dataset` (a torchvision MNIST or FashionMNIST: read from its IDX files, or from the processed .pt files of
+    old torchvision versions by ``torch.load(weights_only=True)``, which runs no code) when it holds uint8 images
+    (N, 28, 28) and N labels in 0..9; else a one-line UsageError."""
+    data, targets, folder = dataset.data, dataset.targets, Path(dataset.root) / type(dataset).__name__
+    if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8 or data.ndim != 3 or data.shape[1:] != (28, 28):
+        found = f"{data.dtype} {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data).__name__
+        raise UsageError(f"dataset {name} in {folder}: the images are {found}; expected uint8 (N, 28, 28)")
+    if (not isinstance(targets, torch.Tensor) or targets.dtype.is_floating_point or targets.shape != (len(data),)
+            or (len(targets) and not (targets.min() >= 0 and targets.max() < 10))):
+        found = (f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, torch.Tensor)
+                 else type(targets).__name__)
+        raise UsageError(f"dataset {name} in {folder}: the labels are {found}; expected {len(data)} integers in 0..9")
+    return dataset
+
+
+def check_svhn(path: Path, data: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The (N,) labels of an SVHN .mat file as torchvision read it (`data` its ``X`` transposed to (N, 3, 32, 32),
+    `labels` its ``y`` with 10 made 0), or a one-line UsageError naming what is wrong."""
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (3, 32, 32):
+        stored = tuple(data.shape[i] for i in (2, 3, 1, 0)) if data.ndim == 4 else tuple(data.shape)
+        raise UsageError(f"dataset svhn: 'X' of {path} is {data.dtype} {stored}; expected uint8 (32, 32, 3, N)")
+    labels = labels.reshape(-1)
+    expected = f"expected {len(data)} digits in 1..10 (10 for the digit 0)"
+    if len(labels) != len(data):
+        raise UsageError(f"dataset svhn: 'y' of {path} holds {len(labels)} values; {expected}")
+    if len(labels) and not (labels.min() >= 0 and labels.max() < 10):
+        raise UsageError(f"dataset svhn: 'y' of {path} holds values from {labels.min()} to {labels.max()}; "
+                         f"{expected}")
+    return labels
+
+
+class _PresenceChecked:
+    """torchvision dataset classes whose offline check only asks that the files exist, and that read them with
+    genvision's own checks.
+
+    torchvision verifies these datasets by the md5 of the files it downloads; genvision checks md5s when it downloads
+    (torchvision does) and otherwise reads whatever files in the real on-disk format are present, so tests and users
+    with repackaged copies can use them. Files under --data-root may come from anyone, so they are read without
+    running code: CIFAR-10's pickles by `_CifarUnpickler` (arrays, lists and dicts only), SVHN's .mat files by
+    scipy (plain data) with their shapes checked, CelebA's text lists by torchvision's csv reader with each image
+    name checked to be a file of img_align_celeba/, opened by `imagefile` (pixel limit, regular files only).
     """
 
     @staticmethod
@@ -269,7 +386,23 @@ class _PresenceChecked:
         import torchvision.datasets as tvd
 
         class CIFAR10(tvd.CIFAR10):
-            meta = {**tvd.CIFAR10.meta, "md5": None}  # batches.meta: presence only, as for the batches
+            def __init__(self, root: Path, train: bool = True, download: bool = False) -> None:
+                tvd.VisionDataset.__init__(self, root)
+                self.train = train
+                if download:
+                    self.download()  # md5 of the archive checked by torchvision
+                if not self._check_integrity():
+                    raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+                folder = Path(self.root) / self.base_folder
+                names = [name for name, _ in (self.train_list if train else self.test_list)]
+                batches = [read_cifar_batch(folder / name) for name in names]
+                self.data = np.concatenate([images for images, _ in batches])
+                self.targets = [label for _, labels in batches for label in labels]
+                meta = folder / self.meta["filename"]
+                if not meta.is_file():
+                    raise RuntimeError("Dataset metadata file not found or corrupted.")
+                self.classes = read_cifar_meta(meta)
+                self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
 
             def _check_integrity(self) -> bool:
                 folder = Path(self.root) / self.base_folder
@@ -282,6 +415,10 @@ class _PresenceChecked:
         import torchvision.datasets as tvd
 
         class SVHN(tvd.SVHN):
+            def __init__(self, root: Path, split: str = "train", download: bool = False) -> None:
+                super().__init__(root, split=split, download=download)
+                self.labels = check_svhn(Path(self.root) / self.filename, self.data, self.labels)
+
             def _check_integrity(self) -> bool:
                 return (Path(self.root) / self.filename).is_file()
 
@@ -292,6 +429,18 @@ class _PresenceChecked:
         import torchvision.datasets as tvd
 
         class CelebA(tvd.CelebA):
+            def __init__(self, root: Path, split: str = "train", download: bool = False) -> None:
+                super().__init__(root, split=split, download=download)
+                self.images = Path(self.root) / self.base_folder / "img_align_celeba"
+                for name in self.filename:
+                    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+                        raise UsageError(f"dataset celeba: list_eval_partition.txt in {self.images.parent} names "
+                                         f"{name!r}; expected file names of img_align_celeba/")
+
+            def __getitem__(self, index: int):
+                name = self.filename[index]
+                return imagefile.decoded(self.images / name, str(self.images / name)), self.attr[index, :]
+
             def _check_integrity(self) -> bool:
                 folder = Path(self.root) / self.base_folder
                 return (folder / "img_align_celeba").is_dir() and all(
@@ -317,13 +466,9 @@ def list_folder(path: str) -> tuple[list[Path], list[int], list[str]]:
 
 
 def open_image(path: Path) -> Image.Image:
-    """Open and fully decode one image file, or fail in one line naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"cannot read image {path}: {error}") from None
+    """Open and fully decode one image file, or fail in one line naming it (`imagefile.decoded`: regular files only,
+    at most PIL.Image.MAX_IMAGE_PIXELS pixels)."""
+    return imagefile.decoded(path, str(path))
 
 
 def folder_native_channels(files: Sequence[Path]) -> int:

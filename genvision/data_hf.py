@@ -4,7 +4,9 @@ PATH is, tried in this order: a folder written by ``save_to_disk`` (read with ``
 of ``.parquet`` (else ``.arrow``) files, split by their names (`data_files`); with ``--download``, a Hub dataset id.
 SPLIT is the text after the last ``:`` when it holds no ``/`` (`parse_hf`) and defaults to ``train``; the held-out
 spec is the ``test`` split, else ``validation``, else the spec itself (`held_out_spec`). The image and label columns
-are ``--image-column`` / ``--label-column``, else found by their feature type (`choose_columns`).
+are ``--image-column`` / ``--label-column``, else found by their feature type (`choose_columns`). Images decode
+from the bytes a row stores; a row that stores only a path is read when the path lies inside the dataset's folder (a
+Hub dataset: the download caches), never elsewhere (`stored_file`).
 
 Entry points: `check_hf` (every check that loads nothing), `open_hf` (an `HFSource` for `data.open_source`) and
 `local_splits` (for `config.held_out_dataset`). ``datasets`` (the extra ``genvision[hf]``), PIL and numpy are
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -280,20 +281,41 @@ def read_labels(datasets, dataset, column: str, what: str):
     return labels, int(labels.max()) + 1 if len(labels) else 1
 
 
-def open_stored_image(item, index: int, what: str, column: str):
+def image_folders(datasets, path: str, local: bool) -> tuple[Path, ...]:
+    """Where the image files of rows that store a path instead of bytes may lie: the dataset's own folder (a local
+    dataset), else the caches that ``datasets`` and ``huggingface_hub`` download a Hub dataset's files into."""
+    if local:
+        return (Path(path).resolve(),)
+    import huggingface_hub.constants
+
+    return tuple(Path(folder).resolve() for folder in (datasets.config.HF_DATASETS_CACHE,
+                                                       huggingface_hub.constants.HF_HUB_CACHE))
+
+
+def stored_file(path: str, folders: tuple[Path, ...], index: int, what: str, column: str) -> Path:
+    """The file a row without image bytes names, when it resolves inside one of `folders` (links followed); else a
+    one-line UsageError naming the row, so that a data file never makes genvision read a file outside the dataset."""
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(folder) for folder in folders):
+        where = f"the dataset's folder {folders[0]}" if len(folders) == 1 else "the Hugging Face caches"
+        raise UsageError(f"row {index} of {what} stores no image bytes in column {column!r}, only the path {path}, "
+                         f"which leads outside {where}; genvision reads no image files from elsewhere (store the "
+                         "images' bytes, e.g. with save_to_disk)")
+    return resolved
+
+
+def open_stored_image(item, index: int, what: str, column: str, folders: tuple[Path, ...]):
     """A stored image (``{"bytes", "path"}`` as ``datasets.Image(decode=False)`` gives it) -> a fully decoded PIL
-    image, or a one-line UsageError naming the row."""
-    from PIL import Image
+    image, or a one-line UsageError naming the row. A row without bytes is read from its path only when that is a
+    regular file inside `folders` (`stored_file`); every image is held to `imagefile`'s pixel limit."""
+    from genvision import imagefile
 
     if not item or (item.get("bytes") is None and not item.get("path")):
         raise UsageError(f"row {index} of {what} has no image in column {column!r}")
-    source = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
-    try:
-        with Image.open(source) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"cannot read image {index} of {what} (column {column!r}): {error}") from None
+    name = f"{index} of {what} (column {column!r})"
+    if item.get("bytes") is not None:
+        return imagefile.decoded(item["bytes"], name)
+    return imagefile.decoded(stored_file(item["path"], folders, index, what, column), name)
 
 
 def files_fingerprint(files: list[Path], *parts: str) -> str:
@@ -350,8 +372,10 @@ def open_hf(path: str, split: str, *, download: bool = False, image_column: str 
     fingerprint = (files_fingerprint(files, *parts) if files else
                    hashlib.sha256("\n".join([dataset._fingerprint, *parts]).encode()).hexdigest()[:16])
 
+    folders = image_folders(datasets, path, local=local_splits(path) is not None)
+
     def load(index: int):
-        return open_stored_image(images[index][image_column], index, what, image_column), int(labels[index])
+        return open_stored_image(images[index][image_column], index, what, image_column, folders), int(labels[index])
 
     first = load(0)[0]
     return HFSource(what, len(dataset), load, num_classes, 1 if first.mode in GRAY_MODES else 3, fingerprint,

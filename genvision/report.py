@@ -284,6 +284,18 @@ def latest(folder: Path, pattern: str) -> Path | None:
     return found[-1] if found else None
 
 
+def run_png(path: Path) -> bytes:
+    """The bytes of a PNG of the run folder, once `imagefile.opened` has found a regular file holding an image of at
+    most PIL.Image.MAX_IMAGE_PIXELS pixels (else a one-line UsageError naming it): no bomb reaches the page."""
+    from genvision import imagefile
+
+    imagefile.check_regular_file(path, str(path))
+    data = path.read_bytes()
+    with imagefile.opened(data, str(path)) as image:
+        image.load()  # a truncated or corrupt PNG is refused here, not embedded
+    return data
+
+
 def best_grid(run: RunRecord, seed: int, device: torch.device, prior: str = "auto") -> tuple[bytes, str] | None:
     """(PNG, caption): BEST_GRID_IMAGES samples (latents of --prior `prior`) of the best checkpoint, else final.png;
     None when neither exists."""
@@ -298,7 +310,7 @@ def best_grid(run: RunRecord, seed: int, device: torch.device, prior: str = "aut
                                   f"prior {loaded.prior_name})")
     final = run.path / "final.png"
     if final.is_file():
-        return final.read_bytes(), "final.png (fixed noise, end of the run; no best-by-FID checkpoint)"
+        return run_png(final), "final.png (fixed noise, end of the run; no best-by-FID checkpoint)"
     return None
 
 
@@ -346,11 +358,11 @@ def table(rows: list[tuple], header: tuple[str, ...] = ()) -> str:
 def display_width(png: bytes, css: str) -> int:
     """On-page width in px: plots at 520 px (two side by side in a 1200 px window); grids at 2x their pixels
     (crisp, `image-rendering: pixelated`), at most 520 px."""
-    from PIL import Image
+    from genvision import imagefile
 
     if css != "grid":
         return 520
-    with Image.open(io.BytesIO(png)) as image:
+    with imagefile.opened(png, "of the report") as image:
         return min(2 * image.width, 520)
 
 
@@ -474,7 +486,7 @@ def collect_figures(run: RunRecord, seed: int, device: torch.device,
         "fid": (fid_plot(run.records, best_step, features_label(run.config)), "FID against step (metrics.jsonl)", "plot"),
     }
     latest_grid = latest(run.path / "samples", "step-*.png")
-    figures["latest"] = (latest_grid.read_bytes() if latest_grid else None,
+    figures["latest"] = (run_png(latest_grid) if latest_grid else None,
                          f"latest grid samples/{latest_grid.name} (fixed noise)" if latest_grid else "latest grid",
                          "grid")
     best = best_grid(run, seed, device, prior)
@@ -482,7 +494,7 @@ def collect_figures(run: RunRecord, seed: int, device: torch.device,
     if run.kind == "vae":
         recon = latest(run.path / "samples", "reconstructions-step-*.png")
         if recon is not None:
-            figures["reconstructions"] = (recon.read_bytes(), f"held-out inputs above their reconstructions, "
+            figures["reconstructions"] = (run_png(recon), f"held-out inputs above their reconstructions, "
                                           f"samples/{recon.name}", "grid")
     return figures
 

@@ -149,23 +149,85 @@ def test_mnist_idx_files_round_trip(tmp_path, name, folder):
     assert np.array_equal(rgb.images.numpy(), np.repeat(pad28(test[0]), 3, axis=1))
 
 
-def write_cifar10(folder, batches):
-    """cifar-10-batches-py: pickled dicts as the real files load under pickle.load(encoding="latin1")."""
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_legacy_pt_files_run_nothing_and_are_checked(tmp_path, name, folder):
+    """torchvision reads the processed/*.pt files of its old versions with torch.load(weights_only=True): a pickle
+    that would run a command is refused (one line, nothing run); plain tensors of the wrong shape are one line too."""
+    processed = tmp_path / "root" / folder / "processed"
+    processed.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    for file in ("training.pt", "test.pt"):
+        torch.save(RunsACommand(marker), processed / file)
+    with pytest.raises(UsageError) as error:
+        load_dataset(f"{name}:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert "refusing to unpickle it" in one_line(error) and "posix.system" in str(error.value)
+    assert not marker.exists()
+    for data, targets, words in ((torch.zeros(3, dtype=torch.uint8), torch.zeros(3), ["images", "(N, 28, 28)"]),
+                                 (torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([1, 12]), ["labels", "0..9"]),
+                                 (torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([1]), ["2 integers"])):
+        for file in ("training.pt", "test.pt"):
+            torch.save((data, targets), processed / file)
+        with pytest.raises(UsageError) as error:
+            load_dataset(f"{name}:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+        message = one_line(error)
+        assert message.startswith(f"dataset {name} in ") and all(word in message for word in words), message
+
+
+def test_mnist_idx_file_with_a_bad_header_is_one_line(tmp_path):
+    write_mnist_like(tmp_path / "root" / "MNIST" / "raw", {"train": (np.zeros((1, 28, 28), np.uint8), np.zeros(1)),
+                                                          "t10k": (np.zeros((1, 28, 28), np.uint8), np.zeros(1))})
+    (tmp_path / "root" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">I", 0x0807) + b"\0" * 64)
+    with pytest.raises(UsageError) as error:
+        load_dataset("mnist:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert "dataset mnist" in one_line(error) and "corrupt" in str(error.value)
+
+
+def py2_pickle(entry: dict) -> bytes:
+    """`entry` (str keys; values str, int, lists of those, 2-D uint8 arrays) as Python 2's cPickle wrote the real
+    cifar-10-batches-py files: protocol 2, byte strings as BINSTRING, arrays through numpy.core.multiarray."""
+    def string(text) -> bytes:
+        raw = text if isinstance(text, bytes) else text.encode("latin1")
+        return (b"U" + bytes([len(raw)]) if len(raw) < 256 else b"T" + struct.pack("<I", len(raw))) + raw
+
+    def integer(number: int) -> bytes:
+        return b"K" + bytes([number]) if 0 <= number < 256 else b"J" + struct.pack("<i", number)
+
+    def value(item) -> bytes:
+        if isinstance(item, np.ndarray):
+            dtype = (b"cnumpy\ndtype\n" + string("u1") + integer(0) + integer(1) + b"\x87R(" + integer(3)
+                     + string("|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb")
+            shape = b"(" + b"".join(b"J" + struct.pack("<i", n) for n in item.shape) + b"t"
+            return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string("b")
+                    + b"\x87R(" + integer(1) + shape + dtype + b"\x89" + string(item.tobytes()) + b"tb")
+        if isinstance(item, list):
+            return b"](" + b"".join(value(v) for v in item) + b"e"
+        return integer(item) if isinstance(item, int) else string(item)
+
+    return b"\x80\x02}(" + b"".join(string(k) + value(v) for k, v in entry.items()) + b"u."
+
+
+def write_cifar10(folder, batches, dumps=lambda entry: pickle.dumps(entry, protocol=2)):
+    """cifar-10-batches-py: pickled dicts as the real files load under pickle.load(encoding="latin1") (`dumps`: how
+    each is pickled)."""
     folder.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name, (images, labels) in zip(names, batches):
         entry = {"batch_label": name, "labels": [int(v) for v in labels],
                  "data": images.transpose(0, 3, 1, 2).reshape(len(images), 3072),  # rows of R plane, G, B
                  "filenames": [f"img_{i}.png" for i in range(len(labels))]}
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+        (folder / name).write_bytes(dumps(entry))
     meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                             "truck"], "num_cases_per_batch": 10000, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    (folder / "batches.meta").write_bytes(dumps(meta))
+
+
+def cifar10_batches(sizes=(2, 3, 1, 2, 2, 4)):
+    """Six batches (five train, one test) of HWC images, as in the CIFAR layout after reshape+transpose."""
+    return [(RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), RNG.integers(0, 10, n)) for n in sizes]
 
 
 def test_cifar10_round_trip(tmp_path):
-    batches = [(RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), RNG.integers(0, 10, n))
-               for n in (2, 3, 1, 2, 2, 4)]  # HWC images, as in the CIFAR layout after reshape+transpose
+    batches = cifar10_batches()
     write_cifar10(tmp_path / "root" / "cifar-10-batches-py", batches)
     root, cache = str(tmp_path / "root"), tmp_path / "cache"
     train = load_dataset("cifar10", 32, 0, root, cache_dir=cache)
@@ -187,6 +249,105 @@ def test_cifar10_round_trip(tmp_path):
     assert np.array_equal(gray.images[:, 0].numpy(), expected)
 
 
+@pytest.mark.parametrize("dumps", [py2_pickle, lambda entry: pickle.dumps(entry, protocol=4),
+                                   lambda entry: pickle.dumps(entry, protocol=5)], ids=["python2", "protocol4",
+                                                                                        "protocol5"])
+def test_cifar10_pickle_formats_all_load(tmp_path, dumps):
+    """The real files (Python 2 pickles naming numpy.core.multiarray) and those Python 3 writes pass the restricted
+    unpickler: the same images and labels."""
+    batches = cifar10_batches()
+    write_cifar10(tmp_path / "root" / "cifar-10-batches-py", batches, dumps)
+    loaded = load_dataset("cifar10:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert np.array_equal(loaded.images.numpy(), batches[5][0].transpose(0, 3, 1, 2))
+    assert torch.equal(loaded.labels, torch.from_numpy(batches[5][1]))
+    train = load_dataset("cifar10:train", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert torch.equal(train.labels, torch.from_numpy(np.concatenate([b[1] for b in batches[:5]])))
+
+
+class RunsACommand:
+    """Unpickles by calling os.system: what a hostile cifar-10-batches-py file does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+class OpensAFile:
+    """Unpickles by calling open(marker, "w"): creates the marker without a shell."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def hostile_cifar10(root, marker, name: str, payload=RunsACommand) -> None:
+    """A cifar-10-batches-py under `root` whose file `name` is a pickle that creates `marker` when unpickled."""
+    write_cifar10(root / "cifar-10-batches-py", cifar10_batches())
+    (root / "cifar-10-batches-py" / name).write_bytes(pickle.dumps(payload(marker), protocol=2))
+
+
+@pytest.mark.parametrize("name, split", [("data_batch_1", "train"), ("test_batch", "test"), ("batches.meta", "test")])
+@pytest.mark.parametrize("payload", [RunsACommand, OpensAFile])
+def test_cifar10_hostile_pickle_runs_nothing(tmp_path, name, split, payload):
+    marker = tmp_path / "marker"
+    hostile_cifar10(tmp_path / "root", marker, name, payload)
+    with pytest.raises(UsageError) as error:
+        load_dataset(f"cifar10:{split}", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    message = one_line(error)
+    assert not marker.exists()
+    assert str(tmp_path / "root" / "cifar-10-batches-py" / name) in message
+    assert "objects other than arrays, lists and dicts" in message and "refusing to unpickle" in message
+
+
+def test_cifar10_hostile_pickle_through_the_cli(tmp_path):
+    """`genvision stats cifar10:test --data-root DIR` (as the issue reproduced it): exit 2, one line, nothing run or
+    written."""
+    from helpers import assert_one_line_error, cli
+
+    marker = tmp_path / "marker"
+    hostile_cifar10(tmp_path / "root", marker, "test_batch")
+    code, stdout, stderr = cli("stats", "cifar10:test", "--data-root", tmp_path / "root", "--features", "classifier",
+                               "--output", tmp_path / "x.npz")
+    assert_one_line_error(code, stderr, "test_batch", "refusing to unpickle", command="stats")
+    assert stdout == "" and not marker.exists() and not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("entry, words", [
+    ([1, 2, 3], ["holds a list", "expected a dict"]),
+    ({"labels": [1, 2]}, ["'data'", "NoneType", "uint8 array (N, 3072)"]),
+    ({"data": np.zeros((2, 3072), np.float32), "labels": [1, 2]}, ["float32 (2, 3072)", "uint8 array (N, 3072)"]),
+    ({"data": np.zeros((2, 1024), np.uint8), "labels": [1, 2]}, ["uint8 (2, 1024)"]),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [1]}, ["'labels'", "1 values", "2 integers in 0..9"]),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 10]}, ["'labels'", "2 integers in 0..9"]),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": "ab"}, ["'labels'", "str"]),
+    (b"\x80\x02}(U\x04data", ["not a CIFAR-10 pickle"]),  # truncated
+])
+def test_cifar10_batch_of_the_wrong_shape_is_one_line(tmp_path, entry, words):
+    write_cifar10(tmp_path / "root" / "cifar-10-batches-py", cifar10_batches())
+    batch = tmp_path / "root" / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(entry if isinstance(entry, bytes) else pickle.dumps(entry, protocol=2))
+    with pytest.raises(UsageError) as error:
+        load_dataset("cifar10:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    message = one_line(error)
+    assert message.startswith("dataset cifar10: ") and str(batch) in message
+    assert all(word in message for word in words), message
+
+
+def test_cifar10_meta_of_the_wrong_shape_is_one_line(tmp_path):
+    write_cifar10(tmp_path / "root" / "cifar-10-batches-py", cifar10_batches())
+    meta = tmp_path / "root" / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({"label_names": 10}, protocol=2))
+    with pytest.raises(UsageError) as error:
+        load_dataset("cifar10:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert "'label_names' of" in one_line(error) and "list of strings" in str(error.value)
+
+
 def test_svhn_round_trip(tmp_path):
     from scipy.io import savemat
 
@@ -202,6 +363,36 @@ def test_svhn_round_trip(tmp_path):
     with pytest.raises(UsageError) as missing:  # the test split's file is absent
         load_dataset("svhn:test", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache", offer_download=True)
     assert "svhn" in one_line(missing) and "--download" in str(missing.value)
+
+
+@pytest.mark.parametrize("x, y, words", [
+    (RNG.random((32, 32, 3, 3)), [[1], [2], [3]], ["'X'", "float64 (32, 32, 3, 3)", "expected uint8 (32, 32, 3, N)"]),
+    (np.zeros((16, 16, 3, 3), np.uint8), [[1], [2], [3]], ["'X'", "uint8 (16, 16, 3, 3)"]),
+    (np.zeros((32, 32, 3, 3), np.uint8), [[1], [2]], ["'y'", "2 values", "expected 3 digits in 1..10"]),
+    (np.zeros((32, 32, 3, 3), np.uint8), [[1], [2], [11]], ["'y'", "from 1 to 11"]),
+])
+def test_svhn_malformed_mat_is_one_line(tmp_path, x, y, words):
+    """scipy.io.loadmat reads plain data (no code runs); what it reads is checked before a pixel is decoded."""
+    from scipy.io import savemat
+
+    (tmp_path / "root" / "svhn").mkdir(parents=True)
+    savemat(tmp_path / "root" / "svhn" / "train_32x32.mat", {"X": x, "y": np.array(y, dtype=np.uint8)})
+    with pytest.raises(UsageError) as error:
+        load_dataset("svhn", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    message = one_line(error)
+    assert message.startswith("dataset svhn: ") and "train_32x32.mat" in message
+    assert all(word in message for word in words), message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_svhn_matlab_73_file_is_corrupt_not_missing(tmp_path):
+    """scipy reads MATLAB 5 files only; a 7.3 (HDF5) file is named as unreadable, not as missing."""
+    (tmp_path / "root" / "svhn").mkdir(parents=True)
+    header = b"MATLAB 7.3 MAT-file".ljust(116, b" ") + b"\0" * 8 + b"\x00\x02" + b"IM"
+    (tmp_path / "root" / "svhn" / "train_32x32.mat").write_bytes(header + b"\0" * 512)
+    with pytest.raises(UsageError) as error:
+        load_dataset("svhn", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert "is corrupt or truncated: NotImplementedError" in one_line(error)
 
 
 CELEBA_COLOURS = [(200, 30, 40), (20, 180, 60), (30, 60, 220), (250, 250, 250), (0, 0, 0), (128, 64, 32),
@@ -242,6 +433,36 @@ def test_celeba_round_trip(tmp_path):
         torch.testing.assert_close(loaded.images.float(), expected, atol=4, rtol=0)  # JPEG tolerance
     assert len(load_dataset("celeba", 32, 0, root, cache_dir=cache)) == 3  # default split: train
     assert load_dataset("celeba:valid", 64, 1, root, cache_dir=cache).images.shape == (2, 1, 64, 64)
+
+
+@pytest.mark.parametrize("name", ["../outside.jpg", "ABSOLUTE", "sub/000001.jpg"])
+def test_celeba_image_names_stay_in_img_align_celeba(tmp_path, name):
+    """list_eval_partition.txt names the image files; a name that leaves img_align_celeba/ is refused in one line."""
+    folder = tmp_path / "root" / "celeba"
+    write_celeba(folder)
+    outside = folder / "outside.jpg"
+    Image.new("RGB", (178, 218), (1, 2, 3)).save(outside)
+    (folder / "img_align_celeba" / "sub").mkdir()
+    Image.new("RGB", (178, 218), (1, 2, 3)).save(folder / "img_align_celeba" / "sub" / "000001.jpg")
+    name = str(outside) if name == "ABSOLUTE" else name
+    partition = folder / "list_eval_partition.txt"
+    partition.write_text(partition.read_text().replace("000001.jpg", name, 1))
+    with pytest.raises(UsageError) as error:
+        load_dataset("celeba", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    message = one_line(error)
+    assert "list_eval_partition.txt" in message and repr(name) in message and "img_align_celeba/" in message
+
+
+def test_celeba_fifo_is_refused(tmp_path):
+    import os
+
+    folder = tmp_path / "root" / "celeba"
+    write_celeba(folder)
+    (folder / "img_align_celeba" / "000002.jpg").unlink()
+    os.mkfifo(folder / "img_align_celeba" / "000002.jpg")  # a read would block until someone writes
+    with pytest.raises(UsageError) as error:
+        load_dataset("celeba", 32, 0, str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    assert one_line(error) == f"cannot read image {folder / 'img_align_celeba' / '000002.jpg'}: not a regular file"
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10", "svhn", "celeba"])
@@ -441,6 +662,34 @@ def test_folder_corrupt_images(tmp_path):
             load_dataset(f"folder:{truncated}", 16, channels, cache_dir=cache)
         assert str(truncated / "t.png") in one_line(error)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+# PIL warns above its limit (6000 < 10000 pixels) and refuses above twice it (4096): genvision refuses both, with the
+# same line whether PIL's warning is an error (genvision.imagefile's filter, as in a genvision process) or not.
+@pytest.mark.parametrize("limit, action", [(6000, "error"), (6000, "ignore"), (4096, "ignore")])
+def test_folder_decompression_bomb_is_one_line(tmp_path, monkeypatch, limit, action):
+    """An image over PIL.Image.MAX_IMAGE_PIXELS (lowered here: a 100 x 100 PNG stands for a 12000 x 12000 one) is
+    refused before it is decoded, at any position in the folder."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    for first in (True, False):
+        folder = tmp_path / f"bomb-first-{first}"
+        save(folder / "b.png", solid((1, 2, 3), (20, 20)))
+        Image.new("1", (100, 100)).save(folder / ("a.png" if first else "c.png"))
+        with pytest.raises(UsageError) as error, warnings.catch_warnings():
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            load_dataset(f"folder:{folder}", 16, 0, cache_dir=tmp_path / "cache")
+        assert one_line(error) == (f"cannot read image {folder / ('a.png' if first else 'c.png')}: 10000 pixels "
+                                   f"exceeds the limit of {limit} pixels per image (PIL.Image.MAX_IMAGE_PIXELS); "
+                                   "refusing a possible decompression bomb")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_genvision_sets_the_pixel_limit():
+    import genvision.imagefile
+
+    assert Image.MAX_IMAGE_PIXELS == genvision.imagefile.MAX_IMAGE_PIXELS == 8192 * 8192
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ test (`gan_run`), so the in-process tests run while it imports torch and trains.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -214,6 +215,86 @@ def test_bad_splits_columns_and_paths(hf_data, tmp_path):
             load_dataset(spec, 32, 0, cache_dir=tmp_path / "cache", **columns)
         assert all(word in one_line(error) for word in words), (words, one_line(error))
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows made by others: image paths instead of bytes, decompression bombs.
+
+
+def path_rows(folder, paths) -> None:
+    """folder/train.parquet whose image column stores each of `paths` and no bytes, as `Dataset.to_parquet` writes
+    a dataset built from image file paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = datasets.Dataset.from_dict({"image": [str(path) for path in paths], "label": [0, 1] * (len(paths) // 2)},
+                                      features=datasets.Features({"image": datasets.Image(),
+                                                                  "label": datasets.ClassLabel(num_classes=2)}))
+    rows.to_parquet(str(folder / "train.parquet"))
+    import pyarrow.parquet
+
+    stored = pyarrow.parquet.read_table(folder / "train.parquet").column("image").to_pylist()
+    assert [row["bytes"] for row in stored] == [None] * len(paths)  # what the loader meets: a path, no bytes
+
+
+def gray_png(path, value: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((32, 32), value, dtype=np.uint8), "L").save(path)
+    return path
+
+
+def test_rows_without_bytes_read_only_files_inside_the_dataset_folder(tmp_path):
+    folder = tmp_path / "pq"
+    inside = [gray_png(folder / "images" / f"{i}.png", 10 * i) for i in range(4)]
+    path_rows(folder, inside)
+    loaded = load_dataset(f"hf:{folder}", 32, 0, cache_dir=tmp_path / "cache")  # inside: read as before
+    assert loaded.images[:, 0, 0, 0].tolist() == [0, 10, 20, 30] and loaded.labels.tolist() == [0, 1, 0, 1]
+
+    outside = gray_png(tmp_path / "private" / "photo.png", 99)  # an image that is not the dataset's
+    for index, stranger in ((1, outside), (1, "a link inside that leads outside"), (0, "/etc/passwd")):
+        shutil.rmtree(folder)
+        rows = [gray_png(folder / "images" / f"{i}.png", 0) for i in range(2)]
+        if stranger == "a link inside that leads outside":
+            stranger = folder / "images" / "link.png"
+            stranger.symlink_to(outside)
+        rows[index] = stranger
+        path_rows(folder, rows)
+        with pytest.raises(UsageError) as error:
+            load_dataset(f"hf:{folder}", 32, 0, cache_dir=tmp_path / "cache")
+        assert one_line(error) == (f"row {index} of hf:{folder}:train stores no image bytes in column 'image', only "
+                                   f"the path {stranger}, which leads outside the dataset's folder {folder}; "
+                                   "genvision reads no image files from elsewhere (store the images' bytes, e.g. "
+                                   "with save_to_disk)")
+
+
+def test_row_naming_a_fifo_is_refused_not_read(tmp_path):
+    import os
+
+    folder = tmp_path / "pq"
+    rows = [gray_png(folder / "images" / "0.png", 0), folder / "images" / "1.png"]
+    os.mkfifo(rows[1])  # a read would block until someone writes
+    path_rows(folder, rows)
+    with pytest.raises(UsageError) as error:
+        load_dataset(f"hf:{folder}", 32, 0, cache_dir=tmp_path / "cache")
+    assert one_line(error) == f"cannot read image 1 of hf:{folder}:train (column 'image'): not a regular file"
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # as genvision.imagefile sets it
+@pytest.mark.parametrize("limit", [6000, 4096])
+@pytest.mark.parametrize("row", [0, 1])  # row 0 is opened with the dataset (its channels), row 1 when decoding
+def test_decompression_bomb_in_a_row_is_one_line(tmp_path, monkeypatch, limit, row):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    images = [Image.new("L", (32, 32)), Image.new("L", (32, 32))]
+    images[row] = Image.new("1", (100, 100))  # 10000 pixels: a bomb under the lowered limit
+    rows = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    rows.to_parquet(str(tmp_path / "pq" / "train.parquet"))
+    with pytest.raises(UsageError) as error:
+        load_dataset(f"hf:{tmp_path / 'pq'}", 32, 0, cache_dir=tmp_path / "cache")
+    assert one_line(error) == (f"cannot read image {row} of hf:{tmp_path / 'pq'}:train (column 'image'): 10000 pixels "
+                               f"exceeds the limit of {limit} pixels per image (PIL.Image.MAX_IMAGE_PIXELS); refusing "
+                               "a possible decompression bomb")
+    code, stdout, stderr = cli("stats", f"hf:{tmp_path / 'pq'}", "--output", tmp_path / "x.npz", "--features",
+                               "classifier")
+    assert_one_line_error(code, stderr, f"cannot read image {row} of hf:", "decompression bomb", command="stats")
+    assert stdout == "" and not (tmp_path / "x.npz").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

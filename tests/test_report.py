@@ -297,3 +297,65 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
         pixels = np.asarray(image.convert("RGB"))
     assert pixels.shape == (1600, 1200, 3)
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run folders from others: a decompression bomb among the PNGs, a hostile dataset in config.json.
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # as genvision.imagefile sets it
+@pytest.mark.parametrize("limit", [6000, 4096])  # PIL alone: a warning at 6000 (the page is written), an error at 4096
+@pytest.mark.parametrize("kind, png", [("gan", "samples/step-000002.png"), ("gan", "final.png"),
+                                       ("vae", "samples/reconstructions-step-000002.png")])
+def test_decompression_bomb_in_a_run_folder_is_one_line(tmp_path, monkeypatch, limit, kind, png):
+    """The report embeds the run folder's PNGs: one over PIL.Image.MAX_IMAGE_PIXELS (lowered here, so a 100 x 100
+    PNG stands for a 12000 x 12000 one) is refused in one line, exit 2, and no page is written."""
+    from PIL import Image
+
+    import genvision.imagefile  # noqa: F401 - imported first: its import sets the limit the test then lowers
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"kind": kind, "config": {}}))
+    Image.new("L", (16, 16)).save(run / "samples" / "step-000001.png")
+    Image.new("1", (100, 100)).save(run / png)
+    code, stdout, stderr = cli("report", run, "--num-samples", "0")
+    assert stdout == ""
+    assert_one_line_error(code, stderr, f"cannot read image {run / png}: 10000 pixels exceeds the limit of {limit} "
+                          "pixels per image", "decompression bomb", command="report")
+    assert not (run / "report.html").exists()
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_report_of_a_run_whose_config_names_a_hostile_cifar10_runs_nothing(runs, tmp_path):
+    """The report reads --fid-reference / --dataset and --data-root from the run folder's own config.json: a shared run
+    pointing at a cifar-10-batches-py whose pickles run a command is refused in one line, and nothing runs."""
+    import pickle
+
+    from helpers import SHIPPED_CLASSIFIER
+
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    shutil.copytree(runs["vae"][0], run)
+    batches = tmp_path / "data" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (batches / name).write_bytes(pickle.dumps(_RunsACommand(marker), protocol=2))
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"].update(fid_reference="cifar10:test", data_root=str(tmp_path / "data"), features="classifier",
+                           classifier=str(SHIPPED_CLASSIFIER))
+    (run / "config.json").write_text(json.dumps(saved))
+    report_before = (run / "report.html").read_bytes()
+    code, stdout, stderr = cli("report", run, "--num-samples", "4")
+    assert stdout == ""
+    assert_one_line_error(code, stderr, str(batches / "test_batch"), "refusing to unpickle", command="report")
+    assert not marker.exists() and (run / "report.html").read_bytes() == report_before

@@ -246,18 +246,15 @@ def decode_array(path: str | Path) -> np.ndarray:
     Same decoding and error message as `data.open_image`, without its defensive copy (this is the hot loop of
     scoring a folder).
     """
-    from PIL import Image
+    from genvision import imagefile
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode == "P":  # palette images may carry transparency; go through RGBA so PIL does not warn
-                image = image.convert("RGBA")
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("L" if image.mode in _GRAY_MODES else "RGB")
-            return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"cannot read image {path}: {error}") from None
+    with imagefile.opened(path, str(path)) as image:  # a regular file of at most PIL.Image.MAX_IMAGE_PIXELS pixels
+        image.load()
+        if image.mode == "P":  # palette images may carry transparency; go through RGBA so PIL does not warn
+            image = image.convert("RGBA")
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("L" if image.mode in _GRAY_MODES else "RGB")
+        return np.asarray(image, dtype=np.uint8)
 
 
 def decode_native(path: str | Path) -> Tensor:
@@ -330,13 +327,10 @@ def split_cpu_cores(device: torch.device) -> tuple[int, int]:
 
 def image_side(path: str | Path) -> int:
     """The shorter side in px of one image file, read from its header."""
-    from PIL import Image
+    from genvision import imagefile
 
-    try:
-        with Image.open(path) as image:
-            return min(image.size)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"cannot read image {path}: {error}") from None
+    with imagefile.opened(path, str(path)) as image:
+        return min(image.size)
 
 
 def folder_batches(files: Sequence[str | Path], extractor: FeatureExtractor, batch_size: int, name: str,

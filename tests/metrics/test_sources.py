@@ -230,3 +230,63 @@ def test_corrupt_cache_entry_is_recomputed(extractor, tmp_path):
     second = source_statistics("mnist5k:test", extractor, options)
     assert not second.from_cache
     np.testing.assert_array_equal(first.mu, second.mu)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folders made by others: decompression bombs and files that are not images.
+
+
+def bomb_folder(folder, name: str = "0001.png"):
+    """Two images; `name` a 1-bit 100 x 100 PNG, a bomb once PIL.Image.MAX_IMAGE_PIXELS is lowered below 10000."""
+    from PIL import Image
+
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), folder)
+    Image.new("1", (100, 100)).save(folder / name)
+    return folder / name
+
+
+def test_fid_folder_with_a_decompression_bomb_is_one_line_in_a_real_process(tmp_path, classifier_file):
+    """`genvision fid FOLDER mnist5k:test`, the limit lowered to 6000 pixels in the process: PIL alone would only warn
+    about the 10000-pixel PNG and decode it; genvision refuses it in one line, exit 2, no warning printed."""
+    from helpers import assert_one_line_error, run_python
+
+    bomb = bomb_folder(tmp_path / "images")
+    lowered = ("import sys, PIL.Image, genvision.imagefile; PIL.Image.MAX_IMAGE_PIXELS = 6000; "
+               "from genvision.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = run_python(["-c", lowered, "fid", str(tmp_path / "images"), "mnist5k:test", "--classifier",
+                         str(classifier_file)])
+    assert result.stdout == ""
+    assert_one_line_error(result.returncode, result.stderr, f"cannot read image {bomb}: 10000 pixels exceeds the "
+                          "limit of 6000 pixels per image", "decompression bomb", command="fid")
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # as genvision.imagefile sets it
+@pytest.mark.parametrize("limit", [6000, 4096])
+def test_folder_decompression_bomb_in_every_decode_path(extractor, tmp_path, monkeypatch, limit):
+    from PIL import Image
+
+    import genvision.imagefile  # noqa: F401 - imported first: its import sets the limit the test then lowers
+    from helpers import assert_one_line_error, cli
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    bomb = bomb_folder(tmp_path / "images")
+    for read in (sources.decode_array, sources.decode_native, sources.image_side):
+        with pytest.raises(UsageError, match="decompression bomb") as error:
+            read(bomb)
+        assert str(error.value).startswith(f"cannot read image {bomb}: 10000 pixels exceeds the limit of {limit} ")
+    with pytest.raises(UsageError, match="decompression bomb"):
+        source_statistics(str(tmp_path / "images"), extractor)
+    code, stdout, stderr = cli("fid", tmp_path / "images", "mnist5k:test", "--classifier", extractor.path)
+    assert stdout == ""
+    assert_one_line_error(code, stderr, str(bomb), "decompression bomb", command="fid")
+
+
+def test_folder_fifo_is_refused_not_read(extractor, tmp_path):
+    """A FIFO named like an image would block the read for ever: refused before it is opened."""
+    import os
+
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), tmp_path / "images")
+    os.mkfifo(tmp_path / "images" / "0002.png")
+    with pytest.raises(UsageError) as error:
+        source_statistics(str(tmp_path / "images"), extractor)
+    assert str(error.value) == f"cannot read image {tmp_path / 'images' / '0002.png'}: not a regular file"
