@@ -3,10 +3,10 @@
 Every image genvision decodes from a file or from stored bytes (image folders, ``folder:`` and ``hf:`` datasets,
 CelebA, the PNGs of a run folder that the report embeds) opens through `opened` or `decoded`. A PNG of a few KB can
 declare 12000 x 12000 pixels and decode to hundreds of MB (a decompression bomb); PIL only warns above its limit
-``PIL.Image.MAX_IMAGE_PIXELS`` and refuses above twice it. On import this module sets that limit to
-`MAX_IMAGE_PIXELS` (8192 x 8192, a 64-megapixel photo) and turns PIL's `DecompressionBombWarning` into an error;
-`opened` refuses any image above the limit (PIL's value when it is opened, so it stays the one setting) before a
-pixel is decoded. Paths must be regular files, so a FIFO or a device named like an image never blocks a read.
+``PIL.Image.MAX_IMAGE_PIXELS`` and refuses above twice it. When genvision first opens an image (`configure_pil`, not
+at import) it lowers PIL's default limit to `MAX_IMAGE_PIXELS` (8192 x 8192, a 64-megapixel photo; a limit the user
+set is kept) and turns PIL's `DecompressionBombWarning` into an error; `opened` refuses any image above the limit
+(PIL's value when it is opened, so it stays the one setting) before a pixel is decoded. Paths must be regular files, so a FIFO or a device named like an image never blocks a read.
 """
 
 from __future__ import annotations
@@ -26,8 +26,20 @@ from genvision.errors import UsageError
 MAX_IMAGE_PIXELS = 8192 * 8192  # 67,108,864 pixels: 192 MiB decoded as RGB, below PIL's default of 89,478,485
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # PIL's messages: "Image size (N pixels) exceeds limit of ..."
 
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+PIL_DEFAULT_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)  # PIL's own default MAX_IMAGE_PIXELS (89,478,485)
+_configured = False  # configure_pil has run in this process
+
+
+def configure_pil() -> None:
+    """Once per process, at genvision's first image open: PIL's pixel limit lowered to MAX_IMAGE_PIXELS unless the
+    user set one of their own, and PIL's bomb warning made an error (a warning would decode the image first)."""
+    global _configured
+    if _configured:
+        return
+    if Image.MAX_IMAGE_PIXELS == PIL_DEFAULT_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    _configured = True
 
 
 def too_large(name: str, pixels: int | None) -> UsageError:
@@ -52,6 +64,7 @@ def opened(source: str | os.PathLike | bytes | io.BytesIO, name: str) -> Iterato
     """``Image.open(source)`` with only its header read, refused in one line (naming `name`) when it is not a regular
     file, not an image, or larger than the pixel limit; errors while the caller decodes it in the ``with`` body are
     one line too."""
+    configure_pil()
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     elif not isinstance(source, io.IOBase):

@@ -686,10 +686,23 @@ def test_folder_decompression_bomb_is_one_line(tmp_path, monkeypatch, limit, act
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
-def test_genvision_sets_the_pixel_limit():
-    import genvision.imagefile
+@pytest.mark.parametrize("user_limit", [None, 5000])
+def test_genvision_sets_the_pixel_limit_at_its_first_image_not_at_import(tmp_path, user_limit):
+    """In a fresh process: importing genvision leaves PIL's limit alone; its first image lowers PIL's default to
+    8192 x 8192 pixels, and keeps a limit the user set."""
+    from helpers import run_python
 
-    assert Image.MAX_IMAGE_PIXELS == genvision.imagefile.MAX_IMAGE_PIXELS == 8192 * 8192
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    user = "" if user_limit is None else f"PIL.Image.MAX_IMAGE_PIXELS = {user_limit}; "
+    code = (f"import PIL.Image, genvision.imagefile as f; {user}before = PIL.Image.MAX_IMAGE_PIXELS; "
+            f"f.decoded({str(tmp_path / 'a.png')!r}, 'a.png'); print(before, PIL.Image.MAX_IMAGE_PIXELS)")
+    result = run_python(["-c", code])
+    assert result.returncode == 0, result.stderr
+    before, after = map(int, result.stdout.split())
+    if user_limit is None:
+        assert (before, after) == (89478485, 8192 * 8192)
+    else:
+        assert before == after == user_limit
 
 
 # ---------------------------------------------------------------------------------------------------------------

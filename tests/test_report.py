@@ -312,7 +312,9 @@ def test_decompression_bomb_in_a_run_folder_is_one_line(tmp_path, monkeypatch, l
     PNG stands for a 12000 x 12000 one) is refused in one line, exit 2, and no page is written."""
     from PIL import Image
 
-    import genvision.imagefile  # noqa: F401 - imported first: its import sets the limit the test then lowers
+    import genvision.imagefile
+
+    genvision.imagefile.configure_pil()  # first: genvision's first image sets the limit the test then lowers
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     run = tmp_path / "run"

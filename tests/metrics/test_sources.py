@@ -265,7 +265,9 @@ def test_fid_folder_with_a_decompression_bomb_is_one_line_in_a_real_process(tmp_
 def test_folder_decompression_bomb_in_every_decode_path(extractor, tmp_path, monkeypatch, limit):
     from PIL import Image
 
-    import genvision.imagefile  # noqa: F401 - imported first: its import sets the limit the test then lowers
+    import genvision.imagefile
+
+    genvision.imagefile.configure_pil()  # first: genvision's first image sets the limit the test then lowers
     from helpers import assert_one_line_error, cli
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
