@@ -31,7 +31,7 @@ NOT_RUN = {"pip install -e '.[test]'": "the install command (CI runs it)", "pyth
 MAX_PNGS = 100  # `sample --out-dir` writes at most this many of the manual's 10000 PNGs
 DOCS_PAGES = ("docs/README.md", "docs/training.md", "docs/evaluation.md", "docs/evaluation-protocol.md",
               "docs/sample.md", "docs/report.md", "docs/train-classifier.md", "docs/datasets.md", "docs/multi-gpu.md",
-              "docs/python-api.md", "docs/architecture.md")
+              "docs/python-api.md", "docs/architecture.md", "docs/security.md")
 PAGES = ("README.md", *DOCS_PAGES)  # the order the commands run in
 
 

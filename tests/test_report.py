@@ -213,6 +213,28 @@ def test_run_with_fid_off_gets_a_report_without_the_metrics_table(runs, tmp_path
     assert "Final metrics not computed" in page and "<td>KID</td>" not in page
 
 
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'  # markup a shared run folder could carry
+
+
+def test_markup_in_a_run_folder_is_shown_as_text_never_as_html(runs, tmp_path):
+    """A run folder from someone else: markup in its config.json (a value and a key, the dataset in the title) and
+    in a metrics.jsonl key reaches the page escaped, as text: the page holds none of its tags."""
+    from genvision.config import ReportConfig
+    from genvision.report import write_report
+
+    run, _ = runs["vae"]
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    saved["config"].update({"dataset": HOSTILE, "report_to": HOSTILE, HOSTILE: 1})
+    (copy / "config.json").write_text(json.dumps(saved))
+    with open(copy / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 99, HOSTILE: 1.0}) + "\n")
+    page = write_report(copy, ReportConfig(run_dir=str(copy), num_samples=0), "cpu").read_text()
+    assert "<script" not in page.lower() and "<img src=x" not in page  # no markup of the run folder's is live
+    assert page.count("&lt;script&gt;") >= 3  # the title, the config value and key: shown as text, not dropped
+
+
 def test_report_failure_in_finish_is_one_warning_line(tmp_path, monkeypatch, capsys):
     """training.finish: summary.json, final.png and the closing line survive a broken report."""
     import genvision.report
