@@ -112,3 +112,14 @@ def test_nan_loss_stops_with_exit_3(results):
     assert [record["step"] for record in metrics_records(out)] == [1, 2]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000001.png", "step-000002.png"]
     assert not (out / "final.png").exists() and "run folder" not in stdout
+
+
+@pytest.mark.parametrize("value", ["1", "not-a-step"])
+def test_the_old_nan_injection_variables_change_nothing(tmp_path, monkeypatch, value):
+    """The test hook that 0.2.0 read inside the training loop no longer ships: its variables neither poison a step
+    nor crash a run (a non-integer used to be a traceback); faults come from tests/_nan_fault.py instead."""
+    monkeypatch.setenv("GENVISION_INJECT_NAN_AT_STEP", value)
+    monkeypatch.setenv("GENVISION_INJECT_NAN_ON_RANK", "0")
+    code, stdout, stderr = cli("train-gan", *FLAGS, "--out-dir", tmp_path / "run", "--log-every", "1")
+    assert code == 0, stderr[-2000:]
+    assert [record["step"] for record in metrics_records(tmp_path / "run")] == [1, 2]
