@@ -128,14 +128,14 @@ def test_report_to_all_writes_tensorboard_events_with_only_tensorboard_installed
 @pytest.fixture(scope="module")
 def vae_runs(tmp_path_factory) -> dict:
     """name -> (run folder, the number of images each mixture fit got) of two 2-step Gaussian-likelihood runs."""
-    import genvision.generators as generators
+    import genvision.prior_fit as prior_fit
 
     root, runs = tmp_path_factory.mktemp("vae-flags"), {}
     for name, flags in VAE_RUNS.items():
         fitted = []
-        real = generators.fit_latent_prior
+        real = prior_fit.fit_latent_prior
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(generators, "fit_latent_prior",
+            patch.setattr(prior_fit, "fit_latent_prior",
                           lambda codes, *args: (fitted.append(len(codes)), real(codes, *args))[1])
             train("train-vae", root / name, *TINY_VAE, "--num-steps", "2", "--log-every", "1", "--likelihood",
                   "gaussian", "--prior", "gmm", "--prior-components", "3", "--report-to", "none", *flags)
