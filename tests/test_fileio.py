@@ -124,13 +124,18 @@ def test_write_json_round_trip_and_append_jsonl(tmp_path):
     assert [json.loads(line) for line in lines] == [{"step": 1}, {"step": 2}]
 
 
+def outside_and_run(tmp_path, name: str, text: str) -> tuple:
+    """(a folder outside the run holding `name` with `text`, an empty run folder): where links point, where they are."""
+    outside, run = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    run.mkdir()
+    (outside / name).write_text(text)
+    return outside, run
+
+
 def test_append_jsonl_refuses_a_symbolic_link_and_writes_nothing_through_it(tmp_path):
     """A dangling link (its target would be created outside the folder) and a live one (its target appended to)."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "kept.jsonl").write_text('{"step": 0}\n')
-    run = tmp_path / "run"
-    run.mkdir()
+    outside, run = outside_and_run(tmp_path, "kept.jsonl", '{"step": 0}\n')
     for name, target in (("dangling.jsonl", outside / "created.jsonl"), ("live.jsonl", outside / "kept.jsonl")):
         (run / name).symlink_to(target)
         with pytest.raises(UsageError) as refused:
@@ -144,11 +149,7 @@ def test_append_jsonl_refuses_a_symbolic_link_and_writes_nothing_through_it(tmp_
 
 def test_atomic_writes_replace_a_symbolic_link_not_its_target(tmp_path):
     """os.replace renames over the link itself: the path becomes a plain file, the target is untouched."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "target.json").write_text("theirs")
-    run = tmp_path / "run"
-    run.mkdir()
+    outside, run = outside_and_run(tmp_path, "target.json", "theirs")
     (run / "config.json").symlink_to(outside / "target.json")
     (run / "grid.png").symlink_to(outside / "absent.png")
     write_json(run / "config.json", {"ours": 1})
