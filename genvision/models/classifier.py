@@ -157,6 +157,7 @@ class Classifier(nn.Module):
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
         whitening = whitening * (half / torch.cov((low @ whitening).T).trace()).sqrt()
-        transform = torch.block_diag(torch.eye(self.feature_width, dtype=torch.float64) * layer_scale, whitening)
+        transform = torch.block_diag(
+            torch.eye(self.feature_width, dtype=torch.float64, device=layer.device) * layer_scale, whitening)
         self.feature_center.copy_(torch.cat([layer.mean(0), low.mean(0)]).float())
         self.feature_transform.copy_(transform.float())

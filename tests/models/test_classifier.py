@@ -40,6 +40,24 @@ def test_calibration_gives_each_block_half_the_variance_and_whitens_the_low_leve
     torch.testing.assert_close(low - torch.diag(low.diagonal()), torch.zeros_like(low), atol=1e-4, rtol=0)
 
 
+def test_calibration_makes_every_tensor_on_the_layers_device():
+    """calibrate creates nothing on the default device: a CPU model calibrates while the default device is "meta"
+    (as a CUDA model's calibration would otherwise mix a CPU identity with CUDA scalars), to the same map."""
+    torch.manual_seed(0)
+    model = Classifier(1, 32, base_channels=4, feature_width=12).eval()
+    images = torch.rand(60, 1, 32, 32) * 2 - 1
+    model.calibrate(images.split(30))
+    expected = {name: getattr(model, name).clone() for name in ("feature_center", "feature_transform")}
+    model.feature_center.zero_()
+    torch.set_default_device("meta")
+    try:
+        model.calibrate(images.split(30))
+    finally:
+        torch.set_default_device(None)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(getattr(model, name), tensor, rtol=0, atol=0)
+
+
 def test_classifier_files_of_0_1_0_load_as_the_layer_only_extractor(tmp_path):
     legacy = Classifier(1, 32, base_channels=4, feature_width=8, pooling="global-average", multi_depth=False).eval()
     path = tmp_path / "old.safetensors"
