@@ -229,20 +229,22 @@ def load_training_data(config: ClassifierConfig, accelerator) -> tuple[InMemoryB
 # Training.
 
 
-def calibration_batches(batches: InMemoryBatches, limit: int, batch_size: int = 500):
-    """Training images in [-1, 1], `batch_size` at a time, for `Classifier.calibrate`: the first `limit` of the
-    dataset in order (all of them when fewer), un-augmented; a streamed dataset gives its next batches instead."""
+def calibration_batches(batches: InMemoryBatches, limit: int, device: torch.device | str, batch_size: int = 500):
+    """Training images in [-1, 1] on `device` (the model's), `batch_size` at a time, for `Classifier.calibrate`: the
+    first `limit` of the dataset in order (all of them when fewer), un-augmented, each batch moved as uint8 and
+    converted there (over the in-memory limit the dataset stays on the CPU); a streamed dataset gives its next
+    batches instead."""
     images = getattr(batches, "images", None)
     if images is not None and images.dtype == torch.uint8:
         images = images[:limit]
         for start in range(0, len(images), batch_size):
-            yield to_model_range(images[start:start + batch_size])
+            yield to_model_range(images[start:start + batch_size].to(device))
         return
     count = 0
     while count < limit:
         batch, _ = next(batches)
         count += len(batch)
-        yield batch
+        yield batch.to(device)
 
 
 def warmup_share(total_steps: int, share: float = 0.2) -> float:
@@ -333,7 +335,8 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            unwrapped.calibrate(calibration_batches(batches, config.calibration_images))
+            unwrapped.calibrate(calibration_batches(batches, config.calibration_images,
+                                                    next(unwrapped.parameters()).device))
             info = {"dataset": config.dataset, **evaluation.info, "test_accuracy": result["test_accuracy"],
                     "epochs": config.epochs, "seed": config.seed}
             save_classifier(unwrapped, weights_path, info)

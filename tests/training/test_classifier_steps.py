@@ -13,7 +13,8 @@ from genvision.data import ImageData, InMemoryBatches
 from genvision.imageconv import to_model_range
 from genvision.models.classifier import Classifier
 from genvision.training import classifier as classifier_training
-from genvision.training.classifier import POSTFIX_EVERY, accuracy, random_translate, train_epoch
+from genvision.training.classifier import (POSTFIX_EVERY, accuracy, calibration_batches, random_translate,
+                                          train_epoch)
 
 from helpers import noise_images
 
@@ -86,3 +87,20 @@ def test_accuracy_is_read_once(monkeypatch):
     items = count_item_calls(monkeypatch)
     assert accuracy(model, images, labels) == expected
     assert len(items) == 1  # three batches, one read
+
+
+def test_calibration_batches_reach_the_models_device():
+    """Over the in-memory limit the training images stay on the CPU beside a CUDA model: every calibration batch is
+    moved to the device given (here "meta", which no CPU batch is on), in memory and streamed; on the CPU they are
+    the first images in order, as before."""
+    data = ImageData(noise_images(12), torch.arange(12) % 10, 10, "noise")
+    batches = InMemoryBatches(data, 4, seed=0, device="cpu")
+    on_cpu = list(calibration_batches(batches, 7, "cpu", batch_size=3))
+    torch.testing.assert_close(torch.cat(on_cpu), to_model_range(data.images[:7]), rtol=0, atol=0)
+    moved = list(calibration_batches(batches, 7, torch.device("meta"), batch_size=3))
+    assert [tuple(batch.shape) for batch in moved] == [(3, 1, 32, 32), (3, 1, 32, 32), (1, 1, 32, 32)]
+    assert all(batch.device.type == "meta" and batch.dtype == torch.float32 for batch in moved)
+    streamed = iter([(to_model_range(data.images[start:start + 4]), data.labels[start:start + 4])
+                     for start in (0, 4, 8)])
+    moved = list(calibration_batches(streamed, 7, torch.device("meta")))
+    assert len(moved) == 2 and all(batch.device.type == "meta" for batch in moved)
