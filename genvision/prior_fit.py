@@ -23,14 +23,22 @@ if TYPE_CHECKING:
 
 
 @torch.inference_mode()
-def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str = "cpu",
+def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str | None = None,
                     batch_size: int = 500) -> torch.Tensor:
-    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W) in [-1, 1], on the CPU; the model is
-    in eval mode meanwhile and back in its earlier mode after."""
+    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W), on the CPU: uint8 images
+    (`vae_data.prior_fit_images`) are moved a batch at a time to `device` (None: the model's) and converted to
+    [-1, 1] there (`imageconv.to_model_range`), float images in [-1, 1] are moved as they are; the model is in eval
+    mode meanwhile and back in its earlier mode after."""
+    from genvision.imageconv import to_model_range
+
+    device = next(model.parameters()).device if device is None else device
     was_training = model.training
     model.eval()
-    codes = [model.encode(images[start:start + batch_size].to(device))[0].double().cpu()
-             for start in range(0, len(images), batch_size)]
+    codes = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch
+        codes.append(model.encode(batch)[0].double().cpu())
     model.train(was_training)
     return torch.cat(codes)
 
@@ -52,10 +60,10 @@ def fit_latent_prior(codes: torch.Tensor, components: int, seed: int) -> "Gaussi
 
 
 def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor,
-                     device: torch.device | str = "cpu") -> "GaussianMixturePrior":
-    """The mixture prior of `model`, fitted to the posterior means of `images` (`vae_data.prior_fit_images`). The
-    global random states (Python, NumPy, torch) are left as they were, so fitting inside a run never changes its
-    course."""
+                     device: torch.device | str | None = None) -> "GaussianMixturePrior":
+    """The mixture prior of `model`, fitted to the posterior means of `images` (`vae_data.prior_fit_images`), encoded
+    a batch at a time on `device` (None: the model's; `posterior_means`). The global random states (Python, NumPy,
+    torch) are left as they were, so fitting inside a run never changes its course."""
     import random
 
     import numpy as np

@@ -36,6 +36,17 @@ def likelihood_family(config_or_name) -> str:
     return "bernoulli" if name == "bernoulli" else "gaussian"
 
 
+def load_images(config: "VAEConfig", spec: str, data_root: str | None, training: bool) -> torch.Tensor:
+    """uint8 (N, C, H, W) images of `spec` at the run's geometry; `data_root` overrides the run's --data-root, and
+    only `training` (the run itself, whose command has --download) downloads a missing dataset when told to."""
+    from genvision.data import load_dataset
+
+    download = config.download and training and data_root is None
+    return load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
+                        offer_download=training, image_column=config.image_column,
+                        label_column=config.label_column).images
+
+
 def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | None = None,
                     training: bool = False) -> tuple[str, torch.Tensor]:
     """(spec, images in [-1, 1]) of the held-out split, binarised with the fixed seed for Bernoulli VAEs.
@@ -43,25 +54,35 @@ def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | Non
     `data_root` overrides the run's --data-root. Only `training` (the run itself, whose command has --download)
     downloads a missing dataset when the run was told to; sampling and evaluation never do.
     """
-    from genvision.data import load_dataset
     from genvision.imageconv import to_model_range
 
     spec = dataset or config.resolved_eval_dataset()
-    download = config.download and training and data_root is None
-    data = load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
-                        offer_download=training, image_column=config.image_column, label_column=config.label_column)
-    images = to_model_range(data.images)
+    images = to_model_range(load_images(config, spec, data_root, training))
     if likelihood_family(config) == "bernoulli":
         images = binarize(images, torch.Generator().manual_seed(BINARIZATION_SEED))
     return spec, images
 
 
-def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False) -> torch.Tensor:
-    """The training images a VAE's mixture prior is fitted to: --dataset prepared as held-out inputs are (the
-    run's geometry, the fixed binarisation for Bernoulli VAEs), a seeded subset of --prior-fit-images if larger."""
-    _, images = held_out_images(config, config.dataset, data_root, training)
+def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False,
+                     chunk: int = 1024) -> torch.Tensor:
+    """The training images a VAE's mixture prior is fitted to, uint8 (N, C, H, W): --dataset prepared as held-out
+    inputs are (the run's geometry, the fixed binarisation for Bernoulli VAEs, as 0 or 255), a seeded subset of
+    --prior-fit-images if larger; `imageconv.to_model_range` of a batch gives the model's inputs, the very values
+    `held_out_images` of --dataset gives for those images. Nothing is converted to float beyond `chunk` images at a
+    time (the binarisation draws every image's noise in order, as one draw over the whole set would)."""
+    from genvision.imageconv import to_model_range, to_uint8
+
+    images = load_images(config, config.dataset, data_root, training)
+    chosen = None  # all of them
     if len(images) > config.prior_fit_images:
         chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-        chosen = chosen[:config.prior_fit_images]
-        images = images[chosen.sort().values]
-    return images
+        chosen = chosen[:config.prior_fit_images].sort().values
+    if likelihood_family(config) != "bernoulli" or len(images) == 0:
+        return images if chosen is None else images[chosen]
+    generator, parts = torch.Generator().manual_seed(BINARIZATION_SEED), []
+    for start in range(0, len(images) if chosen is None else int(chosen[-1]) + 1, chunk):
+        binary = binarize(to_model_range(images[start:start + chunk]), generator)  # the draws of the whole chunk
+        if chosen is not None:
+            binary = binary[chosen[(chosen >= start) & (chosen < start + chunk)] - start]
+        parts.append(to_uint8(binary))
+    return torch.cat(parts)
