@@ -41,6 +41,13 @@ class GaussianMixturePrior(nn.Module):
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "GaussianMixturePrior":
         return cls(state["weights"], state["means"], state["covariances"])
 
+    @classmethod
+    def standard(cls, count: int, dim: int) -> "GaussianMixturePrior":
+        """`count` equal components N(0, I) over `dim` dimensions: a mixture of that shape, e.g. to copy another's
+        buffers into."""
+        return cls(torch.ones(count, dtype=torch.float64), torch.zeros(count, dim, dtype=torch.float64),
+                   torch.eye(dim, dtype=torch.float64).repeat(count, 1, 1))
+
     @property
     def num_components(self) -> int:
         return self.means.shape[0]

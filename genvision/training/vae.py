@@ -84,6 +84,7 @@ class VAETask:
                                                                seed=config.seed + 1)
         self.fixed_noise = self.fixed_noise.to(device)
         self._mixture, self._mixture_step = None, -1
+        self._prior_fit_images: torch.Tensor | None = None  # uint8, read on the main process at its first fit
         self.images_per_step = config.batch_size * accelerator.num_processes
         self.held_out = load_held_out(dataclasses.replace(config, channels=channels))  # (N, C, H, W) in [-1, 1]
 
@@ -122,20 +123,20 @@ class VAETask:
 
     def mixture(self):
         """The Gaussian-mixture prior of the model at this step (Ghosh et al. 2020; `prior_fit.vae_latent_prior`),
-        fitted to the posterior means of the training images; cached until the next step. A collective when it
-        fits: every rank calls it at the same steps (the schedule's grid/FID steps and `state_payload`)."""
+        fitted to the posterior means of the training images; cached until the next step. The main process alone
+        reads the images (uint8, once per run), encodes them a batch at a time on its device and fits; the other
+        ranks receive the whole mixture (`share_mixture`). A collective when it fits: every rank calls it at the same
+        steps (the schedule's grid/FID steps and `state_payload`)."""
         from genvision.prior_fit import vae_latent_prior
         from genvision.vae_data import prior_fit_images
 
         if self._mixture_step != self.step:
-            images = prior_fit_images(self.config, training=True)
-            self._mixture = vae_latent_prior(self.model, self.config, images, self.accelerator.device)
-            if self.accelerator.num_processes > 1:  # every rank fitted the same codes; rank 0's fit is the one
-                from accelerate.utils import broadcast
-
-                with torch.no_grad():
-                    for tensor in self._mixture.state_dict().values():
-                        tensor.copy_(broadcast(tensor.to(self.accelerator.device), from_process=0).to(tensor.device))
+            fitted = None
+            if self.accelerator.is_main_process:
+                if self._prior_fit_images is None:
+                    self._prior_fit_images = prior_fit_images(self.config, training=True)
+                fitted = vae_latent_prior(self.model, self.config, self._prior_fit_images, self.accelerator.device)
+            self._mixture = share_mixture(fitted, self.accelerator)
             self._mixture_step = self.step
         return self._mixture
 
@@ -197,6 +198,28 @@ class VAETask:
         print(f"held-out negative ELBO {nelbo:.2f} nats/image ({bpd:.4f} bits/dim) on "
               f"{self.config.resolved_eval_dataset()} ({len(self.held_out)} images)", flush=True)
         return {"test_negative_elbo_nats": nelbo, "test_bits_per_dim": bpd}
+
+
+def share_mixture(mixture, accelerator):
+    """Rank 0's mixture (`mixture` there; None on the other ranks) on every rank, with every tensor it samples and
+    scores with: all its buffers, persistent or not (weights, means, covariances and the Cholesky factors
+    `scale_tril`, which `state_dict()` leaves out), broadcast into a mixture of rank 0's shape. One process: returned
+    as it is. A collective: every rank calls it."""
+    if accelerator.num_processes == 1:
+        return mixture
+    from accelerate.utils import broadcast
+
+    from genvision.models.prior import GaussianMixturePrior
+
+    device = accelerator.device
+    shape = torch.tensor(mixture.means.shape if accelerator.is_main_process else (0, 0), device=device)
+    count, dim = broadcast(shape, from_process=0).tolist()
+    if not accelerator.is_main_process:
+        mixture = GaussianMixturePrior.standard(count, dim)
+    with torch.no_grad():
+        for buffer in mixture.buffers():
+            buffer.copy_(broadcast(buffer.to(device), from_process=0).to(buffer.device))
+    return mixture
 
 
 class _TrainAfter:

@@ -1,7 +1,9 @@
 """A VAE run with --prior gmm: every checkpoint stores the mixture fitted to that step's posterior means, and the FID
-logged during training is `genvision fid CHECKPOINT --prior gmm` of that checkpoint."""
+logged during training is `genvision fid CHECKPOINT --prior gmm` of that checkpoint. Under 2 processes rank 0 alone
+encodes and fits, and every rank ends with its whole mixture."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,10 @@ from genvision.checkpoint import read_checkpoint
 from genvision.generators import load_vae
 from genvision.prior_fit import vae_latent_prior
 from genvision.vae_data import prior_fit_images
-from helpers import TINY_VAE, cli, metrics_records, train_to_completion
+from helpers import TINY_VAE, cli, free_port, metrics_records, noise_images, run_python, subprocess_env, \
+    train_to_completion, write_pngs
+
+PROBE = Path(__file__).resolve().parent / "_mixture_probe.py"
 
 
 def test_training_fid_and_stored_prior_match_the_commands(tmp_path):
@@ -43,3 +48,24 @@ def test_resume_keeps_the_prior_the_run_scored_with(tmp_path):
     assert_one_line_error(code, stderr, "asks for --prior gmm --prior-components 5")
     assert cli(*resume)[0] == 0  # the saved --prior and --prior-components
     assert cli(*resume, "--prior", "normal", "--fid-every", "0")[0] == 0  # no FID: nothing to compare
+
+
+def test_two_ranks_end_with_rank_0s_whole_mixture_and_only_rank_0_encodes(tmp_path):
+    """Each rank's VAE has other weights (seeded by rank), as a rank whose codes differ slightly would: every buffer
+    the mixture samples and scores with, the Cholesky factors `scale_tril` too (not in its state dict), is rank 0's
+    on rank 1, and rank 1 encoded nothing."""
+    write_pngs(noise_images(24), tmp_path / "images")
+    (tmp_path / "probe").mkdir()
+    proc = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
+                       "--master-port", str(free_port()), str(PROBE), str(tmp_path / "probe"), str(tmp_path / "images")],
+                      env=subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    first, second = (load_file(str(tmp_path / "probe" / f"rank{rank}.safetensors")) for rank in (0, 1))
+    assert set(first) == set(second) == {"weights", "means", "covariances", "scale_tril"}
+    for name, tensor in first.items():
+        torch.testing.assert_close(second[name], tensor, rtol=0, atol=0, msg=f"rank 1's {name} is not rank 0's")
+    torch.testing.assert_close(first["scale_tril"] @ first["scale_tril"].mT, first["covariances"])
+    encoded = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text())["encoded"] for rank in (0, 1)]
+    assert encoded == [[16], []]

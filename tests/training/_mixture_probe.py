@@ -1,0 +1,44 @@
+"""Probe for test_vae_prior.py, started by torchrun with 2 gloo processes: `_mixture_probe.py OUT_DIR IMAGE_FOLDER`.
+
+Each rank builds a tiny VAE of its own (seeded by rank: other weights, so other posterior means than rank 0's),
+fits the mixture prior as the schedule does (`VAETask.mixture` on a task holding only what it reads), and saves every
+buffer of the mixture it ends with (OUT_DIR/rankR.safetensors) and the sizes of the image sets it encoded
+(OUT_DIR/rankR.json).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from genvision import prior_fit
+from genvision.config import VAEConfig
+from genvision.models.vae import ConvVAE
+from genvision.training.common import make_accelerator
+from genvision.training.vae import VAETask
+
+if __name__ == "__main__":
+    out_dir, folder = Path(sys.argv[1]), sys.argv[2]
+    accelerator = make_accelerator("no")
+    rank = accelerator.process_index
+    config = VAEConfig(dataset=f"folder:{folder}", latent_dim=3, base_channels=4, likelihood="bernoulli",
+                       prior_components=2, prior_fit_images=16)
+    encoded = []
+    real_posterior_means = prior_fit.posterior_means
+
+    def posterior_means(model, images, *args, **kwargs):
+        encoded.append(len(images))
+        return real_posterior_means(model, images, *args, **kwargs)
+
+    prior_fit.posterior_means = posterior_means
+    torch.manual_seed(rank)
+    task = VAETask.__new__(VAETask)
+    task.config, task.accelerator, task.step = config, accelerator, 0
+    task.model = ConvVAE(config.latent_dim, config.base_channels, 1, config.resolution)
+    task._mixture, task._mixture_step, task._prior_fit_images = None, -1, None
+    mixture = task.mixture()
+    save_file({name: buffer.contiguous() for name, buffer in mixture.named_buffers()},
+              str(out_dir / f"rank{rank}.safetensors"))
+    (out_dir / f"rank{rank}.json").write_text(json.dumps({"encoded": encoded}))
