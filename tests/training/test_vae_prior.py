@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from genvision.checkpoint import read_checkpoint
 from genvision.generators import load_vae
 from genvision.prior_fit import vae_latent_prior
 from genvision.vae_data import prior_fit_images
-from helpers import TINY_VAE, cli, free_port, metrics_records, noise_images, run_python, subprocess_env, \
-    train_to_completion, write_pngs
+from helpers import (TINY_VAE, cli, free_port, metrics_records, noise_images, run_python, subprocess_env,
+                     train_to_completion, write_pngs)
 
 PROBE = Path(__file__).resolve().parent / "_mixture_probe.py"
 
@@ -55,17 +56,16 @@ def test_two_ranks_end_with_rank_0s_whole_mixture_and_only_rank_0_encodes(tmp_pa
     the mixture samples and scores with, the Cholesky factors `scale_tril` too (not in its state dict), is rank 0's
     on rank 1, and rank 1 encoded nothing."""
     write_pngs(noise_images(24), tmp_path / "images")
-    (tmp_path / "probe").mkdir()
+    probe = tmp_path / "probe"
+    probe.mkdir()
     proc = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
-                       "--master-port", str(free_port()), str(PROBE), str(tmp_path / "probe"), str(tmp_path / "images")],
+                       "--master-port", str(free_port()), str(PROBE), str(probe), str(tmp_path / "images")],
                       env=subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from safetensors.torch import load_file
-
-    first, second = (load_file(str(tmp_path / "probe" / f"rank{rank}.safetensors")) for rank in (0, 1))
+    first, second = (load_file(str(probe / f"rank{rank}.safetensors")) for rank in (0, 1))
     assert set(first) == set(second) == {"weights", "means", "covariances", "scale_tril"}
     for name, tensor in first.items():
         torch.testing.assert_close(second[name], tensor, rtol=0, atol=0, msg=f"rank 1's {name} is not rank 0's")
     torch.testing.assert_close(first["scale_tril"] @ first["scale_tril"].mT, first["covariances"])
-    encoded = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text())["encoded"] for rank in (0, 1)]
+    encoded = [json.loads((probe / f"rank{rank}.json").read_text())["encoded"] for rank in (0, 1)]
     assert encoded == [[16], []]
