@@ -229,15 +229,18 @@ class ClassifierConfig(RunConfig):
     lr: float = opt(3e-3, "peak learning rate of the one-cycle AdamW schedule")
     weight_decay: float = opt(5e-4, "AdamW decoupled weight decay")
     label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
-    max_shift: int = opt(2, "random translation augmentation, in px (0 = off)")
+    max_shift: int = opt(0, "random translation augmentation, in px (0 = off: the FID features then see a digit "
+                         "drawn off-centre)")
     base_channels: int = opt(16, "width of the first conv stage; stages are 1x, 2x, 4x")
-    feature_width: int = opt(128, "width of the feature layer (the FID features add 2 x --base-channels low-level "
+    feature_width: int = opt(32, "width of the feature layer (the FID features add 2 x --base-channels low-level "
                              "channel means)", aliases=("num_features",))
     pooling: str = opt("spatial", "how the last conv stage reaches the feature layer: spatial (its R/8 x R/8 map "
                        "flattened: FID sees blur) or global-average (0.1.0's extractor)",
                        choices=("spatial", "global-average"))
     whitening_floor: float = opt(1e-2, "eigenvalue floor of the whitened low-level FID block, relative to its largest "
                                  "(smaller = more sensitive to blur and noise, noisier floor)")
+    semantic_share: float = opt(0.8, "share of the FID feature variance given to the feature layer (the semantic "
+                                "block); the low-level block gets the rest")
     calibration_images: int = opt(20000, "training images the FID feature map is fitted on (the first ones)")
     overwrite: bool = opt(False, "start afresh in an --out-dir that holds an earlier run: its files are removed")
 
@@ -251,6 +254,7 @@ class ClassifierConfig(RunConfig):
         require(self.base_channels > 0, "base_channels", "> 0", self.base_channels)
         require(self.feature_width > 0, "feature_width", "> 0", self.feature_width)
         require(self.whitening_floor > 0, "whitening_floor", "> 0", self.whitening_floor)
+        require(0 < self.semantic_share < 1, "semantic_share", "in (0, 1)", self.semantic_share)
         require(self.calibration_images >= 2, "calibration_images", ">= 2", self.calibration_images)
         require(self.max_shift >= 0, "max_shift", ">= 0", self.max_shift)
         require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)

@@ -51,6 +51,7 @@ class FeatureExtractor(Protocol):
     num_classes: int  # logits per image; 0 when the extractor has no classifier head
     resize: str  # BICUBIC_RESIZE or TF_BILINEAR_RESIZE: how images reach input_size (recorded in stats files)
     resizes_internally: bool  # True: give it square images at their own size; False: at input_size
+    feature_blocks: tuple[tuple[str, int], ...]  # (name, width) of the feature blocks in column order; one = all
 
     def features(self, images: Tensor) -> Tensor: ...
 
@@ -198,6 +199,7 @@ class ClassifierExtractor:
         self.input_channels: int = model.image_channels
         self.num_features: int = model.num_features
         self.num_classes: int = model.head.out_features
+        self.feature_blocks: tuple[tuple[str, int], ...] = model.feature_blocks
 
     @classmethod
     def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "ClassifierExtractor":
@@ -338,6 +340,7 @@ class InceptionExtractor:
     input_size = INCEPTION_SIZE
     input_channels = 3
     num_features = INCEPTION_FEATURES
+    feature_blocks = (("pool3", INCEPTION_FEATURES),)
     num_classes = 0
     resize = TF_BILINEAR_RESIZE
     resizes_internally = True

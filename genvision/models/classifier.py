@@ -3,13 +3,16 @@
 Three conv-BN-ReLU stages (two 3x3 convs each, the second with stride 2), a pooling step, a feature layer
 (Linear-BN-ReLU, `feature_width` wide) and a linear head (Simonyan & Zisserman 2015; Ioffe & Szegedy 2015). Pooling
 is `spatial` (the last stage's map flattened, as LeNet's fully connected layers see it, LeCun et al. 1998: FID sees
-where the strokes are and how sharp their edges are) or `global-average` (both averaged away). A domain classifier's
-penultimate layer as FID's feature space follows Heusel et al. 2017, as Lucic et al. 2018 ("Are GANs Created
-Equal?") did for MNIST. With `multi_depth` the FID features join two depths, as LPIPS joins layers (Zhang et al.
-2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric"): the feature layer, which a
-classifier learns to make blind to how a digit is drawn, and the channel means of the first two convs (the edge and
-stroke statistics blur, noise, JPEG and dimming change), each block carrying half the variance after `calibrate`.
-Logits come from the feature layer alone.
+where the strokes are) or `global-average` (averaged away). A domain classifier's penultimate layer as FID's feature
+space follows Heusel et al. 2017, as Lucic et al. 2018 ("Are GANs Created Equal?") did for MNIST.
+
+With `multi_depth` the FID features are two blocks, as LPIPS joins layers (Zhang et al. 2018, "The Unreasonable
+Effectiveness of Deep Features as a Perceptual Metric"): the **semantic** block, the feature layer, which sees which
+digit is drawn and its shape, and the **low-level** block, the channel means of the first two convs (the edge and
+stroke statistics blur, noise, JPEG and dimming change). `calibrate` centres both, scales the semantic block to
+`semantic_share` of the total variance and whitens the low-level block into the rest, so the FID features are
+block-diagonal and each block's Frechet distance can be read on its own (`feature_blocks`). Logits come from the
+feature layer alone.
 
 Input: float images in [-1, 1], (N, image_channels, resolution, resolution), image_channels 1 or 3, resolution 32
 or 64. `features(x)` -> (N, num_features), `num_features` being the total FID dimension of the extractor contract:
@@ -35,10 +38,11 @@ class ClassifierArchitecture:
     resolution: int = 32  # input side in px, 32 or 64
     num_classes: int = 10  # output logits
     base_channels: int = 16  # width of the first stage; stages are 1x, 2x, 4x
-    feature_width: int = 128  # width of the feature layer
+    feature_width: int = 32  # width of the feature layer (the semantic FID block)
     pooling: str = "spatial"  # "spatial" or "global-average"
     multi_depth: bool = True  # FID features: feature layer + calibrated low-level block (False: the layer alone)
     whitening_floor: float = 1e-2  # eigenvalue floor of the low-level whitening, relative to the largest
+    semantic_share: float = 0.8  # share of the FID feature variance `calibrate` gives the semantic block, in (0, 1)
 
 
 DEFAULT_ARCHITECTURE = ClassifierArchitecture()
@@ -61,7 +65,8 @@ class Classifier(nn.Module):
                  base_channels: int = DEFAULT_ARCHITECTURE.base_channels,
                  feature_width: int = DEFAULT_ARCHITECTURE.feature_width, pooling: str = DEFAULT_ARCHITECTURE.pooling,
                  multi_depth: bool = DEFAULT_ARCHITECTURE.multi_depth,
-                 whitening_floor: float = DEFAULT_ARCHITECTURE.whitening_floor) -> None:
+                 whitening_floor: float = DEFAULT_ARCHITECTURE.whitening_floor,
+                 semantic_share: float = DEFAULT_ARCHITECTURE.semantic_share) -> None:
         super().__init__()
         if image_channels not in (1, 3):
             raise UsageError(f"classifier image_channels must be 1 or 3, got {image_channels}")
@@ -69,12 +74,18 @@ class Classifier(nn.Module):
             raise UsageError(f"classifier resolution must be 32 or 64, got {resolution}")
         if pooling not in POOLINGS:
             raise UsageError(f"classifier pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if not 0 < semantic_share < 1:
+            raise UsageError(f"classifier semantic_share must be in (0, 1), got {semantic_share}")
         self.architecture = ClassifierArchitecture(image_channels, resolution, num_classes, base_channels,
-                                                   feature_width, pooling, multi_depth, whitening_floor)
+                                                   feature_width, pooling, multi_depth, whitening_floor,
+                                                   semantic_share)
         self.image_channels, self.resolution = image_channels, resolution
-        self.multi_depth, self.whitening_floor = multi_depth, whitening_floor
+        self.multi_depth, self.whitening_floor, self.semantic_share = multi_depth, whitening_floor, semantic_share
         self.feature_width, self.low_level_width = feature_width, 2 * base_channels if multi_depth else 0
         self.num_features = feature_width + self.low_level_width  # the FID feature dimension (extractor contract)
+        # (name, width) of each FID feature block, in column order (`calibrate` maps each block on its own)
+        self.feature_blocks: tuple[tuple[str, int], ...] = (("semantic", feature_width),) + (
+            (("low-level", self.low_level_width),) if multi_depth else ())
         width = base_channels
         self.stages = nn.Sequential(                                  # (N, C, R, R)
             conv_bn_relu(image_channels, width, 1),
@@ -143,21 +154,23 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def calibrate(self, batches) -> None:
         """Fit the calibration map on training images (an iterable of (N, C, R, R) batches in [-1, 1]), in eval
-        mode: both blocks centred on their training mean; the feature layer scaled to total variance D / 2 and the
-        low-level block whitened (eigenvalues floored at `whitening_floor` x the largest) and scaled to D / 2, D =
-        num_features, so each block carries half of the variance and the features average unit variance."""
+        mode: both blocks centred on their training mean; the semantic block (the feature layer) scaled to total
+        variance `semantic_share` x D and the low-level block whitened (eigenvalues floored at `whitening_floor` x
+        the largest) and scaled to the rest, D = num_features, so the features average unit variance. Every tensor
+        is made on the features' device."""
         was_training = self.training
         self.eval()
         layers, lows = zip(*(self.layer_and_low_level(batch) for batch in batches))
         self.train(was_training)
         layer, low = torch.cat(layers).double(), torch.cat(lows).double()
-        half = self.num_features / 2
-        layer_scale = (half / torch.cov(layer.T).trace().clamp_min(1e-12)).sqrt()
+        semantic_variance = self.semantic_share * self.num_features
+        low_level_variance = self.num_features - semantic_variance
+        layer_scale = (semantic_variance / torch.cov(layer.T).trace().clamp_min(1e-12)).sqrt()
         eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(low.T))
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
-        whitening = whitening * (half / torch.cov((low @ whitening).T).trace()).sqrt()
-        transform = torch.block_diag(
-            torch.eye(self.feature_width, dtype=torch.float64, device=layer.device) * layer_scale, whitening)
+        whitening = whitening * (low_level_variance / torch.cov((low @ whitening).T).trace()).sqrt()
+        identity = torch.eye(self.feature_width, dtype=torch.float64, device=layer.device)
+        transform = torch.block_diag(identity * layer_scale, whitening)
         self.feature_center.copy_(torch.cat([layer.mean(0), low.mean(0)]).float())
         self.feature_transform.copy_(transform.float())

@@ -22,9 +22,11 @@ from genvision.version import __version__
 # The architecture in a file's metadata is `ClassifierArchitecture` under the file format's own names: the feature
 # layer's width is recorded as "num_features" (files stay as they were, byte for byte, and so do their hashes, which
 # name the FID extractor). A file without "pooling" and "multi_depth" was written by genvision 0.1.0, whose
-# classifier averaged the last stage and took the feature layer alone as its FID features.
+# classifier averaged the last stage and took the feature layer alone as its FID features; one without
+# "semantic_share" by genvision 0.2.0, whose calibration gave each FID block half of the variance.
 FILE_NAMES = {"feature_width": "num_features"}  # field -> key in the file
 FIELDS_OF_0_1_0 = {"pooling": "global-average", "multi_depth": False}  # the fields 0.1.0 files lack, as 0.1.0 built
+FIELDS_OF_0_2_0 = {"semantic_share": 0.5}  # the field 0.2.0 (and 0.1.0) files lack, as 0.2.0 calibrated
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 SHIPPED = {"mnist5k": WEIGHTS_DIR / "classifier-mnist5k.safetensors"}
@@ -50,10 +52,11 @@ def architecture_record(architecture: ClassifierArchitecture) -> dict:
 
 
 def architecture_from_record(record: dict) -> ClassifierArchitecture:
-    """The architecture a file records (`FILE_NAMES`; the fields a 0.1.0 file lacks as 0.1.0 built them); a
-    TypeError for an unknown key."""
+    """The architecture a file records (`FILE_NAMES`; the fields an earlier file lacks as its version built
+    them); a TypeError for an unknown key."""
     keys = {key: name for name, key in FILE_NAMES.items()}
-    return ClassifierArchitecture(**{**FIELDS_OF_0_1_0, **{keys.get(key, key): value for key, value in record.items()}})
+    recorded = {keys.get(key, key): value for key, value in record.items()}
+    return ClassifierArchitecture(**{**FIELDS_OF_0_1_0, **FIELDS_OF_0_2_0, **recorded})
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:

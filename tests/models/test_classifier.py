@@ -25,17 +25,19 @@ def test_shapes_at_both_sizes_and_channel_counts(resolution, channels, pooling):
     assert legacy.num_features == 12 and (legacy.features(images) >= 0).all()  # 0.1.0: post-ReLU layer only
 
 
-def test_calibration_gives_each_block_half_the_variance_and_whitens_the_low_level_block():
+@pytest.mark.parametrize("semantic_share", [0.8, 0.5])
+def test_calibration_gives_the_semantic_block_its_share_and_whitens_the_low_level_block(semantic_share):
     torch.manual_seed(0)
-    model = Classifier(1, 32, base_channels=4, feature_width=12).eval()
+    model = Classifier(1, 32, base_channels=4, feature_width=12, semantic_share=semantic_share).eval()
+    assert model.feature_blocks == (("semantic", 12), ("low-level", 8))
     images = torch.rand(400, 1, 32, 32) * 2 - 1
     model.calibrate(images.split(100))
     features = model.features(images).double()
     torch.testing.assert_close(features.mean(0), torch.zeros(20, dtype=torch.float64), atol=1e-4, rtol=0)
     covariance = torch.cov(features.T)
-    half = torch.tensor(20 / 2, dtype=torch.float64)  # D / 2 each: the features average unit variance
-    torch.testing.assert_close(covariance[:12, :12].trace(), half, rtol=1e-4, atol=0)
-    torch.testing.assert_close(covariance[12:, 12:].trace(), half, rtol=1e-4, atol=0)
+    semantic = torch.tensor(20 * semantic_share, dtype=torch.float64)  # of D = 20: the features average unit variance
+    torch.testing.assert_close(covariance[:12, :12].trace(), semantic, rtol=1e-4, atol=0)
+    torch.testing.assert_close(covariance[12:, 12:].trace(), 20 - semantic, rtol=1e-4, atol=0)
     low = covariance[12:, 12:]  # whitened up to the eigenvalue floor: off-diagonal terms vanish
     torch.testing.assert_close(low - torch.diag(low.diagonal()), torch.zeros_like(low), atol=1e-4, rtol=0)
 
@@ -77,6 +79,32 @@ def test_classifier_files_of_0_1_0_load_as_the_layer_only_extractor(tmp_path):
     images = torch.rand(3, 1, 32, 32) * 2 - 1
     assert not loaded.multi_depth and loaded.architecture.pooling == "global-average"
     torch.testing.assert_close(loaded.features(images), legacy.features(images))
+
+
+def test_classifier_files_of_0_2_0_record_the_half_and_half_calibration(tmp_path):
+    """A 0.2.0 file has no "semantic_share": it loads with 0.5, the share its stored calibration map was fitted
+    with, and gives the features it gave."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = Classifier(1, 32, base_channels=4, feature_width=8, semantic_share=0.5).eval()
+    model.calibrate((torch.rand(40, 1, 32, 32) * 2 - 1).split(20))
+    path = tmp_path / "clf-0.2.0.safetensors"
+    save_classifier(model, path, {"dataset": "x"})
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    architecture = json.loads(metadata["architecture"])
+    architecture.pop("semantic_share")
+    save_file(load_file(str(path)), str(path), metadata={**metadata, "architecture": json.dumps(architecture)})
+    loaded, _ = load_classifier(path)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    assert loaded.architecture.semantic_share == 0.5 and loaded.multi_depth
+    torch.testing.assert_close(loaded.features(images), model.features(images))
+    with pytest.raises(UsageError, match="semantic_share must be in"):
+        Classifier(1, 32, semantic_share=1.0)
 
 
 def test_input_contract_is_enforced():
