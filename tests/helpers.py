@@ -271,9 +271,10 @@ def png_size_and_mode(path: Path) -> tuple[tuple[int, int], str]:
 # Tiny files: a classifier, PNG folders, random InceptionV3 weights.
 
 
-def make_classifier(path: Path, seed: int = 0, num_features: int = 32) -> None:
+def make_classifier(path: Path, seed: int = 0, num_features: int = 32, multi_depth: bool = False) -> None:
     """A random tiny classifier whose BatchNorm statistics are calibrated on real digits (so features vary); its FID
-    features are its feature layer (`num_features` of them), as 0.1.0's were."""
+    features are its feature layer (`num_features` of them), as 0.1.0's were, or with `multi_depth` the semantic and
+    low-level blocks, calibrated on the same digits."""
     from torch import nn
 
     from genvision.data import load_dataset
@@ -282,13 +283,16 @@ def make_classifier(path: Path, seed: int = 0, num_features: int = 32) -> None:
     from genvision.weights import save_classifier
 
     torch.manual_seed(seed)
-    model = Classifier(base_channels=8, feature_width=num_features, multi_depth=False)  # features: the layer alone
+    model = Classifier(base_channels=8, feature_width=num_features, multi_depth=multi_depth)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # cumulative average: one pass sets the running statistics
     model.train()
+    digits = to_model_range(load_dataset("mnist5k:test").images[:256])
     with torch.no_grad():
-        model(to_model_range(load_dataset("mnist5k:test").images[:256]))
+        model(digits)
+    if multi_depth:
+        model.calibrate(digits.split(128))
     save_classifier(model.eval(), path, {"dataset": "random-test"})
 
 

@@ -16,7 +16,7 @@ import torch
 from genvision.fileio import file_sha256
 from genvision.metrics.statsfile import StatsMetadata, save_stats
 from genvision.weights import SHIPPED
-from helpers import assert_one_line_error, cli, noise_images, run_genvision, write_pngs
+from helpers import assert_one_line_error, cli, make_classifier, noise_images, run_genvision, write_pngs
 
 def genvision(*args, cache) -> subprocess.CompletedProcess:
     """`genvision ARGS...` in process with GENVISION_CACHE=cache: (returncode, stdout, stderr) as a subprocess's."""
@@ -90,6 +90,30 @@ def test_fid_json_and_extra_scores(setup):
     assert lines[1].startswith("KID ") and lines[2].startswith("precision ")
     assert lines[3].startswith("classifier score (IS formula) ") and lines[4].startswith("classes covered ")
     assert float(FID_LINE.match(lines[0]).group(1)) == pytest.approx(report["fid"], rel=1e-3)
+
+
+def test_fid_by_feature_block_in_the_output_json_and_api(setup, tmp_path):
+    """An extractor with two feature blocks: each block's Fréchet distance beside the FID (a line, a JSON key, the
+    API's dict), equal to `stats.block_frechet_distances` of the two sides' statistics."""
+    from genvision import api
+    from genvision.metrics.stats import block_frechet_distances
+
+    make_classifier(tmp_path / "two-blocks.safetensors", multi_depth=True)
+    common = ["--classifier", str(tmp_path / "two-blocks.safetensors")]
+    result = genvision("fid", setup["noise"], setup["digits"], *common, "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    blocks = json.loads(result.stdout)["fid_blocks"]
+    assert list(blocks) == ["semantic", "low-level"] and all(value > 0 for value in blocks.values())
+    stats = [api.stats(folder, classifier=common[1]) for folder in (setup["noise"], setup["digits"])]
+    expected = block_frechet_distances(stats[0]["mu"], stats[0]["sigma"], stats[1]["mu"], stats[1]["sigma"],
+                                       (("semantic", 32), ("low-level", 16)))
+    assert blocks == pytest.approx(expected, rel=1e-9)
+    lines = genvision("fid", setup["noise"], setup["digits"], *common, cache=setup["cache"]).stdout.splitlines()
+    assert lines[1] == "FID by feature block: " + ", ".join(f"{name} {value:.2f}" for name, value in blocks.items())
+    assert api.fid(setup["noise"], setup["digits"], classifier=common[1])["fid_blocks"] == pytest.approx(blocks)
+    single = genvision("fid", setup["noise"], setup["digits"], "--classifier", setup["classifier"], "--json",
+                       cache=setup["cache"])
+    assert "fid_blocks" not in json.loads(single.stdout)  # one block (0.1.0's layer alone): nothing to take apart
 
 
 def library_features(folder, classifier) -> torch.Tensor:
