@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, TypeVar, get_type_hints
 
-from genvision.constants import PRIOR_FLAG_CHOICES
+from genvision.constants import PRIOR_FLAG_CHOICES, PROCESS_GROUP_TIMEOUT_MINUTES
 from genvision.errors import UsageError
 
 T = TypeVar("T")
@@ -73,6 +73,33 @@ class DataConfig:
                     "a power of two >= 16", self.resolution)
         require(self.channels in (0, 1, 3), "channels", "0, 1 or 3", self.channels)
         require(self.in_memory_limit_gb >= 0, "in_memory_limit_gb", ">= 0", self.in_memory_limit_gb)
+
+
+MAX_PROCESS_GROUP_TIMEOUT = 10_000_000.0  # minutes (19 years): larger ones overflow a timedelta
+
+
+def process_group_timeout_field() -> Any:
+    """The `process_group_timeout` field of every command that starts a process group under torchrun / accelerate
+    launch (`RunConfig` for training, `ProcessGroupConfig` for the evaluation commands)."""
+    return opt(PROCESS_GROUP_TIMEOUT_MINUTES, "minutes a process waits for the others in a collective (a barrier "
+               "while local rank 0 downloads or decodes, rank 0's end-of-run report) before the run is stopped; "
+               "multi-process runs only")
+
+
+def check_process_group_timeout(minutes: float) -> None:
+    require(0 < minutes <= MAX_PROCESS_GROUP_TIMEOUT, "process_group_timeout",
+            f"> 0 and <= {MAX_PROCESS_GROUP_TIMEOUT:.0f} (minutes)", minutes)
+
+
+@dataclass
+class ProcessGroupConfig:
+    """The process group `genvision stats`, `fid` and `report` join under torchrun / accelerate launch
+    (`distributed.init_from_env`)."""
+
+    process_group_timeout: float = process_group_timeout_field()
+
+    def validate(self) -> None:
+        check_process_group_timeout(self.process_group_timeout)
 
 
 class NotGiven:
@@ -202,10 +229,12 @@ class RunConfig(DataConfig):
                            "mantissa products, float32 sums); no effect on the CPU")
     report_to: str = opt("tensorboard", "experiment trackers through Accelerate, comma-separated: tensorboard "
                          "(event files in OUT_DIR/tensorboard), wandb, mlflow, all (every one installed) or none")
+    process_group_timeout: float = process_group_timeout_field()
 
     def validate(self) -> None:
         super().validate()
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        check_process_group_timeout(self.process_group_timeout)
         names = [name.strip() for name in self.report_to.split(",")]
         require(all(name in TRACKER_CHOICES for name in names) and (len(names) == 1 or not {"none", "all"} & set(names)),
                 "report_to", f"one of {', '.join(TRACKER_CHOICES)} or a comma-separated list of trackers",

@@ -9,3 +9,5 @@ SEED_STRIDE = 1_000_003  # seed s, stream i -> generator seed s * SEED_STRIDE + 
 
 PRIOR_CHOICES = ("normal", "gmm")  # latents a VAE samples from: N(0, I), or the ex-post Gaussian mixture
 PRIOR_FLAG_CHOICES = ("auto", *PRIOR_CHOICES)  # --prior: auto = a VAE run's saved --prior, else normal
+
+PROCESS_GROUP_TIMEOUT_MINUTES = 60.0  # --process-group-timeout default: minutes a rank waits in a collective

@@ -22,6 +22,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from genvision.constants import PROCESS_GROUP_TIMEOUT_MINUTES
+
 
 def is_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -52,9 +54,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(timeout_minutes: float = 30.0) -> bool:
+def init_from_env(timeout_minutes: float = PROCESS_GROUP_TIMEOUT_MINUTES) -> bool:
     """Join the process group torchrun / accelerate launch describe in the environment (NCCL on CUDA, one GPU per
-    local rank; gloo on the CPU). Returns True when this call started it; a no-op when there is nothing to join."""
+    local rank; gloo on the CPU). Returns True when this call started it; a no-op when there is nothing to join.
+
+    `timeout_minutes` (--process-group-timeout) bounds every wait of the group: a collective or barrier that has not
+    completed on every rank by then fails (NCCL's watchdog aborts the process; gloo raises)."""
     if not launched() or is_initialized():
         return False
     if torch.cuda.is_available():
@@ -78,6 +83,8 @@ def collective_device() -> torch.device:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here, at most the group's timeout (set when the group starts: `init_from_env`, or
+    `training.common.make_accelerator`, from --process-group-timeout); past it the run fails rather than hangs."""
     if world_size() > 1:
         torch.distributed.barrier()
 
@@ -85,7 +92,12 @@ def barrier() -> None:
 @contextmanager
 def local_main_first() -> Iterator[None]:
     """Run the body on each machine's local rank 0 first, then on the other ranks (what Accelerate's
-    `local_main_process_first` does): the first decodes, downloads and writes caches, the others then read them."""
+    `local_main_process_first` does): the first decodes, downloads and writes caches, the others then read them.
+
+    The others wait in `barrier`, so the body's time on local rank 0 (a download, decoding a large dataset) is bounded
+    by the process group's timeout, --process-group-timeout minutes (default 60; NCCL's own default of 10 would stop
+    a first run on CelebA). torch's barrier takes no timeout of its own and `monitored_barrier` exists for gloo only,
+    so the group's timeout is the one bound."""
     first = local_rank() == 0
     if not first:
         barrier()

@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from genvision.config import (ClassifierConfig, DataConfig, GANConfig, RunConfig, VAEConfig, add_config_arguments,
-                              config_from_args, config_from_dict, flag_name, given_fields)
+from genvision.config import (ClassifierConfig, DataConfig, GANConfig, ProcessGroupConfig, RunConfig, VAEConfig,
+                              add_config_arguments, config_from_args, config_from_dict, flag_name, given_fields)
 from genvision.errors import UsageError
 
 
@@ -78,6 +78,10 @@ def test_choices_are_enforced_by_argparse():
     (["--lr", "0"], "--lr", "> 0"),
     (["--label-smoothing", "1"], "--label-smoothing", "[0, 1)"),
     (["--max-shift", "-1"], "--max-shift", ">= 0"),
+    (["--process-group-timeout", "0"], "--process-group-timeout", "> 0"),
+    (["--process-group-timeout", "-5"], "--process-group-timeout", "> 0"),
+    (["--process-group-timeout", "nan"], "--process-group-timeout", "> 0"),
+    (["--process-group-timeout", "inf"], "--process-group-timeout", "> 0"),
 ])
 def test_validate_names_the_flag(argv, flag, words):
     with pytest.raises(UsageError) as error:
@@ -127,3 +131,17 @@ def test_resolved_eval_dataset():
     assert ClassifierConfig(dataset="celeba:train").resolved_eval_dataset() == "celeba:valid"
     assert ClassifierConfig(dataset="folder:x/y").resolved_eval_dataset() == "folder:x/y"
     assert ClassifierConfig(eval_dataset="mnist:test").resolved_eval_dataset() == "mnist:test"
+
+
+@pytest.mark.parametrize("cls", [GANConfig, VAEConfig, ClassifierConfig, ProcessGroupConfig])
+def test_every_command_that_starts_a_process_group_has_its_timeout(cls):
+    assert cls().process_group_timeout == 60.0  # minutes
+    assert _parse(["--process-group-timeout", "90"], cls).process_group_timeout == 90.0
+    with pytest.raises(UsageError, match="--process-group-timeout must be > 0"):
+        _parse(["--process-group-timeout", "0"], cls)
+
+
+def test_a_config_saved_without_the_process_group_timeout_loads_with_the_default():
+    saved = dataclasses.asdict(GANConfig(num_steps=5))
+    del saved["process_group_timeout"]
+    assert config_from_dict(GANConfig, saved) == GANConfig(num_steps=5)

@@ -13,7 +13,7 @@ import argparse
 import json
 from contextlib import contextmanager
 
-from genvision.config import add_config_arguments, config_from_args
+from genvision.config import ProcessGroupConfig, add_config_arguments, config_from_args
 from genvision.metrics.evaluate import FidConfig, StatsConfig
 
 SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec "
@@ -21,12 +21,12 @@ SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpo
 
 
 @contextmanager
-def process_group():
-    """Join the torchrun / accelerate launch process group for the command (nothing in one process); yields
-    whether this process is rank 0, the one that prints."""
+def process_group(group: ProcessGroupConfig):
+    """Join the torchrun / accelerate launch process group for the command (nothing in one process), with its
+    --process-group-timeout; yields whether this process is rank 0, the one that prints."""
     from genvision import distributed
 
-    started = distributed.init_from_env()
+    started = distributed.init_from_env(group.process_group_timeout)
     try:
         yield distributed.is_main()
     finally:
@@ -35,10 +35,11 @@ def process_group():
 
 def run_stats(args: argparse.Namespace) -> int:
     config = config_from_args(StatsConfig, args)
+    group = config_from_args(ProcessGroupConfig, args)
 
     from genvision.metrics.evaluate import protocol_line, write_stats
 
-    with process_group() as main:
+    with process_group(group) as main:
         result = write_stats(args.source, config)
     if not main:
         return 0
@@ -64,9 +65,10 @@ def run_download_weights(args: argparse.Namespace) -> int:
 
 def run_fid(args: argparse.Namespace) -> int:
     config = config_from_args(FidConfig, args)
+    group = config_from_args(ProcessGroupConfig, args)
     from genvision.metrics.evaluate import evaluate_fid
 
-    with process_group() as main:
+    with process_group(group) as main:
         report = evaluate_fid(args.source_a, args.source_b, config)
     if not main:
         return 0
@@ -85,6 +87,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     stats.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     add_config_arguments(stats, StatsConfig)
+    add_config_arguments(stats, ProcessGroupConfig)
     stats.set_defaults(run=run_stats)
 
     fid = subparsers.add_parser(
@@ -97,6 +100,7 @@ def register(subparsers) -> None:
     fid.add_argument("source_a", metavar="SOURCE_A", help=f"the images to evaluate: {SOURCE_HELP}")
     fid.add_argument("source_b", metavar="SOURCE_B", help="the reference: same kinds as SOURCE_A")
     add_config_arguments(fid, FidConfig)
+    add_config_arguments(fid, ProcessGroupConfig)
     fid.set_defaults(run=run_fid)
 
     download = subparsers.add_parser(

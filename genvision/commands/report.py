@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from genvision.config import ReportConfig, add_config_arguments, config_from_args
+from genvision.config import ProcessGroupConfig, ReportConfig, add_config_arguments, config_from_args
 
 
 def run_report(args: argparse.Namespace) -> int:
     config = config_from_args(ReportConfig, args)
+    group = config_from_args(ProcessGroupConfig, args)
     from genvision.commands.evaluate import process_group
     from genvision.report import report_command
 
-    with process_group() as main:  # under torchrun every rank scores its share of the samples
+    with process_group(group) as main:  # under torchrun every rank scores its share of the samples
         line = report_command(config)
     if main:
         print(line)
@@ -34,4 +35,5 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="training run folder (--out-dir of train_gan.py / "
                                                            "train_vae.py)")
     add_config_arguments(parser, ReportConfig, skip=("run_dir",))
+    add_config_arguments(parser, ProcessGroupConfig)
     parser.set_defaults(run=run_report)

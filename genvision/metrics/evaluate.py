@@ -160,10 +160,16 @@ def choose_features(config: FeatureConfig, resolved: "list[Source]") -> str:
 
 
 def make_extractor(config: FeatureConfig, device: "torch.device", kind: str) -> "FeatureExtractor":
+    """The extractor of `kind`; with --download under torchrun, local rank 0 fetches missing weights first and the
+    other ranks then read them (`distributed.local_main_first`)."""
+    from contextlib import nullcontext
+
+    from genvision.distributed import local_main_first
     from genvision.metrics.extractors import load_extractor
 
-    return load_extractor(kind, classifier=config.classifier, inception_weights=config.inception_weights,
-                          download=config.download, device=device)
+    with local_main_first() if config.download else nullcontext():
+        return load_extractor(kind, classifier=config.classifier, inception_weights=config.inception_weights,
+                              download=config.download, device=device)
 
 
 def source_options(config: FeatureConfig, device: "torch.device", extractor: "FeatureExtractor",

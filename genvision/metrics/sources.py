@@ -530,13 +530,20 @@ def _write_reference_cache(path: Path, result: SourceStatistics) -> None:
 
 def dataset_statistics(source: Source, extractor: FeatureExtractor, options: SourceOptions, *,
                        need_features: bool = False, need_logits: bool = False) -> SourceStatistics:
-    """Statistics of a dataset spec, through the on-disk reference cache (see the module docstring)."""
+    """Statistics of a dataset spec, through the on-disk reference cache (see the module docstring).
+
+    Under torchrun the images are downloaded (--download) and decoded once per machine, by its local rank 0, which
+    writes them to the decoded-image cache (`data.load_dataset`) while the other ranks wait
+    (`distributed.local_main_first`, bounded by --process-group-timeout), then read that cache; every rank then
+    extracts the features of its shard and the sums are combined (`combine_shards`)."""
     from genvision.data import DatasetSpec, hf_source, load_dataset
 
     resolution = options.dataset_resolution or default_dataset_resolution(extractor)
     parsed = DatasetSpec.parse(source.spec)
-    fingerprint = (hf_source(parsed, options.download, options.image_column, options.label_column).fingerprint
-                   if parsed.name == "hf" else "")
+    fingerprint = ""
+    if parsed.name == "hf":
+        with distributed.local_main_first():  # with --download local rank 0 fetches the Hub dataset first
+            fingerprint = hf_source(parsed, options.download, options.image_column, options.label_column).fingerprint
     path = reference_cache_path(source.spec, resolution, extractor, options.data_root, options.stats_cache_dir(),
                                 fingerprint)
     need_logits = need_logits and bool(extractor.num_classes)
@@ -553,8 +560,9 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
             assert metadata is not None
             return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
                                     extras.get("features"), extras.get("logits"), True, metadata)
-    data = load_dataset(source.spec, resolution, 0, options.data_root, options.download,
-                        image_column=options.image_column, label_column=options.label_column)
+    with distributed.local_main_first():
+        data = load_dataset(source.spec, resolution, 0, options.data_root, options.download,
+                            image_column=options.image_column, label_column=options.label_column)
     notes = GeometryNotes(str(source), extractor)
     shard = distributed.shard_range(len(data.images), options.batch_size)
     stats, logits = extract(data.images[shard.start:shard.stop], extractor, options.batch_size, options.device,

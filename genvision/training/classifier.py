@@ -289,7 +289,7 @@ def train_classifier(config: ClassifierConfig, given: set[str] | None = None) ->
     run_dir = Path(config.out_dir)
     weights_path = run_dir / WEIGHTS_NAME
     accelerator = make_accelerator(config.mixed_precision, config.report_to, run_dir,
-                                   allow_tf32=config.allow_tf32)
+                                   allow_tf32=config.allow_tf32, process_group_timeout=config.process_group_timeout)
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # "auto" resolved
     seed_everything(config.seed)
     batches, channels, num_classes, evaluation = load_training_data(config, accelerator)

@@ -7,12 +7,14 @@ import importlib.util
 import os
 import random
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from genvision.constants import PROCESS_GROUP_TIMEOUT_MINUTES
 from genvision.errors import UsageError
 from genvision.fileio import append_jsonl, write_json
 from genvision.version import __version__
@@ -41,7 +43,8 @@ def check_trackers(report_to: str) -> None:
 
 
 def make_accelerator(mixed_precision: str = "auto", report_to: str = "none", run_dir: Path | None = None,
-                     resume_step: int = 0, allow_tf32: bool = True):
+                     resume_step: int = 0, allow_tf32: bool = True,
+                     process_group_timeout: float = PROCESS_GROUP_TIMEOUT_MINUTES):
     """An Accelerator for this process: picks up `accelerate launch`/`torchrun` env, CUDA if present, else CPU.
 
     `mixed_precision` "auto" leaves the choice to Accelerate (`accelerate launch --mixed_precision`, its config
@@ -49,7 +52,8 @@ def make_accelerator(mixed_precision: str = "auto", report_to: str = "none", run
     `report_to` names the experiment trackers (`tracker_names`); TensorBoard writes to ``run_dir/tensorboard``, and
     a run resumed at `resume_step` purges what an earlier session logged after it (TensorBoard's ``purge_step``),
     so the resumed run continues the same curves without duplicated steps. `start_trackers` starts them.
-    On CUDA the backend flags of `configure_backends` are set.
+    On CUDA the backend flags of `configure_backends` are set. Under torchrun / accelerate launch the process group
+    starts with `process_group_timeout` minutes as its timeout (`process_group_kwargs`).
     """
     from accelerate import Accelerator
 
@@ -69,12 +73,29 @@ def make_accelerator(mixed_precision: str = "auto", report_to: str = "none", run
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     precision = {} if mixed_precision == "auto" else {"mixed_precision": mixed_precision}
     accelerator = Accelerator(**precision, cpu=launched and not torch.cuda.is_available(),
-                              log_with=log_with or None, project_dir=str(run_dir) if log_with else None)
+                              log_with=log_with or None, project_dir=str(run_dir) if log_with else None,
+                              kwargs_handlers=[process_group_kwargs(process_group_timeout)])
     if accelerator.mixed_precision == "fp16" and accelerator.device.type != "cuda":
         raise UsageError("mixed precision fp16 (from Accelerate's config or $ACCELERATE_MIXED_PRECISION) needs a "
                          "CUDA GPU; use bf16 or no on the CPU")
     configure_backends(accelerator.device, allow_tf32)
     return accelerator
+
+
+def process_group_kwargs(minutes: float):
+    """Accelerate's `InitProcessGroupKwargs` with a timeout of `minutes`: how long a rank waits in a collective or
+    barrier (rank 0 alone writing the end-of-run report, local rank 0 decoding a dataset) before the run is stopped;
+    NCCL's default is 10 minutes, gloo's 30.
+
+    Accelerate hands `init_process_group` only the values that differ from its defaults, NCCL's 10 minutes among
+    them, so it would drop exactly 10 and gloo would wait 30: that one is handed over 1 µs longer (torch counts
+    milliseconds)."""
+    from accelerate.utils import InitProcessGroupKwargs
+
+    timeout = timedelta(minutes=minutes)
+    if timeout == InitProcessGroupKwargs().timeout:
+        timeout += timedelta(microseconds=1)
+    return InitProcessGroupKwargs(timeout=timeout)
 
 
 def configure_backends(device: torch.device, allow_tf32: bool = True) -> None:

@@ -288,7 +288,7 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
         return json.loads(summary_path.read_text()) if summary_path.is_file() else {"step": plan.checkpoint.step}
     fetch_features(plan.config)
     accelerator = common.make_accelerator(plan.config.mixed_precision, plan.config.report_to, plan.run_dir,
-                                          plan.start_step, plan.config.allow_tf32)
+                                          plan.start_step, plan.config.allow_tf32, plan.config.process_group_timeout)
     accelerator.wait_for_everyone()  # rank 0 has fetched what --download fetches before the others look for it
     task = task_class(plan.config, accelerator)
     # The fields only the accelerator ("auto" mixed precision) and the data (channels) know: the run's final config.
