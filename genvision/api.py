@@ -58,7 +58,8 @@ def stats(source: StrPath, output: StrPath | None = None, **options: Any) -> dic
     ``device=``, ...) and, with `output`, ``overwrite``. Returns ``mu`` ((D,) float64 numpy array), ``sigma``
     ((D, D) float64), ``count`` (images), ``features`` (the extractor kind used), ``metadata`` (the file's metadata
     as a dict: extractor, extractor_hash, image_size, ...), ``path`` (str, only when written), ``prior`` (only for
-    a generator SOURCE: the resolved --prior, normal or gmm) and ``protocol`` (only for InceptionV3 features).
+    a generator SOURCE: the resolved --prior, normal or gmm) and ``protocol`` (the extractor, its resize rule, the
+    image count and side).
     """
     from genvision.metrics.evaluate import compute_stats, write_stats
 

@@ -7,8 +7,10 @@ A dataset spec (`DatasetSpec`) selects the images: ``mnist5k[:train|test]`` (the
 subfolders are the classes when every image lies in one) or ``hf:PATH[:SPLIT]`` (the Hugging Face format, `data_hf`).
 MNIST: LeCun, Bottou, Bengio & Haffner 1998, "Gradient-Based Learning Applied to Document Recognition".
 
-Every image goes through `prepare_image` (the channel count, 28 px digits padded to 32, the shorter side resized
-bicubic, a centre crop); the uint8 (N, C, H, W) result is cached in a safetensors file (`cache_path`).
+Every image goes through `prepare_image` (the channel count; 28 px digits padded with black to 32 when the
+resolution is at least 32, `imageconv.pads_digits`, the rule every source bound for a feature extractor follows too;
+the shorter side resized bicubic; a centre crop); the uint8 (N, C, H, W) result is cached in a safetensors file
+(`cache_path`).
 `InMemoryBatches` holds it on the device and deals a seeded per-epoch permutation by rank (`epoch_order`);
 `StreamingBatches` decodes through a DataLoader what exceeds `in_memory_limit_bytes`. Both give floats in [-1, 1],
 mirror images with --hflip by a seeded draw (`epoch_flips`), and save and restore their position. Under torchrun
@@ -39,7 +41,7 @@ from genvision.constants import SEED_STRIDE
 from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.fileio import atomic_save
-from genvision.imageconv import to_model_range
+from genvision.imageconv import DIGIT_PAD, PADDED_DIGIT_SIDE, pads_digits, to_model_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_FORMAT = 1  # bump when decoding changes, so stale caches miss
@@ -137,13 +139,14 @@ class ImageData:
 
 
 def prepare_image(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
-    """PIL image -> uint8 array (C, resolution, resolution): convert mode, pad 28->32, resize shorter side, crop."""
+    """PIL image -> uint8 array (C, resolution, resolution): convert mode, pad 28->32 (`imageconv.pads_digits`),
+    resize the shorter side (bicubic), crop the centre."""
     if image.mode == "P":  # palette images may carry transparency; go through RGBA so PIL does not warn
         image = image.convert("RGBA")
     image = image.convert("L" if channels == 1 else "RGB")
-    if image.size == (28, 28) and resolution >= 32:  # MNIST-style digits: pad to 32 as in LeNet-5, keep the strokes
-        padded = Image.new(image.mode, (32, 32))
-        padded.paste(image, (2, 2))
+    if pads_digits(image.height, image.width, resolution):  # 28-px digits: padded to 32 px (`imageconv`'s rule)
+        padded = Image.new(image.mode, (PADDED_DIGIT_SIDE, PADDED_DIGIT_SIDE))
+        padded.paste(image, (DIGIT_PAD, DIGIT_PAD))
         image = padded
     width, height = image.size
     if (width, height) != (resolution, resolution):

@@ -53,8 +53,9 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
     result = genvision("stats", setup["digits"], "--output", out, "--classifier", setup["classifier"],
                            cache=setup["cache"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines() == [result.stdout.strip()]
+    assert len(result.stdout.strip().splitlines()) == 2
     assert result.stdout.startswith(f"wrote {out}: classifier statistics of 200 images from {setup['digits']}")
+    assert result.stdout.splitlines()[1].startswith("protocol: classifier ")
     mu, sigma = compute_statistics_of_path(str(out), None, 1, 32, "cpu")
     assert mu.shape == (32,) and sigma.shape == (32, 32)
     with np.load(out) as archive:
@@ -65,7 +66,7 @@ def test_stats_file_is_read_by_pytorch_fid_and_scores_zero_against_its_folder(se
 
     result = genvision("fid", setup["digits"], out, "--classifier", setup["classifier"], cache=setup["cache"])
     assert result.returncode == 0, result.stderr
-    match = FID_LINE.match(result.stdout.strip())
+    match = FID_LINE.match(result.stdout.splitlines()[0])
     assert match, result.stdout
     assert float(match.group(1)) < 1e-6 and match.group(2) == match.group(3) == "200"
 
@@ -87,8 +88,9 @@ def test_fid_json_and_extra_scores(setup):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert FID_LINE.match(lines[0]) and lines[0].endswith("(classifier features, 200 vs 500 images)")
-    assert lines[1].startswith("KID ") and lines[2].startswith("precision ")
-    assert lines[3].startswith("classifier score (IS formula) ") and lines[4].startswith("classes covered ")
+    assert lines[1].startswith("protocol: classifier ")
+    assert lines[2].startswith("KID ") and lines[3].startswith("precision ")
+    assert lines[4].startswith("classifier score (IS formula) ") and lines[5].startswith("classes covered ")
     assert float(FID_LINE.match(lines[0]).group(1)) == pytest.approx(report["fid"], rel=1e-3)
 
 
@@ -153,7 +155,7 @@ def test_precision_recall_of_a_tight_cluster_and_precision_recall_k(setup, tmp_p
     assert json.loads(default.stdout)["recall"] == 5 / 200  # k = 3 by default
     lines = genvision("fid", tmp_path / "cluster", setup["digits"], *common, "--precision-recall-k", 4,
                       cache=setup["cache"]).stdout.splitlines()
-    assert lines[1].startswith("precision 1.0000, recall 0.6") and lines[1].endswith(", k=4)"), lines
+    assert lines[2].startswith("precision 1.0000, recall 0.6") and lines[2].endswith(", k=4)"), lines
 
 
 def test_dataset_resolution_decodes_dataset_specs_at_that_size(setup, tmp_path):
@@ -300,9 +302,48 @@ def test_few_samples_warn_but_score(setup, tmp_path):
     write_pngs(noise_images(10, seed=5), tmp_path / "ten")
     rc, stdout, stderr = cli("fid", tmp_path / "ten", setup["digits"], "--classifier", setup["classifier"])
     assert rc == 0
-    assert FID_LINE.match(stdout.strip())
+    assert FID_LINE.match(stdout.splitlines()[0])
     warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "fewer than the 32 feature dimensions" in warnings[0]
+
+
+def test_protocol_line_for_classifier_features(setup):
+    """`fid` prints the protocol for classifier features as for Inception: extractor id and hash, the resize rule,
+    and per side its N, image side and channel handling; --json carries the same notes."""
+    clf = ["--classifier", setup["classifier"]]
+    digest = file_sha256(setup["classifier"])
+    result = genvision("fid", setup["digits"], "mnist5k:test", *clf, cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == (
+        f"protocol: classifier {digest[:12]}; pad28+bicubic-antialias to 32 px; "
+        f"{setup['digits']}: N=200, 32 px, as is; mnist5k:test: N=500, 32 px, as is")
+    report = json.loads(genvision("fid", setup["digits"], "mnist5k:test", *clf, "--json", cache=setup["cache"]).stdout)
+    assert report["protocol"] == {
+        "extractor": "classifier", "extractor_hash": digest, "resize": "pad28+bicubic-antialias to 32 px",
+        "sides": [{"source": str(setup["digits"]), "num_samples": 200, "size": 32, "channels": "as is"},
+                  {"source": "mnist5k:test", "num_samples": 500, "size": 32, "channels": "as is"}]}
+
+
+@pytest.mark.parametrize("old_resize", ["bicubic-antialias", None], ids=["recorded", "not-recorded"])
+def test_statistics_of_the_earlier_28px_rule_are_refused(setup, tmp_path, old_resize):
+    """Statistics made when a folder's 28-px images were resized (not padded) record ``bicubic-antialias`` (or,
+    older still, no resize field): `fid` refuses them in one line naming what they record and what it expects."""
+    from genvision.metrics.statsfile import load_stats
+
+    digest = file_sha256(setup["classifier"])
+    path = tmp_path / "old.npz"
+    save_stats(path, np.zeros(32), np.eye(32), StatsMetadata("classifier", digest, 32, 1, "x", 100,
+                                                             resize=old_resize or "bicubic-antialias"))
+    if old_resize is None:
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files if key != "resize"}
+        np.savez(path, **arrays)
+    assert load_stats(path)[2].resize == "bicubic-antialias"
+    rc, stdout, stderr = cli("fid", setup["digits"], path, "--classifier", setup["classifier"])
+    assert stdout == ""
+    assert_one_line_error(rc, stderr, str(path), f"classifier@{digest} (32 px, 1 ch, bicubic-antialias resize)",
+                          f"classifier@{digest} (32 px, 1 ch, pad28+bicubic-antialias resize)", "recompute",
+                          command="fid")
 
 
 def test_classifier_score_ignores_class_sorted_order():
@@ -340,7 +381,7 @@ def test_inception_offline_on_a_weights_file(setup, tmp_path, inception_weights)
     assert "classifier_score" not in report
     assert "fewer than the 2048 feature dimensions" in result.stderr
     assert "resized to" not in result.stderr  # 40 px and 32 px images enter the network, which resizes them itself
-    assert report["protocol"]["resize"] == "tf1-bilinear to 299 px inside the network (torch-fidelity)"
+    assert report["protocol"]["resize"] == "pad28+tf1-bilinear to 299 px inside the network (torch-fidelity)"
     assert [(side["size"], side["channels"]) for side in report["protocol"]["sides"]] == [
         (40, "as is"), (32, "1-channel repeated to 3")]
 
@@ -369,3 +410,26 @@ def test_shipped_classifier_real_vs_real_and_vs_noise(tmp_path):
           f"vs 500 noise PNGs {noise_fid:.3f} ({noise_seconds:.1f} s, reference statistics cached)")
     assert real_seconds < 60 and noise_seconds < 60
     assert noise_fid > 20 * real_fid and noise_fid > 10 * max(real_fid, 1.0)
+
+
+@pytest.mark.slow
+def test_28px_pngs_of_real_digits_score_as_their_dataset_spec(tmp_path):
+    """The digits of mnist5k:test saved as 28-px grayscale PNGs (as torchvision and most MNIST generators save
+    them) score against mnist5k:train as the dataset spec of the same digits does: both reach the extractor padded
+    to 32 px (under the earlier rule the folder was resized instead: FID ~74 against the spec's ~4)."""
+    if not SHIPPED["mnist5k"].is_file():
+        pytest.skip("the shipped classifier genvision/weights/classifier-mnist5k.safetensors is not built yet")
+    from genvision.data import read_mnist5k
+
+    digits, _ = read_mnist5k("test")  # (500, 28, 28) uint8: the raw digits of mnist5k:test
+    write_pngs(torch.from_numpy(digits)[:, None], tmp_path / "digits28")
+    cache = tmp_path / "cache"
+    folder = genvision("fid", tmp_path / "digits28", "mnist5k:train", "--json", cache=cache)
+    spec = genvision("fid", "mnist5k:test", "mnist5k:train", "--json", cache=cache)
+    assert folder.returncode == 0 and spec.returncode == 0, folder.stderr + spec.stderr
+    folder_report, spec_report = json.loads(folder.stdout), json.loads(spec.stdout)
+    assert folder_report["n_a"] == spec_report["n_a"] == 500
+    assert folder_report["fid"] == pytest.approx(spec_report["fid"], rel=0.1)
+    assert "padded with 2 px of black to 32x32 px" in folder.stderr
+    assert folder_report["protocol"]["resize"] == "pad28+bicubic-antialias to 32 px"
+    assert [side["size"] for side in folder_report["protocol"]["sides"]] == [28, 32]

@@ -616,6 +616,23 @@ def test_folder_non_square_resize_and_center_crop(tmp_path):
     assert np.array_equal(padded.images.numpy(), pad28(digit[None]))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_prepare_image_pads_28px_digits_by_the_rule_every_source_follows(mode):
+    """`prepare_image` (training, dataset specs) and `resize_for_extractor` (folders, generators) give a 28-px digit
+    the same pixels: both follow `imageconv.pad_digits`."""
+    from genvision.imageconv import pad_digits
+    from genvision.metrics.extractors import resize_for_extractor
+
+    channels = 1 if mode == "L" else 3
+    array = RNG.integers(0, 256, (28, 28) if mode == "L" else (28, 28, 3), dtype=np.uint8)
+    image = torch.from_numpy(array)[None] if mode == "L" else torch.from_numpy(array).permute(2, 0, 1)
+    prepared = data.prepare_image(Image.fromarray(array, mode), 32, channels)
+    assert np.array_equal(prepared, pad_digits(image, 32).numpy())
+    assert np.array_equal(prepared, resize_for_extractor(image[None], 32, channels)[0].numpy())
+    assert np.array_equal(data.prepare_image(Image.fromarray(array, mode), 28, channels),
+                          image.numpy())  # below 32 px the digit is kept as it is
+
+
 def test_folder_errors(tmp_path):
     cache = tmp_path / "cache"
     missing = tmp_path / "does-not-exist"

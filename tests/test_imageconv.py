@@ -54,3 +54,22 @@ def test_to_model_range_rejects_float_input_and_does_not_modify_input():
     images = torch.tensor([0, 128, 255], dtype=torch.uint8)
     to_model_range(images)
     assert images.tolist() == [0, 128, 255]
+
+
+def test_28px_digits_are_padded_with_black_to_32px_for_targets_of_32px_and_more():
+    from genvision.imageconv import pad_digits, padded_side, pads_digits
+
+    digits = torch.randint(1, 256, (2, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for target in (32, 64, 299):
+        padded = pad_digits(digits, target)
+        assert padded.shape == (2, 3, 32, 32) and padded.dtype == torch.uint8
+        assert torch.equal(padded[..., 2:30, 2:30], digits)
+        border = padded.clone()
+        border[..., 2:30, 2:30] = 0
+        assert not border.any()  # 2 px of black on every side
+        assert pads_digits(28, 28, target) and padded_side(28, 28, target) == 32
+    assert torch.equal(pad_digits(digits[0, 0], 32), pad_digits(digits, 32)[0, 0])  # any leading dimensions
+    # a smaller target, another size or a non-square image is left as it is
+    for images, target in ((digits, 28), (digits, 16), (digits[..., :27, :27], 32), (digits[..., :27], 32)):
+        assert pad_digits(images, target) is images
+    assert not pads_digits(28, 27, 32) and padded_side(40, 36, 299) == 36

@@ -210,25 +210,33 @@ def prior_note(sources: list[str], priors: list[str | None]) -> str:
 
 
 def protocol(extractor: "FeatureExtractor", sides: "list[SourceStatistics]") -> dict[str, Any]:
-    """The Inception protocol notes of a result: extractor id and hash, resize, channel handling, N per side."""
+    """The protocol notes of a result: extractor id and hash (for Inception, whether they are the official FID
+    weights), the resize rule, and per side its N, image side and channel handling."""
     from genvision.metrics.inception_weights import OFFICIAL_SHA256
 
-    return {"extractor": extractor.extractor_id, "extractor_hash": extractor.weights_hash,
-            "official_weights": extractor.weights_hash == OFFICIAL_SHA256,
-            "resize": f"{extractor.resize} to {extractor.input_size} px inside the network (torch-fidelity)",
-            "sides": [{"source": side.source, "num_samples": side.count,
+    notes: dict[str, Any] = {"extractor": extractor.extractor_id, "extractor_hash": extractor.weights_hash}
+    if extractor.resizes_internally:  # Inception: the official FID weights, or other ones
+        notes["official_weights"] = extractor.weights_hash == OFFICIAL_SHA256
+    where = " inside the network (torch-fidelity)" if extractor.resizes_internally else ""
+    notes["resize"] = f"{extractor.resize} to {extractor.input_size} px{where}"
+    notes["sides"] = [{"source": side.source, "num_samples": side.count,
                        "size": side.metadata.source_size if side.metadata else 0,
                        "channels": (side.metadata.channel_handling if side.metadata else "") or "as is"}
-                      for side in sides]}
+                      for side in sides]
+    return notes
 
 
 def protocol_line(notes: dict[str, Any]) -> str:
-    """One line: ``protocol: inception-v3-compat 6726825d0af5 (official weights); tf1-bilinear ...; A: ...``."""
-    weights = "official weights" if notes["official_weights"] else "NOT the official FID weights"
+    """One line: ``protocol: inception-v3-compat 6726825d0af5 (official weights); pad28+tf1-bilinear ...; A: ...``
+    (a classifier's line has no weights note: ``protocol: classifier 1a2b3c4d5e6f; pad28+bicubic-antialias to 32
+    px; A: ...``)."""
+    weights = ""
+    if "official_weights" in notes:
+        weights = " (official weights)" if notes["official_weights"] else " (NOT the official FID weights)"
     sides = "; ".join(f"{side['source']}: N={side['num_samples']}, "
                       f"{str(side['size']) + ' px' if side['size'] else 'size not recorded'}, {side['channels']}"
                       for side in notes["sides"])
-    return f"protocol: {notes['extractor']} {notes['extractor_hash'][:12]} ({weights}); {notes['resize']}; {sides}"
+    return f"protocol: {notes['extractor']} {notes['extractor_hash'][:12]}{weights}; {notes['resize']}; {sides}"
 
 
 def warn_if_few(statistics: "SourceStatistics", num_features: int) -> None:
@@ -252,7 +260,7 @@ class StatsResult:
     count: int
     metadata: "StatsMetadata"
     features: str = "classifier"  # the --features kind used ("auto" resolved)
-    protocol: dict[str, Any] | None = None  # Inception protocol notes (`protocol`)
+    protocol: dict[str, Any] | None = None  # protocol notes (`protocol`)
     mu: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D,) float64
     sigma: "np.ndarray | None" = dataclasses.field(default=None, repr=False)  # (D, D) float64
     prior: str | None = None  # a generator SOURCE's resolved --prior ("normal" or "gmm"); None for other sources
@@ -272,7 +280,7 @@ def compute_stats(source: str, config: FeatureConfig) -> StatsResult:
     warn_if_few(statistics, extractor.num_features)
     metadata = dataclasses.replace(statistics.metadata or extractor.metadata(), source=source,
                                    num_samples=statistics.count)
-    notes = protocol(extractor, [statistics]) if extractor.resizes_internally else None
+    notes = protocol(extractor, [statistics])
     return StatsResult(None, statistics.count, metadata, kind, notes, statistics.mu, statistics.sigma, prior)
 
 
@@ -310,7 +318,7 @@ class FidReport:
     extractor_hash: str
     source_a: str
     source_b: str
-    protocol: dict[str, Any] | None = None  # Inception results: `protocol` notes
+    protocol: dict[str, Any] | None = None  # `protocol` notes: extractor, resize rule, N and side per source
     fid_blocks: dict[str, float] | None = None  # Fréchet distance of each feature block (extractors with several)
     kid: float | None = None
     kid_std: float | None = None
@@ -454,7 +462,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
                        source_a, source_b, fid_blocks=fid_by_block(extractor, side_a, side_b),
                        reconstructions=config.reconstructions or None,
                        prior_a=priors[0], prior_b=priors[1],
-                       protocol=protocol(extractor, [side_a, side_b]) if extractor.resizes_internally else None)
+                       protocol=protocol(extractor, [side_a, side_b]))
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(
             side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size)

@@ -10,7 +10,8 @@ which statistics files record: FID (Heusel et al. 2017, arXiv:1706.08500) compar
 - `InceptionExtractor` ("inception-v3-compat"): torch-fidelity's TF-compatible InceptionV3, pool3, 2048 features
   (the optional extra ``genvision[inception]``; weights from `inception_weights.resolve`).
 - `resize_for_extractor`: the one resize path of every source, since FID moves with the resize filter and with
-  quantisation (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", clean-fid).
+  quantisation (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", clean-fid);
+  28-px digits are padded to 32 px first, as dataset specs pad them (`imageconv.pads_digits`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvision.errors import UsageError
-from genvision.imageconv import to_uint8
+from genvision.imageconv import pad_digits, padded_side, to_uint8
 from genvision.metrics.statsfile import StatsMetadata
 
 CLASSIFIER_ID = "classifier"
 INCEPTION_ID = "inception-v3-compat"
 INCEPTION_SIZE = 299  # px; torch-fidelity's FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
 INCEPTION_FEATURES = 2048  # pool3
-BICUBIC_RESIZE = "bicubic-antialias"  # `resize_for_extractor` to the extractor's input size
-TF_BILINEAR_RESIZE = "tf1-bilinear"  # torch-fidelity's interpolate_bilinear_2d_like_tensorflow1x, inside the network
+# How images reach an extractor, recorded in statistics files: "pad28+" = 28-px digits padded to 32 px first
+# (`imageconv.pads_digits`), then `resize_for_extractor` to the extractor's input size (bicubic), or, for Inception,
+# torch-fidelity's interpolate_bilinear_2d_like_tensorflow1x inside the network.
+BICUBIC_RESIZE = "pad28+bicubic-antialias"
+TF_BILINEAR_RESIZE = "pad28+tf1-bilinear"
 
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as PIL's Image.convert("L") computes it (Convert.c, L24):
 # L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16, i.e. 0.299 R + 0.587 G + 0.114 B rounded.
@@ -91,11 +95,14 @@ def resize_for_extractor(images_uint8: Tensor, size: int, channels: int) -> Tens
 
     1. channels: 3 -> 1 is ITU-R 601-2 luma computed exactly like PIL's ``convert("L")`` (so a PNG folder read as
        grayscale by PIL and an in-memory RGB tensor agree bit for bit); 1 -> 3 repeats the gray channel.
-    2. geometry: a non-square image is center-cropped to its shorter side, then resized to `size` x `size` with
-       bicubic interpolation (Keys a = -0.5, PIL's kernel) and antialiasing when downsampling
+    2. 28-px digits: a square 28x28 image bound for a `size` of at least 32 px is padded with 2 px of black on
+       every side to 32x32 (`imageconv.pad_digits`), exactly as `data.prepare_image` pads dataset specs' digits,
+       so a folder of 28-px PNGs and the dataset spec it came from give the extractor the same pixels.
+    3. geometry: an image not yet `size` x `size` is center-cropped to its shorter side, then resized to `size` x
+       `size` with bicubic interpolation (Keys a = -0.5, PIL's kernel) and antialiasing when downsampling
        (``F.interpolate(mode="bicubic", antialias=True)``, which follows PIL's ``Image.resize(BICUBIC)``), the
        filter clean-fid (Parmar et al. 2022) recommends over aliased bilinear.
-    3. quantisation: the resized float image is rounded to nearest and clamped to uint8 — extractors see exactly
+    4. quantisation: the resized float image is rounded to nearest and clamped to uint8 — extractors see exactly
        the pixels a PNG of the resized image would hold.
 
     Images already at the target geometry are returned unchanged (no copy).
@@ -111,6 +118,7 @@ def resize_for_extractor(images_uint8: Tensor, size: int, channels: int) -> Tens
     images = images_uint8
     if images.shape[1] == 3 and channels == 1:
         images = rgb_to_luma(images)
+    images = pad_digits(images, size)
     if tuple(images.shape[-2:]) != (size, size):
         images = center_crop_square(images)
         resized = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False,
@@ -123,8 +131,11 @@ def resize_for_extractor(images_uint8: Tensor, size: int, channels: int) -> Tens
 
 def extractor_side(extractor: FeatureExtractor, height: int, width: int) -> int:
     """The square side images of `height` x `width` are brought to for `extractor`: its input size, or, for one that
-    resizes inside its network (Inception), their own shorter side (a center crop, no resampling)."""
-    return min(height, width) if extractor.resizes_internally else extractor.input_size
+    resizes inside its network (Inception), their own shorter side (a center crop, no resampling), 32 px for 28-px
+    digits, which are padded as dataset specs pad them (`imageconv.padded_side`)."""
+    if extractor.resizes_internally:
+        return padded_side(height, width, extractor.input_size)
+    return extractor.input_size
 
 
 def channel_handling(image_channels: int, extractor_channels: int) -> str:

@@ -4,6 +4,8 @@ A SOURCE is a generator (a run folder or checkpoint), a folder of images, an ``.
 spec (`resolve_source`). Every image reaches the extractor as uint8 (generators quantised exactly as PNG saving
 does, `imageconv.to_uint8`) through one resize path (`extractors.resize_for_extractor`), so scoring a generator in
 memory and scoring the PNGs it wrote give the same features (Parmar et al. 2022, clean-fid, arXiv:2104.11222).
+On that path 28-px digits are padded to 32 px, as `data.prepare_image` pads dataset specs' digits
+(`imageconv.pads_digits`): a folder of 28-px PNGs and the dataset spec they came from give the same features.
 `extract` accumulates `stats.FeatureStats` (FID, Heusel et al. 2017), optionally keeping raw features (KID,
 precision/recall) and classifier logits; `generated_statistics` is the one scoring path of generated samples
 (training FID, the report, `fid` / `stats`). Reference statistics of dataset specs are cached
@@ -30,7 +32,7 @@ from torch import Tensor
 
 from genvision import distributed
 from genvision.errors import UsageError
-from genvision.imageconv import to_model_range
+from genvision.imageconv import DIGIT_PAD, DIGIT_SIDE, PADDED_DIGIT_SIDE, pads_digits, to_model_range
 from genvision.metrics.extractors import FeatureExtractor, channel_handling, extractor_side, resize_for_extractor
 from genvision.metrics.stats import FeatureStats, limited_torch_threads
 from genvision.metrics.statsfile import StatsMetadata, load_stats, save_stats
@@ -131,8 +133,9 @@ def resolve_source(text: str) -> Source:
 
 
 class GeometryNotes:
-    """Says once per source on stderr that images are resized, and once that channels are converted; remembers the
-    channel counts and sides it saw, for the protocol notes of the source's statistics (`protocol`)."""
+    """Says once per source on stderr that 28-px digits are padded, once that images are resized, and once that
+    channels are converted; remembers the channel counts and sides it saw, for the protocol notes of the source's
+    statistics (`protocol`)."""
 
     def __init__(self, name: str, extractor: FeatureExtractor) -> None:
         self.name, self.extractor = name, extractor
@@ -162,7 +165,13 @@ class GeometryNotes:
             self.channels_seen.add(channels)
             self.sides_seen.add(min(height, width))
         what = f"the {self.extractor.describe()} extractor"
-        if (height, width) != (size, size) and self.extractor.resizes_internally and height == width:
+        if pads_digits(height, width, size):
+            then = (f", then resized to {size}x{size} px (bicubic, antialiased)" if size != PADDED_DIGIT_SIDE
+                    else "")
+            self._say("pad", f"images of {DIGIT_SIDE}x{DIGIT_SIDE} px are padded with {DIGIT_PAD} px of black to "
+                             f"{PADDED_DIGIT_SIDE}x{PADDED_DIGIT_SIDE} px, as dataset specs pad digits{then}, for "
+                             f"{what}")
+        elif (height, width) != (size, size) and self.extractor.resizes_internally and height == width:
             self._say("size", f"images of {height}x{width} px (and any other size) are resized to {size}x{size} px "
                               f"(bicubic, antialiased) to batch them with the first image's size")
         elif (height, width) != (size, size):
@@ -286,7 +295,7 @@ def _decode_group(files: Sequence[str | Path], size: int, channels: int, notes: 
     """Decode `files` and bring each to the extractor's geometry: uint8 (n, channels, size, size).
 
     Images already at the extractor's geometry are copied straight into the output array (the common case of a
-    generator's PNGs); the others go through `resize_for_extractor`.
+    generator's PNGs); the others go through `resize_for_extractor` (28-px digits padded to 32 px, then resized).
     """
     out = np.empty((len(files), channels, size, size), dtype=np.uint8)
     for index, path in enumerate(files):
@@ -325,12 +334,12 @@ def split_cpu_cores(device: torch.device) -> tuple[int, int]:
     return decode, max(1, min(torch.get_num_threads(), cores - decode))
 
 
-def image_side(path: str | Path) -> int:
-    """The shorter side in px of one image file, read from its header."""
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) in px of one image file, read from its header."""
     from genvision import imagefile
 
     with imagefile.opened(path, str(path)) as image:
-        return min(image.size)
+        return image.height, image.width
 
 
 def folder_batches(files: Sequence[str | Path], extractor: FeatureExtractor, batch_size: int, name: str,
@@ -338,13 +347,14 @@ def folder_batches(files: Sequence[str | Path], extractor: FeatureExtractor, bat
     """uint8 batches at the extractor's geometry, decoded by a thread pool (PIL and torch release the GIL).
 
     The geometry is the extractor's input size, or for an extractor that resizes inside its network the square at
-    the first image's shorter side. At most two batches are decoded ahead of the one being scored, so memory stays
-    O(batch) for any folder size.
+    the first image's shorter side (`extractor_side`: 32 px for 28-px digits, padded). At most two batches are
+    decoded ahead of the one being scored, so memory stays O(batch) for any folder size.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     notes = notes or GeometryNotes(name, extractor)
     channels = extractor.input_channels
-    size = image_side(files[0]) if extractor.resizes_internally and files else extractor.input_size
+    size = extractor_side(extractor, *image_size(files[0])) if extractor.resizes_internally and files else (
+        extractor.input_size)
     group = max(1, -(-batch_size // (2 * workers)))  # each task decodes a slice: fewer futures than files
     starts = iter(range(0, len(files), batch_size))
 
@@ -631,8 +641,10 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
         with limited_torch_threads(torch_threads):
             batches = folder_batches(files, extractor, options.batch_size, str(source), workers=decode_workers,
                                      notes=notes)
+            # `notes` saw the files as decoded (`_decode_group`); `extract` gets them already at the extractor's
+            # geometry, which its own notes would record as a second image side.
             stats, logits = extract(batches, extractor, options.batch_size, options.device, need_features,
-                                    with_logits, total=len(files), name=str(source), notes=notes)
+                                    with_logits, total=len(files), name=str(source))
         return _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
     if source.kind == "generator":
         # Samples are split by index across ranks; a VAE's reconstructions of a split are made whole on every rank.

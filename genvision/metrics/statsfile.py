@@ -6,8 +6,11 @@ object arrays, so ``allow_pickle=False`` always suffices). Entry points: `save_s
 
 FIDs compare only within one feature space on one image geometry, so `load_stats` checks the identity fields
 (extractor, hash, size, channels, resize) against the caller's ``expected``; a file without a ``resize`` field reads
-as `LEGACY_RESIZE`. A file without metadata (pytorch-fid, clean-fid) loads when nothing is expected and is refused
-otherwise, since nothing shows which extractor computed it.
+as `LEGACY_RESIZE`. The ``resize`` field names the whole path images took to the extractor: ``pad28+...`` says
+that 28-px images were padded to 32 px first (`imageconv.pads_digits`), so files of the earlier rule (which resized
+them instead: ``bicubic-antialias``, ``tf1-bilinear``, or no field) are refused. A file without metadata
+(pytorch-fid, clean-fid) loads when nothing is expected and is refused otherwise, since nothing shows which extractor
+computed it.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ class StatsMetadata:
     source: str = ""
     num_samples: int = 0
     genvision_version: str = __version__
-    resize: str = "bicubic-antialias"  # how images reached image_size (see extractors.resize_for_extractor)
+    resize: str = "pad28+bicubic-antialias"  # how images reached image_size (extractors.BICUBIC_RESIZE, ...)
     channel_handling: str = ""  # e.g. "1-channel repeated to 3"; "" = images already had image_channels
     source_size: int = 0  # px of the (square) images before `resize`; 0 = not recorded
 
     def describe(self) -> str:
-        """E.g. ``classifier@1a2b3c (32 px, 1 ch, bicubic-antialias resize)``."""
+        """E.g. ``classifier@1a2b3c (32 px, 1 ch, pad28+bicubic-antialias resize)``."""
         return (f"{self.extractor}@{self.extractor_hash} ({self.image_size} px, {self.image_channels} ch, "
                 f"{self.resize} resize)")
 
@@ -55,7 +58,7 @@ class StatsMetadata:
         )
 
 
-LEGACY_RESIZE = "bicubic-antialias"  # the resize of files written before `resize` was recorded
+LEGACY_RESIZE = "bicubic-antialias"  # the resize of files written before `resize` was recorded (28-px not padded)
 _OPTIONAL_KEYS = ("resize", "channel_handling", "source_size")  # absent from files of earlier versions
 _STR_FIELDS = tuple(f.name for f in dataclasses.fields(StatsMetadata) if f.type in ("str", str))
 _INT_FIELDS = tuple(f.name for f in dataclasses.fields(StatsMetadata) if f.type in ("int", int))
@@ -155,9 +158,9 @@ def load_stats(
 ) -> tuple[np.ndarray, np.ndarray, StatsMetadata | None]:
     """Read a statistics file: (mu (D,) float64, sigma (D, D) float64, metadata or None for a pytorch-fid file).
 
-    With `expected`, refuse a file whose extractor, extractor hash, image size or channel count differ, or that
-    has no metadata at all. With `expected_dim`, refuse a file whose D differs. Every problem is a one-line
-    `UsageError` naming the file.
+    With `expected`, refuse a file whose extractor, extractor hash, image size, channel count or resize rule
+    differ, or that has no metadata at all. With `expected_dim`, refuse a file whose D differs. Every problem is a
+    one-line `UsageError` naming the file.
     """
     where = f"stats file {os.fspath(path)}"
     try:
@@ -188,9 +191,13 @@ def load_stats(
                 f"against this run's extractor {expected.describe()}; recompute the statistics with genvision"
             )
         if not metadata.same_feature_space(expected):
+            older = (not metadata.resize.startswith("pad28+") and expected.resize.startswith("pad28+")
+                     and dataclasses.replace(metadata, resize=expected.resize).same_feature_space(expected))
+            older_note = (" (statistics of the earlier rule, which resized 28-px images instead of padding them to 32 "
+                          "px: recompute them)") if older else ""
             raise UsageError(
                 f"{os.fspath(path)} was computed with extractor {metadata.describe()} "
-                f"but this run uses {expected.describe()}"
+                f"but this run uses {expected.describe()}{older_note}"
             )
     _check_mu_sigma(where, mu, sigma, expected_dim)
     return mu.astype(np.float64), sigma.astype(np.float64), metadata

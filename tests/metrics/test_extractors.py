@@ -124,8 +124,44 @@ def test_resize_changes_size_with_antialiased_bicubic():
     assert torch.equal(small, expected.round().clamp(0, 255).to(torch.uint8))
     big = resize_for_extractor(images[:, :, :16, :16], 299, 3)
     assert big.shape == (2, 3, 299, 299)
-    constant = torch.full((1, 1, 28, 28), 200, dtype=torch.uint8)
+    constant = torch.full((1, 1, 30, 30), 200, dtype=torch.uint8)
     assert torch.equal(resize_for_extractor(constant, 32, 1), torch.full((1, 1, 32, 32), 200, dtype=torch.uint8))
+
+
+def padded_28(digits: torch.Tensor) -> torch.Tensor:
+    """(N, C, 28, 28) -> (N, C, 32, 32) with 2 px of black on every side, as `data.prepare_image` pads digits."""
+    padded = torch.zeros(*digits.shape[:2], 32, 32, dtype=torch.uint8)
+    padded[..., 2:30, 2:30] = digits
+    return padded
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_28px_digits_are_padded_to_32px_like_dataset_specs(channels):
+    digits = torch.randint(0, 256, (4, channels, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(resize_for_extractor(digits, 32, channels), padded_28(digits))
+    if channels == 1:  # gray repeated to 3 after padding, for a 3-channel extractor at 32 px
+        assert torch.equal(resize_for_extractor(digits, 32, 3), padded_28(digits).expand(-1, 3, -1, -1))
+    # a larger input size: padded to 32 px first, then resized like any 32-px image
+    bigger = resize_for_extractor(padded_28(digits), 64, channels)
+    assert torch.equal(resize_for_extractor(digits, 64, channels), bigger)
+    # a 28-px input size keeps the digit as it is (as dataset specs decoded at 28 px do)
+    assert resize_for_extractor(digits, 28, channels) is digits
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inception_gets_28px_digits_padded_at_32px(channels):
+    """Inception resizes inside its network; a 28-px folder reaches it padded at 32 px, as dataset specs do."""
+    from types import SimpleNamespace
+
+    from genvision.metrics.extractors import extractor_side
+
+    inception = SimpleNamespace(resizes_internally=True, input_size=299, input_channels=3)
+    assert extractor_side(inception, 28, 28) == 32
+    assert extractor_side(inception, 40, 40) == 40 and extractor_side(inception, 32, 48) == 32
+    digits = torch.randint(0, 256, (2, channels, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    side = extractor_side(inception, 28, 28)
+    expected = padded_28(digits).expand(-1, 3, -1, -1)
+    assert torch.equal(resize_for_extractor(digits, side, 3), expected if channels == 1 else padded_28(digits))
 
 
 def test_resize_center_crops_non_square_and_skips_matching():

@@ -174,7 +174,7 @@ def test_explicit_custom_weights_warn_and_are_recorded(home, folders, tmp_path, 
     _, _, meta = load_stats(out_file)
     assert (meta.extractor, meta.extractor_hash) == ("inception-v3-compat", file_sha256(inception_weights))
     assert (meta.resize, meta.channel_handling, meta.source_size, meta.num_samples) == (
-        "tf1-bilinear", "1-channel repeated to 3", 32, 3)
+        "pad28+tf1-bilinear", "1-channel repeated to 3", 32, 3)
     assert out.splitlines()[1].startswith("protocol: inception-v3-compat")
 
 
@@ -205,7 +205,7 @@ def test_legacy_inception_statistics_are_refused(home, folders, tmp_path, monkey
     save_stats(old, np.zeros(2048), np.eye(2048), StatsMetadata("inception-v3-compat", file_sha256(inception_weights),
                                                                 299, 3, "x", 100, resize="bicubic-antialias"))
     code, _, err = cli("fid", folders[0], old)
-    assert_one_line_error(code, err, "bicubic-antialias resize", "tf1-bilinear resize", command="fid")
+    assert_one_line_error(code, err, "bicubic-antialias resize", "pad28+tf1-bilinear resize", command="fid")
 
 
 # ---------------------------------------------------------------------------------------------------------------

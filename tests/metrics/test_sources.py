@@ -121,7 +121,30 @@ def test_mixed_folder_notes_resizing_and_channels_once(extractor, tmp_path, caps
     stderr = capsys.readouterr().err.splitlines()
     resized = [line for line in stderr if "resized to 32x32 px" in line]
     converted = [line for line in stderr if "3-channel images are converted to 1 channel" in line]
-    assert len(resized) == 1 and len(converted) == 1
+    padded = [line for line in stderr if "images of 28x28 px are padded with 2 px of black to 32x32 px" in line]
+    assert len(resized) == 1 and len(converted) == 1 and len(padded) == 1
+    assert "40x40" in resized[0]  # the 28-px images are padded, not resized
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_28px_folder_is_padded_like_its_dataset_spec(extractor, tmp_path, capsys, channels):
+    """A folder of 28-px digits and the same digits padded to 32 px (what dataset specs hold) give the same
+    statistics; the note says the padding, and the statistics record the folder's 28-px side."""
+    from genvision.data import read_mnist5k
+
+    digits = torch.from_numpy(read_mnist5k("test")[0][:60])[:, None].expand(-1, channels, -1, -1)
+    write_pngs(digits, tmp_path / "digits")
+    padded = torch.zeros(60, 1, 32, 32, dtype=torch.uint8)
+    padded[..., 2:30, 2:30] = digits[:, :1]
+    folder = source_statistics(str(tmp_path / "digits"), extractor, SourceOptions(batch_size=25))
+    in_memory, _ = extract(padded, extractor, batch_size=25)
+    mu, sigma = in_memory.mean_and_covariance()
+    torch.testing.assert_close(torch.from_numpy(folder.mu), mu)
+    torch.testing.assert_close(torch.from_numpy(folder.sigma), sigma)
+    assert folder.metadata.source_size == 28 and folder.metadata.resize == "pad28+bicubic-antialias"
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert any("images of 28x28 px are padded with 2 px of black to 32x32 px" in line for line in notes), notes
+    assert not any("resized" in line for line in notes), notes
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 64])
@@ -272,7 +295,7 @@ def test_folder_decompression_bomb_in_every_decode_path(extractor, tmp_path, mon
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     bomb = bomb_folder(tmp_path / "images")
-    for read in (sources.decode_array, sources.decode_native, sources.image_side):
+    for read in (sources.decode_array, sources.decode_native, sources.image_size):
         with pytest.raises(UsageError, match="decompression bomb") as error:
             read(bomb)
         assert str(error.value).startswith(f"cannot read image {bomb}: 10000 pixels exceeds the limit of {limit} ")

@@ -1,5 +1,6 @@
 """Statistics .npz files: round trip, pytorch-fid compatibility, and one-line errors for every kind of bad file."""
 
+import dataclasses
 import os
 import zipfile
 
@@ -75,16 +76,41 @@ def test_other_extractor_is_refused_naming_both_sides(tmp_path):
     save_stats(path, *random_stats(), META)
     other = StatsMetadata("classifier", "9f8e7d", 32, 1)
     expected_message = (
-        f"{path} was computed with extractor classifier@1a2b3c (32 px, 1 ch, bicubic-antialias resize) "
-        "but this run uses classifier@9f8e7d (32 px, 1 ch, bicubic-antialias resize)"
+        f"{path} was computed with extractor classifier@1a2b3c (32 px, 1 ch, pad28+bicubic-antialias resize) "
+        "but this run uses classifier@9f8e7d (32 px, 1 ch, pad28+bicubic-antialias resize)"
     )
     with pytest.raises(UsageError) as info:
         load_stats(path, other)
     assert str(info.value) == expected_message
-    with pytest.raises(UsageError, match=r"\(64 px, 1 ch, bicubic-antialias resize\)"):
+    with pytest.raises(UsageError, match=r"\(64 px, 1 ch, pad28\+bicubic-antialias resize\)"):
         load_stats(path, StatsMetadata("classifier", "1a2b3c", 64, 1))
     # Only the feature-space fields are compared: source and sample count may differ.
     load_stats(path, StatsMetadata("classifier", "1a2b3c", 32, 1, source="elsewhere", num_samples=1))
+
+
+@pytest.mark.parametrize("old_resize", ["bicubic-antialias", "tf1-bilinear", None], ids=["bicubic", "tf1", "absent"])
+def test_statistics_of_the_rule_that_resized_28px_digits_are_refused(tmp_path, old_resize):
+    """Files written before 28-px digits were padded record the bare filter, or no resize at all."""
+    path = tmp_path / "old.npz"
+    save_stats(path, *random_stats(), META)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "resize"}
+    if old_resize is not None:
+        arrays["resize"] = np.array(old_resize)
+    write_npz(path, **arrays)
+    recorded = old_resize or "bicubic-antialias"  # LEGACY_RESIZE: what files without the field used
+    assert load_stats(path)[2].resize == recorded
+    expected = dataclasses.replace(META, resize="pad28+tf1-bilinear" if old_resize == "tf1-bilinear" else META.resize)
+    with pytest.raises(UsageError) as info:
+        load_stats(path, expected)
+    message = str(info.value)
+    assert "\n" not in message and f"(32 px, 1 ch, {recorded} resize)" in message
+    assert f"(32 px, 1 ch, {expected.resize} resize)" in message
+    assert "resized 28-px images instead of padding them to 32 px: recompute them" in message
+    # another extractor as well: named as such, without the hint about the earlier rule
+    with pytest.raises(UsageError) as info:
+        load_stats(path, StatsMetadata("classifier", "9f8e7d", 32, 1))
+    assert "recompute them" not in str(info.value)
 
 
 def write_npz(path, **arrays):
