@@ -138,12 +138,13 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     statistics. It covers the generated side's sampling noise only, and since FID is biased upwards in 1/N (Chong &
     Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate. KID and
     precision/recall (k = 3) use the raw features; classes covered and the KL between predicted-class histograms
-    the classifier's logits (`metrics.scores`)."""
+    the classifier's logits (`metrics.scores`). Every score runs on `device` (the run's accelerator), FID and the
+    bootstrap in float64 against the reference's square root computed once (`metrics.stats.FrechetReference`)."""
     from genvision import distributed
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
-    from genvision.metrics.stats import bootstrap_fid, frechet_distance, percentile_interval
+    from genvision.metrics.stats import FrechetReference, bootstrap_fid, percentile_interval
     from genvision.sampling import generate_shard, load_generator
 
     if options.num_samples == 0:
@@ -170,31 +171,36 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     images = generate_shard(loaded, options.num_samples, seed, options.batch_size, device)  # this rank's samples
     generated = generated_statistics(images, extractor, options.batch_size, device, need_features=True,
                                      need_logits=has_logits)  # every rank holds every sample's features, in order
-    values: dict[str, Any] = {"fid": frechet_distance(generated.mu, generated.sigma, real.mu, real.sigma)}
+    # The training FID's formula on the same device, so the table's FID is the one logged at that step.
+    values: dict[str, Any] = {"fid": FrechetReference(real.mu, real.sigma, device).distance(generated.mu,
+                                                                                            generated.sigma)}
     if options.bootstrap:  # each rank resamples its block of the replicates; rank 0 gets them all, in order
         block = distributed.shard_range(options.bootstrap, 1)
         replicates = distributed.all_gather_rows(bootstrap_fid(generated.features, real.mu, real.sigma,
-                                                               options.bootstrap, seed=seed, indices=block))
+                                                               options.bootstrap, seed=seed, indices=block,
+                                                               device=device))
         values["fid_interval"] = percentile_interval(replicates)
     if not distributed.is_main():  # the scores below use every feature, so rank 0 alone computes them (and writes)
         return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                             values, time.perf_counter() - started)
-    values.update(sample_scores(generated, real, extractor.num_classes, options))
+    values.update(sample_scores(generated, real, extractor.num_classes, options, device))
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                         values, time.perf_counter() - started,
                         extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}", prior=loaded.prior_name)
 
 
-def sample_scores(generated, real, num_classes: int, options: ReportConfig) -> dict[str, Any]:
+def sample_scores(generated, real, num_classes: int, options: ReportConfig,
+                  device: torch.device | str | None = None) -> dict[str, Any]:
     """The table's scores beyond FID, from every generated and real feature (and logit): KID, precision and recall
-    (k = PRECISION_RECALL_K), and with a classifier's logits its score, classes covered and the class KL."""
+    (k = PRECISION_RECALL_K), and with a classifier's logits its score, classes covered and the class KL. KID and
+    precision/recall (N x N distances of the reference split) run on `device` (default: the features' device)."""
     from genvision.metrics import scores
 
     values: dict[str, Any] = {
         "kid": scores.kernel_inception_distance(generated.features, real.features, options.kid_subsets,
-                                                options.kid_subset_size)}
+                                                options.kid_subset_size, device=device)}
     values["precision"], values["recall"] = scores.precision_recall(real.features, generated.features,
-                                                                    PRECISION_RECALL_K)
+                                                                    PRECISION_RECALL_K, device=device)
     if generated.logits is not None and num_classes:
         values["classifier_score"] = scores.classifier_score(generated.logits)
         if real.logits is not None and len(real.logits):

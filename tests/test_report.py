@@ -188,6 +188,28 @@ def test_table_cells_hold_their_own_scores():
     assert table["FID"] == "12.5000"
 
 
+def test_sample_scores_run_on_the_runs_device(monkeypatch):
+    """KID and precision/recall (the reference split's N x N distances) are computed on the device the report is
+    given (the run's accelerator), not on the CPU the features arrive on."""
+    from genvision.config import ReportConfig
+    from genvision.metrics import scores
+    from genvision.report import sample_scores
+
+    devices = []
+
+    def recorder(result):
+        def score(*args, device=None, **kwargs):
+            devices.append(device)
+            return result
+        return score
+
+    monkeypatch.setattr(scores, "kernel_inception_distance", recorder((0.0, 0.0)))
+    monkeypatch.setattr(scores, "precision_recall", recorder((1.0, 1.0)))
+    features = SimpleNamespace(features=torch.zeros(4, 2), logits=None)
+    values = sample_scores(features, features, 0, ReportConfig(), torch.device("meta"))
+    assert devices == [torch.device("meta")] * 2 and values["precision"] == 1.0
+
+
 def test_vae_report_from_the_command(vae_report, runs):
     path, stdout = vae_report
     run, _ = runs["vae"]

@@ -465,10 +465,10 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
                        protocol=protocol(extractor, [side_a, side_b]))
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(
-            side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size)
-    if config.precision_recall:
+            side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size, device=device)
+    if config.precision_recall:  # N x N distances: on the extraction device (the GPU), not the CPU
         report.precision, report.recall = scores.precision_recall(side_b.features, side_a.features,
-                                                                  config.precision_recall_k)
+                                                                  config.precision_recall_k, device=device)
     if side_a.logits is not None and side_a.logits.shape[0] > 0:
         report.classifier_score, report.classifier_score_std = shuffled_classifier_score(side_a.logits)
         if side_b.logits is not None and side_b.logits.shape[0] > 0:

@@ -9,7 +9,9 @@
 - `class_coverage`: how many classes a generator produces, and KL between its predicted-class histogram and a
   reference set's (in the spirit of the mode-count metrics of Srivastava et al. 2017, VEEGAN, arXiv:1705.07761).
 
-Every function computes in float64 on the device of its inputs and returns Python floats.
+Every function computes in float64 and returns Python floats. KID and precision/recall run on `device` when given
+(the run's accelerator: the reference split's k-NN radii are N x N distances), else on the device of their first
+input, in row blocks so memory stays O(row_chunk x N).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from torch import Tensor
 from genvision.errors import UsageError
 
 
-def _check_features(name: str, features: Tensor) -> Tensor:
+def _check_features(name: str, features: Tensor, device: torch.device | str | None = None) -> Tensor:
+    """`features` (N, D) as float64 on `device` (default: where they are), refused (checked where they are) if not
+    finite. Moved first, converted there: a float32 CPU set is never doubled in host memory."""
     if features.ndim != 2:
         raise UsageError(f"{name} must have shape (N, D), got {tuple(features.shape)}")
-    features = features.detach().to(torch.float64)
+    features = features.detach()
     if not torch.isfinite(features).all():
         raise UsageError(f"{name} contains NaN or inf")
-    return features
+    return features.to(features.device if device is None else device).to(torch.float64)
 
 
 def _check_same_dim(a: Tensor, b: Tensor) -> None:
@@ -56,8 +60,11 @@ def kernel_inception_distance(
     num_subsets: int = 100,
     subset_size: int = 1000,
     generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
-    """KID between two feature sets (N_a, D) and (N_b, D): (mean, std) of MMD² over `num_subsets` random subsets.
+    """KID between two feature sets (N_a, D) and (N_b, D): (mean, std) of MMD² over `num_subsets` random subsets,
+    computed on `device` (default: the device of `features_a`).
 
     Each subset draws `subset_size` rows of each set without replacement (`subset_size` is clipped to
     min(N_a, N_b)); the std is the population std over subsets, as in the reference code. Subsets come from
@@ -66,10 +73,9 @@ def kernel_inception_distance(
     The estimator is unbiased for independent samples; scoring a set against itself, the subsets share samples
     and the mean comes out slightly negative.
     """
-    a = _check_features("features_a", features_a)
-    b = _check_features("features_b", features_b)
+    a = _check_features("features_a", features_a, device)
+    b = _check_features("features_b", features_b, a.device)
     _check_same_dim(a, b)
-    b = b.to(a.device)
     if num_subsets < 1:
         raise UsageError(f"num_subsets must be >= 1, got {num_subsets}")
     m = min(subset_size, a.shape[0], b.shape[0])
@@ -80,11 +86,11 @@ def kernel_inception_distance(
         )
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    scores = torch.empty(num_subsets, dtype=torch.float64)
-    for i in range(num_subsets):
-        idx_a = torch.randperm(a.shape[0], generator=generator)[:m].to(a.device)
-        idx_b = torch.randperm(b.shape[0], generator=generator)[:m].to(b.device)
-        scores[i] = _poly_mmd2(a[idx_a], b[idx_b]).cpu()
+    scores = torch.empty(num_subsets, dtype=torch.float64, device=a.device)
+    for i in range(num_subsets):  # subsets drawn on the CPU (the generator's stream), scored on the device, no sync
+        idx_a = torch.randperm(a.shape[0], generator=generator, device="cpu")[:m].to(a.device)
+        idx_b = torch.randperm(b.shape[0], generator=generator, device="cpu")[:m].to(b.device)
+        scores[i] = _poly_mmd2(a[idx_a], b[idx_b])
     return float(scores.mean()), float(scores.std(correction=0))
 
 
@@ -119,7 +125,8 @@ def classifier_score(logits: Tensor, num_splits: int = 10) -> tuple[float, float
 
 
 def _knn_radii(x: Tensor, k: int, row_chunk: int) -> Tensor:
-    """Distance from each row of x to its k-th nearest neighbour in x, excluding itself."""
+    """Distance from each row of x to its k-th nearest neighbour in x, excluding itself (float64, on x's device:
+    torch.cdist's matmul path, |a|² + |b|² - 2 aᵀb, as on the CPU)."""
     radii = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[0], row_chunk):
         dist = torch.cdist(x[start : start + row_chunk], x)
@@ -133,26 +140,28 @@ def _knn_radii(x: Tensor, k: int, row_chunk: int) -> Tensor:
 
 def _fraction_inside(points: Tensor, centres: Tensor, radii: Tensor, row_chunk: int) -> float:
     """Fraction of `points` inside at least one ball (centre, radius), boundary included."""
-    inside = 0
+    inside = torch.zeros((), dtype=torch.int64, device=points.device)  # counted on the device, read once
     for start in range(0, points.shape[0], row_chunk):
         dist = torch.cdist(points[start : start + row_chunk], centres)
-        inside += int((dist <= radii[None, :]).any(dim=1).sum())
-    return inside / points.shape[0]
+        inside += (dist <= radii[None, :]).any(dim=1).sum()
+    return int(inside) / points.shape[0]
 
 
 def precision_recall(
-    real_features: Tensor, fake_features: Tensor, k: int = 3, *, row_chunk: int = 1024
+    real_features: Tensor, fake_features: Tensor, k: int = 3, *, row_chunk: int = 1024,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
     """Improved precision and recall of fake features (M, D) against real features (N, D).
 
     The real manifold is the union of balls around each real sample with radius = distance to its k-th nearest
     real neighbour; precision is the fraction of fake samples inside it. Recall swaps the roles. Distances are
-    taken `row_chunk` rows at a time, so memory is O(row_chunk · max(N, M)).
+    taken `row_chunk` rows at a time, so memory is O(row_chunk · max(N, M)) besides the features, in float64 on
+    `device` (default: the device of `real_features`). On a GPU that is the same formula as on the CPU, so only
+    a distance within rounding (~1e-13 relative) of a radius can fall on the other side of it.
     """
-    real = _check_features("real_features", real_features)
-    fake = _check_features("fake_features", fake_features)
+    real = _check_features("real_features", real_features, device)
+    fake = _check_features("fake_features", fake_features, real.device)
     _check_same_dim(real, fake)
-    fake = fake.to(real.device)
     if k < 1:
         raise UsageError(f"k must be >= 1, got {k}")
     if min(real.shape[0], fake.shape[0]) < k + 1:

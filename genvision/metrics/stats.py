@@ -7,6 +7,8 @@ arXiv:1706.08500) is the Fréchet (2-Wasserstein) distance between Gaussians fit
 
 - `FeatureStats`: count, sum of x and sum of x xᵀ in float64, so batches, shards and processes combine by addition.
 - `frechet_distance`: pytorch-fid's `calculate_frechet_distance`, square root by symmetric eigendecompositions.
+- `FrechetReference`: fixed reference statistics whose matrix square root is computed once, in float64 on a chosen
+  device (training FID's and the report's reference): each distance to it is then one symmetric eigendecomposition.
 - `bootstrap_fid`, `percentile_interval`: the report's 95% interval (Efron 1979; percentile interval of Efron &
   Tibshirani 1993), resampling the generated features against fixed reference statistics (`weighted_fid`).
 """
@@ -166,12 +168,12 @@ class FeatureStats:
         return self.mean(), self.covariance()
 
 
-def _as_float64(name: str, value: ArrayLike) -> Tensor:
-    t = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
-    t = t.detach().to("cpu", torch.float64)
+def _as_float64(name: str, value: ArrayLike, device: torch.device | str = "cpu") -> Tensor:
+    """`value` as a float64 tensor on `device`, refused (checked where it is) if not finite."""
+    t = value.detach() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value), device="cpu")
     if not torch.isfinite(t).all():
         raise UsageError(f"FID input {name} contains NaN or inf; the statistics were computed from non-finite features")
-    return t
+    return t.to(device, torch.float64)
 
 
 def _sqrt_psd(matrix: Tensor) -> Tensor:
@@ -182,13 +184,7 @@ def _sqrt_psd(matrix: Tensor) -> Tensor:
     return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T
 
 
-def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64 on the CPU.
-
-    Accepts numpy arrays or tensors: mu (D,), sigma (D, D). Raises `UsageError` for mismatched shapes, non-finite
-    inputs or a non-finite result.
-    """
-    m1, s1, m2, s2 = (_as_float64(n, v) for n, v in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)))
+def _check_shapes(m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> None:
     if m1.ndim != 1 or m2.shape != m1.shape:
         raise UsageError(f"FID means must both have shape (D,), got {tuple(m1.shape)} and {tuple(m2.shape)}")
     d = m1.shape[0]
@@ -197,6 +193,31 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
             f"FID covariances must both have shape ({d}, {d}) to match the means, "
             f"got {tuple(s1.shape)} and {tuple(s2.shape)}"
         )
+
+
+def _trace_sqrt(root: Tensor, sigma: Tensor) -> Tensor:
+    """Tr((root² sigma)^{1/2}) = Σ sqrt(eigenvalues of the symmetric PSD matrix root · sigma · root)."""
+    middle = root @ sigma @ root
+    middle = (middle + middle.T) / 2
+    return torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum()
+
+
+def _distance(squared_mean_difference: Tensor, trace1: Tensor, trace2: Tensor, trace_sqrt: Tensor) -> float:
+    fid = float(squared_mean_difference + trace1 + trace2 - 2 * trace_sqrt)
+    if not np.isfinite(fid):
+        raise UsageError(f"FID is not finite ({fid}); the feature statistics overflow float64")
+    # FID is a squared distance; identical statistics give -1e-12-ish after cancellation, report those as 0.
+    return max(fid, 0.0)
+
+
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64 on the CPU.
+
+    Accepts numpy arrays or tensors: mu (D,), sigma (D, D). Raises `UsageError` for mismatched shapes, non-finite
+    inputs or a non-finite result. Against fixed reference statistics, or on an accelerator, `FrechetReference`.
+    """
+    m1, s1, m2, s2 = (_as_float64(n, v) for n, v in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)))
+    _check_shapes(m1, s1, m2, s2)
     s1 = (s1 + s1.T) / 2
     s2 = (s2 + s2.T) / 2
     # Tr((σ1 σ2)^{1/2}). pytorch-fid takes scipy.linalg.sqrtm of the non-symmetric product σ1 σ2; for near-singular
@@ -205,16 +226,51 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     # `eigh` is stable and its eigenvalues are real and >= 0 up to rounding (clamped to 0; the identity holds by
     # continuity when σ1 is singular). Tr of the square root = Σ sqrt(eigenvalues). torch-fidelity and torchmetrics
     # likewise work from eigenvalues instead of sqrtm.
-    root1 = _sqrt_psd(s1)
-    middle = root1 @ s2 @ root1
-    middle = (middle + middle.T) / 2
-    tr_covmean = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum()
+    tr_covmean = _trace_sqrt(_sqrt_psd(s1), s2)
     diff = m1 - m2
-    fid = float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_covmean)
-    if not np.isfinite(fid):
-        raise UsageError(f"FID is not finite ({fid}); the feature statistics overflow float64")
-    # FID is a squared distance; identical statistics give -1e-12-ish after cancellation, report those as 0.
-    return max(fid, 0.0)
+    return _distance(diff @ diff, torch.trace(s1), torch.trace(s2), tr_covmean)
+
+
+class FrechetReference:
+    """Fixed reference statistics N(mu, sigma), with sigma's symmetric square root R computed once, in float64 on
+    `device`: `distance(mu, sigma)` is `frechet_distance(mu, sigma, reference mu, reference sigma)` with one
+    symmetric eigendecomposition (of R sigma R) instead of two.
+
+    R sigma R = (√sigma R)ᵀ (√sigma R) and √sigma sigma_ref √sigma = (√sigma R)(√sigma R)ᵀ have the same non-zero
+    eigenvalues (those of sigma sigma_ref), so the two agree up to rounding, singular covariances included (a
+    rank-deficient reference: R is the square root of its eigenvalues clamped at 0).
+    """
+
+    def __init__(self, mu: ArrayLike, sigma: ArrayLike, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.mu = _as_float64("reference mu", mu, self.device)
+        sigma_ = _as_float64("reference sigma", sigma, self.device)
+        _check_shapes(self.mu, sigma_, self.mu, sigma_)
+        self.sigma = (sigma_ + sigma_.T) / 2
+        self.root = _sqrt_psd(self.sigma)
+        self.trace = torch.trace(self.sigma)
+
+    def distance(self, mu: ArrayLike, sigma: ArrayLike) -> float:
+        """Fréchet distance between N(mu, sigma) (numpy arrays or tensors, any device) and the reference."""
+        m1, s1 = _as_float64("mu", mu, self.device), _as_float64("sigma", sigma, self.device)
+        _check_shapes(m1, s1, self.mu, self.sigma)
+        s1 = (s1 + s1.T) / 2
+        diff = m1 - self.mu
+        return _distance(diff @ diff, torch.trace(s1), self.trace, _trace_sqrt(self.root, s1))
+
+
+@contextmanager
+def ieee_float32_matmul() -> Iterator[None]:
+    """float32 matmuls in full IEEE precision for the duration of the block, whatever the run set (training turns
+    TF32 on for CUDA: its 10-bit mantissa would move FIDs computed from float32 products); then restored."""
+    previous = torch.get_float32_matmul_precision()
+    if previous != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if torch.get_float32_matmul_precision() != previous:
+            torch.set_float32_matmul_precision(previous)
 
 
 @contextmanager
@@ -235,8 +291,9 @@ def limited_torch_threads(threads: int) -> Iterator[None]:
 
 
 def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: ArrayLike,
-                 reference_sigma: ArrayLike) -> torch.Tensor:
-    """(B,) FIDs of B reweightings of `features` (N, D) against fixed reference statistics.
+                 reference_sigma: ArrayLike, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(B,) FIDs of B reweightings of `features` (N, D) against fixed reference statistics, computed on `device`
+    (default: the features' device) and returned there.
 
     Row b of `weights` (B, N) holds how often each feature vector is drawn (a bootstrap resample: non-negative
     counts summing to N); all ones gives the plain FID of `features` (`stats.frechet_distance`, same formula:
@@ -246,17 +303,21 @@ def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: Ar
     S = Z^T Z / (N - 1) for the rows z_i = sqrt(w_i) (c_i - o), so R S R = (Z R)^T (Z R) / (N - 1): its non-zero
     eigenvalues are those of the N x N Gram matrix (Z R)(Z R)^T / (N - 1). The smaller of the two matrices is
     decomposed (N x N for 16 Inception samples instead of 2048 x 2048), C R is computed once for every resample,
-    and Tr(S) comes from the row norms; the D x D products run in float32, everything else in float64.
+    and Tr(S) comes from the row norms; the D x D products run in float32 (IEEE, never TF32), everything else in
+    float64.
     """
-    x = features.detach().to("cpu", torch.float64)
+    reference = FrechetReference(reference_mu, reference_sigma, features.device if device is None else device)
+    return _weighted_fid(features, weights, reference)
+
+
+def _weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference: FrechetReference) -> torch.Tensor:
+    """`weighted_fid` against a reference whose square root is already computed, on the reference's device."""
+    x = features.detach().to(reference.device).to(torch.float64)
     n, dim = x.shape
     centre = x.mean(0)
     centred = x - centre
-    mu_ref = torch.as_tensor(reference_mu, dtype=torch.float64)
-    sigma_ref = torch.as_tensor(reference_sigma, dtype=torch.float64)
-    sigma_ref = (sigma_ref + sigma_ref.T) / 2
-    root_ref = _sqrt_psd(sigma_ref)
-    weights = weights.to(torch.float64)
+    mu_ref, root_ref = reference.mu, reference.root
+    weights = weights.to(reference.device).to(torch.float64)
     projected = centred @ root_ref  # (N, D): C R, shared by every resample
     offsets = weights @ centred / n  # (B, D): resample mean - centre
     projected_offsets = offsets @ root_ref  # (B, D): o R
@@ -265,46 +326,54 @@ def weighted_fid(features: torch.Tensor, weights: torch.Tensor, reference_mu: Ar
     trace_sqrt = []
     # One eigvalsh per matrix: with 2 threads the batched call nests MKL threads inside ATen's and took minutes on
     # busy cores for 200 matrices of 128 x 128.
-    for row, offset in zip(weights, projected_offsets):
-        if n < dim:  # small: float64 throughout
-            rows = (projected - offset) * row.sqrt()[:, None]  # Z R
-            matrix = rows @ rows.T / (n - 1)
-        else:
-            second = (projected32 * row.float()[:, None]).T @ projected32  # (C R)^T W (C R)
-            matrix = (second.double() - n * offset[:, None] * offset[None, :]) / (n - 1)
-        matrix = (matrix + matrix.T) / 2
-        trace_sqrt.append(torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum())
+    with ieee_float32_matmul():
+        for row, offset in zip(weights, projected_offsets):
+            if n < dim:  # small: float64 throughout
+                rows = (projected - offset) * row.sqrt()[:, None]  # Z R
+                matrix = rows @ rows.T / (n - 1)
+            else:
+                second = (projected32 * row.float()[:, None]).T @ projected32  # (C R)^T W (C R)
+                matrix = (second.double() - n * offset[:, None] * offset[None, :]) / (n - 1)
+            matrix = (matrix + matrix.T) / 2
+            trace_sqrt.append(torch.linalg.eigvalsh(matrix).clamp_min(0).sqrt().sum())
     difference = centre + offsets - mu_ref
-    fid = (difference ** 2).sum(-1) + trace_covariance + torch.trace(sigma_ref) - 2 * torch.stack(trace_sqrt)
+    fid = (difference ** 2).sum(-1) + trace_covariance + reference.trace - 2 * torch.stack(trace_sqrt)
     return fid.clamp_min(0)
 
 
 def bootstrap_fid(features: torch.Tensor, reference_mu: ArrayLike, reference_sigma: ArrayLike,
                   num_resamples: int = 200, seed: int = 0, chunk: int = 50,
-                  indices: range | None = None) -> torch.Tensor:
+                  indices: range | None = None, *, device: torch.device | str | None = None) -> torch.Tensor:
     """FIDs of resamples with replacement of `features`, one per index of `indices` (default: all
-    `num_resamples`). Resample i draws its rows from its own generator, seeded by (seed, i), so it is the same
-    whichever block of indices computes it: under torchrun each rank takes a block (`distributed.shard_range`) and
-    the blocks, gathered in rank order, are the one-process replicates."""
+    `num_resamples`), as a float64 CPU tensor. Resample i draws its rows from its own generator, seeded by (seed, i),
+    so it is the same whichever block of indices computes it: under torchrun each rank takes a block
+    (`distributed.shard_range`) and the blocks, gathered in rank order, are the one-process replicates. The draws
+    are made on the CPU; the FIDs are computed on `device` (default: the features' device), the reference's square
+    root once for all of them."""
     indices = range(num_resamples) if indices is None else indices
     n = features.shape[0]
+    device = features.device if device is None else torch.device(device)
+    features = features.detach().to(device)
     out = []
     # Hundreds of small eigendecompositions gain nothing from threads, and on busy cores MKL's threads and the
     # OpenMP team of the matmuls before them spin against each other (measured: 0.7 s on one thread, 20+ s on two).
     with limited_torch_threads(1):
+        reference = FrechetReference(reference_mu, reference_sigma, device)
         for first in range(0, len(indices), chunk):
             block = indices[first:first + chunk]
             draws = torch.stack([torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(
-                seed * SEED_STRIDE + index)) for index in block])  # (count, n) row indices
-            weights = torch.zeros(len(block), n).scatter_add_(1, draws, torch.ones(len(block), n))
-            out.append(weighted_fid(features, weights, reference_mu, reference_sigma))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+                seed * SEED_STRIDE + index), device="cpu") for index in block])  # (count, n) row indices
+            weights = torch.zeros(len(block), n, device="cpu").scatter_add_(
+                1, draws, torch.ones(len(block), n, device="cpu"))
+            out.append(_weighted_fid(features, weights, reference).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device="cpu")
 
 
 def percentile_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
     """The central `level` percentile interval of bootstrap replicates."""
     tail = (1 - level) / 2
-    low, high = torch.quantile(values.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    low, high = torch.quantile(values.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64,
+                                                             device=values.device))
     return float(low), float(high)
 
 

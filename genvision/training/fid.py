@@ -3,20 +3,24 @@
 The reference statistics come from the same cache `genvision fid` uses, so the FID logged at step N equals
 `genvision fid RUN/checkpoints/step-N REFERENCE --num-samples K --seed S` for the same extractor. The latents are
 fixed for the whole run (`sampling.standard_draws` with the run's seed), so successive evaluations differ only by
-the generator (and a VAE's mixture prior, refitted at each evaluation), not by the draw.
+the generator (and a VAE's mixture prior, refitted at each evaluation), not by the draw. The reference's matrix
+square root is computed once (`metrics.stats.FrechetReference`, float64 on the run's device), so each evaluation's
+Fréchet distance is one symmetric eigendecomposition, on rank 0, its value broadcast to every rank.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 from genvision import distributed
+from genvision.errors import UsageError
 from genvision.imageconv import to_uint8
 from genvision.metrics.extractors import FeatureExtractor, run_extractor
 from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
-from genvision.metrics.stats import frechet_distance
+from genvision.metrics.stats import FrechetReference
 from genvision.sampling import standard_draws
 
 
@@ -37,6 +41,9 @@ class TrainingFID:
                                 image_column=image_column, label_column=label_column)
         statistics = source_statistics(reference, self.extractor, options)
         self.reference_mu, self.reference_sigma = statistics.mu, statistics.sigma
+        # Rank 0 alone computes the distance (`__call__`), so only it needs the reference's square root.
+        self.reference = (FrechetReference(self.reference_mu, self.reference_sigma, self.device)
+                          if distributed.is_main() else None)
         # The draws of `genvision fid CKPT --seed SEED`: eps (N(0, I) latents) and u (a mixture prior's components).
         self.latents, self.uniforms = standard_draws(num_samples, latent_dim, seed=seed)
 
@@ -65,8 +72,21 @@ class TrainingFID:
         return torch.cat(batches) if batches else torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
 
     def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None) -> float:
-        """FID of the fixed draws; under torchrun every rank scores its share (`sources.generated_statistics`), so
-        every rank returns the one-process value."""
+        """FID of the fixed draws; under torchrun every rank scores its share (`sources.generated_statistics`) and
+        rank 0 computes the distance, so every rank returns the one-process value (rank 0's, bit for bit)."""
         generated = generated_statistics(self.generated_images(sampler, prior), self.extractor, self.batch_size,
                                          self.device)
-        return frechet_distance(generated.mu, generated.sigma, self.reference_mu, self.reference_sigma)
+        fid = torch.full((), math.nan, dtype=torch.float64, device=self.device)
+        error = None
+        if self.reference is not None:
+            try:
+                fid.fill_(self.reference.distance(generated.mu, generated.sigma))
+            except UsageError as caught:  # raised on every rank below, after the collective every rank joins
+                error = caught
+        value = float(distributed.broadcast_(fid))
+        if error is not None:
+            raise error
+        if math.isnan(value):
+            raise UsageError("FID is not finite: rank 0 could not compute the Fréchet distance (its error is in "
+                             "rank 0's output)")
+        return value

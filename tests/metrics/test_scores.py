@@ -240,6 +240,94 @@ def test_precision_recall_needs_more_than_k_samples():
         precision_recall(gaussian(3, 2, seed=11), gaussian(10, 2, seed=12), k=3)
 
 
+# --- on the run's device, the CPU numbers unchanged ---------------------------------------------------------------
+
+
+def previous_precision_recall(real, fake, k, row_chunk):
+    """The CPU implementation before the device argument, verbatim in substance: the reference numbers."""
+    real, fake = real.detach().to(torch.float64), fake.detach().to(torch.float64)
+
+    def radii(x):
+        out = torch.empty(x.shape[0], dtype=x.dtype)
+        for start in range(0, x.shape[0], row_chunk):
+            dist = torch.cdist(x[start:start + row_chunk], x)
+            rows = torch.arange(dist.shape[0])
+            dist[rows, rows + start] = math.inf
+            out[start:start + row_chunk] = dist.kthvalue(k, dim=1).values
+        return out
+
+    def inside(points, centres, radii_):
+        count = 0
+        for start in range(0, points.shape[0], row_chunk):
+            count += int((torch.cdist(points[start:start + row_chunk], centres) <= radii_[None, :]).any(dim=1).sum())
+        return count / points.shape[0]
+
+    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+
+
+def previous_kid(a, b, num_subsets, subset_size):
+    a, b = a.detach().to(torch.float64), b.detach().to(torch.float64)
+    m, d = min(subset_size, a.shape[0], b.shape[0]), a.shape[1]
+    generator, scores = torch.Generator().manual_seed(0), torch.empty(num_subsets, dtype=torch.float64)
+    for i in range(num_subsets):
+        x = a[torch.randperm(a.shape[0], generator=generator)[:m]]
+        y = b[torch.randperm(b.shape[0], generator=generator)[:m]]
+        k_xx, k_yy, k_xy = ((x @ x.T / d + 1) ** 3), ((y @ y.T / d + 1) ** 3), ((x @ y.T / d + 1) ** 3)
+        sum_xx, sum_yy = k_xx.sum() - k_xx.diagonal().sum(), k_yy.sum() - k_yy.diagonal().sum()
+        scores[i] = (sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m)
+    return float(scores.mean()), float(scores.std(correction=0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_numbers_are_the_previous_implementations(dtype):
+    """On the CPU (device None or "cpu") KID and precision/recall are bit for bit what they were, duplicates (ties
+    at the radii) included."""
+    real = gaussian(90, 6, seed=30).to(dtype)
+    fake = torch.cat([gaussian(50, 6, seed=31, shift=0.3), real[:10].double()]).to(dtype)  # 10 duplicates
+    for k, row_chunk in ((1, 7), (3, 1024)):
+        expected = previous_precision_recall(real, fake, k, row_chunk)
+        assert precision_recall(real, fake, k, row_chunk=row_chunk) == expected
+        assert precision_recall(real, fake, k, row_chunk=row_chunk, device="cpu") == expected
+    assert kernel_inception_distance(fake, real, 9, 40) == previous_kid(fake, real, 9, 40)
+    assert kernel_inception_distance(fake, real, 9, 40, device="cpu") == previous_kid(fake, real, 9, 40)
+
+
+class Stop(Exception):
+    """Raised by a spy once it has seen what it records (a meta tensor has no value to go on with)."""
+
+
+def test_precision_recall_and_kid_compute_on_the_given_device(monkeypatch):
+    """CPU features, device meta (a CPU would pass unnoticed): the distances and kernels are computed there, in
+    float64, the features moved once."""
+    from genvision.metrics import scores
+
+    seen = []
+
+    def spy(*tensors, **_):
+        seen.append(tuple((t.device.type, t.dtype) for t in tensors[:2]))
+        raise Stop
+
+    real, fake = gaussian(20, 3, seed=1).float(), gaussian(12, 3, seed=2).float()
+    monkeypatch.setattr(torch, "cdist", spy)
+    with pytest.raises(Stop):
+        precision_recall(real, fake, device="meta")
+    monkeypatch.setattr(scores, "_poly_mmd2", spy)
+    with pytest.raises(Stop):
+        kernel_inception_distance(fake, real, 3, 10, device="meta")
+    assert seen == [(("meta", torch.float64), ("meta", torch.float64))] * 2
+
+
+def test_no_tensor_is_made_on_the_default_device():
+    """Every tensor KID and precision/recall make names its device: with another default device (meta) they still
+    compute on the CPU, as asked, and give the CPU numbers."""
+    real, fake = gaussian(40, 4, seed=3), gaussian(30, 4, seed=4, shift=0.2)
+    expected = (precision_recall(real, fake, 2, row_chunk=16), kernel_inception_distance(fake, real, 4, 20))
+    with torch.device("meta"):
+        got = (precision_recall(real, fake, 2, row_chunk=16, device="cpu"),
+               kernel_inception_distance(fake, real, 4, 20, device="cpu"))
+    assert got == expected
+
+
 # --- class coverage ---------------------------------------------------------------------------------------------
 
 

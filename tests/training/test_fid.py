@@ -1,0 +1,98 @@
+"""Training FID's Fréchet step: the reference's square root once, one eigendecomposition per evaluation, on the
+run's device, on rank 0 with its value broadcast (the extraction and sampling are stubbed: `TrainingFID` only)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from genvision import distributed
+from genvision.errors import UsageError
+from genvision.metrics.stats import frechet_distance
+from genvision.training import fid as training_fid
+
+
+class Stop(Exception):
+    """Raised by a spy once it has seen what it records (a meta tensor has no value to go on with)."""
+
+
+class StubExtractor(torch.nn.Module):
+    resizes_internally = False
+
+
+def statistics(seed: int, d: int = 12) -> SimpleNamespace:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(3 * d, d, generator=generator, dtype=torch.float64) + 0.1 * seed
+    return SimpleNamespace(mu=x.mean(0).numpy(), sigma=np.cov(x.numpy(), rowvar=False))
+
+
+@pytest.fixture
+def evaluator(monkeypatch):
+    """make(device) -> a TrainingFID against `statistics(0)` whose generated statistics are `statistics(1)`."""
+    reference, generated = statistics(0), statistics(1)
+    monkeypatch.setattr(training_fid, "source_statistics", lambda *args, **kwargs: reference)
+    monkeypatch.setattr(training_fid, "generated_statistics", lambda *args, **kwargs: generated)
+    monkeypatch.setattr(training_fid.TrainingFID, "generated_images", lambda self, sampler, prior=None: None)
+
+    def make(device="cpu"):
+        return training_fid.TrainingFID("mnist5k:train", StubExtractor(), 4, 2, 0, "data", device)
+
+    expected = frechet_distance(generated.mu, generated.sigma, reference.mu, reference.sigma)
+    return SimpleNamespace(make=make, expected=expected)
+
+
+@pytest.fixture
+def decompositions(monkeypatch):
+    """The list of ("eigh" | "eigvalsh", device type) of every symmetric eigendecomposition made."""
+    calls = []
+    eigh, eigvalsh = torch.linalg.eigh, torch.linalg.eigvalsh
+
+    def spy(name, function):
+        def wrapped(matrix):
+            calls.append((name, matrix.device.type))
+            return function(matrix)
+        return wrapped
+
+    monkeypatch.setattr(torch.linalg, "eigh", spy("eigh", eigh))
+    monkeypatch.setattr(torch.linalg, "eigvalsh", spy("eigvalsh", eigvalsh))
+    return calls
+
+
+def test_each_evaluation_is_one_eigendecomposition(evaluator, decompositions):
+    """The reference's square root at construction (one eigh); each evaluation then one eigvalsh, and the value is
+    the plain `frechet_distance` to 1e-10 relative."""
+    fid = evaluator.make()
+    assert decompositions == [("eigh", "cpu")]
+    for _ in range(2):
+        assert fid(lambda z: z) == pytest.approx(evaluator.expected, rel=1e-10)
+    assert decompositions == [("eigh", "cpu"), ("eigvalsh", "cpu"), ("eigvalsh", "cpu")]
+
+
+def test_the_distance_is_computed_on_the_runs_device(evaluator, decompositions, monkeypatch):
+    """device meta stands for the GPU (a CPU would pass unnoticed): the square root and the per-evaluation
+    eigendecomposition are both made there, from the CPU statistics the sources return."""
+    fid = evaluator.make("meta")
+    assert fid.reference.root.device.type == "meta"
+    eigvalsh = torch.linalg.eigvalsh
+
+    def stop(matrix):
+        eigvalsh(matrix)
+        raise Stop
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", stop)
+    with pytest.raises(Stop):
+        fid(lambda z: z)
+    assert decompositions == [("eigh", "meta"), ("eigvalsh", "meta")]
+
+
+def test_only_rank_zero_computes_and_every_rank_returns_its_value(evaluator, decompositions, monkeypatch):
+    """On a rank other than 0 nothing is decomposed, at construction or per evaluation: the value is rank 0's,
+    broadcast; when rank 0 has none (its error), the other ranks stop too, with a one-line UsageError."""
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    fid = evaluator.make()
+    monkeypatch.setattr(distributed, "broadcast_", lambda tensor, source=0: tensor.fill_(7.25))
+    assert fid(lambda z: z) == 7.25 and fid.reference is None and decompositions == []
+    monkeypatch.setattr(distributed, "broadcast_", lambda tensor, source=0: tensor)  # rank 0 sent NaN
+    with pytest.raises(UsageError, match="rank 0"):
+        fid(lambda z: z)
