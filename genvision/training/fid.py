@@ -5,7 +5,9 @@ The reference statistics come from the same cache `genvision fid` uses, so the F
 fixed for the whole run (`sampling.standard_draws` with the run's seed), so successive evaluations differ only by
 the generator (and a VAE's mixture prior, refitted at each evaluation), not by the draw. The reference's matrix
 square root is computed once (`metrics.stats.FrechetReference`, float64 on the run's device), so each evaluation's
-Fréchet distance is one symmetric eigendecomposition, on rank 0, its value broadcast to every rank.
+Fréchet distance is one symmetric eigendecomposition, on rank 0, its value broadcast to every rank. For an extractor
+with several feature blocks (the classifier's semantic and low-level blocks) rank 0 also keeps each block's own
+distance (`last_blocks`), which the training log records beside the FID.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from genvision.errors import UsageError
 from genvision.imageconv import to_uint8
 from genvision.metrics.extractors import FeatureExtractor, run_extractor
 from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
-from genvision.metrics.stats import FrechetReference
+from genvision.metrics.stats import FrechetReference, block_frechet_distances
 from genvision.sampling import standard_draws
 
 
@@ -44,6 +46,7 @@ class TrainingFID:
         # Rank 0 alone computes the distance (`__call__`), so only it needs the reference's square root.
         self.reference = (FrechetReference(self.reference_mu, self.reference_sigma, self.device)
                           if distributed.is_main() else None)
+        self.last_blocks: dict[str, float] = {}  # rank 0: each feature block's distance at the last call
         # The draws of `genvision fid CKPT --seed SEED`: eps (N(0, I) latents) and u (a mixture prior's components).
         self.latents, self.uniforms = standard_draws(num_samples, latent_dim, seed=seed)
 
@@ -81,6 +84,9 @@ class TrainingFID:
         if self.reference is not None:
             try:
                 fid.fill_(self.reference.distance(generated.mu, generated.sigma))
+                blocks = getattr(self.extractor, "feature_blocks", ())
+                self.last_blocks = block_frechet_distances(generated.mu, generated.sigma, self.reference_mu,
+                                                           self.reference_sigma, blocks) if len(blocks) > 1 else {}
             except UsageError as caught:  # raised on every rank below, after the collective every rank joins
                 error = caught
         value = float(distributed.broadcast_(fid))
@@ -90,3 +96,8 @@ class TrainingFID:
             raise UsageError("FID is not finite: rank 0 could not compute the Fréchet distance (its error is in "
                              "rank 0's output)")
         return value
+
+
+def block_log(blocks: dict[str, float]) -> dict[str, float]:
+    """metrics.jsonl keys of each block's distance: {"fid_semantic": ..., "fid_low_level": ...}."""
+    return {f"fid_{name.replace('-', '_')}": round(value, 5) for name, value in blocks.items()}

@@ -29,6 +29,7 @@ from genvision.checkpoint import Checkpoint, prune, remove_stale_temps, save_che
 from genvision.errors import TrainingDiverged
 from genvision.training import common
 from genvision.training.finish import finish, write_fixed_grid
+from genvision.training.fid import block_log
 from genvision.training.plan import (RunPlan, check_same_extractor, fetch_features, is_main_launch_process, plan_run,
                                      recheck_run_dir)
 
@@ -174,8 +175,11 @@ def run_schedule(task: Task, plan: RunPlan, accelerator,
         if due.fid and fid_evaluator is not None:  # every rank scores its share of the samples (`TrainingFID`)
             fid = fid_evaluator(task.sampler(), prior)
             if main:
-                common.log_metrics(run_dir, {"step": state.step, "fid": round(fid, 5)}, accelerator, state.step)
-                progress.write(f"step {state.step}: FID {fid:.3f}")
+                blocks = getattr(fid_evaluator, "last_blocks", {})
+                common.log_metrics(run_dir, {"step": state.step, "fid": round(fid, 5), **block_log(blocks)},
+                                   accelerator, state.step)
+                by_block = ", ".join(f"{name} {value:.3f}" for name, value in blocks.items())
+                progress.write(f"step {state.step}: FID {fid:.3f}" + (f" ({by_block})" if by_block else ""))
         if due.checkpoint or due.fid:
             save_checkpoints(task, config, accelerator, run_dir, state, fid, due.checkpoint)
     progress.close()

@@ -40,6 +40,11 @@ def test_logged_fid_is_genvision_fid_of_the_checkpoint(launch):
     one_process = json.loads(scored.stdout)["fid"]
     assert meta["fid"] == pytest.approx(one_process, rel=1e-6)
     assert logged[0] == pytest.approx(one_process, abs=1e-5)  # metrics.jsonl rounds to 5 decimals
+    record = next(r for r in metrics_records(run) if "fid" in r)  # each feature block's distance beside the FID
+    blocks = json.loads(scored.stdout)["fid_blocks"]
+    assert (record["fid_semantic"], record["fid_low_level"]) == pytest.approx(
+        (blocks["semantic"], blocks["low-level"]), abs=1e-5)
+    assert re.search(r"FID [0-9.]+ \(semantic [0-9.]+, low-level [0-9.]+\)", proc.stdout + proc.stderr)
     assert (run / "report.html").is_file() and proc.stdout.count("report ") == 1
 
 
