@@ -144,7 +144,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
-    from genvision.metrics.stats import FrechetReference, bootstrap_fid, percentile_interval
+    from genvision.metrics.stats import FrechetReference, block_frechet_distances, bootstrap_fid, percentile_interval
     from genvision.sampling import generate_shard, load_generator
 
     if options.num_samples == 0:
@@ -174,6 +174,9 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     # The training FID's formula on the same device, so the table's FID is the one logged at that step.
     values: dict[str, Any] = {"fid": FrechetReference(real.mu, real.sigma, device).distance(generated.mu,
                                                                                             generated.sigma)}
+    blocks = getattr(extractor, "feature_blocks", ())
+    if len(blocks) > 1:  # each feature block's own distance (the classifier's semantic and low-level blocks)
+        values["fid_blocks"] = block_frechet_distances(generated.mu, generated.sigma, real.mu, real.sigma, blocks)
     if options.bootstrap:  # each rank resamples its block of the replicates; rank 0 gets them all, in order
         block = distributed.shard_range(options.bootstrap, 1)
         replicates = distributed.all_gather_rows(bootstrap_fid(generated.features, real.mu, real.sigma,
@@ -328,6 +331,7 @@ body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; mar
        background: #f6f7f9; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 2px solid #d8dde6; }
 .sub { color: #5a6270; margin-top: 0; } .note { color: #6b5a00; background: #fff6d5; padding: 6px 10px; }
+.headline { font-size: 1.1em; font-weight: 600; margin-bottom: 4px; }
 table { border-collapse: collapse; background: white; margin: 8px 0; font-size: 14px; }
 td, th { border: 1px solid #d8dde6; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -411,6 +415,12 @@ def training_rows(run: RunRecord) -> list[tuple]:
     return rows
 
 
+BLOCK_DETAILS = {  # what each feature block of the classifier sees (docs/evaluation-protocol.md)
+    "semantic": "the feature layer alone: which digit is drawn and its shape (malformed digits, missing classes)",
+    "low-level": "the first two convs' channel means alone: stroke texture (blur, noise, JPEG, contrast)",
+}
+
+
 def metrics_html(metrics: FinalMetrics) -> str:
     if metrics.note:
         return f"<p class=note>Final metrics {esc(metrics.note)}.</p>"
@@ -420,6 +430,8 @@ def metrics_html(metrics: FinalMetrics) -> str:
         low, high = values["fid_interval"]
         fid_detail += f"; bootstrap 95% interval [{number(low)}, {number(high)}] (generated side resampled)"
     rows.append(("FID", number(values["fid"]), fid_detail))
+    for name, value in values.get("fid_blocks", {}).items():
+        rows.append((f"FID, {name} block", number(value), BLOCK_DETAILS.get(name, "its own Fréchet distance")))
     kid, kid_std = values["kid"]
     rows.append(("KID", f"{number(kid, 5)} ± {number(kid_std, 5)}",
                  "mean ± std over random subsets (Bińkowski et al. 2018)"))
@@ -435,18 +447,26 @@ def metrics_html(metrics: FinalMetrics) -> str:
         rows.append(("classes covered", f"{covered} / {total}", "classes holding >= 2% of the generated samples"))
         rows.append(("class KL", number(values["class_kl"]), "KL(generated || reference) of predicted-class "
                      "histograms"))
+    blocks = ", ".join(f"{name} {number(value)}" for name, value in values.get("fid_blocks", {}).items())
+    headline = (f"FID {number(values['fid'])}" + (f" ({blocks})" if blocks else "") +
+                f" · precision {number(values['precision'])} (fidelity: samples inside the real manifold) · "
+                f"recall {number(values['recall'])} (diversity: real images inside the samples' manifold)")
     caption = (f"{metrics.num_samples} samples (seed {metrics.seed}) of {metrics.checkpoint} (step {metrics.step}, "
                f"prior {metrics.prior}) against {metrics.reference} ({metrics.num_reference} images); computed in "
                f"{metrics.seconds:.1f} s")
-    return f"<p class=sub>{esc(caption)}</p>" + table(rows, ("metric", "value", "what"))
+    return (f"<p class=headline>{esc(headline)}</p><p class=sub>{esc(caption)}</p>" +
+            table(rows, ("metric", "value", "what")))
 
 
 def logged_html(run: RunRecord) -> str:
     """The FID evaluations and the last logged losses of metrics.jsonl."""
-    fids = [(r["step"], r["fid"]) for r in run.records if "fid" in r]
+    evaluations = [r for r in run.records if "fid" in r]
+    block_keys = [key for key in (evaluations[-1] if evaluations else {}) if key.startswith("fid_")]
     parts = []
-    if fids:
-        parts.append("<h3>FID evaluations (metrics.jsonl)</h3>" + table(fids, ("step", "FID")))
+    if evaluations:
+        rows = [(r["step"], r["fid"], *(r.get(key, "") for key in block_keys)) for r in evaluations]
+        header = ("step", "FID", *(key.removeprefix("fid_").replace("_", "-") for key in block_keys))
+        parts.append("<h3>FID evaluations (metrics.jsonl)</h3>" + table(rows, header))
     losses = [r for r in run.records if "fid" not in r]
     if losses:
         last = losses[-1]

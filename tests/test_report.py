@@ -83,8 +83,10 @@ def test_page_shows_metrics_jsonl_summary_and_config(runs):
     logged = metrics_records(run)
     fids = [r for r in logged if "fid" in r]
     assert [r["step"] for r in fids] == [1, 2]
-    for record in fids:
-        assert f"<td class=num>{record['step']}</td><td class=num>{record['fid']}</td>" in page
+    for record in fids:  # with each feature block's logged distance beside the FID
+        assert (f"<td class=num>{record['step']}</td><td class=num>{record['fid']}</td>"
+                f"<td class=num>{record['fid_semantic']}</td><td class=num>{record['fid_low_level']}</td>") in page
+    assert "<th>step</th><th>FID</th><th>semantic</th><th>low-level</th>" in page
     last = [r for r in logged if "fid" not in r][-1]
     assert f"Last logged step ({last['step']})" in page
     for key in ("d_loss", "g_loss", "img_per_s"):
@@ -145,6 +147,11 @@ def test_final_table_is_genvision_fid_of_the_same_samples(runs):
     assert code == 0, stderr
     expected = json.loads(stdout)
     assert_printed(table["FID"], expected["fid"])
+    for name, value in expected["fid_blocks"].items():  # each feature block's own distance, as `fid` gives it
+        assert_printed(table[f"FID, {name} block"], value)
+    headline = re.search(r"<p class=headline>(.*?)</p>", (run / "report.html").read_text()).group(1)
+    assert headline.startswith(f"FID {table['FID']} (semantic {table['FID, semantic block']}, low-level ")
+    assert f"precision {table['precision']} (fidelity" in headline and f"recall {table['recall']} (diversity" in headline
     for cell, value in zip(table["KID"].split(" ± "), (expected["kid"], expected["kid_std"]), strict=True):
         assert_printed(cell, value)
     assert_printed(table["precision"], expected["precision"])
