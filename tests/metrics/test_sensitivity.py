@@ -45,18 +45,24 @@ def test_class_dropping_removes_nested_classes_at_equal_size():
         sensitivity.drop_classes(images, labels, 5, 26, 10)
 
 
-def test_shipped_extractor_sees_blur_and_noise():
-    """Regression guard on the shipped weights: 500 held-out digits against the 4500 training digits."""
+def test_shipped_extractor_sees_shape_as_well_as_texture():
+    """Regression guard on the shipped weights (500 held-out digits against the 4500 training digits): every ladder
+    rises from its floor; a blur of 0.5 px scores at least 10x the floor and one dropped class at least 5x its
+    ladder's floor (issue 22's thresholds: the 0.2.0 features gave 20x and 1.8x)."""
     extractor = ClassifierExtractor.shipped()
     reference, held_out = load_dataset("mnist5k:train"), load_dataset("mnist5k:test")
-    results = sensitivity.sensitivity(extractor, reference.images, held_out.images, held_out.labels, 10,
-                                      only=("Gaussian blur", "Gaussian noise"))
+    results = sensitivity.sensitivity(extractor, reference.images, held_out.images, held_out.labels, 10)
     floor = results[0].fid
-    for ladder in ("Gaussian blur", "Gaussian noise"):
-        values = [floor] + [r.fid for r in results if r.ladder == ladder]
+    ladders = dict.fromkeys(r.ladder for r in results[1:])
+    assert list(ladders) == ["Gaussian blur", "Gaussian noise", "JPEG", "dimming", "translation", "mode dropping"]
+    for ladder in ladders:
+        values = [r.fid for r in results if r.ladder == ladder]
+        values = values if ladder == "mode dropping" else [floor] + values  # mode dropping holds its own floor
         assert sensitivity.is_increasing(values), (ladder, values)
     blur_half = next(r.fid for r in results if r.step == "sigma 0.5 px")
     assert blur_half >= 10 * floor, (blur_half, floor)
+    mode_floor, one_class = (next(r.fid for r in results if r.step == step) for step in ("0 classes", "1 classes"))
+    assert one_class >= 5 * mode_floor, (one_class, mode_floor)
 
 
 def test_benchmark_script_prints_the_table_and_refuses_a_missing_file(tmp_path):
