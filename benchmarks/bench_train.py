@@ -458,6 +458,19 @@ def device_name(device) -> str:
     return f"cpu ({model}, {os.cpu_count()} CPUs)"
 
 
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(settings, variants) named by --settings and --variants; unknown names fail before anything runs (also the
+    parse-only check of benchmarks/gpu_check.py --dry-run)."""
+    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {', '.join(unknown)}; expected {', '.join(SETTINGS)}")
+    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    for variant in variants:
+        variant_features(variant, "cuda")
+    return settings, variants
+
+
 def main() -> None:
     args = parse_args()
     if args.device == "cpu":
@@ -469,14 +482,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     os.environ.setdefault("GENVISION_CACHE", str(Path(tempfile.gettempdir()) / "genvision-bench-cache"))
-    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
-    unknown = [name for name in settings if name not in SETTINGS]
-    if unknown:
-        raise SystemExit(f"--settings: unknown {', '.join(unknown)}; expected {', '.join(SETTINGS)}")
-    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    settings, variants = check_args(args)
     accelerator = make_accelerator("no")  # also sets TF32 and cudnn.benchmark on CUDA, as a training run does
-    for variant in variants:
-        variant_features(variant, accelerator.device.type)  # unknown names fail before anything runs
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genvision-bench-train-"))
     watch = CompileWatch()
     figures = {name: bench_setting(name, SETTINGS[name], variants, args, accelerator, workdir, watch)

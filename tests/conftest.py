@@ -37,7 +37,8 @@ LONG_FILES = ("test_readme.py", "test_cli_fid.py", "test_inception_weights.py", 
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a GPU; runs only with GENVISION_TEST_CUDA=1 (benchmarks/gpu_check.sh)")
+    config.addinivalue_line("markers", "cuda: needs a GPU; runs only with GENVISION_TEST_CUDA=1 "
+                                       "(benchmarks/gpu_check.sh)")
 
 
 def pytest_collection_modifyitems(items):
