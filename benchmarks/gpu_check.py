@@ -297,7 +297,7 @@ def check(args: argparse.Namespace) -> int:
             remaining = deadline - time.perf_counter()
             later = sum(s.budget_s for s in plan[index + 1:])
             timeout = min(remaining, max(step.budget_s, remaining - later))
-            if timeout < 5:
+            if timeout < min(5.0, step.budget_s):  # too little left to start it (a GPU process takes seconds)
                 report["steps"][step.name] = {"command": step.command, "status": "skipped",
                                               "note": "no time left in --budget-seconds"}
                 continue

@@ -72,3 +72,36 @@ def test_the_real_check_needs_a_gpu(tmp_path):
     report_path = tmp_path / "report.json"
     assert gpu_check.main(["--json", str(report_path), "--workdir", str(tmp_path / "work")]) == 2
     assert "no CUDA device" in json.loads(report_path.read_text())["error"]
+
+
+def test_the_real_loop_times_each_step_keeps_its_figures_and_judges_the_targets(tmp_path, monkeypatch):
+    """The GPU run's loop, with a pretend GPU and stand-in steps: each step's figures file is merged, the targets
+    are judged from them, a step past its share of the budget (its own, plus what earlier steps left, less what
+    later steps need) is killed, the steps after it still run, and the report says which failed."""
+    gpu_check = load_gpu_check()
+    classic = {"settings": {"classic": {"compile_fell_back": [], "pipelines": {
+        "baseline": {"vs_baseline": 1.0}, "eager": {"vs_baseline": 2.0}, "best": {"vs_baseline": 3.5}}}}}
+    fid = {"total_s": 12.5}
+
+    def writer(path, figures):
+        return [sys.executable, "-c", f"import json, pathlib; pathlib.Path({str(path)!r}).write_text("
+                                      f"json.dumps({figures!r}))"]
+
+    def stand_ins(workdir):
+        return [gpu_check.Step("bench_train_classic", writer(workdir / "classic.json", classic), 2, [],
+                               figures_file=workdir / "classic.json"),
+                gpu_check.Step("slow", [sys.executable, "-c", "import time; time.sleep(60)"], 3, []),
+                gpu_check.Step("fid50k", writer(workdir / "fid.json", fid), 20, [], figures_file=workdir / "fid.json")]
+
+    monkeypatch.setattr(gpu_check, "steps", stand_ins)
+    monkeypatch.setattr(gpu_check, "machine", lambda: {"cuda_available": True, "gpu": "pretend"})
+    report_path = tmp_path / "report.json"
+    code = gpu_check.main(["--json", str(report_path), "--workdir", str(tmp_path / "work"), "--budget-seconds", "27",
+                           "--commit", "abc123"])
+    report = json.loads(report_path.read_text())
+    assert code == 1 and report["failed_steps"] == ["slow"] and report["commit"] == "abc123"
+    assert report["steps"]["slow"]["status"] == "timeout" and report["steps"]["slow"]["timeout_s"] <= 8  # 27 - 20 kept
+    assert report["steps"]["fid50k"]["figures"] == fid
+    speed = report["targets"]["classic_step_vs_usual_loop"]
+    assert (speed["fastest"], speed["met"]) == ("best", True)
+    assert report["targets"]["fid50k_inception_seconds"] == {"target": "< 30.0 s", "seconds": 12.5, "met": True}
