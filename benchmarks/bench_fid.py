@@ -16,7 +16,9 @@ Both FIDs must agree within 1e-3 relative (Heusel et al. 2017 FID on identical f
 `torch.cuda.synchronize()`); the default is the CPU, where the published figures were measured.
 
     python benchmarks/bench_fid.py [--num-images 10000] [--repeats 3] [--classifier PATH] [--workdir DIR]
-                                   [--device cpu|cuda|auto]
+                                   [--device cpu|cuda|auto] [--json FILE]
+
+`--json FILE` also writes the figures (seconds of every run, images/s, both FIDs, the device) to FILE.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", default="", help="folder for the PNGs and the cache; empty = a temp folder")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="where both pipelines run their networks; auto = cuda if available")
+    parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     return parser.parse_args()
 
 
@@ -241,6 +244,18 @@ def main() -> int:
     print(f"\nspeed-up: {base_seconds / ours_seconds:.1f}x; FID relative difference {relative:.2e}")
     print(f"all runs (s): genvision {', '.join(f'{t:.2f}' for t in ours_times)}; "
           f"baseline {', '.join(f'{t:.2f}' for t in base_times)}")
+    if args.json:
+        from genvision.fileio import write_json
+
+        write_json(args.json, {
+            "benchmark": "bench_fid", "device": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "num_generated": n_generated, "num_reference": n_reference,
+            "genvision": {"seconds": ours_seconds, "all_seconds": ours_times, "img_per_s": n_generated / ours_seconds,
+                          "fid": ours_fid},
+            "baseline": {"seconds": base_seconds, "all_seconds": base_times, "img_per_s": n_generated / base_seconds,
+                         "fid": base_fid},
+            "speedup": base_seconds / ours_seconds, "fid_relative_difference": relative,
+            "fids_agree": relative <= 1e-3})
     if relative > 1e-3:
         print("FAIL: the two FIDs differ by more than 1e-3 relative", file=sys.stderr)
         return 1

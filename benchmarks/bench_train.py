@@ -16,31 +16,49 @@ Pipelines:
   compile, plus bf16 on CUDA.
 - baseline: the pytorch/examples dcgan loop: `torchvision.datasets.ImageFolder` over the same digits written as PNGs
   (RGB for cifar), per-image transforms (Grayscale for classic, ToTensor, Normalize), `DataLoader(shuffle=True,
-  num_workers=--workers, pin_memory on CUDA)`, batches copied to the device, the same Generator/Discriminator and
-  loss functions in float32, default (NCHW) layout, no EMA.
+  num_workers=--workers, persistent workers, pin_memory on CUDA)`, batches copied to the device, the same
+  Generator/Discriminator and loss functions in float32, default (NCHW) layout, no EMA. --workers defaults to 2 on
+  the CPU and to every available core (at most 16) on CUDA, where 2 PNG-decoding workers (10-25k img/s) would starve
+  the step and flatter genvision. Its loader is built at the start of each of its rounds (then a few untimed steps:
+  workers started, their first batches decoded) and shut down at the end, so its workers never decode ahead while
+  another pipeline is timed.
 
 Every pipeline first runs --warmup-steps untimed steps (allocator, cuDNN/oneDNN autotuning, loader workers, and the
-whole of torch.compile's compilation: reported as "warm-up s"), then all run in interleaved rounds of --steps steps
-(the best round counts); on CUDA `torch.cuda.synchronize()` brackets every timed region. FLOPs per step are counted
-once per pipeline with `torch.utils.flop_counter.FlopCounterMode` (an eager step: compiling and autocast do not
-change the arithmetic); the peak is measured in the same run with a large matmul in the variant's dtype (float32,
-TF32 allowed on CUDA as genvision's default --allow-tf32; bf16 for bf16 variants).
+whole of torch.compile's compilation: reported as "warm-up s"), then all run in interleaved rounds (the best round
+counts): --steps steps a round, or on CUDA as many as take --round-seconds (1 s; timed per pipeline on --steps
+untimed steps first), since 20 steps take ~50 ms on a GPU; `torch.cuda.synchronize()` brackets every timed region.
+torch.compile's cache is cleared at the start of each setting and its recompile limit raised to RECOMPILE_LIMIT
+(all compiled variants of a setting live side by side and share the networks' code objects); the graphs each
+pipeline compiled at warm-up and in its timed rounds, and every hit of the limit (after which Dynamo runs the
+function eagerly), are reported. FLOPs per step are counted once per pipeline with
+`torch.utils.flop_counter.FlopCounterMode` (an eager step: compiling and autocast do not change the arithmetic);
+the peak is measured in the same run with a large matmul in the variant's dtype (float32, TF32 allowed on CUDA as
+genvision's default --allow-tf32; bf16 for bf16 variants). --json writes every figure to a file as well.
 
     python benchmarks/bench_train.py [--device cuda|cpu] [--settings classic,cifar] [--variants eager,best]
-                                     [--steps 20] [--rounds 3] [--warmup-steps 5] [--workers 2] [--workdir DIR]
+                                     [--steps 20] [--round-seconds S] [--rounds 3] [--warmup-steps 5]
+                                     [--workers N] [--workdir DIR] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import os
+import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 FEATURES = ("channels_last", "compile", "bf16")
 LATENT_DIM = 100
+RECOMPILE_LIMIT = 64  # torch._dynamo's per-function cache entries during the benchmark (its default: 8)
+CUDA_ROUND_SECONDS = 1.0  # --round-seconds auto on CUDA
+MAX_CUDA_WORKERS = 16  # --workers auto on CUDA: every available core, at most this many
 
 
 @dataclass(frozen=True)
@@ -61,12 +79,42 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", default="eager,channels_last,compile,bf16,best",
                         help="comma-separated genvision variants: eager, best, or '+'-joined features of "
                              f"{', '.join(FEATURES)}")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round (with --round-seconds: at "
+                        "least this many, and the untimed steps that time a pipeline's step)")
+    parser.add_argument("--round-seconds", type=float, default=-1.0,
+                        help=f"seconds per round and pipeline, from a timed step count; -1 = auto: "
+                             f"{CUDA_ROUND_SECONDS} on CUDA, 0 (off: rounds of --steps) on the CPU")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each counts")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first (compilation included)")
-    parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader worker processes")
+    parser.add_argument("--workers", type=int, default=-1, help="baseline DataLoader worker processes; -1 = auto: "
+                        f"2 on the CPU, every available core (at most {MAX_CUDA_WORKERS}) on CUDA")
     parser.add_argument("--workdir", default="", help="keep the PNG folders here between runs")
-    return parser.parse_args()
+    parser.add_argument("--json", default="", help="also write every figure to this JSON file")
+    args = parser.parse_args()
+    if args.steps < 1 or args.rounds < 1 or args.warmup_steps < 0 or args.workers < -1:
+        parser.error("--steps and --rounds must be >= 1, --warmup-steps >= 0, --workers >= 0 (or -1 = auto)")
+    return args
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def resolved_workers(requested: int, device_type: str) -> int:
+    """--workers: as given, or auto (-1): 2 on the CPU, every available core (at most MAX_CUDA_WORKERS) on CUDA."""
+    if requested >= 0:
+        return requested
+    return min(available_cores(), MAX_CUDA_WORKERS) if device_type == "cuda" else 2
+
+
+def resolved_round_seconds(requested: float, device_type: str) -> float:
+    """--round-seconds: as given, or auto (< 0): CUDA_ROUND_SECONDS on CUDA, 0 (rounds of --steps) on the CPU."""
+    if requested >= 0:
+        return requested
+    return CUDA_ROUND_SECONDS if device_type == "cuda" else 0.0
 
 
 def variant_features(name: str, device_type: str) -> frozenset[str]:
@@ -116,8 +164,28 @@ class Bf16Autocast:
         return torch.autocast(self._accelerator.device.type, dtype=torch.bfloat16)
 
 
-def genvision_runner(setting: Setting, features: frozenset[str], accelerator):
-    """(run(n): n genvision training steps, the task)."""
+@dataclass
+class Pipeline:
+    """What one row of the table runs: `run(n)` runs n training steps; `start()` and `end()` bracket each round
+    (and the warm-up and the FLOP count) outside the timed region."""
+
+    run: Callable[[int], None]
+    start: Callable[[], None] = lambda: None
+    end: Callable[[], None] = lambda: None
+    steps: int = 0  # steps per timed round (set before the rounds)
+    compiles: dict = field(default_factory=lambda: {"warmup": 0, "timed": 0, "limit_hits": 0})
+
+    def seconds(self, steps: int, device) -> float:
+        """Wall time of `steps` steps between `start()` and `end()`, the device's queued work included."""
+        self.start()
+        try:
+            return seconds(self.run, steps, device)
+        finally:
+            self.end()
+
+
+def genvision_runner(setting: Setting, features: frozenset[str], accelerator) -> Pipeline:
+    """A Pipeline of genvision training steps with `features`."""
     from genvision.config import GANConfig
     from genvision.training.gan import GANTask
 
@@ -131,11 +199,13 @@ def genvision_runner(setting: Setting, features: frozenset[str], accelerator):
         for _ in range(steps):
             task.train_step()
 
-    return run
+    return Pipeline(run)
 
 
-def baseline_runner(folder: Path, setting: Setting, device, workers: int):
-    """run(n): n steps of the usual loop (pytorch/examples dcgan) over an ImageFolder, on `device`."""
+def baseline_runner(folder: Path, setting: Setting, device, workers: int) -> Pipeline:
+    """A Pipeline of the usual loop (pytorch/examples dcgan) over an ImageFolder, on `device`: its DataLoader is
+    built at `start()` (then 2 x workers untimed steps, at least 1: workers started, their first batches decoded)
+    and its workers shut down at `end()`, so they never decode ahead while another pipeline is timed."""
     import torch
     import torchvision.datasets as datasets
     import torchvision.transforms as transforms
@@ -146,14 +216,26 @@ def baseline_runner(folder: Path, setting: Setting, device, workers: int):
     grey = [transforms.Grayscale(1)] if setting.channels == 1 else []
     dataset = datasets.ImageFolder(str(folder), transform=transforms.Compose(
         [*grey, transforms.ToTensor(), transforms.Normalize((0.5,) * setting.channels, (0.5,) * setting.channels)]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=setting.batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0,
-                                         pin_memory=device.type == "cuda")
     generator = Generator(LATENT_DIM, setting.base_channels, setting.channels, setting.resolution).to(device)
     discriminator = Discriminator(setting.base_channels, setting.channels, setting.resolution).to(device)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    batches = iter(())
+    loader, batches = None, iter(())
+
+    def start() -> None:
+        nonlocal loader, batches
+        loader = torch.utils.data.DataLoader(dataset, batch_size=setting.batch_size, shuffle=True,
+                                             num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+                                             pin_memory=device.type == "cuda")
+        batches = iter(loader)
+        run(max(1, 2 * workers))
+
+    def end() -> None:
+        nonlocal loader, batches
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        loader, batches = None, iter(())
 
     def run(steps: int) -> None:
         nonlocal batches
@@ -174,7 +256,7 @@ def baseline_runner(folder: Path, setting: Setting, device, workers: int):
             g_loss.backward()
             optimizer_g.step()
 
-    return run
+    return Pipeline(run, start, end)
 
 
 def synchronize(device) -> None:
@@ -193,14 +275,56 @@ def seconds(run, steps: int, device) -> float:
     return time.perf_counter() - start
 
 
-def step_flops(run) -> int:
-    """FLOPs of one step of `run` (matmuls and convolutions, forward and backward), counted eagerly."""
+def step_flops(pipeline: Pipeline) -> int:
+    """FLOPs of one step of `pipeline` (matmuls and convolutions, forward and backward), counted eagerly."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
-        run(1)
+    pipeline.start()
+    try:
+        with counter:
+            pipeline.run(1)
+    finally:
+        pipeline.end()
     return counter.get_total_flops()
+
+
+class CompileWatch(logging.Handler):
+    """Counts the graphs torch.compile makes (`counters["stats"]["unique_graphs"]`) and the hits of Dynamo's
+    recompile limit (its "torch._dynamo hit config.recompile_limit" warning: the function then runs eagerly)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.limit_hits = 0
+        logging.getLogger("torch._dynamo").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("torch._dynamo hit config.") and "recompile_limit" in message:
+            self.limit_hits += 1
+
+    @staticmethod
+    def graphs() -> int:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.graphs(), self.limit_hits
+
+    def since(self, before: tuple[int, int]) -> tuple[int, int]:
+        graphs, hits = self.snapshot()
+        return graphs - before[0], hits - before[1]
+
+
+def reset_compile_cache() -> None:
+    """An empty torch.compile cache and a recompile limit of RECOMPILE_LIMIT, before a setting's pipelines."""
+    import torch
+
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                           8 * RECOMPILE_LIMIT)
 
 
 def peak_flops(device, dtype, max_size: int) -> tuple[float, int]:
@@ -219,34 +343,58 @@ def peak_flops(device, dtype, max_size: int) -> tuple[float, int]:
     return 2 * size ** 3 / best, size
 
 
-def bench_setting(name: str, setting: Setting, variants: list[str], args, accelerator, workdir: Path) -> None:
-    """Warm up, count FLOPs, time interleaved rounds and print the table of one setting."""
+def bench_setting(name: str, setting: Setting, variants: list[str], args, accelerator, workdir: Path,
+                  watch: CompileWatch) -> dict:
+    """Warm up, count FLOPs, time interleaved rounds, print the table of one setting; returns its figures."""
     import torch
 
     device = accelerator.device
+    workers = resolved_workers(args.workers, device.type)
+    round_seconds = resolved_round_seconds(args.round_seconds, device.type)
     folder = workdir / f"mnist5k-train-{setting.resolution}px-{setting.channels}ch"
     write_png_folder(folder, setting.resolution, setting.channels)
+    reset_compile_cache()
     torch.manual_seed(0)
-    runners = {"baseline": baseline_runner(folder, setting, device, args.workers)}
+    pipelines = {"baseline": baseline_runner(folder, setting, device, workers)}
     features = {variant: variant_features(variant, device.type) for variant in variants}
-    runners.update({variant: genvision_runner(setting, features[variant], accelerator) for variant in variants})
-    warmup = {pipeline: seconds(run, args.warmup_steps, device) for pipeline, run in runners.items()}
-    flops = {"baseline": step_flops(runners["baseline"])}
-    eager = runners.get("eager") or genvision_runner(setting, frozenset(), accelerator)
+    pipelines.update({variant: genvision_runner(setting, features[variant], accelerator) for variant in variants})
+    warmup = {}
+    for pipeline_name, pipeline in pipelines.items():
+        before = watch.snapshot()
+        warmup[pipeline_name] = pipeline.seconds(args.warmup_steps, device)
+        pipeline.compiles["warmup"], pipeline.compiles["limit_hits"] = watch.since(before)
+    flops = {"baseline": step_flops(pipelines["baseline"])}
+    eager = pipelines.get("eager") or genvision_runner(setting, frozenset(), accelerator)
     flops["genvision"] = step_flops(eager)
     peaks = {dtype: peak_flops(device, dtype, 8192 if device.type == "cuda" else 2048)
              for dtype in (torch.float32, torch.bfloat16)
              if dtype == torch.float32 or any("bf16" in f for f in features.values())}
-    results: dict[str, list[float]] = {pipeline: [] for pipeline in runners}
+    for pipeline in pipelines.values():  # --steps, or as many as take --round-seconds (timed on --steps first)
+        pipeline.steps = args.steps
+        if round_seconds > 0:
+            took = pipeline.seconds(args.steps, device)
+            pipeline.steps = max(args.steps, math.ceil(round_seconds * args.steps / max(took, 1e-9)))
+    results: dict[str, list[float]] = {pipeline: [] for pipeline in pipelines}
     for _ in range(args.rounds):
-        for pipeline, run in runners.items():
-            results[pipeline].append(args.steps * setting.batch_size / seconds(run, args.steps, device))
+        for pipeline_name, pipeline in pipelines.items():
+            before = watch.snapshot()
+            took = pipeline.seconds(pipeline.steps, device)
+            graphs, hits = watch.since(before)
+            pipeline.compiles["timed"] += graphs
+            pipeline.compiles["limit_hits"] += hits
+            results[pipeline_name].append(pipeline.steps * setting.batch_size / took)
 
     best = {pipeline: max(values) for pipeline, values in results.items()}
+    if round_seconds > 0:
+        rounds_text = (f"rounds of {round_seconds:g} s ("
+                       + ", ".join(f"{p} {pipeline.steps}" for p, pipeline in pipelines.items())
+                       + f" steps) x {args.rounds}")
+    else:
+        rounds_text = f"{args.steps} steps x {args.rounds} rounds"
     print(f"\n### {name}: {setting.resolution} px, {setting.channels} channel(s), base width "
           f"{setting.base_channels}, batch {setting.batch_size}\n")
     print(f"device {device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"{args.steps} steps x {args.rounds} rounds after {args.warmup_steps} warm-up steps; step FLOPs "
+          f"{rounds_text} after {args.warmup_steps} warm-up steps; baseline {workers} loader workers; step FLOPs "
           f"{flops['genvision'] / 1e9:.2f} G (genvision: D's weights get no gradients in the G update), "
           f"{flops['baseline'] / 1e9:.2f} G (baseline); matmul peak measured in this run "
           + ", ".join(f"{str(dtype).removeprefix('torch.')} {value / 1e12:.3g} TFLOP/s ({n}x{n})"
@@ -254,6 +402,7 @@ def bench_setting(name: str, setting: Setting, variants: list[str], args, accele
     print("| pipeline | img/s (best round) | all rounds | vs baseline | TFLOP/s achieved | % of matmul peak "
           "| warm-up s |")
     print("|---|---:|---|---:|---:|---:|---:|")
+    rows = {}
     for pipeline, value in best.items():
         dtype = torch.bfloat16 if "bf16" in features.get(pipeline, ()) else torch.float32
         achieved = flops["baseline" if pipeline == "baseline" else "genvision"] * value / setting.batch_size
@@ -262,6 +411,33 @@ def bench_setting(name: str, setting: Setting, variants: list[str], args, accele
         print(f"| {label} | {value:.1f} | {rounds} | {value / best['baseline']:.2f}x | {achieved / 1e12:.3g} | "
               f"{100 * achieved / peaks[dtype][0]:.1f}% ({str(dtype).removeprefix('torch.')}) | "
               f"{warmup[pipeline]:.1f} |")
+        rows[pipeline] = {"img_per_s": value, "rounds_img_per_s": results[pipeline],
+                          "vs_baseline": value / best["baseline"], "tflop_per_s": achieved / 1e12,
+                          "percent_of_matmul_peak": 100 * achieved / peaks[dtype][0],
+                          "peak_dtype": str(dtype).removeprefix("torch."), "warmup_s": warmup[pipeline],
+                          "steps_per_round": pipelines[pipeline].steps,
+                          "features": sorted(features.get(pipeline, ())),
+                          "compiled_graphs_warmup": pipelines[pipeline].compiles["warmup"],
+                          "compiled_graphs_timed": pipelines[pipeline].compiles["timed"],
+                          "recompile_limit_hits": pipelines[pipeline].compiles["limit_hits"]}
+    compiled = [p for p in variants if "compile" in features[p]]
+    fell_back = [p for p in pipelines if pipelines[p].compiles["timed"] or pipelines[p].compiles["limit_hits"]]
+    if compiled:
+        print("\ntorch.compile (cache cleared for this setting, recompile limit "
+              f"{RECOMPILE_LIMIT}): graphs compiled at warm-up / in timed rounds, limit hits: "
+              + "; ".join(f"{p} {pipelines[p].compiles['warmup']} / {pipelines[p].compiles['timed']}, "
+                          f"{pipelines[p].compiles['limit_hits']}" for p in compiled))
+    if fell_back:
+        print(f"WARNING: {', '.join(fell_back)} compiled in timed rounds or hit the recompile limit (then parts ran "
+              "eagerly): their figures are not those of a compiled step")
+    return {"resolution": setting.resolution, "channels": setting.channels, "base_channels": setting.base_channels,
+            "batch_size": setting.batch_size, "device": device_name(device), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "baseline_workers": workers, "round_seconds": round_seconds,
+            "steps": args.steps, "rounds": args.rounds, "warmup_steps": args.warmup_steps,
+            "step_gflop": {"genvision": flops["genvision"] / 1e9, "baseline": flops["baseline"] / 1e9},
+            "matmul_peak_tflop_per_s": {str(dtype).removeprefix("torch."): value / 1e12
+                                        for dtype, (value, _) in peaks.items()},
+            "recompile_limit": RECOMPILE_LIMIT, "compile_fell_back": fell_back, "pipelines": rows}
 
 
 def device_name(device) -> str:
@@ -282,6 +458,19 @@ def device_name(device) -> str:
     return f"cpu ({model}, {os.cpu_count()} CPUs)"
 
 
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(settings, variants) named by --settings and --variants; unknown names fail before anything runs (also the
+    parse-only check of benchmarks/gpu_check.py --dry-run)."""
+    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {', '.join(unknown)}; expected {', '.join(SETTINGS)}")
+    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    for variant in variants:
+        variant_features(variant, "cuda")
+    return settings, variants
+
+
 def main() -> None:
     args = parse_args()
     if args.device == "cpu":
@@ -293,17 +482,29 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     os.environ.setdefault("GENVISION_CACHE", str(Path(tempfile.gettempdir()) / "genvision-bench-cache"))
-    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
-    unknown = [name for name in settings if name not in SETTINGS]
-    if unknown:
-        raise SystemExit(f"--settings: unknown {', '.join(unknown)}; expected {', '.join(SETTINGS)}")
-    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    settings, variants = check_args(args)
     accelerator = make_accelerator("no")  # also sets TF32 and cudnn.benchmark on CUDA, as a training run does
-    for variant in variants:
-        variant_features(variant, accelerator.device.type)  # unknown names fail before anything runs
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genvision-bench-train-"))
-    for name in settings:
-        bench_setting(name, SETTINGS[name], variants, args, accelerator, workdir)
+    watch = CompileWatch()
+    figures = {name: bench_setting(name, SETTINGS[name], variants, args, accelerator, workdir, watch)
+               for name in settings}
+    if args.json:
+        from genvision.fileio import write_json
+
+        write_json(args.json, {"benchmark": "bench_train", "commit": git_commit(), "settings": figures})
+
+
+def git_commit() -> str:
+    """The checkout's commit (with "+dirty" when it has changes), or "" outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return commit + ("+dirty" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class DataConfig:
     in_memory_limit_gb: float = opt(8.0, "decoded datasets up to this size (GiB) are held on the device, on a GPU "
                                     "also at most a quarter of its total memory (every rank holds the whole "
                                     "dataset); larger ones stream through a DataLoader")
+    num_workers: int = opt(2, "decoding worker processes of the DataLoader that streams datasets over "
+                           "--in-memory-limit-gb (0 = decode in the training process)")
 
     resolutions: ClassVar[tuple[int, ...]] = ()  # the image sides a command's models are built for; () = any above
 
@@ -73,6 +75,7 @@ class DataConfig:
                     "a power of two >= 16", self.resolution)
         require(self.channels in (0, 1, 3), "channels", "0, 1 or 3", self.channels)
         require(self.in_memory_limit_gb >= 0, "in_memory_limit_gb", ">= 0", self.in_memory_limit_gb)
+        require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
 
 
 MAX_PROCESS_GROUP_TIMEOUT = 10_000_000.0  # minutes (19 years): larger ones overflow a timedelta

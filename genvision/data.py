@@ -603,7 +603,17 @@ def epoch_flips(count: int, seed: int, epoch: int, rank: int, device: torch.devi
     """(count,) bool on `device`: which of this rank's `count` images of the epoch are mirrored (--hflip), each
     with probability 1/2, from a generator seeded by (seed, epoch, rank)."""
     generator = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch + 7_919 * (rank + 1))
-    return (torch.rand(count, generator=generator) < 0.5).to(device)
+    return host_to_device(torch.rand(count, generator=generator) < 0.5, device)
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` (on the CPU) on `device`: to CUDA through page-locked memory with an asynchronous copy, so the host
+    queues it and goes on (the caching host allocator keeps the pinned block until the copy is done); elsewhere
+    `.to(device)`, the same values. Seeded draws stay on the CPU generator, so they are the same on every device."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def mirrored(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -626,6 +636,7 @@ class InMemoryBatches:
         if len(data) < batch_size * world_size:
             raise UsageError(f"--batch-size {batch_size} x {world_size} process(es) exceeds the {len(data)} images "
                              f"of {data.spec}")
+        self.device = torch.device(device)
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.seed, self.rank, self.world_size, self.hflip = batch_size, seed, rank, world_size, hflip
@@ -639,9 +650,9 @@ class InMemoryBatches:
 
     def _start_epoch(self) -> None:
         order = epoch_order(len(self.images), self.seed, self.epoch, self.batch_size, self.rank, self.world_size)
-        self._order = order.to(self.images.device)
+        self._order = host_to_device(order, self.device)
         if self.hflip:
-            self._flips = epoch_flips(len(order), self.seed, self.epoch, self.rank, self.images.device)
+            self._flips = epoch_flips(len(order), self.seed, self.epoch, self.rank, self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
@@ -707,13 +718,16 @@ def loader_settings(device: torch.device | str, num_workers: int) -> dict[str, b
 
 
 class StreamingBatches(InMemoryBatches):
-    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly
-    (`loader_settings`: pinned memory and asynchronous copies on CUDA, persistent workers)."""
+    """The DataLoader path for datasets too large for memory: same order, same state, decoded on the fly by
+    `num_workers` processes (--num-workers; `loader_settings`: pinned memory and asynchronous copies on CUDA,
+    persistent workers)."""
 
     def __init__(self, spec: str, config: DataConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", num_workers: int = 2) -> None:
         if batch_size <= 0:
             raise UsageError(f"--batch-size must be > 0, got {batch_size}")
+        if num_workers < 0:
+            raise UsageError(f"--num-workers must be >= 0, got {num_workers}")
         parsed = DatasetSpec.parse(spec)
         native = open_source(parsed, config.data_root, config.download, True, image_column=config.image_column,
                              label_column=config.label_column).native_channels
@@ -800,7 +814,7 @@ def _make_batches(config: DataConfig, batch_size: int, *, seed: int, rank: int, 
     decoded_bytes = source.num_items * channels * config.resolution ** 2
     if decoded_bytes > in_memory_limit_bytes(config.in_memory_limit_gb, device):
         batches = StreamingBatches(config.dataset, config, batch_size, seed=seed, rank=rank, world_size=world_size,
-                                   device=device)
+                                   device=device, num_workers=config.num_workers)
         return batches, channels, source.num_classes
     data = load_from_config(config)
     batches = InMemoryBatches(data, batch_size, seed=seed, rank=rank, world_size=world_size, device=device,

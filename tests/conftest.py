@@ -10,8 +10,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # grids, pinned FIDs and accuracies) are CPU results, and its torchrun tests need gloo with two processes on the CPU,
 # not one GPU per rank. So every GPU is hidden from this process and, through os.environ, from every subprocess,
 # before torch first looks for one (helpers.subprocess_env hides them too; pass CUDA_VISIBLE_DEVICES to it to show
-# them to one subprocess).
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# them to one subprocess). GENVISION_TEST_CUDA=1 (benchmarks/gpu_check.sh) keeps the GPUs visible instead and runs
+# only the tests marked `cuda` (tests/test_cuda.py), which skip everywhere else.
+CUDA_RUN = os.environ.get("GENVISION_TEST_CUDA") == "1"
+if not CUDA_RUN:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 TESTS = str(Path(__file__).resolve().parent)
 if TESTS not in sys.path:  # `import helpers` from every test file (pytest runs with --import-mode=importlib)
@@ -24,7 +27,7 @@ pytest.register_assert_rewrite("helpers")  # its assertions explain their failur
 import helpers  # noqa: E402
 
 torch.set_num_threads(1)
-if torch.cuda.is_available():  # CUDA was initialised before this file ran, so the variable above came too late
+if torch.cuda.is_available() and not CUDA_RUN:  # CUDA was initialised before this file ran: the variable came late
     raise RuntimeError("tests/conftest.py: a GPU is visible although CUDA_VISIBLE_DEVICES is empty (something "
                        "initialised CUDA before the test suite's conftest); the suite expects to run on the CPU")
 
@@ -33,11 +36,22 @@ if torch.cuda.is_available():  # CUDA was initialised before this file ran, so t
 LONG_FILES = ("test_readme.py", "test_cli_fid.py", "test_inception_weights.py", "test_distributed_fid.py")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a GPU; runs only with GENVISION_TEST_CUDA=1 "
+                                       "(benchmarks/gpu_check.sh)")
+
+
 def pytest_collection_modifyitems(items):
     """pytest-xdist (--dist loadfile) hands test files to its workers in collection order, so the long files of
     tests/training/ and LONG_FILES are collected first and the many short ones fill the end of the run, instead of
-    one long file running alone at the end while the other worker idles. The order within a file is kept."""
+    one long file running alone at the end while the other worker idles. The order within a file is kept.
+    With GENVISION_TEST_CUDA=1 every test not marked `cuda` is skipped: the others expect the CPU."""
     items.sort(key=lambda item: 0 if item.path.parent.name == "training" or item.path.name in LONG_FILES else 1)
+    if CUDA_RUN:
+        skip = pytest.mark.skip(reason="GENVISION_TEST_CUDA=1 runs only the tests marked cuda")
+        for item in items:
+            if item.get_closest_marker("cuda") is None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")

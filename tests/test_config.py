@@ -38,11 +38,12 @@ def test_every_field_has_a_kebab_flag_with_help():
 def test_flags_round_trip():
     config = _parse(["--batch-size", "16", "--resolution", "64", "--channels", "3", "--dataset", "mnist5k:test",
                      "--lr", "0.01", "--epochs", "2", "--hflip", "--download", "--in-memory-limit-gb", "0.5",
-                     "--mixed-precision", "bf16", "--out-dir", "runs/x", "--seed", "7", "--max-shift", "0"])
+                     "--mixed-precision", "bf16", "--out-dir", "runs/x", "--seed", "7", "--max-shift", "0",
+                     "--num-workers", "6"])
     assert config == dataclasses.replace(
         ClassifierConfig(), batch_size=16, resolution=64, channels=3, dataset="mnist5k:test", lr=0.01, epochs=2,
         hflip=True, download=True, in_memory_limit_gb=0.5, mixed_precision="bf16", out_dir="runs/x", seed=7,
-        max_shift=0)
+        max_shift=0, num_workers=6)
     assert isinstance(config.batch_size, int) and isinstance(config.lr, float)
     assert config_from_dict(ClassifierConfig, dataclasses.asdict(config)) == config
 
@@ -74,6 +75,7 @@ def test_choices_are_enforced_by_argparse():
     (["--batch-size", "-1"], "--batch-size", "> 0"),
     (["--channels", "2"], "--channels", "0, 1 or 3"),
     (["--in-memory-limit-gb", "-1"], "--in-memory-limit-gb", ">= 0"),
+    (["--num-workers", "-1"], "--num-workers", ">= 0"),
     (["--epochs", "0"], "--epochs", "> 0"),
     (["--lr", "0"], "--lr", "> 0"),
     (["--label-smoothing", "1"], "--label-smoothing", "[0, 1)"),

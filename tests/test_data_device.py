@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import genvision.data as data
+from genvision.errors import UsageError
 from genvision.config import DataConfig
 from genvision.data import (DEVICE_MEMORY_SHARE, InMemoryBatches, StreamingBatches, device_memory_bytes,
                             in_memory_limit_bytes, load_dataset, loader_settings, make_batches)
@@ -95,3 +96,37 @@ def test_streaming_on_the_cpu_matches_in_memory_with_one_loader(num_workers):
     for (xi, xl), (yi, yl) in zip(take(memory, 4), take(streaming, 4)):
         assert torch.equal(xi, yi) and torch.equal(xl, yl)
     assert streaming.state_dict() == memory.state_dict() == {"epoch": 2, "position": 2}
+
+
+def test_streaming_takes_num_workers_from_the_config():
+    """--num-workers reaches the streaming DataLoader (2 by default, as before the field existed)."""
+    assert DataConfig().num_workers == 2
+    config = DataConfig(dataset="mnist5k:test", in_memory_limit_gb=0, num_workers=0)
+    streamed, _, _ = make_batches(config, 100, seed=0)
+    assert isinstance(streamed, StreamingBatches) and streamed.num_workers == 0
+    next(streamed)
+    assert streamed.loader.num_workers == 0
+    with pytest.raises(UsageError, match="--num-workers must be >= 0, got -1"):
+        StreamingBatches("mnist5k:test", config, 100, num_workers=-1)
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_epoch_order_reaches_cuda_through_pinned_memory_without_waiting(hflip):
+    """The epoch's permutation (and flips) are drawn on the CPU generator, as on every device, and copied to CUDA
+    from page-locked memory asynchronously, not with a blocking copy; on the CPU they are the tensors drawn."""
+    from fake_cuda import FakeCuda
+
+    data_ = load_dataset("mnist5k:test")
+    with FakeCuda() as cuda:
+        batches = InMemoryBatches(data_, 100, seed=3, device="cuda", hflip=hflip)
+        on_cuda = take(batches, 6)  # across an epoch boundary
+    orders, flips = cuda.to_device(torch.int64), cuda.to_device(torch.bool)
+    assert len(orders) == 3  # the labels once, then the order of each of the two epochs
+    permutations = [copy for copy in orders if copy.shape == (500,) and copy.pinned]
+    assert len(permutations) == 2 and all(copy.non_blocking for copy in permutations)
+    assert len(flips) == (2 if hflip else 0) and all(copy.pinned and copy.non_blocking for copy in flips)
+    on_cpu = take(InMemoryBatches(data_, 100, seed=3, hflip=hflip), 6)
+    for (xi, xl), (yi, yl) in zip(on_cpu, on_cuda):
+        assert torch.equal(xi, yi) and torch.equal(xl, yl)
+    order = data.epoch_order(500, 3, 0, 100, 0, 1)
+    assert data.host_to_device(order, "cpu") is order

@@ -334,6 +334,10 @@ def build_inception_module(state: dict[str, Tensor]):
                              f"({first_line})") from None
 
 
+INCEPTION_IMAGE_BYTES = 16 * 2 ** 20  # bytes of GPU memory allowed per 299-px image in one InceptionV3 call (its
+# float32 activations take ~6 MB an image: ~0.6 GB for 100; the rest is room for cuDNN workspaces and the allocator)
+CUDA_CHUNK_MEMORY_SHARE = 0.5  # share of the GPU's free memory one InceptionV3 call may fill
+
 _BUILT: dict[str, nn.Module] = {}  # sha256 -> the frozen network built from that file, reused within a process
 # (training's FID and its end-of-run report, or several evaluations in one Python session, load it once)
 
@@ -355,7 +359,7 @@ class InceptionExtractor:
     num_classes = 0
     resize = TF_BILINEAR_RESIZE
     resizes_internally = True
-    forward_chunk = 100  # images per network call (bounds activation memory; ~0.6 GB at 299 px in float32)
+    forward_chunk = 100  # images per network call on the CPU, and at least that many on a GPU (`chunk_size`)
 
     def __init__(self, module, weights_hash: str, path: str = "") -> None:
         self.module = module.eval()
@@ -385,9 +389,20 @@ class InceptionExtractor:
         """(N, 3, S, S) float in [-1, 1] -> (N, 2048) float32 pool3 activations (resized to 299 inside)."""
         check_extractor_input(images, self.input_channels, 0, self.extractor_id)
         self.module.eval()
-        # At most `forward_chunk` images per network call: the 299-px activations of a whole --batch-size batch
-        # (500) take several GB of GPU memory; per-image features do not depend on the chunking.
-        return torch.cat([self.module(to_uint8(chunk))[0] for chunk in images.split(self.forward_chunk)])
+        # At most `chunk_size` images per network call: the 299-px activations of a whole --batch-size batch
+        # (500) take several GB; per-image features do not depend on the chunking.
+        chunk = self.chunk_size(images.device)
+        return torch.cat([self.module(to_uint8(part))[0] for part in images.split(chunk)])
+
+    def chunk_size(self, device: torch.device | str) -> int:
+        """Images per network call on `device`: `forward_chunk` (100) on the CPU and other non-CUDA devices; on CUDA
+        as many as CUDA_CHUNK_MEMORY_SHARE of the free memory holds at INCEPTION_IMAGE_BYTES each (a whole batch
+        on a large GPU), never fewer than `forward_chunk`."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self.forward_chunk
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(self.forward_chunk, int(CUDA_CHUNK_MEMORY_SHARE * free) // INCEPTION_IMAGE_BYTES)
 
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, None]:
         return self.features(images), None

@@ -204,11 +204,15 @@ def extract(
 
     Each batch goes through `resize_for_extractor` (a no-op when it already has the extractor's geometry), then
     `to_model_range`, then the extractor on `device`, in eval and inference mode; `notes` (a `GeometryNotes`)
-    collects what the batches were, for the statistics' protocol notes. Returns (FeatureStats with raw
-    features kept if `keep_features`, logits (N, num_classes) float32 on the CPU if `with_logits` else None). A
-    tqdm bar named `name` runs on stderr when stderr is a terminal.
+    collects what the batches were, for the statistics' protocol notes. Batches on the host reach CUDA through
+    pinned memory without blocking the host (`data.host_to_device`); batches already on `device` stay there.
+    Returns (FeatureStats with raw features kept if `keep_features`, logits (N, num_classes) float32 on the CPU,
+    copied there once at the end, if `with_logits` else None). A tqdm bar named `name` runs on stderr when stderr is
+    a terminal.
     """
     from tqdm import tqdm
+
+    from genvision.data import host_to_device
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
@@ -234,15 +238,15 @@ def extract(
                 continue
             side = extractor_side(extractor, batch.shape[2], batch.shape[3])
             notes.see(batch.shape[1], batch.shape[2], batch.shape[3], side)
-            batch = resize_for_extractor(batch.to(device, non_blocking=True), side, extractor.input_channels)
+            batch = resize_for_extractor(host_to_device(batch, device), side, extractor.input_channels)
             features, batch_logits = extractor.features_and_logits(to_model_range(batch))
             stats.update(features)
             if with_logits:
-                logits.append(batch_logits.float().cpu())
+                logits.append(batch_logits.float())
             bar.update(batch.shape[0])
     if not with_logits:
         return stats, None
-    return stats, torch.cat(logits) if logits else torch.zeros(0, extractor.num_classes)
+    return stats, torch.cat(logits).cpu() if logits else torch.zeros(0, extractor.num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -465,16 +469,18 @@ def _from_feature_stats(name: str, kind: str, stats: FeatureStats, logits: Tenso
                             metadata=extractor.metadata(name, stats.count, **notes.protocol()))
 
 
-def generated_statistics(images: Tensor, extractor: FeatureExtractor, batch_size: int = 500,
+def generated_statistics(images: Tensor | Sequence[Tensor], extractor: FeatureExtractor, batch_size: int = 500,
                          device: torch.device | str = "cpu", *, name: str = "generated", need_features: bool = False,
                          need_logits: bool = False, sharded: bool = True) -> SourceStatistics:
     """The one scoring path of generated samples, for training FID, the report and `fid` / `stats` of a generator:
-    uint8 (N, C, H, W) samples -> `extract` -> statistics. `sharded`: `images` are this rank's block of the samples
-    (`distributed.shard_range`), and the statistics returned on every rank are those of every rank's blocks
-    together (`combine_shards`), so the Fréchet distance against them is the one-process value."""
+    uint8 (N, C, H, W) samples, or a sequence of such batches (left on the device they were made on, as training
+    FID's are: no round trip through the host), -> `extract` -> statistics. `sharded`: `images` are this rank's
+    block of the samples (`distributed.shard_range`), and the statistics returned on every rank are those of every
+    rank's blocks together (`combine_shards`), so the Fréchet distance against them is the one-process value."""
     notes = GeometryNotes(name, extractor)
+    total = None if isinstance(images, Tensor) else sum(batch.shape[0] for batch in images)
     stats, logits = extract(images, extractor, batch_size, device, need_features, need_logits, name=name,
-                            notes=notes)
+                            notes=notes, total=total)
     return _from_feature_stats(name, "generator", stats, logits, extractor, notes, sharded=sharded)
 
 

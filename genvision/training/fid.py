@@ -64,15 +64,15 @@ class TrainingFID:
 
     @torch.no_grad()
     def generated_images(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None
-                         ) -> torch.Tensor:
+                         ) -> list[torch.Tensor]:
         """uint8 samples of this rank's block of the fixed draws (`distributed.shard_range`; all of them in one
-        process), through `prior`, (eps, u) -> z, when given, quantised as PNG saving would."""
+        process), through `prior`, (eps, u) -> z, when given, quantised as PNG saving would: batches of
+        `batch_size`, left on the run's device for the extractor (empty on a rank without a batch)."""
         shard = distributed.shard_range(len(self.latents), self.batch_size)  # this rank's draws (all in one)
         eps, u = self.latents[shard.start:shard.stop], self.uniforms[shard.start:shard.stop]
         latents = eps if prior is None else prior(eps, u)
-        batches = [to_uint8(sampler(latents[start:start + self.batch_size].to(self.device))).cpu()
-                   for start in range(0, len(latents), self.batch_size)]
-        return torch.cat(batches) if batches else torch.zeros(0, 0, 0, 0, dtype=torch.uint8)
+        return [to_uint8(sampler(latents[start:start + self.batch_size].to(self.device)))
+                for start in range(0, len(latents), self.batch_size)]
 
     def __call__(self, sampler: Callable[[torch.Tensor], torch.Tensor], prior: Callable | None = None) -> float:
         """FID of the fixed draws; under torchrun every rank scores its share (`sources.generated_statistics`) and

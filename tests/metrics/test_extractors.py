@@ -208,6 +208,28 @@ def test_inception_extractor_offline(inception_weights, monkeypatch):
     torch.testing.assert_close(chunked, features, rtol=1e-5, atol=1e-6)
 
 
+def test_inception_chunk_fills_a_share_of_the_free_gpu_memory(monkeypatch):
+    """100 images per InceptionV3 call on the CPU, as always; on CUDA as many as half the free memory holds at 16 MiB
+    an image (a whole batch of 500 on a 141 GB GPU), never fewer than 100."""
+    import genvision.metrics.extractors as extractors
+
+    gib, asked = 2 ** 30, []
+
+    def mem_get_info(device=None):
+        asked.append(device)
+        return free, 141 * gib
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    extractor = InceptionExtractor(torch.nn.Identity(), "0" * 64)
+    assert extractor.chunk_size("cpu") == extractor.chunk_size(torch.device("meta")) == 100 and asked == []
+    free = 130 * gib
+    assert extractor.chunk_size("cuda:1") == int(0.5 * free) // (16 * 2 ** 20) == 4160
+    assert asked == [torch.device("cuda:1")]
+    free = gib  # a nearly full GPU: the CPU's chunk
+    assert extractor.chunk_size("cuda") == 100
+    assert (extractors.INCEPTION_IMAGE_BYTES, extractors.CUDA_CHUNK_MEMORY_SHARE) == (16 * 2 ** 20, 0.5)
+
+
 def test_inception_needs_weights_file(tmp_path):
     pytest.importorskip("torch_fidelity")
     with pytest.raises(UsageError, match="--inception-weights") as info:

@@ -91,6 +91,40 @@ def test_extract_tensor_and_batches_agree(extractor):
         extract(images.float(), extractor)
 
 
+def test_extract_feeds_cuda_from_pinned_memory_and_reads_logits_back_once(extractor):
+    """Host batches reach a (pretend) CUDA device through pinned memory with asynchronous copies, and the logits
+    come back to the host in one copy at the end, not one blocking copy per batch; the numbers are the CPU's."""
+    from fake_cuda import FakeCuda
+
+    images = torch.randint(0, 256, (70, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    on_cpu, cpu_logits = extract(images, extractor, batch_size=32, keep_features=True, with_logits=True)
+    try:
+        with FakeCuda() as cuda:
+            on_cuda, cuda_logits = extract(images, extractor, batch_size=32, device="cuda", keep_features=True,
+                                           with_logits=True)
+    finally:
+        extractor.to("cpu")
+    batches = cuda.to_device(torch.uint8)
+    assert [copy.shape[0] for copy in batches] == [32, 32, 6]
+    assert all(copy.pinned and copy.non_blocking for copy in batches)
+    assert [copy.shape for copy in cuda.to_host()] == [(70, 10)]
+    torch.testing.assert_close(on_cuda.features(), on_cpu.features(), rtol=0, atol=0)
+    torch.testing.assert_close(cuda_logits, cpu_logits, rtol=0, atol=0)
+
+
+def test_generated_statistics_of_batches_equal_those_of_the_tensor(extractor):
+    """Samples handed over as the batches they were made in (training FID's, on the device) score exactly as the
+    same samples in one tensor."""
+    images = torch.randint(0, 256, (70, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    whole = sources.generated_statistics(images, extractor, 32, need_features=True, need_logits=True)
+    batched = sources.generated_statistics(list(images.split(32)), extractor, 32, need_features=True,
+                                           need_logits=True)
+    assert batched.count == whole.count == 70
+    np.testing.assert_array_equal(batched.mu, whole.mu)
+    np.testing.assert_array_equal(batched.sigma, whole.sigma)
+    assert torch.equal(batched.features, whole.features) and torch.equal(batched.logits, whole.logits)
+
+
 @pytest.mark.parametrize("shape", [(80, 1, 32, 32), (80, 3, 28, 28)], ids=["gray-32px", "rgb-28px"])
 def test_in_memory_and_png_folder_give_identical_fid(extractor, tmp_path, shape):
     generator = torch.Generator().manual_seed(1)
