@@ -271,7 +271,7 @@ class ClassifierConfig(RunConfig):
                        choices=("spatial", "global-average"))
     whitening_floor: float = opt(1e-2, "eigenvalue floor of the whitened low-level FID block, relative to its largest "
                                  "(smaller = more sensitive to blur and noise, noisier floor)")
-    semantic_share: float = opt(0.8, "share of the FID feature variance given to the feature layer (the semantic "
+    semantic_share: float = opt(0.9, "share of the FID feature variance given to the feature layer (the semantic "
                                 "block); the low-level block gets the rest")
     calibration_images: int = opt(20000, "training images the FID feature map is fitted on (the first ones)")
     overwrite: bool = opt(False, "start afresh in an --out-dir that holds an earlier run: its files are removed")

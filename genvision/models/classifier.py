@@ -10,9 +10,9 @@ With `multi_depth` the FID features are two blocks, as LPIPS joins layers (Zhang
 Effectiveness of Deep Features as a Perceptual Metric"): the **semantic** block, the feature layer, which sees which
 digit is drawn and its shape, and the **low-level** block, the channel means of the first two convs (the edge and
 stroke statistics blur, noise, JPEG and dimming change). `calibrate` centres both, scales the semantic block to
-`semantic_share` of the total variance and whitens the low-level block into the rest, so the FID features are
-block-diagonal and each block's Frechet distance can be read on its own (`feature_blocks`). Logits come from the
-feature layer alone.
+`semantic_share` of the total variance, and gives the rest to what the low-level block holds beyond the semantic
+one (its residual on the feature layer, whitened), so the blocks are uncorrelated on the training images and each
+block's Fréchet distance can be read on its own (`feature_blocks`). Logits come from the feature layer alone.
 
 Input: float images in [-1, 1], (N, image_channels, resolution, resolution), image_channels 1 or 3, resolution 32
 or 64. `features(x)` -> (N, num_features), `num_features` being the total FID dimension of the extractor contract:
@@ -42,7 +42,7 @@ class ClassifierArchitecture:
     pooling: str = "spatial"  # "spatial" or "global-average"
     multi_depth: bool = True  # FID features: feature layer + calibrated low-level block (False: the layer alone)
     whitening_floor: float = 1e-2  # eigenvalue floor of the low-level whitening, relative to the largest
-    semantic_share: float = 0.8  # share of the FID feature variance `calibrate` gives the semantic block, in (0, 1)
+    semantic_share: float = 0.9  # share of the FID feature variance `calibrate` gives the semantic block, in (0, 1)
 
 
 DEFAULT_ARCHITECTURE = ClassifierArchitecture()
@@ -154,23 +154,31 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def calibrate(self, batches) -> None:
         """Fit the calibration map on training images (an iterable of (N, C, R, R) batches in [-1, 1]), in eval
-        mode: both blocks centred on their training mean; the semantic block (the feature layer) scaled to total
-        variance `semantic_share` x D and the low-level block whitened (eigenvalues floored at `whitening_floor` x
-        the largest) and scaled to the rest, D = num_features, so the features average unit variance. Every tensor
-        is made on the features' device."""
+        mode. Both blocks are centred on their training mean; the semantic block (the feature layer) is scaled to
+        total variance `semantic_share` x D, D = num_features. The low-level block keeps only what the semantic
+        block does not predict (its least-squares residual on the feature layer, so the two blocks are
+        uncorrelated on the training images and their Fréchet distances add up to about the FID), whitened
+        (eigenvalues floored at `whitening_floor` x the largest) and scaled to the rest of the variance, so the
+        features average unit variance. Every tensor is made on the features' device."""
         was_training = self.training
         self.eval()
         layers, lows = zip(*(self.layer_and_low_level(batch) for batch in batches))
         self.train(was_training)
         layer, low = torch.cat(layers).double(), torch.cat(lows).double()
+        layer_centred, low_centred = layer - layer.mean(0), low - low.mean(0)
         semantic_variance = self.semantic_share * self.num_features
         low_level_variance = self.num_features - semantic_variance
         layer_scale = (semantic_variance / torch.cov(layer.T).trace().clamp_min(1e-12)).sqrt()
-        eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(low.T))
+        predicted = torch.linalg.lstsq(layer_centred, low_centred).solution  # (feature_width, 2w)
+        residual = low_centred - layer_centred @ predicted                    # (N, 2w)
+        eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(residual.T))
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
-        whitening = whitening * (low_level_variance / torch.cov((low @ whitening).T).trace()).sqrt()
-        identity = torch.eye(self.feature_width, dtype=torch.float64, device=layer.device)
-        transform = torch.block_diag(identity * layer_scale, whitening)
+        whitening = whitening * (low_level_variance / torch.cov((residual @ whitening).T).trace()).sqrt()
+        transform = torch.zeros(self.num_features, self.num_features, dtype=torch.float64, device=layer.device)
+        width = self.feature_width
+        transform[:width, :width] = torch.eye(width, dtype=torch.float64, device=layer.device) * layer_scale
+        transform[:width, width:] = -predicted @ whitening         # (layer, low) -> (low - layer @ predicted) W
+        transform[width:, width:] = whitening
         self.feature_center.copy_(torch.cat([layer.mean(0), low.mean(0)]).float())
         self.feature_transform.copy_(transform.float())

@@ -25,7 +25,7 @@ def test_shapes_at_both_sizes_and_channel_counts(resolution, channels, pooling):
     assert legacy.num_features == 12 and (legacy.features(images) >= 0).all()  # 0.1.0: post-ReLU layer only
 
 
-@pytest.mark.parametrize("semantic_share", [0.8, 0.5])
+@pytest.mark.parametrize("semantic_share", [0.9, 0.5])
 def test_calibration_gives_the_semantic_block_its_share_and_whitens_the_low_level_block(semantic_share):
     torch.manual_seed(0)
     model = Classifier(1, 32, base_channels=4, feature_width=12, semantic_share=semantic_share).eval()
@@ -38,6 +38,8 @@ def test_calibration_gives_the_semantic_block_its_share_and_whitens_the_low_leve
     semantic = torch.tensor(20 * semantic_share, dtype=torch.float64)  # of D = 20: the features average unit variance
     torch.testing.assert_close(covariance[:12, :12].trace(), semantic, rtol=1e-4, atol=0)
     torch.testing.assert_close(covariance[12:, 12:].trace(), 20 - semantic, rtol=1e-4, atol=0)
+    cross = covariance[:12, 12:]  # the low-level block holds only what the semantic block does not predict
+    torch.testing.assert_close(cross, torch.zeros_like(cross), atol=1e-4, rtol=0)
     low = covariance[12:, 12:]  # whitened up to the eigenvalue floor: off-diagonal terms vanish
     torch.testing.assert_close(low - torch.diag(low.diagonal()), torch.zeros_like(low), atol=1e-4, rtol=0)
 
