@@ -287,11 +287,17 @@ def build_panel(args, held_out) -> list[Entry]:
 
 def feature_blocks(extractor) -> list[tuple[str, int, int]]:
     """(name, first column, end column) of each block an extractor's features are made of, from its optional
-    `feature_blocks` attribute ((name, width) pairs in column order); [] when it names none."""
+    `feature_blocks` attribute: (name, width) pairs in column order (or a dict of them, or (name, first, end)
+    triples); [] when it names none. The blocks must tile the features."""
+    named = getattr(extractor, "feature_blocks", None) or ()
     blocks, start = [], 0
-    for name, width in getattr(extractor, "feature_blocks", None) or ():
-        blocks.append((str(name), start, start + int(width)))
-        start += int(width)
+    for name, *span in named.items() if isinstance(named, dict) else named:
+        first, end = (start, start + int(span[0])) if len(span) == 1 else (int(span[0]), int(span[1]))
+        if first != start or end <= first:
+            raise UsageError(f"{extractor.describe()}: its feature_blocks are not contiguous column ranges in order "
+                             f"({named!r})")
+        blocks.append((str(name), first, end))
+        start = end
     if blocks and start != extractor.num_features:
         raise UsageError(f"{extractor.describe()}: its feature_blocks cover {start} columns, it has "
                          f"{extractor.num_features} features")
@@ -433,6 +439,10 @@ def main() -> int:
             if getattr(args, flag) <= 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
         parse_steps(args.gan_steps)
+        if args.json:
+            from genvision.fileio import check_output_path
+
+            check_output_path(args.json, "--json")
         from genvision.data import load_dataset
         from genvision.metrics.extractors import ClassifierExtractor, InceptionExtractor
 

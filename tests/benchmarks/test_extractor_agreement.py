@@ -52,6 +52,10 @@ def test_each_named_feature_block_is_ranked_by_its_own_frechet_distance(agreemen
     width = extractor.num_features
     extractor.feature_blocks = (("semantic", width - 32), ("low-level", 32))
     assert agreement.feature_blocks(extractor) == [("semantic", 0, width - 32), ("low-level", width - 32, width)]
+    as_triples = (("semantic", 0, width - 32), ("low-level", width - 32, width))
+    for named in ({"semantic": width - 32, "low-level": 32}, as_triples):  # the other spellings it accepts
+        extractor.feature_blocks = named
+        assert agreement.feature_blocks(extractor) == list(as_triples)
     held_out = load_dataset("mnist5k:test").images
     reference, entries = held_out[:200], [agreement.Entry("a", "", held_out[200:300]),
                                           agreement.Entry("b", "", held_out[300:400].flip(-1))]
@@ -67,12 +71,17 @@ def test_each_named_feature_block_is_ranked_by_its_own_frechet_distance(agreemen
     extractor.feature_blocks = (("semantic", 8),)
     with pytest.raises(UsageError, match=f"cover 8 columns, it has {width} features"):
         agreement.feature_blocks(extractor)
+    extractor.feature_blocks = (("semantic", 0, 8), ("low-level", 16, width))
+    with pytest.raises(UsageError, match="not contiguous"):
+        agreement.feature_blocks(extractor)
 
 
 @pytest.mark.parametrize("flags, words", [
     (["--gan-steps", "500,x"], ["--gan-steps must be comma-separated step counts > 0", "'500,x'"]),
     (["--num-samples", "-3"], ["--num-samples must be > 0, got -3"]),
     (["--classifier", "missing.safetensors"], ["missing.safetensors does not exist"]),
+    (["--json", "no-such-folder/agreement.json"], ["--json no-such-folder/agreement.json: folder no-such-folder "
+                                                   "does not exist"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(agreement, monkeypatch, capsys, tmp_path, flags, words):
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--quick", "--work-dir", str(tmp_path / "work"), *flags])
