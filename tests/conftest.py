@@ -33,7 +33,8 @@ if torch.cuda.is_available() and not CUDA_RUN:  # CUDA was initialised before th
 
 
 # The longest test files (whole training runs in subprocesses, measured: 40-70 s each on 2 cores) go first.
-LONG_FILES = ("test_readme.py", "test_cli_fid.py", "test_inception_weights.py", "test_distributed_fid.py")
+LONG_FILES = ("test_readme.py", "test_cli_fid.py", "test_inception_weights.py", "test_distributed_fid.py",
+              "test_distributed.py", "test_extractor_agreement.py", "test_gpu_check.py")
 
 
 def pytest_configure(config):

@@ -157,6 +157,21 @@ def check_extractor_input(images: Tensor, channels: int, size: int, extractor_id
                          f"{tuple(images.shape)}")
 
 
+@contextmanager
+def full_float32(device: torch.device | str) -> Iterator[None]:
+    """Feature extraction in full float32 wherever it runs: TF32 tensor cores off for matmuls and cuDNN convolutions
+    (training turns them on: `training.common.configure_backends`) and autocast off, then the settings restored.
+    Statistics made on a GPU and on the CPU then differ by float32 rounding only, not by TF32's 10-bit products, so
+    cached reference statistics need no record of where they were made."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(torch.device(device).type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The baseline classifier.
 

@@ -33,7 +33,8 @@ from torch import Tensor
 from genvision import distributed
 from genvision.errors import UsageError
 from genvision.imageconv import DIGIT_PAD, DIGIT_SIDE, PADDED_DIGIT_SIDE, pads_digits, to_model_range
-from genvision.metrics.extractors import FeatureExtractor, channel_handling, extractor_side, resize_for_extractor
+from genvision.metrics.extractors import (FeatureExtractor, channel_handling, extractor_side, full_float32,
+                                          resize_for_extractor)
 from genvision.metrics.stats import FeatureStats, limited_torch_threads
 from genvision.metrics.statsfile import StatsMetadata, load_stats, save_stats
 
@@ -239,7 +240,8 @@ def extract(
             side = extractor_side(extractor, batch.shape[2], batch.shape[3])
             notes.see(batch.shape[1], batch.shape[2], batch.shape[3], side)
             batch = resize_for_extractor(host_to_device(batch, device), side, extractor.input_channels)
-            features, batch_logits = extractor.features_and_logits(to_model_range(batch))
+            with full_float32(device):  # TF32 and autocast off: GPU and CPU statistics agree (`full_float32`)
+                features, batch_logits = extractor.features_and_logits(to_model_range(batch))
             stats.update(features)
             if with_logits:
                 logits.append(batch_logits.float())

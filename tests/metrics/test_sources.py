@@ -349,3 +349,40 @@ def test_folder_fifo_is_refused_not_read(extractor, tmp_path):
     with pytest.raises(UsageError) as error:
         source_statistics(str(tmp_path / "images"), extractor)
     assert str(error.value) == f"cannot read image {tmp_path / 'images' / '0002.png'}: not a regular file"
+
+
+def test_features_are_extracted_without_tf32_or_autocast_and_the_settings_come_back():
+    """Training turns TF32 on for CUDA (`configure_backends`) and may run under bf16 autocast; feature extraction
+    runs in full float32 whatever those settings are, so GPU-made statistics match CPU-made references."""
+    import torch
+
+    from genvision.metrics.sources import extract
+
+    seen = []
+
+    class Spy:
+        extractor_id, weights_hash, resize, resizes_internally = "spy", "0" * 64, "pad28+bicubic-antialias", False
+        input_size, input_channels, num_features, num_classes = 8, 1, 3, 0
+        feature_blocks = (("all", 3),)
+
+        def to(self, device):
+            return self
+
+        def describe(self):
+            return "spy"
+
+        def features_and_logits(self, images):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                         torch.is_autocast_enabled("cpu")))
+            return images.flatten(1)[:, :3].float() * 1.0, None
+
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            extract(images, Spy(), batch_size=4)
+        assert seen == [(False, False, False)] * 3
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
