@@ -435,7 +435,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     from genvision.errors import UsageError
     from genvision.metrics import scores
     from genvision.metrics.sources import resolve_source, source_statistics
-    from genvision.metrics.stats import frechet_distance
+    from genvision.metrics.stats import FrechetReference
 
     config.validate()
     resolved = [resolve_source(source_a), resolve_source(source_b)]
@@ -455,8 +455,10 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     assert side_a is not None and side_b is not None
     for side in (side_a, side_b):
         warn_if_few(side, extractor.num_features)
-    fid = frechet_distance(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma)
-    if not math.isfinite(fid):  # frechet_distance already refuses this; kept as the documented guard
+    # SOURCE_B as the reference, the formula training FID and the report use (`FrechetReference`), so `fid CKPT
+    # REFERENCE` equals the FID a run logged for that checkpoint to the last bit.
+    fid = FrechetReference(side_b.mu, side_b.sigma, device).distance(side_a.mu, side_a.sigma)
+    if not math.isfinite(fid):  # the distance already refuses this; kept as the documented guard
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
     report = FidReport(fid, side_a.count, side_b.count, kind, extractor.extractor_id, extractor.weights_hash,
                        source_a, source_b, fid_blocks=fid_by_block(extractor, side_a, side_b),
