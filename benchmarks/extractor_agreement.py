@@ -35,8 +35,7 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from genvision.errors import UsageError  # noqa: E402
-from genvision.metrics.extractors import BICUBIC_RESIZE, check_extractor_input  # noqa: E402
-from genvision.metrics.statsfile import StatsMetadata  # noqa: E402
+from genvision.metrics.extractors import BICUBIC_RESIZE, MetadataFromContract, check_extractor_input  # noqa: E402
 
 FULL_GAN_STEPS = "500,1000,2000,3000"  # the default DCGAN trains 3000 steps (docs/training.md)
 FULL_VAE_STEPS = 2500  # the default VAE's --num-steps
@@ -71,7 +70,7 @@ class LeNet5(nn.Module):
         return self.head(self.trunk(x))
 
 
-class LeNetExtractor:
+class LeNetExtractor(MetadataFromContract):
     """A trained `LeNet5` behind genvision's `FeatureExtractor` protocol (metrics/extractors.py), so
     `sources.extract` and `stats.frechet_distance` score it as they score the shipped classifier."""
 
@@ -99,12 +98,6 @@ class LeNetExtractor:
         check_extractor_input(images, self.input_channels, self.input_size, self.extractor_id)
         features = self.model.trunk(images)
         return features, self.model.head(features)
-
-    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
-                 source_size: int = 0) -> StatsMetadata:
-        return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
-                             num_samples, resize=self.resize, channel_handling=channel_handling,
-                             source_size=source_size)
 
     def describe(self) -> str:
         return "independent LeNet-5"

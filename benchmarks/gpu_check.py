@@ -326,26 +326,6 @@ def check(args: argparse.Namespace) -> int:
 # Step 5: a 50,000-sample FID with random InceptionV3 weights.
 
 
-def write_random_inception_weights(path: Path) -> None:
-    """torch-fidelity's InceptionV3 with its random initialisation (seed 0) as a plain state dict, built without
-    fetching its weights (as tests/helpers.py does)."""
-    import torch
-    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
-
-    class Unloaded(fidelity.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    original = fidelity.load_state_dict_from_url
-    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
-        torch.manual_seed(0)
-        module = Unloaded("random-inception", ["2048"])
-    finally:
-        fidelity.load_state_dict_from_url = original
-    torch.save(module.state_dict(), path)
-
-
 def fid50k(args: argparse.Namespace) -> int:
     """Time the FID of `--num-samples` uint8 32 px RGB images (on the host, as decoded or sampled images are)
     against statistics computed beforehand (as a cached reference is): features and statistics on the GPU
@@ -359,14 +339,14 @@ def fid50k(args: argparse.Namespace) -> int:
     import torch
 
     from genvision.fileio import write_json
-    from genvision.metrics.extractors import load_extractor
+    from genvision.metrics.extractors import load_extractor, save_random_inception_weights
     from genvision.metrics.sources import generated_statistics
     from genvision.metrics.stats import frechet_distance
 
     device = torch.device("cuda")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genvision-fid50k-"))
     weights = workdir / "inception-random.pth"
-    write_random_inception_weights(weights)
+    save_random_inception_weights(weights)
     extractor = load_extractor("inception", inception_weights=weights, device=device)
     generator = torch.Generator().manual_seed(0)
     reference = torch.randint(0, 256, (5000, 3, 32, 32), dtype=torch.uint8, generator=generator)

@@ -316,20 +316,10 @@ def write_pngs(images: torch.Tensor, folder: Path) -> None:
 def write_random_inception_weights(path: Path) -> None:
     """torch-fidelity's InceptionV3 with its random initialisation (seed 0), saved as a plain state dict; skips the
     test when torch-fidelity is not installed."""
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    from genvision.metrics.extractors import save_random_inception_weights
 
-    class Unloaded(fidelity.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    original = fidelity.load_state_dict_from_url
-    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
-        torch.manual_seed(0)
-        module = Unloaded("random-inception", ["2048"])
-    finally:
-        fidelity.load_state_dict_from_url = original
-    torch.save(module.state_dict(), path)
+    save_random_inception_weights(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

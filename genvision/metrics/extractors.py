@@ -209,7 +209,24 @@ def inference_copy(model: nn.Module) -> nn.Module:
     return frozen.to(memory_format=torch.channels_last)
 
 
-class ClassifierExtractor:
+class MetadataFromContract:
+    """`FeatureExtractor.metadata` from the contract's attributes: what a statistics file records of its
+    extractor (identity, input geometry, resize rule) and of its source."""
+
+    extractor_id: str
+    weights_hash: str
+    input_size: int
+    input_channels: int
+    resize: str
+
+    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
+                 source_size: int = 0) -> StatsMetadata:
+        return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
+                             num_samples, resize=self.resize, channel_handling=channel_handling,
+                             source_size=source_size)
+
+
+class ClassifierExtractor(MetadataFromContract):
     """genvision's `Classifier` as a feature extractor: penultimate-layer features and class logits."""
 
     extractor_id = CLASSIFIER_ID
@@ -276,12 +293,6 @@ class ClassifierExtractor:
         if len(features) == 1:
             return features[0], logits[0]
         return torch.cat(features), torch.cat(logits)
-
-    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
-                 source_size: int = 0) -> StatsMetadata:
-        return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
-                             num_samples, resize=self.resize, channel_handling=channel_handling,
-                             source_size=source_size)
 
     def describe(self) -> str:
         return "classifier"
@@ -357,7 +368,27 @@ _BUILT: dict[str, nn.Module] = {}  # sha256 -> the frozen network built from tha
 # (training's FID and its end-of-run report, or several evaluations in one Python session, load it once)
 
 
-class InceptionExtractor:
+def save_random_inception_weights(path: str | Path, seed: int = 0) -> None:
+    """torch-fidelity's InceptionV3 with its random initialisation (`seed`) as a plain state dict at `path`, built
+    without fetching its weights: a stand-in for offline checks of the Inception path (tests, the GPU check), whose
+    features are meaningless. Needs the ``genvision[inception]`` extra."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+
+    class Unloaded(fidelity.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
+            return None
+
+    original = fidelity.load_state_dict_from_url
+    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
+    try:
+        torch.manual_seed(seed)
+        module = Unloaded("random-inception", ["2048"])
+    finally:
+        fidelity.load_state_dict_from_url = original
+    torch.save(module.state_dict(), path)
+
+
+class InceptionExtractor(MetadataFromContract):
     """InceptionV3 pool3 features (2048) of torch-fidelity's TF-compatible port, for literature-comparable FID.
 
     Input contract: float [-1, 1] (N, 3, S, S) at the images' own side S (`resizes_internally`): the network
@@ -421,12 +452,6 @@ class InceptionExtractor:
 
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, None]:
         return self.features(images), None
-
-    def metadata(self, source: str = "", num_samples: int = 0, channel_handling: str = "",
-                 source_size: int = 0) -> StatsMetadata:
-        return StatsMetadata(self.extractor_id, self.weights_hash, self.input_size, self.input_channels, source,
-                             num_samples, resize=self.resize, channel_handling=channel_handling,
-                             source_size=source_size)
 
     def describe(self) -> str:
         return "inception"
