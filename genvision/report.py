@@ -205,7 +205,7 @@ def sample_scores(generated, real, num_classes: int, options: ReportConfig,
     values["precision"], values["recall"] = scores.precision_recall(real.features, generated.features,
                                                                     PRECISION_RECALL_K, device=device)
     if generated.logits is not None and num_classes:
-        values["classifier_score"] = scores.classifier_score(generated.logits)
+        values["classifier_score"] = scores.shuffled_classifier_score(generated.logits)  # as `genvision fid`
         if real.logits is not None and len(real.logits):
             coverage = scores.class_coverage(generated.logits, real.logits, num_classes)
             values["classes_covered"] = (coverage["classes_covered"], num_classes)

@@ -347,7 +347,7 @@ def test_statistics_of_the_earlier_28px_rule_are_refused(setup, tmp_path, old_re
 
 
 def test_classifier_score_ignores_class_sorted_order():
-    from genvision.metrics.evaluate import shuffled_classifier_score
+    from genvision.metrics.scores import shuffled_classifier_score
     from genvision.metrics.scores import classifier_score
 
     logits = 20 * torch.eye(10).repeat_interleave(50, dim=0)  # 500 confident predictions, sorted by class

@@ -137,8 +137,8 @@ def assert_printed(text: str, value: float) -> None:
 
 
 def test_final_table_is_genvision_fid_of_the_same_samples(runs):
-    """The report's FID, KID, precision, recall, classes covered and class KL are `genvision fid` of the same
-    checkpoint, sample count and seed against the run's --dataset, to the printed precision."""
+    """The report's FID, KID, precision, recall, classifier score, classes covered and class KL are `genvision fid`
+    of the same checkpoint, sample count and seed against the run's --dataset, to the printed precision."""
     run, _ = runs["gan"]
     table = metrics_table((run / "report.html").read_text())
     checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", (run / "report.html").read_text()).group(1)
@@ -156,6 +156,9 @@ def test_final_table_is_genvision_fid_of_the_same_samples(runs):
         assert_printed(cell, value)
     assert_printed(table["precision"], expected["precision"])
     assert_printed(table["recall"], expected["recall"])
+    for cell, value in zip(table["classifier score"].split(" ± "),
+                           (expected["classifier_score"], expected["classifier_score_std"]), strict=True):
+        assert_printed(cell, value)
     assert table["classes covered"] == f"{expected['classes_covered']} / 10"
     assert_printed(table["class KL"], expected["class_kl"])
 
@@ -186,7 +189,7 @@ def test_table_cells_hold_their_own_scores():
     for cell, value in zip(table["KID"].split(" ± "), kid, strict=True):
         assert_printed(cell, value)
     assert kid[0] > 3 * kid[1] > 0  # mean and std apart: a swap shows
-    score = scores.classifier_score(fake_logits)
+    score = scores.shuffled_classifier_score(fake_logits)  # the report's score is `genvision fid`'s
     for cell, value in zip(table["classifier score"].split(" ± "), score, strict=True):
         assert_printed(cell, value)
     coverage = scores.class_coverage(fake_logits, real_logits, 4)

@@ -385,21 +385,6 @@ def format_number(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4g}"
 
 
-def shuffled_classifier_score(logits: "torch.Tensor", num_splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """`scores.classifier_score` over a fixed-seed shuffle of the rows.
-
-    The IS formula averages over contiguous splits, which assumes i.i.d. rows (true of generator samples). Datasets
-    and class-named folders come sorted by class, so each split would hold one class and score ~1; shuffling first
-    makes the score independent of the source's order.
-    """
-    import torch
-
-    from genvision.metrics.scores import classifier_score
-
-    order = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(seed))
-    return classifier_score(logits[order.to(logits.device)], num_splits)
-
-
 def check_reconstruction_sources(resolved: "list[Source]", split: str) -> None:
     """`--reconstructions SPLIT`: SPLIT is a dataset spec, every generator source is a VAE, and there is one.
 
@@ -472,7 +457,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
         report.precision, report.recall = scores.precision_recall(side_b.features, side_a.features,
                                                                   config.precision_recall_k, device=device)
     if side_a.logits is not None and side_a.logits.shape[0] > 0:
-        report.classifier_score, report.classifier_score_std = shuffled_classifier_score(side_a.logits)
+        report.classifier_score, report.classifier_score_std = scores.shuffled_classifier_score(side_a.logits)
         if side_b.logits is not None and side_b.logits.shape[0] > 0:
             coverage = scores.class_coverage(side_a.logits, side_b.logits, extractor.num_classes)
             report.classes_covered, report.class_kl = coverage["classes_covered"], coverage["class_kl"]

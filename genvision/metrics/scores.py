@@ -3,7 +3,8 @@
 - `kernel_inception_distance`: KID, Bińkowski et al. 2018, "Demystifying MMD GANs" (arXiv:1801.01401): unbiased
   MMD² with the polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over random subsets.
 - `classifier_score`: the Inception Score formula exp(E_x KL(p(y|x) || p(y))), Salimans et al. 2016, "Improved
-  Techniques for Training GANs" (arXiv:1606.03498), applied to any classifier's logits.
+  Techniques for Training GANs" (arXiv:1606.03498), applied to any classifier's logits; `shuffled_classifier_score`
+  (rows shuffled with a fixed seed first) is the one `genvision fid` and the report print.
 - `precision_recall`: improved precision and recall, Kynkäänniemi et al. 2019, "Improved Precision and Recall
   Metric for Assessing Generative Models" (arXiv:1904.06991): k-NN hyperspheres approximate each manifold.
 - `class_coverage`: how many classes a generator produces, and KL between its predicted-class histogram and a
@@ -123,6 +124,18 @@ def classifier_score(logits: Tensor, num_splits: int = 10) -> tuple[float, float
     stacked = torch.stack(scores)
     return float(stacked.mean()), float(stacked.std(correction=0))
 
+
+
+def shuffled_classifier_score(logits: Tensor, num_splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """`classifier_score` over a fixed-seed shuffle of the rows: the one classifier score of `genvision fid` and
+    the report.
+
+    The IS formula averages over contiguous splits, which assumes i.i.d. rows (true of generator samples). Datasets
+    and class-named folders come sorted by class, so each split would hold one class and score ~1; shuffling first
+    makes the score independent of the source's order.
+    """
+    order = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(seed))
+    return classifier_score(logits[order.to(logits.device)], num_splits)
 
 def _knn_radii(x: Tensor, k: int, row_chunk: int) -> Tensor:
     """Distance from each row of x to its k-th nearest neighbour in x, excluding itself (float64, on x's device:
