@@ -475,10 +475,13 @@ def main() -> int:
     # that sees texture and one that does not can disagree on them alone, so the agreement without them is printed too.
     trained = {name: {entry: fid for entry, fid in fids.items() if entry not in POST_PROCESSED}
                for name, fids in columns.items()}
-    generators_only = kendall_tau(trained["shipped"], trained["independent"])[0] if len(trained["shipped"]) > 1 \
-        else float("nan")
+    without = {name: kendall_tau(fids, trained["independent"])[0] if len(fids) > 1 else float("nan")
+               for name, fids in trained.items() if name != "independent"}
+    generators_only = without["shipped"]
     print(f"shipped vs independent on the trained generators alone (without {' and '.join(POST_PROCESSED)}): "
           f"tau = {generators_only:.3f}")
+    print("each feature space vs independent on the trained generators alone: " +
+          ", ".join(f"{name} {tau:.3f}" for name, tau in without.items()))
     seconds = {"independent_extractor": trained_at - began, "panel": panel_at - trained_at,
                "scoring": scored_at - panel_at}
     print(f"wall time: {' + '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}", file=sys.stderr)
@@ -499,6 +502,7 @@ def main() -> int:
                             "weights": lenet.path},
             "fid": columns, "ranking": {name: ranking(fids) for name, fids in columns.items()},
             "kendall_tau": pairs, "kendall_tau_shipped_independent_without_post_processed": generators_only,
+            "kendall_tau_vs_independent_without_post_processed": without,
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
         })
     return 0

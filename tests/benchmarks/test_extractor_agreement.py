@@ -112,6 +112,9 @@ def test_quick_mode_trains_once_and_prints_the_table_and_json(tmp_path):
     assert list(result["fid"]) == ["shipped", "shipped: semantic", "shipped: low-level", "independent"]
     assert set(result["fid"]["independent"]) == set(PANEL)
     assert -1 <= result["kendall_tau_shipped_independent_without_post_processed"] <= 1
+    assert list(result["kendall_tau_vs_independent_without_post_processed"]) == [
+        "shipped", "shipped: semantic", "shipped: low-level"]
+    assert "each feature space vs independent on the trained generators alone: shipped " in first.stdout
     assert sorted(result["ranking"]["shipped"]) == sorted(PANEL)
     assert result["ranking"]["shipped"][0] == result["ranking"]["independent"][0] == "real"  # 4 steps cannot compete
     assert result["feature_spaces"]["independent"]["extractor"] == "independent-lenet5"
