@@ -174,9 +174,9 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     # The training FID's formula on the same device, so the table's FID is the one logged at that step.
     values: dict[str, Any] = {"fid": FrechetReference(real.mu, real.sigma, device).distance(generated.mu,
                                                                                             generated.sigma)}
-    blocks = getattr(extractor, "feature_blocks", ())
-    if len(blocks) > 1:  # each feature block's own distance (the classifier's semantic and low-level blocks)
-        values["fid_blocks"] = block_frechet_distances(generated.mu, generated.sigma, real.mu, real.sigma, blocks)
+    blocks = block_frechet_distances(generated.mu, generated.sigma, real.mu, real.sigma, extractor.feature_blocks)
+    if blocks:  # each feature block's own distance (the classifier's semantic and low-level blocks)
+        values["fid_blocks"] = blocks
     if options.bootstrap:  # each rank resamples its block of the replicates; rank 0 gets them all, in order
         block = distributed.shard_range(options.bootstrap, 1)
         replicates = distributed.all_gather_rows(bootstrap_fid(generated.features, real.mu, real.sigma,

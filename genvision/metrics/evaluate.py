@@ -369,17 +369,6 @@ def blocks_line(distances: dict[str, float]) -> str:
     return f"FID by feature block: {parts}"
 
 
-def fid_by_block(extractor: "FeatureExtractor", side_a: "SourceStatistics",
-                 side_b: "SourceStatistics") -> dict[str, float] | None:
-    """Each feature block's Fréchet distance, for an extractor with more than one block (else None)."""
-    from genvision.metrics.stats import block_frechet_distances
-
-    blocks = getattr(extractor, "feature_blocks", ())
-    if len(blocks) < 2:
-        return None
-    return block_frechet_distances(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma, blocks)
-
-
 def format_number(value: float) -> str:
     """Two decimals from 1 up; four significant digits below (a FID of 0.0042 should not print as 0.00)."""
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4g}"
@@ -420,7 +409,7 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     from genvision.errors import UsageError
     from genvision.metrics import scores
     from genvision.metrics.sources import resolve_source, source_statistics
-    from genvision.metrics.stats import FrechetReference
+    from genvision.metrics.stats import FrechetReference, block_frechet_distances
 
     config.validate()
     resolved = [resolve_source(source_a), resolve_source(source_b)]
@@ -445,8 +434,9 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     fid = FrechetReference(side_b.mu, side_b.sigma, device).distance(side_a.mu, side_a.sigma)
     if not math.isfinite(fid):  # the distance already refuses this; kept as the documented guard
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
+    blocks = block_frechet_distances(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma, extractor.feature_blocks)
     report = FidReport(fid, side_a.count, side_b.count, kind, extractor.extractor_id, extractor.weights_hash,
-                       source_a, source_b, fid_blocks=fid_by_block(extractor, side_a, side_b),
+                       source_a, source_b, fid_blocks=blocks or None,
                        reconstructions=config.reconstructions or None,
                        prior_a=priors[0], prior_b=priors[1],
                        protocol=protocol(extractor, [side_a, side_b]))

@@ -380,21 +380,24 @@ def percentile_interval(values: torch.Tensor, level: float = 0.95) -> tuple[floa
 def block_frechet_distances(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
                             blocks: Sequence[tuple[str, int]]) -> dict[str, float]:
     """The Fréchet distance of each feature block on its own: {name: FD of its columns}, `blocks` being (name,
-    width) in column order (an extractor's `feature_blocks`, covering all D columns).
+    width) in column order (an extractor's `feature_blocks`, covering all D columns); {} for a single block, whose
+    distance is the FID itself: nothing to take apart.
 
     Each block's distance uses its own rows and columns of mu and sigma, so their sum is the Fréchet distance with
     the cross-block covariances set to 0 (the block-diagonal formula: the mean term splits by columns, the trace
     terms by diagonal blocks, and the square root of a block-diagonal product is taken block by block). The full
     FID also counts how the blocks covary, so the sum differs from it by that share.
     """
+    named = (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2))
+    m1, s1, m2, s2 = (_as_float64(name, value) for name, value in named)
     widths = [width for _, width in blocks]
-    dimension = _as_float64("mu1", mu1).shape[0]
-    if sum(widths) != dimension or min(widths, default=0) < 1:
-        raise UsageError(f"feature blocks {list(blocks)} do not cover the {dimension} feature columns")
+    if sum(widths) != m1.shape[0] or min(widths, default=0) < 1:
+        raise UsageError(f"feature blocks {list(blocks)} do not cover the {m1.shape[0]} feature columns")
+    if len(blocks) < 2:
+        return {}
     distances, start = {}, 0
     for name, width in blocks:
         part = slice(start, start + width)
-        distances[name] = frechet_distance(_as_float64("mu1", mu1)[part], _as_float64("sigma1", sigma1)[part, part],
-                                           _as_float64("mu2", mu2)[part], _as_float64("sigma2", sigma2)[part, part])
+        distances[name] = frechet_distance(m1[part], s1[part, part], m2[part], s2[part, part])
         start += width
     return distances

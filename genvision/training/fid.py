@@ -84,9 +84,8 @@ class TrainingFID:
         if self.reference is not None:
             try:
                 fid.fill_(self.reference.distance(generated.mu, generated.sigma))
-                blocks = getattr(self.extractor, "feature_blocks", ())
                 self.last_blocks = block_frechet_distances(generated.mu, generated.sigma, self.reference_mu,
-                                                           self.reference_sigma, blocks) if len(blocks) > 1 else {}
+                                                           self.reference_sigma, self.extractor.feature_blocks)
             except UsageError as caught:  # raised on every rank below, after the collective every rank joins
                 error = caught
         value = float(distributed.broadcast_(fid))

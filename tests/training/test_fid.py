@@ -24,6 +24,7 @@ class Stop(Exception):
 
 class StubExtractor(torch.nn.Module):
     resizes_internally = False
+    feature_blocks = (("all", 12),)  # one block: nothing to take apart
 
 
 def statistics(seed: int, d: int = 12) -> SimpleNamespace:
