@@ -40,8 +40,9 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     ``num_samples=``, ``seed=``, ``prior=`` (auto, normal or gmm: the latents of generator SOURCEs), ``features=``,
     ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``, ``features``, ``extractor``,
     ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
-    SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``, ``precision`` and
-    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
+    SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``; ``precision``, ``recall``,
+    ``density`` and ``coverage`` with ``precision_recall=True``; ``classifier_score``, ``classes_covered``,
+    ``protocol``, ...).
     """
     from genvision.metrics.evaluate import evaluate_fid
 

@@ -3,10 +3,11 @@
 The page holds the resolved config, loss and FID curves (matplotlib, from metrics.jsonl), the latest sample grid, a
 grid from the best checkpoint, the VAE's reconstructions, wall time and throughput, the VAE's held-out negative
 ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with a bootstrap 95% interval (Efron
-1979), KID (Bińkowski et al. 2018), improved precision and recall (Kynkäänniemi et al. 2019) and the classifier
-score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint. With the run's
-seed, prior and --num-fid-samples those samples are exactly the training FID's, so the table's FID equals the FID
-logged at that step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
+1979), KID (Bińkowski et al. 2018), improved precision and recall (Kynkäänniemi et al. 2019), density and coverage
+(Naeem et al. 2020) and the classifier score (the Inception Score formula of Salimans et al. 2016), on samples of
+the run's best checkpoint. With the run's seed, prior and --num-fid-samples those samples are exactly the training
+FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the page has
+no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     The FID interval is a percentile bootstrap (`metrics.stats.bootstrap_fid`; Efron & Tibshirani 1993): the
     generated features are resampled with replacement `bootstrap` times (seeded) against the fixed reference
     statistics. It covers the generated side's sampling noise only, and since FID is biased upwards in 1/N (Chong &
-    Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate. KID and
-    precision/recall (k = 3) use the raw features; classes covered and the KL between predicted-class histograms
-    the classifier's logits (`metrics.scores`). Every score runs on `device` (the run's accelerator), FID and the
-    bootstrap in float64 against the reference's square root computed once (`metrics.stats.FrechetReference`)."""
+    Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate. KID,
+    precision/recall and density/coverage (k = 3) use the raw features; classes covered and the KL between
+    predicted-class histograms the classifier's logits (`metrics.scores`). Every score runs on `device` (the run's
+    accelerator), FID and the bootstrap in float64 against the reference's square root computed once
+    (`metrics.stats.FrechetReference`)."""
     from genvision import distributed
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics.extractors import run_extractor
@@ -195,15 +197,15 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
 def sample_scores(generated, real, num_classes: int, options: ReportConfig,
                   device: torch.device | str | None = None) -> dict[str, Any]:
     """The table's scores beyond FID, from every generated and real feature (and logit): KID, precision and recall
-    (k = PRECISION_RECALL_K), and with a classifier's logits its score, classes covered and the class KL. KID and
-    precision/recall (N x N distances of the reference split) run on `device` (default: the features' device)."""
+    with density and coverage (one call, k = PRECISION_RECALL_K), and with a classifier's logits its score, classes
+    covered and the class KL. KID and the k-NN scores (N x N distances of the reference split) run on `device`
+    (default: the features' device)."""
     from genvision.metrics import scores
 
     values: dict[str, Any] = {
         "kid": scores.kernel_inception_distance(generated.features, real.features, options.kid_subsets,
                                                 options.kid_subset_size, device=device)}
-    values["precision"], values["recall"] = scores.precision_recall(real.features, generated.features,
-                                                                    PRECISION_RECALL_K, device=device)
+    values.update(scores.manifold_scores(real.features, generated.features, PRECISION_RECALL_K, device=device))
     if generated.logits is not None and num_classes:
         values["classifier_score"] = scores.shuffled_classifier_score(generated.logits)  # as `genvision fid`
         if real.logits is not None and len(real.logits):
@@ -438,6 +440,10 @@ def metrics_html(metrics: FinalMetrics) -> str:
     rows.append(("precision", number(values["precision"]), f"improved precision, k = {PRECISION_RECALL_K} "
                  "(Kynkäänniemi et al. 2019)"))
     rows.append(("recall", number(values["recall"]), f"improved recall, k = {PRECISION_RECALL_K}"))
+    rows.append(("density", number(values["density"]), "fidelity robust to real outliers: real k-NN balls holding "
+                 "each sample, / k (1 when matched; Naeem et al. 2020)"))
+    rows.append(("coverage", number(values["coverage"]), "diversity: share of real neighbourhoods holding a sample "
+                 "(Naeem et al. 2020)"))
     if "classifier_score" in values:
         score, score_std = values["classifier_score"]
         rows.append(("classifier score", f"{number(score, 3)} ± {number(score_std, 3)}",
@@ -450,7 +456,8 @@ def metrics_html(metrics: FinalMetrics) -> str:
     blocks = ", ".join(f"{name} {number(value)}" for name, value in values.get("fid_blocks", {}).items())
     headline = (f"FID {number(values['fid'])}" + (f" ({blocks})" if blocks else "") +
                 f" · precision {number(values['precision'])} (fidelity: samples inside the real manifold) · "
-                f"recall {number(values['recall'])} (diversity: real images inside the samples' manifold)")
+                f"recall {number(values['recall'])} (diversity: real images inside the samples' manifold) · "
+                f"density {number(values['density'])} · coverage {number(values['coverage'])}")
     caption = (f"{metrics.num_samples} samples (seed {metrics.seed}) of {metrics.checkpoint} (step {metrics.step}, "
                f"prior {metrics.prior}) against {metrics.reference} ({metrics.num_reference} images); computed in "
                f"{metrics.seconds:.1f} s")

@@ -77,11 +77,12 @@ def test_fid_json_and_extra_scores(setup):
     result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--json", cache=setup["cache"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert {"fid", "n_a", "n_b", "features", "kid", "kid_std", "precision", "recall", "classifier_score",
-            "classes_covered", "class_kl"} <= set(report)
+    assert {"fid", "n_a", "n_b", "features", "kid", "kid_std", "precision", "recall", "density", "coverage",
+            "classifier_score", "classes_covered", "class_kl"} <= set(report)
     assert (report["n_a"], report["n_b"], report["features"]) == (200, 500, "classifier")
     assert report["fid"] > 1 and report["kid"] > 0
     assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+    assert 0 <= report["density"] <= 500 / 3 and 0 <= report["coverage"] <= 1  # density is at most N / k
     assert 1 <= report["classifier_score"] <= 10 and 0 <= report["classes_covered"] <= 10
 
     result = genvision("fid", setup["noise"], "mnist5k:test", *common, "--classifier-scores", cache=setup["cache"])
@@ -90,8 +91,21 @@ def test_fid_json_and_extra_scores(setup):
     assert FID_LINE.match(lines[0]) and lines[0].endswith("(classifier features, 200 vs 500 images)")
     assert lines[1].startswith("protocol: classifier ")
     assert lines[2].startswith("KID ") and lines[3].startswith("precision ")
+    assert (f"recall {report['recall']:.4f}, density {report['density']:.4f}, coverage {report['coverage']:.4f} "
+            f"({setup['noise']} against mnist5k:test, k=3)") in lines[3], lines[3]
     assert lines[4].startswith("classifier score (IS formula) ") and lines[5].startswith("classes covered ")
     assert float(FID_LINE.match(lines[0]).group(1)) == pytest.approx(report["fid"], rel=1e-3)
+
+
+def test_manifold_scores_of_a_folder_against_itself(setup):
+    """Real digits against themselves: every image is its own nearest fake (coverage 1, precision and recall 1), and
+    each real ball holds its centre and its k - 1 nearer neighbours, so density is 1 (exactly, without ties)."""
+    result = genvision("fid", setup["digits"], setup["digits"], "--classifier", setup["classifier"],
+                       "--precision-recall", "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["precision"], report["recall"], report["coverage"]) == (1.0, 1.0, 1.0)
+    assert report["density"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_fid_by_feature_block_in_the_output_json_and_api(setup, tmp_path):
@@ -132,9 +146,10 @@ def test_precision_recall_of_a_tight_cluster_and_precision_recall_k(setup, tmp_p
     (precision 1) but only those 5 of the 200 real digits are covered (recall 5/200 with k = 3, where each copy's
     k-th neighbour is a copy of the same digit); with k = 4 the 4th neighbour is another digit and the generated
     balls cover most real digits (recall ~0.66). Pins the argument order (A generated, B real) and that
-    --precision-recall-k reaches the score, against `metrics.scores.precision_recall` on the library's features."""
+    --precision-recall-k reaches the score, against `metrics.scores.precision_recall` on the library's features;
+    density and coverage, from the same radii, are `metrics.scores.manifold_scores`'."""
     from genvision.data import load_dataset
-    from genvision.metrics.scores import precision_recall
+    from genvision.metrics.scores import manifold_scores, precision_recall
 
     copies = load_dataset("mnist5k:test").images[:5].repeat_interleave(4, dim=0).short()
     noise = torch.randint(-3, 4, copies.shape, generator=torch.Generator().manual_seed(0))
@@ -149,6 +164,8 @@ def test_precision_recall_of_a_tight_cluster_and_precision_recall_k(setup, tmp_p
         assert result.returncode == 0, result.stderr
         reports[k] = json.loads(result.stdout)
         assert (reports[k]["precision"], reports[k]["recall"]) == precision_recall(real, generated, k)
+        assert {key: reports[k][key] for key in ("precision", "recall", "density", "coverage")} == manifold_scores(
+            real, generated, k)
     assert (reports[3]["precision"], reports[3]["recall"]) == (1.0, 5 / 200)
     assert reports[4]["precision"] == 1.0 and reports[4]["recall"] > 0.3
     default = genvision("fid", tmp_path / "cluster", setup["digits"], *common, "--json", cache=setup["cache"])

@@ -96,7 +96,7 @@ def test_page_shows_metrics_jsonl_summary_and_config(runs):
         assert f"<td>{key}</td><td>{html.escape(json.dumps(value))}</td>" in page, key
     best = min(fids, key=lambda r: r["fid"])["step"]  # the first of equal FIDs, as the run keeps it
     for words in ("wall time", "training throughput", "best FID (logged)", "KID", "precision", "recall",
-                  "classes covered", "class KL", "bootstrap 95% interval", f"best checkpoint best-step-{best:06d}"):
+                  "<td>density</td>", "<td>coverage</td>", "classes covered", "class KL", "bootstrap 95% interval", f"best checkpoint best-step-{best:06d}"):
         assert words in page, words
 
 
@@ -137,8 +137,9 @@ def assert_printed(text: str, value: float) -> None:
 
 
 def test_final_table_is_genvision_fid_of_the_same_samples(runs):
-    """The report's FID, KID, precision, recall, classifier score, classes covered and class KL are `genvision fid`
-    of the same checkpoint, sample count and seed against the run's --dataset, to the printed precision."""
+    """The report's FID, KID, precision, recall, density, coverage, classifier score, classes covered and class KL
+    are `genvision fid` of the same checkpoint, sample count and seed against the run's --dataset, to the printed
+    precision."""
     run, _ = runs["gan"]
     table = metrics_table((run / "report.html").read_text())
     checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", (run / "report.html").read_text()).group(1)
@@ -156,6 +157,9 @@ def test_final_table_is_genvision_fid_of_the_same_samples(runs):
         assert_printed(cell, value)
     assert_printed(table["precision"], expected["precision"])
     assert_printed(table["recall"], expected["recall"])
+    assert_printed(table["density"], expected["density"])
+    assert_printed(table["coverage"], expected["coverage"])
+    assert f"density {table['density']} · coverage {table['coverage']}" in headline
     for cell, value in zip(table["classifier score"].split(" ± "),
                            (expected["classifier_score"], expected["classifier_score_std"]), strict=True):
         assert_printed(cell, value)
@@ -185,6 +189,10 @@ def test_table_cells_hold_their_own_scores():
     assert precision > 0.9 and recall < 0.2  # different enough that a swap shows
     assert_printed(table["precision"], precision)
     assert_printed(table["recall"], recall)
+    manifold = scores.manifold_scores(real_features, fake_features, 3)
+    assert manifold["density"] > 1 and manifold["coverage"] < 0.2  # not each other's, nor precision's or recall's
+    assert_printed(table["density"], manifold["density"])
+    assert_printed(table["coverage"], manifold["coverage"])
     kid = scores.kernel_inception_distance(fake_features, real_features, 7, 50)
     for cell, value in zip(table["KID"].split(" ± "), kid, strict=True):
         assert_printed(cell, value)
@@ -199,7 +207,7 @@ def test_table_cells_hold_their_own_scores():
 
 
 def test_sample_scores_run_on_the_runs_device(monkeypatch):
-    """KID and precision/recall (the reference split's N x N distances) are computed on the device the report is
+    """KID and the k-NN scores (the reference split's N x N distances) are computed on the device the report is
     given (the run's accelerator), not on the CPU the features arrive on."""
     from genvision.config import ReportConfig
     from genvision.metrics import scores
@@ -214,10 +222,11 @@ def test_sample_scores_run_on_the_runs_device(monkeypatch):
         return score
 
     monkeypatch.setattr(scores, "kernel_inception_distance", recorder((0.0, 0.0)))
-    monkeypatch.setattr(scores, "precision_recall", recorder((1.0, 1.0)))
+    monkeypatch.setattr(scores, "manifold_scores", recorder({"precision": 1.0, "recall": 1.0, "density": 1.0,
+                                                             "coverage": 1.0}))
     features = SimpleNamespace(features=torch.zeros(4, 2), logits=None)
     values = sample_scores(features, features, 0, ReportConfig(), torch.device("meta"))
-    assert devices == [torch.device("meta")] * 2 and values["precision"] == 1.0
+    assert devices == [torch.device("meta")] * 2 and values["precision"] == values["coverage"] == 1.0
 
 
 def test_vae_report_from_the_command(vae_report, runs):

@@ -2,9 +2,10 @@
 
 FID (Heusel et al. 2017, arXiv:1706.08500) on the features of `extractors` (the baseline classifier, or InceptionV3
 for literature-comparable numbers); with flags KID (Bińkowski et al. 2018, arXiv:1801.01401), precision/recall
-(Kynkäänniemi et al. 2019, arXiv:1904.06991; SOURCE_A generated, SOURCE_B real) and, when the classifier is the
-extractor, the classifier score (the Inception Score formula of Salimans et al. 2016 on its logits) and class
-coverage. A generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
+(Kynkäänniemi et al. 2019, arXiv:1904.06991) with density/coverage (Naeem et al. 2020, arXiv:2002.09797; SOURCE_A
+generated, SOURCE_B real) and, when the classifier is the extractor, the classifier score (the Inception Score
+formula of Salimans et al. 2016 on its logits) and class coverage. A generator SOURCE gives --num-samples samples
+with latents of --prior (`FeatureConfig.prior`).
 
 Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
 dataclasses); torch and the extractors load inside the functions.
@@ -94,9 +95,10 @@ class FidConfig(FeatureConfig):
     kid: bool = opt(False, "also report the kernel inception distance (KID, Bińkowski et al. 2018)")
     kid_subsets: int = opt(100, "KID: random subsets averaged")
     kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
-    precision_recall: bool = opt(False, "also report improved precision and recall (Kynkäänniemi et al. 2019), "
-                                 "SOURCE_A as generated, SOURCE_B as real")
-    precision_recall_k: int = opt(3, "precision/recall: k of the k-nearest-neighbour radii")
+    precision_recall: bool = opt(False, "also report improved precision and recall (Kynkäänniemi et al. 2019) and "
+                                 "density and coverage (Naeem et al. 2020), from the same k-NN radii, SOURCE_A as "
+                                 "generated, SOURCE_B as real")
+    precision_recall_k: int = opt(3, "precision/recall, density/coverage: k of the k-nearest-neighbour radii")
     classifier_scores: bool = opt(False, "also print the classifier score (IS formula) of SOURCE_A and its class "
                                   "coverage against SOURCE_B (classifier features; always in --json)")
     reconstructions: str = opt("", "dataset split (e.g. mnist5k:test): score each VAE SOURCE by its posterior-mean "
@@ -324,6 +326,8 @@ class FidReport:
     kid_std: float | None = None
     precision: float | None = None
     recall: float | None = None
+    density: float | None = None  # Naeem et al. 2020, from the precision/recall radii (--precision-recall)
+    coverage: float | None = None  # likewise
     classifier_score: float | None = None
     classifier_score_std: float | None = None
     classes_covered: int | None = None
@@ -350,8 +354,9 @@ class FidReport:
         if self.kid is not None:
             lines.append(f"KID {self.kid:.6f} ± {self.kid_std:.6f}")
         if self.precision is not None:
-            lines.append(f"precision {self.precision:.4f}, recall {self.recall:.4f} "
-                         f"({self.source_a} against {self.source_b}, k={config.precision_recall_k})")
+            lines.append(f"precision {self.precision:.4f}, recall {self.recall:.4f}, density {self.density:.4f}, "
+                         f"coverage {self.coverage:.4f} ({self.source_a} against {self.source_b}, "
+                         f"k={config.precision_recall_k})")
         if config.classifier_scores:
             if self.classifier_score is not None:
                 lines.append(f"classifier score (IS formula) {self.classifier_score:.3f} ± "
@@ -402,7 +407,8 @@ def check_reconstruction_sources(resolved: "list[Source]", split: str) -> None:
 
 
 def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
-    """FID between two SOURCEs (plus KID, precision/recall and classifier scores as configured).
+    """FID between two SOURCEs (plus KID, precision/recall with density/coverage and classifier scores as
+    configured).
 
     Statistics-file sources are read first, so a bad file fails before any image is decoded.
     """
@@ -444,8 +450,9 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
         report.kid, report.kid_std = scores.kernel_inception_distance(
             side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size, device=device)
     if config.precision_recall:  # N x N distances: on the extraction device (the GPU), not the CPU
-        report.precision, report.recall = scores.precision_recall(side_b.features, side_a.features,
-                                                                  config.precision_recall_k, device=device)
+        manifold = scores.manifold_scores(side_b.features, side_a.features, config.precision_recall_k, device=device)
+        report.precision, report.recall = manifold["precision"], manifold["recall"]
+        report.density, report.coverage = manifold["density"], manifold["coverage"]
     if side_a.logits is not None and side_a.logits.shape[0] > 0:
         report.classifier_score, report.classifier_score_std = scores.shuffled_classifier_score(side_a.logits)
         if side_b.logits is not None and side_b.logits.shape[0] > 0:

@@ -5,12 +5,25 @@
 - `classifier_score`: the Inception Score formula exp(E_x KL(p(y|x) || p(y))), Salimans et al. 2016, "Improved
   Techniques for Training GANs" (arXiv:1606.03498), applied to any classifier's logits; `shuffled_classifier_score`
   (rows shuffled with a fixed seed first) is the one `genvision fid` and the report print.
-- `precision_recall`: improved precision and recall, Kynkäänniemi et al. 2019, "Improved Precision and Recall
-  Metric for Assessing Generative Models" (arXiv:1904.06991): k-NN hyperspheres approximate each manifold.
+- `manifold_scores`: improved precision and recall, Kynkäänniemi et al. 2019, "Improved Precision and Recall
+  Metric for Assessing Generative Models" (arXiv:1904.06991), and density and coverage, Naeem et al. 2020,
+  "Reliable Fidelity and Diversity Metrics for Generative Models" (arXiv:2002.09797), all four from the same k-NN
+  radii. With real features X_1..X_N, fake features Y_1..Y_M, B(x, r) the ball of radius r around x and NND_k(x)
+  the distance from x to its k-th nearest neighbour in its own set (itself excluded):
+    precision = 1/M Σ_j 1[∃i: Y_j ∈ B(X_i, NND_k(X_i))]   (fidelity: fakes inside the real manifold)
+    recall    = 1/N Σ_i 1[∃j: X_i ∈ B(Y_j, NND_k(Y_j))]   (diversity: reals inside the fake manifold)
+    density   = 1/(kM) Σ_j Σ_i 1[Y_j ∈ B(X_i, NND_k(X_i))]   (fidelity, counting balls: robust to real outliers)
+    coverage  = 1/N Σ_i 1[∃j: Y_j ∈ B(X_i, NND_k(X_i))]   (diversity from the real side: robust to fake outliers)
+  Each pair keeps its authors' reference code: closed balls (<=) for precision and recall, open balls (<) for
+  density and coverage (Naeem et al.'s `prdc`), so identical sets give density exactly 1 (each real ball holds its
+  centre and its k - 1 nearer neighbours) and coverage 1. For independent samples of one distribution density is 1
+  in expectation and coverage 1 - Π_{i=1..k} (N - i) / (N + M - i) (Naeem et al., Lemma 2: ~0.875 at k = 3, M = N);
+  density can exceed 1, up to N / k (fakes crowded where real balls overlap). A real sample with k exact
+  duplicates has radius 0 and an empty open ball. `precision_recall` returns the first two.
 - `class_coverage`: how many classes a generator produces, and KL between its predicted-class histogram and a
   reference set's (in the spirit of the mode-count metrics of Srivastava et al. 2017, VEEGAN, arXiv:1705.07761).
 
-Every function computes in float64 and returns Python floats. KID and precision/recall run on `device` when given
+Every function computes in float64 and returns Python floats. KID and the manifold scores run on `device` when given
 (the run's accelerator: the reference split's k-NN radii are N x N distances), else on the device of their first
 input, in row blocks so memory stays O(row_chunk x N).
 """
@@ -151,26 +164,25 @@ def _knn_radii(x: Tensor, k: int, row_chunk: int) -> Tensor:
     return radii
 
 
-def _fraction_inside(points: Tensor, centres: Tensor, radii: Tensor, row_chunk: int) -> float:
-    """Fraction of `points` inside at least one ball (centre, radius), boundary included."""
-    inside = torch.zeros((), dtype=torch.int64, device=points.device)  # counted on the device, read once
-    for start in range(0, points.shape[0], row_chunk):
-        dist = torch.cdist(points[start : start + row_chunk], centres)
-        inside += (dist <= radii[None, :]).any(dim=1).sum()
-    return int(inside) / points.shape[0]
+class ManifoldScores(TypedDict):
+    precision: float
+    recall: float
+    density: float
+    coverage: float
 
 
-def precision_recall(
+def manifold_scores(
     real_features: Tensor, fake_features: Tensor, k: int = 3, *, row_chunk: int = 1024,
     device: torch.device | str | None = None,
-) -> tuple[float, float]:
-    """Improved precision and recall of fake features (M, D) against real features (N, D).
+) -> ManifoldScores:
+    """Improved precision and recall, density and coverage of fake features (M, D) against real features (N, D)
+    (the module docstring gives the formulas), from one set of k-NN radii.
 
-    The real manifold is the union of balls around each real sample with radius = distance to its k-th nearest
-    real neighbour; precision is the fraction of fake samples inside it. Recall swaps the roles. Distances are
-    taken `row_chunk` rows at a time, so memory is O(row_chunk · max(N, M)) besides the features, in float64 on
-    `device` (default: the device of `real_features`). On a GPU that is the same formula as on the CPU, so only
-    a distance within rounding (~1e-13 relative) of a radius can fall on the other side of it.
+    The radii take one pass over the real x real and one over the fake x fake distances; the four scores one pass
+    over the real x fake distances, `row_chunk` real rows at a time, so memory is O(row_chunk · max(N, M)) besides
+    the features, in float64 on `device` (default: the device of `real_features`). On a GPU that is the same
+    formula as on the CPU, so only a distance within rounding (~1e-13 relative) of a radius can fall on the other
+    side of it.
     """
     real = _check_features("real_features", real_features, device)
     fake = _check_features("fake_features", fake_features, real.device)
@@ -186,9 +198,39 @@ def precision_recall(
         raise UsageError(f"row_chunk must be >= 1, got {row_chunk}")
     real_radii = _knn_radii(real, k, row_chunk)
     fake_radii = _knn_radii(fake, k, row_chunk)
-    precision = _fraction_inside(fake, real, real_radii, row_chunk)
-    recall = _fraction_inside(real, fake, fake_radii, row_chunk)
-    return precision, recall
+    # Counted on the device, read once at the end.
+    fake_inside = torch.zeros(fake.shape[0], dtype=torch.bool, device=real.device)  # in some closed real ball
+    balls_holding_fakes = torch.zeros((), dtype=torch.int64, device=real.device)  # (real ball, fake) pairs, open
+    covered = torch.zeros((), dtype=torch.int64, device=real.device)  # reals whose open ball holds a fake
+    recalled = torch.zeros((), dtype=torch.int64, device=real.device)  # reals in some closed fake ball
+    for start in range(0, real.shape[0], row_chunk):
+        dist = torch.cdist(real[start : start + row_chunk], fake)  # (rows, M)
+        radii = real_radii[start : start + row_chunk, None]
+        fake_inside |= (dist <= radii).any(dim=0)
+        balls_holding_fakes += (dist < radii).sum()
+        covered += (dist.min(dim=1).values < radii[:, 0]).sum()
+        recalled += (dist <= fake_radii[None, :]).any(dim=1).sum()
+    num_real, num_fake = real.shape[0], fake.shape[0]
+    return ManifoldScores(
+        precision=int(fake_inside.sum()) / num_fake,
+        recall=int(recalled) / num_real,
+        density=int(balls_holding_fakes) / (k * num_fake),
+        coverage=int(covered) / num_real,
+    )
+
+
+def precision_recall(
+    real_features: Tensor, fake_features: Tensor, k: int = 3, *, row_chunk: int = 1024,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """Improved precision and recall of fake features (M, D) against real features (N, D): the first two of
+    `manifold_scores` (same arguments).
+
+    The real manifold is the union of balls around each real sample with radius = distance to its k-th nearest
+    real neighbour; precision is the fraction of fake samples inside it. Recall swaps the roles.
+    """
+    values = manifold_scores(real_features, fake_features, k, row_chunk=row_chunk, device=device)
+    return values["precision"], values["recall"]
 
 
 class ClassCoverage(TypedDict):

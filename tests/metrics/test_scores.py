@@ -1,4 +1,4 @@
-"""KID, classifier (Inception) score, precision/recall and class coverage, on hand-built inputs."""
+"""KID, classifier (Inception) score, precision/recall, density/coverage and class coverage, on hand-built inputs."""
 
 import math
 
@@ -11,6 +11,7 @@ from genvision.metrics.scores import (
     class_coverage,
     classifier_score,
     kernel_inception_distance,
+    manifold_scores,
     precision_recall,
 )
 
@@ -240,6 +241,119 @@ def test_precision_recall_needs_more_than_k_samples():
         precision_recall(gaussian(3, 2, seed=11), gaussian(10, 2, seed=12), k=3)
 
 
+# --- density / coverage (and precision / recall from the same call) ----------------------------------------------
+
+
+def column(*xs: float) -> torch.Tensor:
+    """1-D points as an (N, 1) feature set."""
+    return torch.tensor(xs, dtype=torch.float64)[:, None]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_manifold_scores_of_identical_sets_are_one(k):
+    # Each real (open) ball holds its centre and its k - 1 nearer neighbours: k fakes per ball, so density is
+    # N k / (k N) = 1 exactly; every real's own copy lies in its ball (coverage 1), and in the closed balls too.
+    x = gaussian(200, 5, seed=8)
+    assert manifold_scores(x, x.clone(), k, row_chunk=64) == {"precision": 1.0, "recall": 1.0, "density": 1.0,
+                                                               "coverage": 1.0}
+
+
+def test_manifold_scores_of_far_apart_sets_are_zero():
+    scores = manifold_scores(gaussian(50, 5, seed=9), gaussian(60, 5, seed=10, shift=100.0), k=3, row_chunk=16)
+    assert scores == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        # k=1: real radii (1, 1, 1, 1, 7), open balls (-1, 1), (0, 2), (1, 3), (2, 4), (3, 17).
+        #   Balls holding each fake: 1.2 -> (0,2) (1,3): 2; 1.3 -> 2; 2.6 -> (1,3) (2,4): 2 (7.4 from 10 is > 7);
+        #   5.5 -> (3,17) alone: 1; 30 -> 0.  density = (2+2+2+1+0) / (1·5) = 1.4.
+        #   Nearest fake of each real: 0 -> 1.2 (not < 1), 1 -> 0.2, 2 -> 0.6, 3 -> 0.4, 10 -> 4.5 (< 7): coverage 4/5.
+        #   precision: every fake but 30 is in a ball: 4/5 (5.5 only in the outlier 10's ball, which density
+        #   counts once in k). recall: fake radii (0.1, 0.1, 1.3, 2.9, 24.5) hold reals 2, 3 (via 2.6) and
+        #   10 (via 30): 3/5.
+        (1, {"precision": 0.8, "recall": 0.6, "density": 1.4, "coverage": 0.8}),
+        # k=2: real radii (2, 1, 1, 2, 8), open balls (-2, 2), (0, 2), (1, 3), (1, 5), (2, 18).
+        #   1.2 -> all but (2,18): 4; 1.3 -> 4; 2.6 -> (1,3) (1,5) (2,18): 3; 5.5 -> (2,18): 1; 30 -> 0.
+        #   density = 12 / (2·5) = 1.2. Every real's nearest fake is inside its ball (0 -> 1.2 < 2): coverage 1.
+        #   recall: fake radii (1.4, 1.3, 1.4, 4.2, 27.4) reach 0 (1.2 from 1.2), 1, 2, 3 and 10 (20 from 30): 1.
+        (2, {"precision": 0.8, "recall": 1.0, "density": 1.2, "coverage": 1.0}),
+    ],
+)
+def test_manifold_scores_by_hand(k, expected):
+    real = column(0, 1, 2, 3, 10)  # four close together and one outlier
+    fake = column(1.2, 1.3, 2.6, 5.5, 30)
+    got = manifold_scores(real, fake, k, row_chunk=2)
+    assert got.keys() == expected.keys()
+    torch.testing.assert_close(torch.tensor(list(got.values()), dtype=torch.float64),
+                               torch.tensor(list(expected.values()), dtype=torch.float64), rtol=1e-15, atol=0)
+    assert precision_recall(real, fake, k, row_chunk=2) == (got["precision"], got["recall"])
+
+
+def test_density_exceeds_one_where_real_balls_overlap_while_coverage_stays_at_most_one():
+    # k=1: reals -2, -1, 1, 2 have radius 1: open balls (-3, -1), (-2, 0), (0, 2), (1, 3). The three fakes crowd
+    # between -2 and -1, each inside two balls: density = 6 / (1·3) = 2. Only the reals -2 and -1 have a fake
+    # within 1 (coverage 1/2); every fake is in a real ball (precision 1); the fakes' radii (0.1) reach no real.
+    scores = manifold_scores(column(-2, -1, 1, 2), column(-1.6, -1.5, -1.4), k=1)
+    assert scores == pytest.approx({"precision": 1.0, "recall": 0.0, "density": 2.0, "coverage": 0.5}, abs=1e-15)
+    # The same on random sets: fakes in a tight clump at the centre of a real Gaussian in 4-D.
+    clump = manifold_scores(gaussian(400, 4, seed=15), 0.1 * gaussian(100, 4, seed=16), k=3)
+    assert clump["density"] > 1 and clump["coverage"] <= 1 and clump["coverage"] < 0.1, clump
+
+
+def test_density_and_coverage_of_independent_samples_of_one_distribution():
+    """Naeem et al.: for real and fake drawn from the same distribution, density is 1 in expectation and coverage
+    1 - Π_{i=1..k} (N - i) / (N + M - i) (their Lemma 2): 0.877 here. Averaged over 8 seeded draws; one draw's
+    standard deviation is ~0.063 for density and ~0.029 for coverage (measured over 48 draws), so the bounds are
+    about 3.5 and 3 standard errors of the mean."""
+    n, k, draws = 200, 3, 8
+    runs = [manifold_scores(gaussian(n, 4, seed=40 + i), gaussian(n, 4, seed=140 + i), k) for i in range(draws)]
+    expected_coverage = 1 - math.prod((n - i) / (2 * n - i) for i in range(1, k + 1))
+    assert math.fsum(r["density"] for r in runs) / draws == pytest.approx(1.0, abs=0.08)
+    assert math.fsum(r["coverage"] for r in runs) / draws == pytest.approx(expected_coverage, abs=0.03)
+
+
+def brute_force_manifold_scores(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict[str, float]:
+    """The four scores from their definitions, point by point in NumPy float64 (direct differences, no matmul):
+    k-NN radii with the point itself excluded; closed balls for precision and recall, open balls for density and
+    coverage (Naeem et al.'s reference code)."""
+    import numpy as np
+
+    real, fake = real.double().numpy(), fake.double().numpy()
+
+    def radii(points):
+        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        return np.sort(distances, axis=1)[:, k - 1]
+
+    real_fake = np.linalg.norm(real[:, None] - fake[None], axis=-1)  # (N, M)
+    real_radii, fake_radii = radii(real), radii(fake)
+    precision = sum(any(real_fake[i, j] <= real_radii[i] for i in range(len(real))) for j in range(len(fake)))
+    recall = sum(any(real_fake[i, j] <= fake_radii[j] for j in range(len(fake))) for i in range(len(real)))
+    held = sum(int(real_fake[i, j] < real_radii[i]) for i in range(len(real)) for j in range(len(fake)))
+    covered = sum(min(real_fake[i]) < real_radii[i] for i in range(len(real)))
+    return {"precision": precision / len(fake), "recall": recall / len(real), "density": held / (k * len(fake)),
+            "coverage": covered / len(real)}
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_manifold_scores_equal_the_definitions_on_a_float32_set(k):
+    real = gaussian(70, 6, seed=50).float()
+    fake = (0.7 * gaussian(55, 6, seed=51) + 0.3).float()
+    expected = brute_force_manifold_scores(real, fake, k)
+    assert 0 < expected["coverage"] < 1 and 0 < expected["density"] and expected["recall"] < 1  # nothing trivial
+    assert manifold_scores(real, fake, k, row_chunk=16, device="cpu") == expected
+
+
+def test_manifold_scores_do_not_depend_on_row_chunk():
+    real, fake = gaussian(90, 5, seed=60), 0.8 * gaussian(70, 5, seed=61) + 0.2
+    reference = manifold_scores(real, fake, 3, row_chunk=4096)
+    assert all(0 < value for value in reference.values())
+    for row_chunk in (1, 7, 64):
+        assert manifold_scores(real, fake, 3, row_chunk=row_chunk) == reference
+
+
 # --- on the run's device, the CPU numbers unchanged ---------------------------------------------------------------
 
 
@@ -318,12 +432,12 @@ def test_precision_recall_and_kid_compute_on_the_given_device(monkeypatch):
 
 
 def test_no_tensor_is_made_on_the_default_device():
-    """Every tensor KID and precision/recall make names its device: with another default device (meta) they still
+    """Every tensor KID and the manifold scores make names its device: with another default device (meta) they still
     compute on the CPU, as asked, and give the CPU numbers."""
     real, fake = gaussian(40, 4, seed=3), gaussian(30, 4, seed=4, shift=0.2)
-    expected = (precision_recall(real, fake, 2, row_chunk=16), kernel_inception_distance(fake, real, 4, 20))
+    expected = (manifold_scores(real, fake, 2, row_chunk=16), kernel_inception_distance(fake, real, 4, 20))
     with torch.device("meta"):
-        got = (precision_recall(real, fake, 2, row_chunk=16, device="cpu"),
+        got = (manifold_scores(real, fake, 2, row_chunk=16, device="cpu"),
                kernel_inception_distance(fake, real, 4, 20, device="cpu"))
     assert got == expected
 
