@@ -7,7 +7,8 @@ ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with
 score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint, and a memorization
 check (`metrics.memorization`: the share of samples closer to a training image than held-out real images are, with
 the closest pairs side by side). With the run's seed, prior and --num-fid-samples those samples are exactly the
-training FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
+training FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the
+page has no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -539,12 +540,13 @@ def metrics_html(metrics: FinalMetrics) -> str:
                      "histograms"))
     if "memorization" in values:
         check = values["memorization"]
+        percent = check["copy_percentile"]
         rows.append(("memorization (copy rate)", f"{100 * check['copy_rate']:.2f}%",
-                     f"samples closer to their nearest {check['training']} image than {100 - check['copy_percentile']:g}"
-                     f"% of held-out {check['held_out']} images are ({check['num_held_out']} images; threshold "
-                     f"{check['copy_threshold']:.4g} = percentile {check['copy_percentile']:g} of their nearest-training "
-                     f"distances); median nearest-distance ratio samples / held-out {check['distance_ratio']:.3g} (below "
-                     "1: closer to the training set than fresh real images)"))
+                     f"samples closer to their nearest {check['training']} image than {100 - percent:g}% of held-out "
+                     f"{check['held_out']} images are ({check['num_held_out']} images; threshold "
+                     f"{check['copy_threshold']:.4g} = percentile {percent:g} of their nearest-training distances); "
+                     f"median nearest-distance ratio samples / held-out {check['distance_ratio']:.3g} (below 1: "
+                     "closer to the training set than fresh real images)"))
     elif "memorization_note" in values:
         rows.append(("memorization (copy rate)", "–", values["memorization_note"]))
     blocks = ", ".join(f"{name} {number(value)}" for name, value in values.get("fid_blocks", {}).items())
