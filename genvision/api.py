@@ -42,7 +42,13 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
     SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``; ``precision``, ``recall``,
     ``density`` and ``coverage`` with ``precision_recall=True``; ``classifier_score``, ``classes_covered``,
-    ``protocol``, ...).
+    ``protocol``, ...). With ``memorization=True``
+    (SOURCE_B the training set; ``held_out=`` the real images calibrating it, default the test split of SOURCE_B's
+    dataset; ``copy_percentile=``, default 1.0): ``copy_rate`` (share of SOURCE_A's images nearer to a training
+    image than the threshold), ``copy_threshold`` (that percentile of the held-out images' nearest-training
+    distances), ``copy_percentile``, ``memorization_held_out``, ``memorization_num_held_out``,
+    ``memorization_distance_ratio`` (median nearest-training distance of SOURCE_A over that of the held-out images)
+    and ``closest_pairs`` (``[{"generated": i, "training": j, "distance": d}, ...]``, closest first).
     """
     from genvision.metrics.evaluate import evaluate_fid
 

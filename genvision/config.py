@@ -459,11 +459,14 @@ class ReportConfig:
     bootstrap: int = opt(200, "bootstrap resamples of the generated features for the FID 95 percent interval (0 = off)")
     kid_subsets: int = opt(10, "KID: random subsets averaged")
     kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
+    memorization_pairs: int = opt(8, "memorization check: closest (sample, nearest training image) pairs shown side "
+                                  "by side beside the copy rate (0 = no memorization check)")
     batch_size: int = opt(500, "images per generator / feature-extractor forward pass")
     device: str = opt("auto", "torch device for sampling and features: auto (cuda if available, else cpu), cpu, "
                       "cuda, cuda:1, ...")
 
     def validate(self) -> None:
+        require(self.memorization_pairs >= 0, "memorization_pairs", ">= 0", self.memorization_pairs)
         require(self.num_samples == 0 or self.num_samples >= 4, "num_samples", ">= 4 (or 0 = no metrics)",
                 self.num_samples)
         require(self.bootstrap >= 0, "bootstrap", ">= 0", self.bootstrap)

@@ -5,9 +5,10 @@ grid from the best checkpoint, the VAE's reconstructions, wall time and throughp
 ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with a bootstrap 95% interval (Efron
 1979), KID (Bińkowski et al. 2018), improved precision and recall (Kynkäänniemi et al. 2019), density and coverage
 (Naeem et al. 2020) and the classifier score (the Inception Score formula of Salimans et al. 2016), on samples of
-the run's best checkpoint. With the run's seed, prior and --num-fid-samples those samples are exactly the training
-FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the page has
-no external asset. Written atomically.
+the run's best checkpoint, and a memorization check (`metrics.memorization`: the share of samples closer to a
+training image than held-out real images are, with the closest pairs side by side). With the run's seed, prior and
+--num-fid-samples those samples are exactly the training FID's, so the table's FID equals the FID logged at that
+step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class FinalMetrics:
     note: str = ""
     extractor: str = ""  # e.g. "inception-v3-compat@6726825d0af5": the features every number here is computed on
     prior: str = "normal"  # the resolved --prior of the generated images: "normal" or "gmm"
+    pairs_png: bytes | None = field(default=None, repr=False)  # the memorization check's closest pairs, side by side
+    pairs_caption: str = ""
 
 
 def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -> FinalMetrics:
@@ -141,12 +144,18 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     precision/recall and density/coverage (k = 3) use the raw features; classes covered and the KL between
     predicted-class histograms the classifier's logits (`metrics.scores`). Every score runs on `device` (the run's
     accelerator), FID and the bootstrap in float64 against the reference's square root computed once
-    (`metrics.stats.FrechetReference`)."""
+    (`metrics.stats.FrechetReference`).
+
+    The memorization check (`metrics.memorization`, `options.memorization_pairs` > 0) compares the samples with the
+    run's training set (--dataset), calibrated on its held-out split (`config.held_out_dataset`); a run without a
+    distinct held-out split (a folder dataset) gets a note instead. Rank 0 computes it from every feature, and the
+    samples of its closest pairs are gathered from the ranks that made them, so the page is the one-process page."""
     from genvision import distributed
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
     from genvision.metrics.stats import FrechetReference, block_frechet_distances, bootstrap_fid, percentile_interval
+    from genvision.metrics.memorization import memorization
     from genvision.sampling import generate_shard, load_generator
 
     if options.num_samples == 0:
@@ -185,13 +194,94 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
                                                                options.bootstrap, seed=seed, indices=block,
                                                                device=device))
         values["fid_interval"] = percentile_interval(replicates)
+    sets = memorization_sets(config, reference, real, extractor, source_options) if options.memorization_pairs else None
+    check, pairs_png, pairs_caption = None, None, ""
+    if isinstance(sets, str):
+        values["memorization_note"] = sets
+    elif sets is not None:  # rank 0 finds the pairs; every rank hands over the samples of them it made
+        training_spec, training, held_out_spec, held_out = sets
+        if distributed.is_main():
+            check = memorization(generated.features, training.features, held_out.features,
+                                 num_pairs=options.memorization_pairs, device=device)
+            values["memorization"] = {**check, "training": training_spec, "held_out": held_out_spec}
+        count = min(options.memorization_pairs, options.num_samples)
+        shape = (loaded.channels, loaded.resolution, loaded.resolution)
+        samples = pair_samples(images, check["closest_pairs"] if check else None, count, options, shape)
+        if check is not None:
+            pairs_png, pairs_caption = pairs_figure(samples, check, training_spec, config)
     if not distributed.is_main():  # the scores below use every feature, so rank 0 alone computes them (and writes)
         return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                             values, time.perf_counter() - started)
     values.update(sample_scores(generated, real, extractor.num_classes, options, device))
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                         values, time.perf_counter() - started,
-                        extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}", prior=loaded.prior_name)
+                        extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}", prior=loaded.prior_name,
+                        pairs_png=pairs_png, pairs_caption=pairs_caption)
+
+
+def memorization_sets(config: dict, reference: str, real, extractor, source_options):
+    """(training spec, its statistics, held-out spec, its statistics) of the memorization check, with raw features:
+    the run's --dataset (the reference's statistics when it is the reference) and its held-out split
+    (`config.held_out_dataset` of --dataset and --eval-dataset). A note (str) when there is no distinct held-out
+    split. A collective under torchrun: every rank calls it."""
+    import dataclasses
+
+    from genvision.config import held_out_dataset
+    from genvision.data import DatasetSpec
+    from genvision.metrics.sources import source_statistics
+
+    training_spec = str(DatasetSpec.parse(config.get("dataset") or "mnist5k:train"))
+    held_out_spec = str(DatasetSpec.parse(held_out_dataset(training_spec, config.get("eval_dataset") or "")))
+    if held_out_spec == training_spec:
+        return f"not computed: no held-out split ({training_spec} has none distinct from itself)"
+
+    def features_of(spec: str):
+        if spec == str(DatasetSpec.parse(reference)):
+            return real
+        options = dataclasses.replace(source_options, download=bool(config.get("download")) and spec.startswith("hf:"))
+        return source_statistics(spec, extractor, options, need_features=True)
+
+    return training_spec, features_of(training_spec), held_out_spec, features_of(held_out_spec)
+
+
+def pair_samples(images: torch.Tensor, pairs: list | None, count: int, options: ReportConfig,
+                 shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 (count, C, H, W): the generated samples of rank 0's closest `pairs`, in their order, on every rank.
+
+    Each rank holds only its block of the samples (`distributed.shard_range`), so rank 0's sample indices are
+    broadcast, each rank hands over those in its block, and the blocks arrive in rank order, i.e. sorted by index
+    (`distributed.all_gather_rows`). In one process: `images[indices]`. A collective under torchrun."""
+    from genvision import distributed
+
+    indices = torch.tensor([pair["generated"] for pair in pairs] if pairs is not None else [0] * count,
+                           dtype=torch.int64)
+    distributed.broadcast_(indices)
+    block = distributed.shard_range(options.num_samples, options.batch_size)
+    mine = sorted(index for index in indices.tolist() if index in block)
+    held = (images[[index - block.start for index in mine]].cpu() if mine
+            else torch.zeros(0, *shape, dtype=torch.uint8))
+    gathered = distributed.all_gather_rows(held)
+    row_of = {index: row for row, index in enumerate(sorted(indices.tolist()))}
+    return gathered[[row_of[index] for index in indices.tolist()]]
+
+
+def pairs_figure(samples: torch.Tensor, check: dict, training_spec: str, config: dict) -> tuple[bytes, str]:
+    """(PNG, caption): each closest pair on a row, the generated sample left of its nearest training image (the
+    training set decoded as the run decoded it, in the order of its features)."""
+    from genvision.data import load_dataset
+
+    pairs = check["closest_pairs"]
+    training = load_dataset(training_spec, samples.shape[2], samples.shape[1], config.get("data_root", "data"),
+                            bool(config.get("download")) and training_spec.startswith("hf:"),
+                            image_column=config.get("image_column", ""), label_column=config.get("label_column", ""))
+    nearest = training.images[[pair["training"] for pair in pairs]]
+    side_by_side = torch.stack([samples, nearest], dim=1).flatten(0, 1)  # sample 0, its neighbour, sample 1, ...
+    listed = "; ".join(f"sample {pair['generated']} ~ training image {pair['training']} (distance "
+                       f"{pair['distance']:.4g})" for pair in pairs)
+    caption = (f"memorization check: the {len(pairs)} samples nearest to a training image, closest first, each "
+               f"(left) beside its nearest {training_spec} image (right), by {check['num_training']}-image nearest-"
+               f"neighbour search in feature space; copy threshold {check['copy_threshold']:.4g}. {listed}")
+    return grid_png(side_by_side, nrow=2), caption
 
 
 def sample_scores(generated, real, num_classes: int, options: ReportConfig,
@@ -453,6 +543,17 @@ def metrics_html(metrics: FinalMetrics) -> str:
         rows.append(("classes covered", f"{covered} / {total}", "classes holding >= 2% of the generated samples"))
         rows.append(("class KL", number(values["class_kl"]), "KL(generated || reference) of predicted-class "
                      "histograms"))
+    if "memorization" in values:
+        check = values["memorization"]
+        percent = check["copy_percentile"]
+        rows.append(("memorization (copy rate)", f"{100 * check['copy_rate']:.2f}%",
+                     f"samples closer to their nearest {check['training']} image than {100 - percent:g}% of held-out "
+                     f"{check['held_out']} images are ({check['num_held_out']} images; threshold "
+                     f"{check['copy_threshold']:.4g} = percentile {percent:g} of their nearest-training distances); "
+                     f"median nearest-distance ratio samples / held-out {check['distance_ratio']:.3g} (below 1: "
+                     "closer to the training set than fresh real images)"))
+    elif "memorization_note" in values:
+        rows.append(("memorization (copy rate)", "–", values["memorization_note"]))
     blocks = ", ".join(f"{name} {number(value)}" for name, value in values.get("fid_blocks", {}).items())
     headline = (f"FID {number(values['fid'])}" + (f" ({blocks})" if blocks else "") +
                 f" · precision {number(values['precision'])} (fidelity: samples inside the real manifold) · "
@@ -555,7 +656,10 @@ def write_report(run_dir: str | Path, options: ReportConfig | None = None,
     if not distributed.is_main():
         return path  # rank 0 draws the figures and writes the page
     seed = options.seed if options.seed >= 0 else int(run.config.get("seed", 0))
-    page = render(run, metrics, collect_figures(run, seed, device, options.prior))
+    figures = collect_figures(run, seed, device, options.prior)
+    if metrics.pairs_png is not None:
+        figures["memorization"] = (metrics.pairs_png, metrics.pairs_caption, "grid")
+    page = render(run, metrics, figures)
     with atomic_write(path, "wb") as handle:
         handle.write(page.encode("utf-8"))
     return path

@@ -10,6 +10,7 @@ GENVISION_REQUIRE_CHROMIUM=1 (set by .ci/run, which installs it).
 
 import base64
 import html
+import io
 import json
 import os
 import re
@@ -96,7 +97,9 @@ def test_page_shows_metrics_jsonl_summary_and_config(runs):
         assert f"<td>{key}</td><td>{html.escape(json.dumps(value))}</td>" in page, key
     best = min(fids, key=lambda r: r["fid"])["step"]  # the first of equal FIDs, as the run keeps it
     for words in ("wall time", "training throughput", "best FID (logged)", "KID", "precision", "recall",
-                  "<td>density</td>", "<td>coverage</td>", "classes covered", "class KL", "bootstrap 95% interval", f"best checkpoint best-step-{best:06d}"):
+                  "<td>density</td>", "<td>coverage</td>", "classes covered", "class KL", "bootstrap 95% interval",
+                  f"best checkpoint best-step-{best:06d}",
+                  "memorization (copy rate)", "held-out mnist5k:test images", "memorization check: the 8 samples"):
         assert words in page, words
 
 
@@ -144,7 +147,8 @@ def test_final_table_is_genvision_fid_of_the_same_samples(runs):
     table = metrics_table((run / "report.html").read_text())
     checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", (run / "report.html").read_text()).group(1)
     code, stdout, stderr = cli("fid", checkpoint, "mnist5k:train", "--num-samples", 100, "--seed", 0, "--kid",
-                               "--kid-subsets", 10, "--kid-subset-size", 1000, "--precision-recall", "--json")
+                               "--kid-subsets", 10, "--kid-subset-size", 1000, "--precision-recall", "--memorization",
+                               "--json")
     assert code == 0, stderr
     expected = json.loads(stdout)
     assert_printed(table["FID"], expected["fid"])
@@ -165,6 +169,55 @@ def test_final_table_is_genvision_fid_of_the_same_samples(runs):
         assert_printed(cell, value)
     assert table["classes covered"] == f"{expected['classes_covered']} / 10"
     assert_printed(table["class KL"], expected["class_kl"])
+    # the memorization check against the run's --dataset, calibrated on its test split, as `fid --memorization`
+    assert table["memorization (copy rate)"] == f"{100 * expected['copy_rate']:.2f}%"
+    assert expected["memorization_held_out"] == "mnist5k:test"
+    caption = html.unescape(re.search(r"<figcaption>(memorization check: .*?)</figcaption>",
+                                      (run / "report.html").read_text()).group(1))
+    assert f"copy threshold {expected['copy_threshold']:.4g}. " in caption
+    listed = "; ".join(f"sample {pair['generated']} ~ training image {pair['training']} (distance "
+                       f"{pair['distance']:.4g})" for pair in expected["closest_pairs"])
+    assert caption.endswith(listed)
+
+
+def test_memorization_figure_shows_each_sample_beside_its_nearest_training_image(runs):
+    """The closest-pairs grid, one pair a row: the left image is that sample of the best checkpoint (seed 0, as the
+    table's), the right one that image of mnist5k:train, in the order of the caption."""
+    from PIL import Image
+
+    from genvision.data import load_dataset
+    from genvision.sampling import generate, load_generator
+
+    run, _ = runs["gan"]
+    page = (run / "report.html").read_text()
+    figure = re.search(r'alt="memorization check: [^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">'
+                       r"<figcaption>([^<]*)</figcaption>", page)
+    with Image.open(io.BytesIO(base64.b64decode(figure.group(1)))) as image:
+        grid = torch.from_numpy(np.asarray(image.convert("L")).copy())
+    pairs = [tuple(map(int, found)) for found in re.findall(r"sample (\d+) ~ training image (\d+)",
+                                                             html.unescape(figure.group(2)))]
+    assert len(pairs) == 8 and grid.shape == (8 * 34 + 2, 2 * 34 + 2)
+    checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", page).group(1)
+    samples = generate(load_generator(checkpoint), 100, 0)
+    training = load_dataset("mnist5k:train").images
+    for row, (sample, nearest) in enumerate(pairs):
+        top = 2 + 34 * row
+        assert torch.equal(grid[top:top + 32, 2:34], samples[sample, 0])
+        assert torch.equal(grid[top:top + 32, 36:68], training[nearest, 0])
+
+
+def test_memorization_row_without_a_held_out_split_and_when_switched_off():
+    """A folder dataset is its own held-out split: the row says so, and nothing is read; a table without the check
+    (--memorization-pairs 0) has no row."""
+    from genvision.report import FinalMetrics, memorization_sets, metrics_html
+
+    note = memorization_sets({"dataset": "folder:no/such/images"}, "folder:no/such/images", None, None, None)
+    assert note.startswith("not computed: no held-out split")
+    values = {"fid": 1.0, "kid": (0.0, 0.0), "precision": 1.0, "recall": 1.0, "density": 1.0,
+              "coverage": 1.0}
+    table = metrics_table(metrics_html(FinalMetrics(values={**values, "memorization_note": note})))
+    assert table["memorization (copy rate)"] == "–"
+    assert "memorization" not in metrics_html(FinalMetrics(values=values))
 
 
 def test_table_cells_hold_their_own_scores():

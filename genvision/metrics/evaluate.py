@@ -4,8 +4,9 @@ FID (Heusel et al. 2017, arXiv:1706.08500) on the features of `extractors` (the 
 for literature-comparable numbers); with flags KID (Bińkowski et al. 2018, arXiv:1801.01401), precision/recall
 (Kynkäänniemi et al. 2019, arXiv:1904.06991) with density/coverage (Naeem et al. 2020, arXiv:2002.09797; SOURCE_A
 generated, SOURCE_B real) and, when the classifier is the extractor, the classifier score (the Inception Score
-formula of Salimans et al. 2016 on its logits) and class coverage. A generator SOURCE gives --num-samples samples
-with latents of --prior (`FeatureConfig.prior`).
+formula of Salimans et al. 2016 on its logits) and class coverage; with --memorization, how many of SOURCE_A's
+images lie closer to a SOURCE_B (training) image than real held-out images do (`memorization`). A generator SOURCE
+gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
 
 Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
 dataclasses); torch and the extractors load inside the functions.
@@ -105,10 +106,22 @@ class FidConfig(FeatureConfig):
                                "reconstructions of every image of this split instead of prior samples "
                                "(reconstruction FID; --num-samples does not apply); every generator SOURCE must "
                                "then be a VAE")
+    memorization: bool = opt(False, "also report the memorization check: the share of SOURCE_A's images closer to "
+                             "their nearest SOURCE_B (training) image than --copy-percentile percent of held-out real "
+                             "images are, and the closest pairs (in --json)")
+    held_out: str = opt("", "--memorization: real images the generator was not trained on, for the calibration (a "
+                        "dataset spec or folder); empty = the test split of SOURCE_B's dataset")
+    copy_percentile: float = opt(1.0, "--memorization: the copy threshold is this percentile (in percent) of the "
+                                 "held-out images' nearest-training distances")
     json: bool = opt(False, "print one JSON object instead of human-readable lines")
 
     def validate(self) -> None:
         super().validate()
+        require(0 < self.copy_percentile < 100, "copy_percentile", "in (0, 100)", self.copy_percentile)
+        if self.held_out and not self.memorization:
+            from genvision.errors import UsageError
+
+            raise UsageError(f"--held-out {self.held_out} applies only with --memorization")
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.precision_recall_k > 0, "precision_recall_k", "> 0", self.precision_recall_k)
@@ -336,6 +349,13 @@ class FidReport:
     reconstructions: str | None = None  # the dataset split VAE sources reconstructed (--reconstructions)
     prior_a: str | None = None  # SOURCE_A's resolved --prior ("normal" or "gmm") when it is sampled from a generator
     prior_b: str | None = None  # likewise for SOURCE_B
+    copy_rate: float | None = None  # --memorization: share of SOURCE_A's images closer to SOURCE_B than the threshold
+    copy_threshold: float | None = None  # the copy_percentile-th percentile of held-out nearest-training distances
+    copy_percentile: float | None = None  # in percent
+    memorization_held_out: str | None = None  # the held-out real images calibrating the threshold
+    memorization_num_held_out: int | None = None  # how many
+    memorization_distance_ratio: float | None = None  # median nearest-training distance, SOURCE_A / held-out
+    closest_pairs: list[dict[str, Any]] | None = None  # {"generated": i, "training": j, "distance": d}, closest first
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: the always-present keys plus every optional score that was computed."""
@@ -364,7 +384,47 @@ class FidReport:
             if self.classes_covered is not None:
                 lines.append(f"classes covered {self.classes_covered}/{self.num_classes}, class KL "
                              f"{self.class_kl:.4f} ({self.source_a} against {self.source_b})")
+        if self.copy_rate is not None:
+            lines.append(memorization_line(self))
         return lines
+
+
+def memorization_line(report: FidReport) -> str:
+    """``memorization: 0.20% of runs/dcgan's images are closer to a training image of mnist5k:train than 99% of
+    held-out mnist5k:test images are (threshold 1.234; nearest-distance ratio 1.05)``."""
+    assert report.copy_rate is not None and report.copy_percentile is not None
+    assert report.copy_threshold is not None and report.memorization_distance_ratio is not None
+    return (f"memorization: {100 * report.copy_rate:.2f}% of {report.source_a}'s images are closer to a training "
+            f"image of {report.source_b} than {100 - report.copy_percentile:g}% of held-out "
+            f"{report.memorization_held_out} images are (threshold {report.copy_threshold:.4g}; nearest-distance "
+            f"ratio {report.memorization_distance_ratio:.3g})")
+
+
+def memorization_held_out(training: "Source", held_out: str) -> "Source":
+    """The held-out real images of `fid --memorization` (`--held-out`, else the test split of the training
+    dataset spec, `config.held_out_dataset`), refused in one line when they are statistics only, a generator, or the
+    training set itself (a folder, or a dataset without a distinct held-out split). Reads no image."""
+    from genvision.config import held_out_dataset
+    from genvision.errors import UsageError
+    from genvision.metrics.sources import resolve_source
+
+    if training.kind in ("stats", "generator"):
+        what = "a statistics file (mu and sigma only)" if training.kind == "stats" else "a generator"
+        raise UsageError(f"--memorization needs the training images' features as SOURCE_B, but {training} is "
+                         f"{what}; pass the training dataset spec or folder")
+    text = held_out or (held_out_dataset(training.spec) if training.kind == "dataset" else str(training))
+    source = resolve_source(text)
+    if source.kind in ("stats", "generator"):
+        what = "a statistics file (mu and sigma only)" if source.kind == "stats" else "a generator"
+        raise UsageError(f"--held-out {text} is {what}; --memorization needs real images the generator was not "
+                         "trained on: a dataset spec or a folder")
+    same = (source.spec == training.spec if source.kind == training.kind == "dataset" else
+            source.kind == training.kind == "folder" and source.path.resolve() == training.path.resolve())
+    if same:
+        how = "is" if held_out else "would default to"
+        raise UsageError(f"--memorization: the held-out set {how} {text}, the training set (SOURCE_B) itself; pass "
+                         "--held-out with real images the generator was not trained on")
+    return source
 
 
 def blocks_line(distances: dict[str, float]) -> str:
@@ -421,12 +481,16 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     resolved = [resolve_source(source_a), resolve_source(source_b)]
     if config.reconstructions:
         check_reconstruction_sources(resolved, config.reconstructions)
+    if config.memorization and resolved[0].kind == "stats":
+        raise UsageError(f"--memorization needs the raw features of SOURCE_A, but {source_a} is a statistics file "
+                         "(mu and sigma only); pass the images or the generator")
+    held_out = memorization_held_out(resolved[1], config.held_out) if config.memorization else None
     priors = generator_priors(config, resolved)
     kind = choose_features(config, resolved)
     device = resolve_device(config.device)
     extractor = make_extractor(config, device, kind)
     options = source_options(config, device, extractor, resolved)
-    need_features = config.kid or config.precision_recall
+    need_features = config.kid or config.precision_recall or config.memorization
     results: list[SourceStatistics | None] = [None, None]
     for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
         results[index] = source_statistics(resolved[index], extractor, options, need_features=need_features,
@@ -459,4 +523,15 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
             coverage = scores.class_coverage(side_a.logits, side_b.logits, extractor.num_classes)
             report.classes_covered, report.class_kl = coverage["classes_covered"], coverage["class_kl"]
             report.num_classes = extractor.num_classes
+    if held_out is not None:  # the held-out images read with the same extractor and options as SOURCE_B
+        from genvision.metrics.memorization import memorization
+
+        real = source_statistics(held_out, extractor, options, need_features=True)
+        check = memorization(side_a.features, side_b.features, real.features,
+                             copy_percentile=config.copy_percentile, device=device)
+        report.copy_rate, report.copy_threshold = check["copy_rate"], check["copy_threshold"]
+        report.copy_percentile, report.memorization_held_out = check["copy_percentile"], str(held_out)
+        report.memorization_num_held_out = check["num_held_out"]
+        report.memorization_distance_ratio = check["distance_ratio"]
+        report.closest_pairs = [dict(pair) for pair in check["closest_pairs"]]
     return report
