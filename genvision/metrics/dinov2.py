@@ -178,7 +178,8 @@ def load_network(name: str, state: dict[str, Tensor], where: str) -> nn.Module:
 def save_random_weights(path: str | Path, name: str = "vits14", seed: int = 0) -> None:
     """DINOv2 `name` with timm's random initialisation (`seed`), saved at `path` as Meta saves its checkpoints
     (position embeddings for 518 px, a ``mask_token``), layer scales set to 1: a stand-in for offline checks of the
-    DINOv2 path (tests, the GPU check), whose features vary with the image but mean nothing. Needs the ``genvision[dinov2]`` extra."""
+    DINOv2 path (tests, the GPU check), whose features vary with the image but mean nothing. Needs the
+    ``genvision[dinov2]`` extra."""
     timm = import_timm()
     model = model_info(name)
     torch.manual_seed(seed)

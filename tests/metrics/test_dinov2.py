@@ -201,7 +201,8 @@ def test_statistics_refuse_other_features_and_auto_follows_them(home, folders, t
                        "--dinov2-weights", meta_weights)
     assert code == 0, err
     code, _, err = cli("fid", folders[0], stats, "--features", "classifier", "--classifier", classifier_file)
-    assert_one_line_error(code, err, "computed with extractor dinov2-vits14@", "this run uses classifier@", command="fid")
+    assert_one_line_error(code, err, "computed with extractor dinov2-vits14@", "this run uses classifier@",
+                          command="fid")
     code, out, err = cli("fid", folders[0], stats, "--dinov2-model", MODEL, "--dinov2-weights", meta_weights, "--json")
     assert code == 0, err  # --features auto: the extractor of the statistics file
     assert json.loads(out)["features"] == "dinov2"
