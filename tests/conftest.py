@@ -70,13 +70,17 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _offline_inception(tmp_path_factory):
-    """No test sees the developer's Inception weights or reaches the network for them: an empty private torch hub
-    cache, no $GENVISION_INCEPTION_WEIGHTS, and a download URL on a closed loopback port (refused at once)."""
-    names = ("TORCH_HOME", "GENVISION_INCEPTION_WEIGHTS", "GENVISION_INCEPTION_URL")
+    """No test sees the developer's Inception or DINOv2 weights or reaches the network for them: an empty private
+    torch hub cache, no $GENVISION_INCEPTION_WEIGHTS / $GENVISION_DINOV2_WEIGHTS, and download URLs on a closed
+    loopback port (refused at once)."""
+    names = ("TORCH_HOME", "GENVISION_INCEPTION_WEIGHTS", "GENVISION_INCEPTION_URL", "GENVISION_DINOV2_WEIGHTS",
+             "GENVISION_DINOV2_URL")
     previous = {name: os.environ.get(name) for name in names}
     os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
     os.environ.pop("GENVISION_INCEPTION_WEIGHTS", None)
     os.environ["GENVISION_INCEPTION_URL"] = helpers.CLOSED_PORT_URL
+    os.environ.pop("GENVISION_DINOV2_WEIGHTS", None)
+    os.environ["GENVISION_DINOV2_URL"] = helpers.CLOSED_PORT_DINOV2_URL
     yield
     for name, value in previous.items():
         if value is None:

@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Port 9 (discard) on loopback: nothing listens in a test environment, so a download is refused at once.
 CLOSED_PORT_URL = "http://127.0.0.1:9/weights-inception-2015-12-05-6726825d.pth"
+CLOSED_PORT_DINOV2_URL = "http://127.0.0.1:9/dinov2_{model}_pretrain.pth"
 SHIPPED_CLASSIFIER = ROOT / "genvision" / "weights" / "classifier-mnist5k.safetensors"
 
 

@@ -14,7 +14,7 @@ import json
 from contextlib import contextmanager
 
 from genvision.config import ProcessGroupConfig, add_config_arguments, config_from_args
-from genvision.metrics.evaluate import FidConfig, StatsConfig
+from genvision.metrics.evaluate import DINOV2_MODELS, FidConfig, StatsConfig
 
 SOURCE_HELP = ("a folder of images, an .npz statistics file, a generator checkpoint or run folder, or a dataset spec "
                "(mnist5k:train, cifar10:test, folder:PATH, hf:PATH[:SPLIT])")
@@ -53,13 +53,24 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_download_weights(args: argparse.Namespace) -> int:
-    from genvision.metrics import inception_weights
+    from genvision.metrics import dinov2, inception_weights, weights_fetch
 
-    weights = inception_weights.fetch(args.url or None, replace=True)
-    verb = "downloaded" if weights.origin == "download" else "already cached and verified:"
-    official = "the official FID InceptionV3" if weights.official else "custom weights (not the official FID file)"
-    print(f"{verb} {weights.path} ({weights.path.stat().st_size} bytes, SHA-256 {weights.sha256}, {official}); "
-          f"offline machines find it under $TORCH_HOME/hub/checkpoints, or point $GENVISION_INCEPTION_WEIGHTS at it")
+    verified = True
+    if args.network == "dinov2":
+        spec = dinov2.weights_spec(args.dinov2_model)
+        weights = weights_fetch.fetch(spec, args.url or None, replace=True)
+        verified = bool(weights_fetch.hash_prefix(weights.path.name))
+        checked = "its SHA-256 prefix checked" if verified else "SHA-256 not checked against an official digest"
+        dinov2.check_readable(weights.path, f"{spec.label} {weights.path}")
+        what = f"DINOv2 {dinov2.model_info(args.dinov2_model).title}, {checked}"
+    else:
+        spec = inception_weights.spec()
+        weights = inception_weights.fetch(args.url or None, replace=True)
+        what = "the official FID InceptionV3" if weights.official else "custom weights (not the official FID file)"
+    verb = ("downloaded" if weights.origin == "download" else
+            "already cached and verified:" if verified else "already cached:")
+    print(f"{verb} {weights.path} ({weights.path.stat().st_size} bytes, SHA-256 {weights.sha256}, {what}); "
+          f"offline machines find it under $TORCH_HOME/hub/checkpoints, or point ${spec.weights_env} at it")
     return 0
 
 
@@ -104,14 +115,21 @@ def register(subparsers) -> None:
     fid.set_defaults(run=run_fid)
 
     download = subparsers.add_parser(
-        "download-weights", help="fetch and verify the InceptionV3 weights into the torch hub cache, once",
+        "download-weights", help="fetch and verify the InceptionV3 or DINOv2 weights into the torch hub cache, once",
         description="Download the FID InceptionV3 weights from $GENVISION_INCEPTION_URL (default: torch-fidelity's "
-                    "release) into torch.hub.get_dir()/checkpoints ($TORCH_HOME), keeping them only if their "
-                    "SHA-256 matches the prefix in the file name. Run it where there is internet; machines without "
+                    "release), or Meta's DINOv2 weights of --dinov2-model from $GENVISION_DINOV2_URL (default: "
+                    "dl.fbaipublicfiles.com; {model} in it becomes vits14, vitb14 or vitl14), into "
+                    "torch.hub.get_dir()/checkpoints ($TORCH_HOME), keeping them only if their SHA-256 matches the "
+                    "prefix in the file name (Inception's names must carry one; Meta's DINOv2 names carry none, so "
+                    "their digest is recorded, not checked). Run it where there is internet; machines without "
                     "it then find the file in the same cache (a shared $TORCH_HOME) or through "
-                    "$GENVISION_INCEPTION_WEIGHTS. An already cached, verified file is not downloaded again.",
+                    "$GENVISION_INCEPTION_WEIGHTS / $GENVISION_DINOV2_WEIGHTS. An already cached, verified file is "
+                    "not downloaded again.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    download.add_argument("network", choices=("inception",), help="the weights to fetch")
-    download.add_argument("--url", default="", help="download from this URL instead of $GENVISION_INCEPTION_URL or "
-                          "torch-fidelity's release (its file name must carry the SHA-256 prefix, NAME-<hex>.pth)")
+    download.add_argument("network", choices=("inception", "dinov2"), help="the weights to fetch")
+    download.add_argument("--url", default="", help="download from this URL instead of $GENVISION_INCEPTION_URL / "
+                          "$GENVISION_DINOV2_URL or the default (an Inception file name must carry the SHA-256 "
+                          "prefix, NAME-<hex>.pth)")
+    download.add_argument("--dinov2-model", default="vitl14", choices=DINOV2_MODELS,
+                          help="the DINOv2 size to fetch (dinov2 only)")
     download.set_defaults(run=run_download_weights)

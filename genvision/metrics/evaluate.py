@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 from genvision.config import opt, require
 from genvision.constants import PRIOR_FLAG_CHOICES
 
+FEATURE_CHOICES = ("auto", "classifier", "inception", "dinov2")  # --features
+DINOV2_MODELS = ("vits14", "vitb14", "vitl14")  # --dinov2-model (`metrics.dinov2.MODELS`; this module loads no torch)
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -38,15 +41,22 @@ class FeatureConfig:
     """Which features, on which device, and how sources are read (shared by `stats` and `fid`)."""
 
     features: str = opt("auto", "feature extractor: auto (the classifier when --classifier is given or a source is "
-                        "mnist5k, the extractor of an .npz source, else InceptionV3), classifier, or inception "
-                        "(torch-fidelity's InceptionV3, for literature-comparable FID)",
-                        choices=("auto", "classifier", "inception"))
+                        "mnist5k, the extractor of an .npz source, else InceptionV3), classifier, inception "
+                        "(torch-fidelity's InceptionV3, for literature-comparable FID) or dinov2 (DINOv2's CLS token "
+                        "at 224 px, FD-DINOv2 of Stein et al. 2023; needs genvision[dinov2])",
+                        choices=FEATURE_CHOICES)
     classifier: str = opt("", "classifier file (.safetensors from train-classifier) for --features classifier; "
                           "empty = the one shipped for mnist5k")
     inception_weights: str = opt("", "InceptionV3 state dict file; empty = $GENVISION_INCEPTION_WEIGHTS, else the "
                                  "torch hub cache (weights-inception-2015-12-05-6726825d.pth or pt_inception-...)")
+    dinov2_model: str = opt("vitl14", "DINOv2 network for --features dinov2: vits14, vitb14 or vitl14 (ViT-S/14 to "
+                            "ViT-L/14; 384, 768 or 1024 features); vitl14 is the one Stein et al. 2023 recommend",
+                            choices=DINOV2_MODELS)
+    dinov2_weights: str = opt("", "DINOv2 state dict file in Meta's layout (dinov2_<model>_pretrain.pth) for "
+                              "--features dinov2; empty = $GENVISION_DINOV2_WEIGHTS, else the torch hub cache")
     download: bool = opt(False, "fetch what is missing (needs internet): InceptionV3 weights into the torch hub "
-                         "cache from $GENVISION_INCEPTION_URL (default torch-fidelity's release), torchvision "
+                         "cache from $GENVISION_INCEPTION_URL (default torch-fidelity's release), DINOv2 weights from "
+                         "$GENVISION_DINOV2_URL (default Meta's dl.fbaipublicfiles.com), torchvision "
                          "datasets into --data-root, Hub datasets of hf: specs into the Hugging Face cache")
     batch_size: int = opt(500, "images per feature-extraction batch (and per generator forward pass)")
     num_samples: int = opt(5000, "images drawn from each generator source; folders, datasets and statistics "
@@ -68,8 +78,9 @@ class FeatureConfig:
                       "~/.cache/genvision/stats)")
 
     def validate(self) -> None:
-        require(self.features in ("auto", "classifier", "inception"), "features", "auto, classifier or inception",
-                self.features)
+        require(self.features in FEATURE_CHOICES, "features", "auto, classifier, inception or dinov2", self.features)
+        require(self.dinov2_model in DINOV2_MODELS, "dinov2_model", "one of " + ", ".join(DINOV2_MODELS),
+                self.dinov2_model)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
         require(self.num_samples > 0, "num_samples", "> 0", self.num_samples)
         require(self.dataset_resolution >= 0, "dataset_resolution", ">= 0", self.dataset_resolution)
@@ -184,7 +195,8 @@ def make_extractor(config: FeatureConfig, device: "torch.device", kind: str) -> 
 
     with local_main_first() if config.download else nullcontext():
         return load_extractor(kind, classifier=config.classifier, inception_weights=config.inception_weights,
-                              download=config.download, device=device)
+                              download=config.download, device=device, dinov2_model=config.dinov2_model,
+                              dinov2_weights=config.dinov2_weights)
 
 
 def source_options(config: FeatureConfig, device: "torch.device", extractor: "FeatureExtractor",
@@ -226,13 +238,19 @@ def prior_note(sources: list[str], priors: list[str | None]) -> str:
 
 def protocol(extractor: "FeatureExtractor", sides: "list[SourceStatistics]") -> dict[str, Any]:
     """The protocol notes of a result: extractor id and hash (for Inception, whether they are the official FID
-    weights), the resize rule, and per side its N, image side and channel handling."""
+    weights; for DINOv2, that no official digest was checked), the resize rule, and per side its N, image side and
+    channel handling."""
+    from genvision.metrics.extractors import DINOV2_PREFIX, IMAGENET_RESIZE
     from genvision.metrics.inception_weights import OFFICIAL_SHA256
 
     notes: dict[str, Any] = {"extractor": extractor.extractor_id, "extractor_hash": extractor.weights_hash}
     if extractor.resizes_internally:  # Inception: the official FID weights, or other ones
         notes["official_weights"] = extractor.weights_hash == OFFICIAL_SHA256
+    if extractor.extractor_id.startswith(DINOV2_PREFIX):  # Meta publishes no digest: the file's is recorded only
+        notes["weights_check"] = "SHA-256 not checked against an official digest"
     where = " inside the network (torch-fidelity)" if extractor.resizes_internally else ""
+    if extractor.resize == IMAGENET_RESIZE:
+        where = ", /255 and ImageNet mean/std, CLS token of the final norm"
     notes["resize"] = f"{extractor.resize} to {extractor.input_size} px{where}"
     notes["sides"] = [{"source": side.source, "num_samples": side.count,
                        "size": side.metadata.source_size if side.metadata else 0,
@@ -248,6 +266,8 @@ def protocol_line(notes: dict[str, Any]) -> str:
     weights = ""
     if "official_weights" in notes:
         weights = " (official weights)" if notes["official_weights"] else " (NOT the official FID weights)"
+    elif "weights_check" in notes:
+        weights = f" ({notes['weights_check']})"
     sides = "; ".join(f"{side['source']}: N={side['num_samples']}, "
                       f"{str(side['size']) + ' px' if side['size'] else 'size not recorded'}, {side['channels']}"
                       for side in notes["sides"])
@@ -328,7 +348,7 @@ class FidReport:
     fid: float
     n_a: int
     n_b: int
-    features: str  # "classifier" or "inception" ("auto" resolved)
+    features: str  # "classifier", "inception" or "dinov2" ("auto" resolved)
     extractor: str
     extractor_hash: str
     source_a: str

@@ -9,6 +9,9 @@ which statistics files record: FID (Heusel et al. 2017, arXiv:1706.08500) compar
   Inception Score of Salimans et al. 2016, arXiv:1606.03498) and class coverage.
 - `InceptionExtractor` ("inception-v3-compat"): torch-fidelity's TF-compatible InceptionV3, pool3, 2048 features
   (the optional extra ``genvision[inception]``; weights from `inception_weights.resolve`).
+- `Dinov2Extractor` ("dinov2-vits14", "dinov2-vitb14", "dinov2-vitl14"): the CLS token of DINOv2 (timm's network,
+  Meta's weights; the optional extra ``genvision[dinov2]``) on 224-px images, for FD-DINOv2 (Stein et al. 2023,
+  arXiv:2306.04675).
 - `resize_for_extractor`: the one resize path of every source, since FID moves with the resize filter and with
   quantisation (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", clean-fid);
   28-px digits are padded to 32 px first, as dataset specs pad them (`imageconv.pads_digits`).
@@ -27,6 +30,7 @@ from torch import Tensor, nn
 
 from genvision.errors import UsageError
 from genvision.imageconv import pad_digits, padded_side, to_uint8
+from genvision.metrics import dinov2
 from genvision.metrics.statsfile import StatsMetadata
 
 CLASSIFIER_ID = "classifier"
@@ -38,6 +42,10 @@ INCEPTION_FEATURES = 2048  # pool3
 # torch-fidelity's interpolate_bilinear_2d_like_tensorflow1x inside the network.
 BICUBIC_RESIZE = "pad28+bicubic-antialias"
 TF_BILINEAR_RESIZE = "pad28+tf1-bilinear"
+# DINOv2: BICUBIC_RESIZE to 224 px (uint8), then /255 and the ImageNet mean/std per channel (torchvision's ToTensor
+# and Normalize, as dgm-eval feeds DINOv2).
+IMAGENET_RESIZE = "pad28+bicubic-antialias+imagenet-norm"
+DINOV2_PREFIX = "dinov2-"  # extractor ids: dinov2-vits14, dinov2-vitb14, dinov2-vitl14
 
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as PIL's Image.convert("L") computes it (Convert.c, L24):
 # L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16, i.e. 0.299 R + 0.587 G + 0.114 B rounded.
@@ -53,7 +61,7 @@ class FeatureExtractor(Protocol):
     input_channels: int
     num_features: int
     num_classes: int  # logits per image; 0 when the extractor has no classifier head
-    resize: str  # BICUBIC_RESIZE or TF_BILINEAR_RESIZE: how images reach input_size (recorded in stats files)
+    resize: str  # BICUBIC_RESIZE, TF_BILINEAR_RESIZE or IMAGENET_RESIZE: how images reach the network (stats files)
     resizes_internally: bool  # True: give it square images at their own size; False: at input_size
     feature_blocks: tuple[tuple[str, int], ...]  # (name, width) of the feature blocks in column order; one = all
 
@@ -307,6 +315,13 @@ def load_inception_state_dict(path: str | Path, origin: str = "--inception-weigh
     `origin` (the flag, variable or cache the file came from)."""
     path = Path(path)
     where = f"{origin} {path}" if origin.startswith("--") else f"Inception weights {path} ({origin})"
+    return load_weights_state_dict(path, where)
+
+
+def load_weights_state_dict(path: str | Path, where: str) -> dict[str, Tensor]:
+    """``torch.load(path, weights_only=True)`` of a state dict of tensors, or a one-line UsageError starting with
+    `where` (the file and where it came from)."""
+    path = Path(path)
     if not path.is_file():
         raise UsageError(f"{where} does not exist" if not path.exists() else f"{where} is not a file")
     try:
@@ -458,15 +473,115 @@ class InceptionExtractor(MetadataFromContract):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# DINOv2 through timm.
+
+DINOV2_IMAGE_BYTES_PER_WIDTH = 32 * 2 ** 10  # bytes of GPU memory allowed per 224-px image and unit of embedding
+# width in one DINOv2 call (32 MiB an image for ViT-L/14: its 257 tokens' float32 activations, MLP and attention
+# maps take ~10 MB; the rest is room for the allocator)
+
+_BUILT_DINOV2: dict[tuple[str, str], nn.Module] = {}  # (model, sha256) -> the network, reused within a process
+
+
+class Dinov2Extractor(MetadataFromContract):
+    """DINOv2 features for FD-DINOv2 (Stein et al. 2023): the CLS token after the final LayerNorm (timm's
+    ``forward_features``, token pooling), 384 / 768 / 1024 features for ViT-S/B/L/14.
+
+    Input contract: float [-1, 1] (N, 3, 224, 224), which `resize_for_extractor` makes of every source (28-px digits
+    padded to 32 px, gray repeated to 3 channels, bicubic with antialiasing to 224 px, rounded to uint8). `features`
+    maps them back to those uint8 pixels (`imageconv.to_uint8`), divides by 255 and normalises with the ImageNet mean
+    and std, as torchvision's ToTensor and Normalize do in dgm-eval.
+    """
+
+    input_size = dinov2.INPUT_SIZE  # px
+    input_channels = 3
+    num_classes = 0
+    resize = IMAGENET_RESIZE
+    resizes_internally = False
+    forward_chunk = 32  # images per network call on the CPU, and at least that many on a GPU (`chunk_size`)
+
+    def __init__(self, network: nn.Module, model: str, weights_hash: str, path: str = "") -> None:
+        self.network = network.eval()
+        self.model = model
+        self.extractor_id = DINOV2_PREFIX + model
+        self.weights_hash = weights_hash
+        self.path = path
+        self.num_features: int = network.num_features
+        self.feature_blocks: tuple[tuple[str, int], ...] = (("cls", self.num_features),)
+        self.mean = torch.tensor(dinov2.IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(dinov2.IMAGENET_STD).view(1, 3, 1, 1)
+
+    @classmethod
+    def load(cls, model: str = "vitl14", explicit: str | Path = "", download: bool = False,
+             device: torch.device | str = "cpu") -> "Dinov2Extractor":
+        """The weights `weights_fetch.resolve` finds for DINOv2 `model` (`explicit` file, env, cache, download),
+        converted from Meta's layout and loaded strictly into timm's network."""
+        from genvision.metrics import weights_fetch
+
+        spec = dinov2.weights_spec(model)
+        dinov2.import_timm()  # the missing-extra error before reading or fetching a large file
+        weights = weights_fetch.resolve(spec, explicit, download)
+        network = _BUILT_DINOV2.get((model, weights.sha256))
+        if network is None:
+            where = (f"{weights.origin} {weights.path}" if weights.origin.startswith("--")
+                     else f"{spec.label} {weights.path} ({weights.origin})")
+            try:
+                state = load_weights_state_dict(weights.path, where)
+            except UsageError as error:
+                if weights.origin not in ("cache", "download"):
+                    raise
+                raise UsageError(f"{error}: the file is corrupt or partial; delete it and run "
+                                 f"`{spec.download_command}` (or add --download)") from None
+            network = dinov2.load_network(model, state, where)
+            _BUILT_DINOV2.clear()  # one network kept: the last one loaded
+            _BUILT_DINOV2[(model, weights.sha256)] = network
+        return cls(network.to(device), model, weights.sha256, str(weights.path))
+
+    def to(self, device: torch.device | str) -> "Dinov2Extractor":
+        self.network.to(device)
+        return self
+
+    def features(self, images: Tensor) -> Tensor:
+        """(N, 3, 224, 224) float in [-1, 1] -> (N, num_features) float32 CLS tokens."""
+        check_extractor_input(images, self.input_channels, self.input_size, self.extractor_id)
+        self.network.eval()
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        chunk = self.chunk_size(images.device)
+        parts = []
+        for part in images.split(chunk):
+            pixels = to_uint8(part).float().div_(255).sub_(mean).div_(std)
+            parts.append(self.network.forward_features(pixels)[:, 0])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def chunk_size(self, device: torch.device | str) -> int:
+        """Images per network call on `device`: `forward_chunk` (32) on the CPU and other non-CUDA devices; on CUDA
+        as many as CUDA_CHUNK_MEMORY_SHARE of the free memory holds at DINOV2_IMAGE_BYTES_PER_WIDTH x width each,
+        never fewer than `forward_chunk`."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self.forward_chunk
+        free, _ = torch.cuda.mem_get_info(device)
+        per_image = DINOV2_IMAGE_BYTES_PER_WIDTH * self.num_features
+        return max(self.forward_chunk, int(CUDA_CHUNK_MEMORY_SHARE * free) // per_image)
+
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, None]:
+        return self.features(images), None
+
+    def describe(self) -> str:
+        return f"DINOv2 {self.model}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def auto_features(*, classifier: str | Path = "", inception_weights: str | Path = "", download: bool = False,
                   datasets: Sequence[str] = (), stats_extractors: Sequence[str] = (), what: str = "",
                   more_fixes: str = "") -> str:
-    """What ``--features auto`` means for these inputs: "classifier" or "inception".
+    """What ``--features auto`` means for these inputs: "classifier", "inception" or (a DINOv2 statistics file)
+    "dinov2".
 
     - ``--classifier PATH`` given: the classifier;
-    - a statistics file among the sources: the extractor it was made with (nothing else could score against it);
+    - a statistics file among the sources: the extractor it was made with (nothing else could score against it;
+      "dinov2" for any DINOv2 size, checked against ``--dinov2-model`` when the file is read);
     - any source known to be mnist5k (`datasets`: the dataset names of dataset specs and of the runs a generator
       was trained on): the classifier shipped for it;
     - otherwise InceptionV3, the network of literature FIDs, when its weights resolve (``--inception-weights``,
@@ -480,6 +595,8 @@ def auto_features(*, classifier: str | Path = "", inception_weights: str | Path 
     for extractor_id in stats_extractors:
         if extractor_id in (CLASSIFIER_ID, INCEPTION_ID):
             return "classifier" if extractor_id == CLASSIFIER_ID else "inception"
+        if extractor_id.startswith(DINOV2_PREFIX):
+            return "dinov2"
     if any(name.partition(":")[0] == "mnist5k" for name in datasets):
         return "classifier"
     if download or weights.find(inception_weights, warn=False) is not None:
@@ -491,14 +608,18 @@ def auto_features(*, classifier: str | Path = "", inception_weights: str | Path 
 
 
 def load_extractor(kind: str = "classifier", *, classifier: str | Path = "", inception_weights: str | Path = "",
-                   download: bool = False, reference: str = "mnist5k",
-                   device: torch.device | str = "cpu") -> FeatureExtractor:
-    """The extractor `kind` ("classifier" or "inception"; resolve "auto" with `auto_features` first) on `device`.
+                   download: bool = False, reference: str = "mnist5k", device: torch.device | str = "cpu",
+                   dinov2_model: str = dinov2.DEFAULT_MODEL, dinov2_weights: str | Path = "") -> FeatureExtractor:
+    """The extractor `kind` ("classifier", "inception" or "dinov2"; resolve "auto" with `auto_features` first) on
+    `device`.
 
     classifier: the file `classifier`, else the one shipped for `reference` (a dataset spec; only mnist5k ships one).
     inception: the weights `inception_weights.resolve` finds from `inception_weights`, or fetches with `download`.
+    dinov2: DINOv2 `dinov2_model` with the weights `dinov2.weights_spec` finds from `dinov2_weights` (or fetches).
     Every failure is a one-line UsageError naming the flag.
     """
+    if kind in ("classifier", "inception") and dinov2_weights:
+        print(f"warning: --dinov2-weights is ignored with --features {kind}", file=sys.stderr)
     if kind == "classifier":
         if inception_weights:
             print("warning: --inception-weights is ignored with --features classifier", file=sys.stderr)
@@ -509,7 +630,13 @@ def load_extractor(kind: str = "classifier", *, classifier: str | Path = "", inc
         if classifier:
             print("warning: --classifier is ignored with --features inception", file=sys.stderr)
         return InceptionExtractor.load(inception_weights, download, device)
-    raise UsageError(f"--features must be classifier or inception here, got {kind!r}")
+    if kind == "dinov2":
+        ignored = [flag for flag, value in (("--classifier", classifier), ("--inception-weights", inception_weights))
+                   if value]
+        for flag in ignored:
+            print(f"warning: {flag} is ignored with --features dinov2", file=sys.stderr)
+        return Dinov2Extractor.load(dinov2_model, dinov2_weights, download, device)
+    raise UsageError(f"--features must be classifier, inception or dinov2 here, got {kind!r}")
 
 
 def run_extractor(config, device: torch.device | str = "cpu", download: bool = False) -> FeatureExtractor:

@@ -245,3 +245,34 @@ def test_inception_needs_weights_file(tmp_path):
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
     with pytest.raises(UsageError, match="does not fit"):
         load_extractor("inception", inception_weights=wrong)
+
+
+def test_dinov2_chunk_fills_a_share_of_the_free_gpu_memory(monkeypatch):
+    """32 images per DINOv2 call on the CPU; on CUDA as many as half the free memory holds at 32 KiB per unit of
+    embedding width an image (32 MiB for ViT-L/14), never fewer than 32."""
+    import genvision.metrics.extractors as extractors
+
+    gib = 2 ** 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 141 * gib))
+    network = torch.nn.Identity()
+    network.num_features = 1024
+    extractor = extractors.Dinov2Extractor(network, "vitl14", "0" * 64)
+    assert extractor.extractor_id == "dinov2-vitl14" and extractor.feature_blocks == (("cls", 1024),)
+    assert extractor.chunk_size("cpu") == 32
+    free = 130 * gib
+    assert extractor.chunk_size("cuda") == int(0.5 * free) // (32 * 2 ** 20) == 2080
+    free = gib // 4
+    assert extractor.chunk_size("cuda") == 32
+
+
+def test_dinov2_needs_weights_file(tmp_path):
+    pytest.importorskip("timm")
+    with pytest.raises(UsageError, match="no DINOv2 ViT-L/14 weights found.*--dinov2-weights") as info:
+        load_extractor("dinov2")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="--dinov2-weights .*missing.pth does not exist"):
+        load_extractor("dinov2", dinov2_model="vits14", dinov2_weights=tmp_path / "missing.pth")
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"layer": object()}, pickled)  # needs unpickling of arbitrary objects: refused
+    with pytest.raises(UsageError, match="weights_only=True"):
+        load_extractor("dinov2", dinov2_model="vits14", dinov2_weights=pickled)
