@@ -41,7 +41,9 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``, ``features``, ``extractor``,
     ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
     SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``, ``precision`` and
-    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
+    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, with ``fd_infinity=True``
+    ``fd_infinity`` (FID extrapolated to N -> infinity), ``fd_infinity_slope`` and ``fd_infinity_points`` (the
+    fit's [N, FID_N] pairs), ...).
     """
     from genvision.metrics.evaluate import evaluate_fid
 

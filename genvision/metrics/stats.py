@@ -433,9 +433,9 @@ def fd_infinity_sizes(num_samples: int, num_features: int, num_points: int = 15,
         raise UsageError(f"FD-infinity needs at least 2 points for its fit, got {num_points}")
     if min_samples:
         if not 2 <= min_samples < num_samples:
-            raise UsageError(f"FD-infinity min samples must be >= 2 and below the {num_samples} samples, got "
-                             f"{min_samples}")
-        smallest, rule = min_samples, f"the min samples {min_samples}"
+            raise UsageError(f"FD-infinity's smallest subset (--fd-infinity-min-samples) must be >= 2 and below the "
+                             f"{num_samples} samples, got {min_samples}")
+        smallest, rule = min_samples, f"--fd-infinity-min-samples {min_samples}"
     else:
         smallest = max(num_samples // 10, 2 * num_features)
         rule = f"N_min = max(N // 10, 2 x {num_features} features) = {smallest}"

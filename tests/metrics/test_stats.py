@@ -453,7 +453,8 @@ def test_fd_infinity_sizes_follow_the_paper_with_a_floor_of_twice_the_features()
     ((4000, 2048), "at least 2 sample sizes from N_min = max(N // 10, 2 x 2048 features) = 4096 to the 4000 "
                    "samples; give more than 4096 samples"),
     ((100, 8, 1), "at least 2 points for its fit, got 1"),
-    ((100, 8, 15, 100), "min samples must be >= 2 and below the 100 samples, got 100"),
+    ((100, 8, 15, 100), "smallest subset (--fd-infinity-min-samples) must be >= 2 and below the 100 samples, got "
+                        "100"),
     ((100, 8, 15, 1), "got 1"),
 ])
 def test_fd_infinity_sizes_refuse_too_few_samples_in_one_line(args, fragment):
