@@ -486,6 +486,7 @@ def test_fd_infinity_points_are_fids_of_seeded_subsets_and_the_intercept_is_the_
     slope, intercept = np.polyfit(1 / np.array(sizes), expected, 1)
     assert (result.value, result.slope) == pytest.approx((intercept, slope), rel=1e-9)
     assert fd_infinity(fake, FrechetReference(mu, sigma), sizes, seed=3) == result
+    assert fd_infinity(fake, FrechetReference(mu, sigma), sizes[::-1], seed=3) == result  # smallest first
     assert fd_infinity(fake, FrechetReference(mu, sigma), sizes, seed=4).points[0] != result.points[0]
     with pytest.raises(UsageError, match=r"at least 2 distinct sample sizes in \[2, 300\], got \[30, 301\]"):
         fd_infinity(fake, FrechetReference(mu, sigma), [30, 301])
