@@ -453,10 +453,10 @@ def fd_infinity(features: Tensor, reference: FrechetReference, sizes: Sequence[i
                 device: torch.device | str | None = None) -> FdInfinity:
     """FD-infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where to find them",
     arXiv:1911.07023): FID is biased upwards in 1/N, E[FID_N] = FID_inf + b / N + O(1/N²), with b depending on the
-    generator. For each N of `sizes` (`fd_infinity_sizes`), smallest first, FID_N of the first N rows of a fresh random permutation
-    of `features` (N_total, D) against the fixed `reference` statistics; then the least-squares line through
-    (1/N, FID_N), whose intercept (1/N = 0) is FD-infinity: the FID of infinitely many samples, comparable across
-    sample counts, where plain FID favours whoever drew more. Only the generated side is subsampled, as in the
+    generator. For each N of `sizes` (`fd_infinity_sizes`), smallest first, FID_N of the first N rows of a fresh
+    random permutation of `features` (N_total, D) against the fixed `reference` statistics; then the least-squares
+    line through (1/N, FID_N), whose intercept (1/N = 0) is FD-infinity: the FID of infinitely many samples,
+    comparable across sample counts, where plain FID favours whoever drew more. Only the generated side is subsampled, as in the
     paper's code; the reference statistics (and their square root, computed once) stay whole.
 
     The permutations come from one CPU `torch.Generator` seeded `seed`, one after another, so the result is the same
