@@ -42,7 +42,8 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
     SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``; ``precision``, ``recall``,
     ``density`` and ``coverage`` with ``precision_recall=True``; ``classifier_score``, ``classes_covered``,
-    ``protocol``, ...). With ``memorization=True``
+    ``protocol``, ...). With ``fd_infinity=True``: ``fd_infinity`` (FID extrapolated to N -> infinity),
+    ``fd_infinity_slope`` and ``fd_infinity_points`` (the fit's [N, FID_N] pairs). With ``memorization=True``
     (SOURCE_B the training set; ``held_out=`` the real images calibrating it, default the test split of SOURCE_B's
     dataset; ``copy_percentile=``, default 1.0): ``copy_rate`` (share of SOURCE_A's images nearer to a training
     image than the threshold), ``copy_threshold`` (that percentile of the held-out images' nearest-training

@@ -457,6 +457,9 @@ class ReportConfig:
                      "--prior, else normal), normal (N(0, I)) or gmm (the VAE's Gaussian mixture; VAEs only)",
                      choices=PRIOR_FLAG_CHOICES)
     bootstrap: int = opt(200, "bootstrap resamples of the generated features for the FID 95 percent interval (0 = off)")
+    fd_infinity_points: int = opt(15, "FD-infinity (FID extrapolated to N -> infinity, Chong & Forsyth 2020): sizes "
+                                  "of the generated subsets fitted, N // 10 (at least 2 x the feature dimensions) "
+                                  "to N (0 = off)")
     kid_subsets: int = opt(10, "KID: random subsets averaged")
     kid_subset_size: int = opt(1000, "KID: images per subset (clipped to the smaller set)")
     memorization_pairs: int = opt(8, "memorization check: closest (sample, nearest training image) pairs shown side "
@@ -470,6 +473,8 @@ class ReportConfig:
         require(self.num_samples == 0 or self.num_samples >= 4, "num_samples", ">= 4 (or 0 = no metrics)",
                 self.num_samples)
         require(self.bootstrap >= 0, "bootstrap", ">= 0", self.bootstrap)
+        require(self.fd_infinity_points == 0 or self.fd_infinity_points >= 2, "fd_infinity_points",
+                ">= 2 (or 0 = off)", self.fd_infinity_points)
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)

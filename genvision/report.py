@@ -3,12 +3,12 @@
 The page holds the resolved config, loss and FID curves (matplotlib, from metrics.jsonl), the latest sample grid, a
 grid from the best checkpoint, the VAE's reconstructions, wall time and throughput, the VAE's held-out negative
 ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with a bootstrap 95% interval (Efron
-1979), KID (Bińkowski et al. 2018), improved precision and recall (Kynkäänniemi et al. 2019), density and coverage
-(Naeem et al. 2020) and the classifier score (the Inception Score formula of Salimans et al. 2016), on samples of
-the run's best checkpoint, and a memorization check (`metrics.memorization`: the share of samples closer to a
-training image than held-out real images are, with the closest pairs side by side). With the run's seed, prior and
---num-fid-samples those samples are exactly the training FID's, so the table's FID equals the FID logged at that
-step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
+1979), FD-infinity (FID extrapolated to infinitely many samples; Chong & Forsyth 2020), KID (Bińkowski et al.
+2018), improved precision and recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020) and the
+classifier score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint,
+and a memorization check (`metrics.memorization`: the share of samples closer to a training image than held-out real
+images are, with the closest pairs side by side). With the run's seed, prior and --num-fid-samples those samples
+are exactly the training FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -140,7 +140,10 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     The FID interval is a percentile bootstrap (`metrics.stats.bootstrap_fid`; Efron & Tibshirani 1993): the
     generated features are resampled with replacement `bootstrap` times (seeded) against the fixed reference
     statistics. It covers the generated side's sampling noise only, and since FID is biased upwards in 1/N (Chong &
-    Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate. KID,
+    Forsyth 2020) and a resample holds ~63% distinct images, it sits slightly above the point estimate.
+    FD-infinity removes that bias: FID of seeded random subsets of the generated features (`fd_infinity_points`
+    sizes, `metrics.stats.fd_infinity_sizes`) against the same reference, extrapolated to N -> infinity by a linear
+    fit in 1/N (`metrics.stats.fd_infinity`); `genvision fid --fd-infinity --seed SEED` gives the same. KID,
     precision/recall and density/coverage (k = 3) use the raw features; classes covered and the KL between
     predicted-class histograms the classifier's logits (`metrics.scores`). Every score runs on `device` (the run's
     accelerator), FID and the bootstrap in float64 against the reference's square root computed once
@@ -154,8 +157,9 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     from genvision.checkpoint import best_checkpoint, latest_checkpoint
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
-    from genvision.metrics.stats import FrechetReference, block_frechet_distances, bootstrap_fid, percentile_interval
     from genvision.metrics.memorization import memorization
+    from genvision.metrics.stats import (FrechetReference, block_frechet_distances, bootstrap_fid, fd_infinity,
+                                         fd_infinity_sizes, percentile_interval)
     from genvision.sampling import generate_shard, load_generator
 
     if options.num_samples == 0:
@@ -183,8 +187,8 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     generated = generated_statistics(images, extractor, options.batch_size, device, need_features=True,
                                      need_logits=has_logits)  # every rank holds every sample's features, in order
     # The training FID's formula on the same device, so the table's FID is the one logged at that step.
-    values: dict[str, Any] = {"fid": FrechetReference(real.mu, real.sigma, device).distance(generated.mu,
-                                                                                            generated.sigma)}
+    reference_statistics = FrechetReference(real.mu, real.sigma, device)
+    values: dict[str, Any] = {"fid": reference_statistics.distance(generated.mu, generated.sigma)}
     blocks = block_frechet_distances(generated.mu, generated.sigma, real.mu, real.sigma, extractor.feature_blocks)
     if blocks:  # each feature block's own distance (the classifier's semantic and low-level blocks)
         values["fid_blocks"] = blocks
@@ -212,6 +216,15 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     if not distributed.is_main():  # the scores below use every feature, so rank 0 alone computes them (and writes)
         return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                             values, time.perf_counter() - started)
+    if options.fd_infinity_points:  # seeded subsets of every generated feature: deterministic, rank-independent
+        try:
+            sizes = fd_infinity_sizes(generated.count, extractor.num_features, options.fd_infinity_points)
+        except UsageError as error:  # too few samples for two sizes: the row says so, the report goes on
+            values["fd_infinity_note"] = f"not computed: {error}"
+        else:
+            extrapolated = fd_infinity(generated.features, reference_statistics, sizes, seed=seed)
+            values["fd_infinity"], values["fd_infinity_slope"] = extrapolated.value, extrapolated.slope
+            values["fd_infinity_points"] = extrapolated.points
     values.update(sample_scores(generated, real, extractor.num_classes, options, device))
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                         values, time.perf_counter() - started,
@@ -524,6 +537,13 @@ def metrics_html(metrics: FinalMetrics) -> str:
     rows.append(("FID", number(values["fid"]), fid_detail))
     for name, value in values.get("fid_blocks", {}).items():
         rows.append((f"FID, {name} block", number(value), BLOCK_DETAILS.get(name, "its own Fréchet distance")))
+    if "fd_infinity" in values:
+        points = values["fd_infinity_points"]
+        rows.append(("FD-infinity", number(values["fd_infinity"]), f"FID at {len(points)} sizes from {points[0][0]} "
+                     f"to {points[-1][0]} generated samples, extrapolated to N -> infinity by a linear fit in 1/N "
+                     "(Chong & Forsyth 2020)"))
+    elif "fd_infinity_note" in values:
+        rows.append(("FD-infinity", "–", values["fd_infinity_note"]))
     kid, kid_std = values["kid"]
     rows.append(("KID", f"{number(kid, 5)} ± {number(kid_std, 5)}",
                  "mean ± std over random subsets (Bińkowski et al. 2018)"))

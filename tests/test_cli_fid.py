@@ -132,6 +132,46 @@ def test_fid_by_feature_block_in_the_output_json_and_api(setup, tmp_path):
     assert "fid_blocks" not in json.loads(single.stdout)  # one block (0.1.0's layer alone): nothing to take apart
 
 
+def test_fd_infinity_in_the_json_lines_and_api_and_refused_for_a_statistics_file(setup, tmp_path):
+    """--fd-infinity: the intercept, slope and points under stable keys, equal to `stats.fd_infinity` of SOURCE_A's
+    features (subsets drawn with --seed) against SOURCE_B's statistics, which may be a statistics file; its line;
+    the last point (every image) is the FID. A statistics file as SOURCE_A, or too few images for two sizes, is
+    refused in one line."""
+    from genvision import api
+    from genvision.metrics.evaluate import format_number
+    from genvision.metrics.stats import FrechetReference, fd_infinity, fd_infinity_sizes
+
+    reference = tmp_path / "digits.npz"
+    stats = api.stats(setup["digits"], reference, classifier=str(setup["classifier"]))
+    common = ["--classifier", setup["classifier"], "--fd-infinity", "--fd-infinity-points", "6", "--seed", "3"]
+    result = genvision("fid", setup["noise"], reference, *common, "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    sizes = fd_infinity_sizes(200, 32, 6)
+    assert [size for size, _ in report["fd_infinity_points"]] == sizes and sizes[0] == 64  # 2 x 32 features
+    assert report["fd_infinity_points"][-1][1] == pytest.approx(report["fid"], rel=1e-9)
+    expected = fd_infinity(library_features(setup["noise"], setup["classifier"]),
+                           FrechetReference(stats["mu"], stats["sigma"]), sizes, seed=3)
+    assert report["fd_infinity"] == pytest.approx(expected.value, rel=1e-9)
+    assert report["fd_infinity_slope"] == pytest.approx(expected.slope, rel=1e-9)
+    np.testing.assert_allclose(report["fd_infinity_points"], expected.points, rtol=1e-9)
+    lines = genvision("fid", setup["noise"], reference, *common, cache=setup["cache"]).stdout.splitlines()
+    assert (f"FD-infinity {format_number(report['fd_infinity'])} (FID at 6 sizes from 64 to 200 images "
+            "extrapolated to N -> inf, Chong & Forsyth 2020)") in lines
+    assert "fd_infinity" not in api.fid(setup["noise"], reference, classifier=str(setup["classifier"]))
+    through_api = api.fid(setup["noise"], reference, classifier=str(setup["classifier"]), fd_infinity=True,
+                          fd_infinity_points=6, seed=3)
+    assert through_api["fd_infinity"] == report["fd_infinity"] and len(through_api["fd_infinity_points"]) == 6
+    refused = genvision("fid", reference, setup["noise"], *common, cache=setup["cache"])
+    assert_one_line_error(refused.returncode, refused.stderr, f"{reference} is a statistics file",
+                          "--fd-infinity subsamples SOURCE_A")
+    refused = genvision("fid", setup["noise"], reference, *common, "--fd-infinity-min-samples", "200",
+                        cache=setup["cache"])
+    assert_one_line_error(refused.returncode, refused.stderr, "--fd-infinity-min-samples", "below the 200 samples")
+    refused = genvision("fid", setup["noise"], reference, *common, "--fd-infinity-points", "1", cache=setup["cache"])
+    assert_one_line_error(refused.returncode, refused.stderr, "--fd-infinity-points must be >= 2, got 1")
+
+
 def library_features(folder, classifier) -> torch.Tensor:
     """The classifier features of a folder of images, through the library (`metrics.sources`), not the CLI."""
     from genvision.metrics.extractors import load_extractor

@@ -220,6 +220,32 @@ def test_memorization_row_without_a_held_out_split_and_when_switched_off():
     assert "memorization" not in metrics_html(FinalMetrics(values=values))
 
 
+def test_fd_infinity_of_the_report_is_genvision_fids(runs):
+    """FD-infinity in the report: the run's 100 samples are too few for two sizes above 2 x its 64 feature
+    dimensions, so its row says why and the report goes on; with 300 samples (`final_metrics`, the table's numbers)
+    it is `genvision fid --fd-infinity` of the same checkpoint, sample count and seed, to rounding."""
+    from genvision.config import ReportConfig
+    from genvision.report import final_metrics, read_run
+
+    run, _ = runs["gan"]
+    page = (run / "report.html").read_text()
+    assert metrics_table(page)["FD-infinity"] == "–"
+    assert ("not computed: FD-infinity needs at least 2 sample sizes from N_min = max(N // 10, 2 x 64 features) = "
+            "128 to the 100 samples; give more than 128 samples") in page
+    options = ReportConfig(run_dir=str(run), num_samples=300, bootstrap=0, kid_subsets=2, kid_subset_size=50,
+                           fd_infinity_points=5)
+    values = final_metrics(read_run(run), options, torch.device("cpu")).values
+    checkpoint = re.search(r"100 samples \(seed 0\) of (\S+) ", page).group(1)
+    code, stdout, stderr = cli("fid", checkpoint, "mnist5k:train", "--num-samples", 300, "--seed", 0, "--fd-infinity",
+                               "--fd-infinity-points", 5, "--json")
+    assert code == 0, stderr
+    expected = json.loads(stdout)
+    assert values["fid"] == pytest.approx(expected["fid"], rel=1e-9)
+    assert values["fd_infinity"] == pytest.approx(expected["fd_infinity"], rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(values["fd_infinity_points"], expected["fd_infinity_points"], rtol=1e-9)
+    assert [size for size, _ in values["fd_infinity_points"]] == [128, 171, 214, 257, 300]
+
+
 def test_table_cells_hold_their_own_scores():
     """sample_scores and metrics_html on features where every score differs: generated = a tight cluster inside the
     real features (precision ~1, recall ~0), logits favouring 3 of 4 classes. Each cell is `metrics.scores` of the
@@ -257,6 +283,25 @@ def test_table_cells_hold_their_own_scores():
     assert coverage["classes_covered"] == 3 and table["classes covered"] == "3 / 4"
     assert_printed(table["class KL"], coverage["class_kl"])
     assert table["FID"] == "12.5000"
+
+
+def test_fd_infinity_row_shows_the_fit_or_why_it_was_not_computed():
+    """The FD-infinity row: its value and the fit's sizes, or, with too few samples for two sizes, a dash and the
+    reason; none when it was turned off (--fd-infinity-points 0)."""
+    from genvision.config import ReportConfig
+    from genvision.report import FinalMetrics, metrics_html
+
+    common = {"fid": 12.5, "kid": (0.1, 0.01), "precision": 0.5, "recall": 0.5, "density": 0.5, "coverage": 0.5}
+    fitted = {"fd_infinity": 11.25, "fd_infinity_slope": 1250.0, "fd_infinity_points": ((500, 14.0), (5000, 11.5))}
+    page = metrics_html(FinalMetrics(values={**common, **fitted}, num_samples=5000))
+    assert metrics_table(page)["FD-infinity"] == "11.2500"
+    assert "FID at 2 sizes from 500 to 5000 generated samples, extrapolated to N -&gt; infinity" in page
+    note = "not computed: FD-infinity needs at least 2 sample sizes"
+    page = metrics_html(FinalMetrics(values={**common, "fd_infinity_note": note}, num_samples=50))
+    assert metrics_table(page)["FD-infinity"] == "–" and note in page
+    assert "FD-infinity" not in metrics_table(metrics_html(FinalMetrics(values=common, num_samples=50)))
+    with pytest.raises(UsageError, match=r"--fd-infinity-points must be >= 2 \(or 0 = off\), got 1"):
+        ReportConfig(fd_infinity_points=1).validate()
 
 
 def test_sample_scores_run_on_the_runs_device(monkeypatch):

@@ -5,8 +5,9 @@ for literature-comparable numbers); with flags KID (Bińkowski et al. 2018, arXi
 (Kynkäänniemi et al. 2019, arXiv:1904.06991) with density/coverage (Naeem et al. 2020, arXiv:2002.09797; SOURCE_A
 generated, SOURCE_B real) and, when the classifier is the extractor, the classifier score (the Inception Score
 formula of Salimans et al. 2016 on its logits) and class coverage; with --memorization, how many of SOURCE_A's
-images lie closer to a SOURCE_B (training) image than real held-out images do (`memorization`). A generator SOURCE
-gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
+images lie closer to a SOURCE_B (training) image than real held-out images do (`memorization`); with --fd-infinity
+FD-infinity (Chong & Forsyth 2020, arXiv:1911.07023), FID extrapolated to infinitely many SOURCE_A images. A
+generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
 
 Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
 dataclasses); torch and the extractors load inside the functions.
@@ -111,6 +112,12 @@ class FidConfig(FeatureConfig):
                                  "density and coverage (Naeem et al. 2020), from the same k-NN radii, SOURCE_A as "
                                  "generated, SOURCE_B as real")
     precision_recall_k: int = opt(3, "precision/recall, density/coverage: k of the k-nearest-neighbour radii")
+    fd_infinity: bool = opt(False, "also report FD-infinity (Chong & Forsyth 2020): FID of random subsets of SOURCE_A "
+                            "(drawn with --seed) at several sizes, extrapolated to infinitely many images by a linear "
+                            "fit in 1/N; SOURCE_A must give images, not an .npz statistics file")
+    fd_infinity_points: int = opt(15, "FD-infinity: subset sizes, evenly spaced up to all of SOURCE_A's N images")
+    fd_infinity_min_samples: int = opt(0, "FD-infinity: the smallest subset size, in images; 0 = max(N // 10, 2 x "
+                                       "the feature dimensions)")
     classifier_scores: bool = opt(False, "also print the classifier score (IS formula) of SOURCE_A and its class "
                                   "coverage against SOURCE_B (classifier features; always in --json)")
     reconstructions: str = opt("", "dataset split (e.g. mnist5k:test): score each VAE SOURCE by its posterior-mean "
@@ -136,6 +143,9 @@ class FidConfig(FeatureConfig):
         require(self.kid_subsets > 0, "kid_subsets", "> 0", self.kid_subsets)
         require(self.kid_subset_size >= 2, "kid_subset_size", ">= 2", self.kid_subset_size)
         require(self.precision_recall_k > 0, "precision_recall_k", "> 0", self.precision_recall_k)
+        require(self.fd_infinity_points >= 2, "fd_infinity_points", ">= 2", self.fd_infinity_points)
+        require(self.fd_infinity_min_samples == 0 or self.fd_infinity_min_samples >= 2, "fd_infinity_min_samples",
+                ">= 2 (or 0 = automatic)", self.fd_infinity_min_samples)
         if self.reconstructions and self.prior != "auto":
             from genvision.errors import UsageError
 
@@ -366,6 +376,9 @@ class FidReport:
     classes_covered: int | None = None
     num_classes: int | None = None
     class_kl: float | None = None
+    fd_infinity: float | None = None  # FID extrapolated to N -> infinity (Chong & Forsyth 2020; --fd-infinity)
+    fd_infinity_slope: float | None = None  # b of the fit FID_N = fd_infinity + b / N
+    fd_infinity_points: list[list[float]] | None = None  # the fit's points [N, FID_N], smallest N first
     reconstructions: str | None = None  # the dataset split VAE sources reconstructed (--reconstructions)
     prior_a: str | None = None  # SOURCE_A's resolved --prior ("normal" or "gmm") when it is sampled from a generator
     prior_b: str | None = None  # likewise for SOURCE_B
@@ -393,6 +406,8 @@ class FidReport:
             lines.append(protocol_line(self.protocol))
         if self.kid is not None:
             lines.append(f"KID {self.kid:.6f} ± {self.kid_std:.6f}")
+        if self.fd_infinity is not None and self.fd_infinity_points:
+            lines.append(fd_infinity_line(self.fd_infinity, self.fd_infinity_points))
         if self.precision is not None:
             lines.append(f"precision {self.precision:.4f}, recall {self.recall:.4f}, density {self.density:.4f}, "
                          f"coverage {self.coverage:.4f} ({self.source_a} against {self.source_b}, "
@@ -454,6 +469,13 @@ def blocks_line(distances: dict[str, float]) -> str:
     return f"FID by feature block: {parts}"
 
 
+def fd_infinity_line(value: float, points: list[list[float]]) -> str:
+    """``FD-infinity 5.12 (FID at 15 sizes from 500 to 5000 images extrapolated to N -> inf, Chong & Forsyth
+    2020)``."""
+    return (f"FD-infinity {format_number(value)} (FID at {len(points)} sizes from {int(points[0][0])} to "
+            f"{int(points[-1][0])} images extrapolated to N -> inf, Chong & Forsyth 2020)")
+
+
 def format_number(value: float) -> str:
     """Two decimals from 1 up; four significant digits below (a FID of 0.0042 should not print as 0.00)."""
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4g}"
@@ -495,10 +517,13 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     from genvision.errors import UsageError
     from genvision.metrics import scores
     from genvision.metrics.sources import resolve_source, source_statistics
-    from genvision.metrics.stats import FrechetReference, block_frechet_distances
+    from genvision.metrics.stats import FrechetReference, block_frechet_distances, fd_infinity, fd_infinity_sizes
 
     config.validate()
     resolved = [resolve_source(source_a), resolve_source(source_b)]
+    if config.fd_infinity and resolved[0].kind == "stats":
+        raise UsageError(f"--fd-infinity subsamples SOURCE_A's features, but {source_a} is a statistics file (mu and "
+                         "sigma only); pass its images, dataset or generator instead")
     if config.reconstructions:
         check_reconstruction_sources(resolved, config.reconstructions)
     if config.memorization and resolved[0].kind == "stats":
@@ -513,7 +538,9 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     need_features = config.kid or config.precision_recall or config.memorization
     results: list[SourceStatistics | None] = [None, None]
     for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
-        results[index] = source_statistics(resolved[index], extractor, options, need_features=need_features,
+        # FD-infinity subsamples SOURCE_A alone: SOURCE_B may stay a statistics file
+        features = need_features or (config.fd_infinity and index == 0)
+        results[index] = source_statistics(resolved[index], extractor, options, need_features=features,
                                            need_logits=bool(extractor.num_classes))
     side_a, side_b = results
     assert side_a is not None and side_b is not None
@@ -521,7 +548,8 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
         warn_if_few(side, extractor.num_features)
     # SOURCE_B as the reference, the formula training FID and the report use (`FrechetReference`), so `fid CKPT
     # REFERENCE` equals the FID a run logged for that checkpoint to the last bit.
-    fid = FrechetReference(side_b.mu, side_b.sigma, device).distance(side_a.mu, side_a.sigma)
+    reference = FrechetReference(side_b.mu, side_b.sigma, device)
+    fid = reference.distance(side_a.mu, side_a.sigma)
     if not math.isfinite(fid):  # the distance already refuses this; kept as the documented guard
         raise UsageError(f"FID is not finite ({fid}): the covariances are singular")
     blocks = block_frechet_distances(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma, extractor.feature_blocks)
@@ -530,6 +558,12 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
                        reconstructions=config.reconstructions or None,
                        prior_a=priors[0], prior_b=priors[1],
                        protocol=protocol(extractor, [side_a, side_b]))
+    if config.fd_infinity:  # every rank holds every feature: the same subsets and fit on each
+        sizes = fd_infinity_sizes(side_a.count, extractor.num_features, config.fd_infinity_points,
+                                  config.fd_infinity_min_samples)
+        extrapolated = fd_infinity(side_a.features, reference, sizes, seed=config.seed)
+        report.fd_infinity, report.fd_infinity_slope = extrapolated.value, extrapolated.slope
+        report.fd_infinity_points = [[size, value] for size, value in extrapolated.points]
     if config.kid:
         report.kid, report.kid_std = scores.kernel_inception_distance(
             side_a.features, side_b.features, config.kid_subsets, config.kid_subset_size, device=device)
