@@ -8,7 +8,8 @@ ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with
 classifier score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint,
 and a memorization check (`metrics.memorization`: the share of samples closer to a training image than held-out real
 images are, with the closest pairs side by side). With the run's seed, prior and --num-fid-samples those samples
-are exactly the training FID's, so the table's FID equals the FID logged at that step. Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
+are exactly the training FID's, so the table's FID equals the FID logged at that step. Every image is an inline
+``data:`` URI: the page has no external asset. Written atomically.
 """
 
 from __future__ import annotations

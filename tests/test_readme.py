@@ -10,8 +10,9 @@ later commands use (`runs/dcgan`, `runs/vae`) are trained with tiny models and s
 or appended, the rest of the command is kept); every other training command, and those that need the network
 (`--download`) or GPUs (`accelerate launch`, `torchrun`), runs as `--dry-run`, which still parses every flag and
 makes every check that needs no data (dataset names, run folder, the checkpoint a `--resume` continues); the other
-commands that need the network (`download-weights`, `--download`) are parsed with the real argument parser but not
-run; the install and test commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed
+commands that need the network (`download-weights`, `--download`, and `--features dinov2`, which needs Meta's DINOv2
+weights and hours on a CPU: tests/metrics/test_dinov2.py runs it on random weights) are parsed with the real argument
+parser but not run; the install and test commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed
 (tests/metrics/test_distributed_fid.py runs them). Everything else runs exactly as written, with random InceptionV3
 weights in $GENVISION_INCEPTION_WEIGHTS standing in for the official file (which cannot be downloaded here).
 `python train_gan.py ARGS` is `genvision train-gan ARGS` (the script is `cli.run_command("train-gan")`).
@@ -114,7 +115,8 @@ def as_run(command: str) -> tuple[list[str], bool] | None:
         argv = tokens[1:]
     else:
         raise AssertionError(f"command {command!r}: this test does not know how to run it")
-    if not argv[0].startswith("train-") and ("--download" in argv or argv[0] == "download-weights"):
+    dinov2 = "--features" in argv and argv[argv.index("--features") + 1] == "dinov2"  # Meta's weights; hours on a CPU
+    if not argv[0].startswith("train-") and ("--download" in argv or argv[0] == "download-weights" or dinov2):
         from genvision.cli import build_parser
 
         build_parser().parse_args(argv)  # every flag and choice exists (a bad one exits 2: SystemExit)

@@ -456,8 +456,8 @@ def fd_infinity(features: Tensor, reference: FrechetReference, sizes: Sequence[i
     generator. For each N of `sizes` (`fd_infinity_sizes`), smallest first, FID_N of the first N rows of a fresh
     random permutation of `features` (N_total, D) against the fixed `reference` statistics; then the least-squares
     line through (1/N, FID_N), whose intercept (1/N = 0) is FD-infinity: the FID of infinitely many samples,
-    comparable across sample counts, where plain FID favours whoever drew more. Only the generated side is subsampled, as in the
-    paper's code; the reference statistics (and their square root, computed once) stay whole.
+    comparable across sample counts, where plain FID favours whoever drew more. Only the generated side is
+    subsampled, as in the paper's code; the reference statistics (and their square root, computed once) stay whole.
 
     The permutations come from one CPU `torch.Generator` seeded `seed`, one after another, so the result is the same
     on every rank and every run; the covariances (N - 1 normalised, as `FeatureStats`) and distances are float64 on
