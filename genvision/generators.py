@@ -6,7 +6,7 @@
   latent prior (N(0, I), or a VAE's ex-post Gaussian mixture, Ghosh et al. 2020: `latent_prior`);
   `GeneratorModule` wraps it as one nn.Module (the Python API's `genvision.load_generator`). A class-conditional
   checkpoint (trained with --conditional) gives (z, labels) -> images, and its mixture prior is one mixture per class
-  (`ClassMixturePrior`: (eps, u, labels) -> z).
+  ((eps, u, labels) -> z: `GaussianMixturePrior` with `component_classes`).
 - `load_vae`: the whole VAE with its config; `load_generator` rebuilds a VAE through the same `rebuild_vae`.
 - `images_in_batches`: a model's images, batch by batch, checked finite and quantised like PNG saving.
 - `reconstruct`: posterior-mean reconstructions (`ConvVAE.reconstruct`) of held-out images (`vae_data`), for
@@ -282,55 +282,22 @@ def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device 
 
     stored = checkpoint.weights("prior")
     num_classes = len(checkpoint_classes(checkpoint)[0])
-    if num_classes:
-        return class_mixture_prior(checkpoint, stored, num_classes).to(device)
     if stored:
         try:
-            return GaussianMixturePrior.from_state_dict(stored).to(device)
+            mixture = GaussianMixturePrior.from_state_dict(stored).to(device)
         except (KeyError, ValueError, RuntimeError) as error:
             raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' weights are not a Gaussian mixture "
                              f"({error})") from None
+        mixture_classes = getattr(mixture, "num_classes", 0)  # those of a conditional mixture
+        if mixture_classes != num_classes:
+            raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' mixture is for {mixture_classes} classes "
+                             f"(0 = unconditional), its run for {num_classes}")
+        return mixture
+    if num_classes:
+        raise UsageError(f"checkpoint {checkpoint.path} stores no per-class mixture prior; sample it with --prior "
+                         "normal")
     config = config_from_dict(VAEConfig, checkpoint.config)
     print(f"note: checkpoint {checkpoint.path} stores no mixture prior (written before genvision 0.2.0); fitting "
           f"one to the posterior means of {config.dataset}", file=sys.stderr, flush=True)
     return vae_latent_prior(model, config, prior_fit_images(config), device).to(device)
 
-
-class ClassMixturePrior(torch.nn.Module):
-    """The latent prior of a class-conditional VAE: one `GaussianMixturePrior` per class, fitted to the posterior
-    means of that class's training images. `forward(eps, u, labels)` maps row i's standard draws through the mixture
-    of class labels[i], so a sample still depends only on (seed, index) and its class."""
-
-    def __init__(self, mixtures: "list[GaussianMixturePrior]") -> None:
-        super().__init__()
-        self.mixtures = torch.nn.ModuleList(mixtures)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.mixtures)
-
-    def forward(self, eps: torch.Tensor, uniforms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """eps (N, D) ~ N(0, I), uniforms (N,) ~ U[0, 1), labels int64 (N,) -> latents (N, D) in eps's dtype and
-        device."""
-        labels = labels.to(eps.device)
-        out = torch.empty_like(eps)
-        for label in labels.unique().tolist():
-            rows = labels == label
-            out[rows] = self.mixtures[label](eps[rows], uniforms.to(eps.device)[rows])
-        return out
-
-
-def class_mixture_prior(checkpoint: Checkpoint, stored: dict[str, torch.Tensor], num_classes: int
-                        ) -> ClassMixturePrior:
-    """The per-class mixtures of a conditional VAE checkpoint's role `prior` (keys `mixtures.<class>.weights`,
-    `.means`, `.covariances`: a `ClassMixturePrior`'s state dict), or a one-line UsageError."""
-    from genvision.models.prior import GaussianMixturePrior
-
-    try:
-        mixtures = [GaussianMixturePrior.from_state_dict(
-            {name: stored[f"mixtures.{label}.{name}"] for name in ("weights", "means", "covariances")})
-            for label in range(num_classes)]
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' weights are not one Gaussian mixture for each of "
-                         f"its {num_classes} classes ({type(error).__name__}: {error})") from None
-    return ClassMixturePrior(mixtures)

@@ -69,8 +69,8 @@ def standard_draws(num: int, latent_dim: int, seed: int, start: int = 0, truncat
 def prior_latents(prior, num: int, latent_dim: int, seed: int, start: int = 0, truncation: float = 0.0,
                   labels: torch.Tensor | None = None) -> torch.Tensor:
     """(num, latent_dim) latents of samples start .. start + num - 1 under `prior` ((eps, u) -> z, e.g. a
-    `GaussianMixturePrior`; a conditional VAE's (eps, u, labels) -> z, `generators.ClassMixturePrior`, given the
-    samples' `labels` (num,); None = N(0, I), i.e. eps itself). With truncation T the standard draw eps is
+    `GaussianMixturePrior`; a conditional VAE's per-class mixture (eps, u, labels) -> z, given the samples' `labels`
+    (num,); None = N(0, I), i.e. eps itself). With truncation T the standard draw eps is
     truncated, so a mixture sample stays within T standard deviations of its component."""
     eps, uniforms = standard_draws(num, latent_dim, seed, start, truncation)
     if prior is None:

@@ -8,12 +8,11 @@ import torch
 
 from genvision import distributed
 from genvision.errors import UsageError
-from genvision.generators import ClassMixturePrior, LoadedGenerator
+from genvision.generators import LoadedGenerator
 from genvision.imageconv import to_uint8
-from genvision.models.prior import GaussianMixturePrior
 from genvision.sampling import (class_folder_names, class_labels, class_rows, decode_latents, generate,
                                 generate_shard, interpolate, interpolation_latents, latent_noise, make_grid,
-                                resolve_classes, rows_above, shard_labels, slerp)
+                                resolve_classes, rows_above, shard_labels, slerp, standard_draws)
 
 
 def test_latent_noise_is_per_sample_and_unchanged_without_truncation():
@@ -204,18 +203,17 @@ def test_interpolation_keeps_one_class_along_a_row():
     assert torch.equal(every[0::3], _expected(ends[0::2], torch.tensor([0, 1, 2, 0])))
 
 
-def test_class_mixture_prior_maps_each_row_through_its_class_mixture():
-    torch.manual_seed(0)
-    mixtures = [GaussianMixturePrior(torch.rand(2) + 0.1, torch.randn(2, 4) * 3, torch.eye(4).repeat(2, 1, 1) * s)
-                for s in (0.5, 1.0, 2.0)]
-    prior = ClassMixturePrior(mixtures)
-    eps, u, labels = torch.randn(7, 4), torch.rand(7), torch.tensor([0, 2, 1, 2, 0, 1, 1])
-    z = prior(eps, u, labels)
-    for i in range(7):
-        assert torch.equal(z[i], mixtures[labels[i]](eps[i:i + 1], u[i:i + 1])[0])
+def test_a_conditional_prior_gets_each_samples_class():
+    """A conditional VAE's mixture prior maps (eps, u, labels) -> z: here a stand-in whose latent shows all three."""
+    def prior(eps, uniforms, labels):
+        return eps + uniforms[:, None] + labels[:, None].to(eps.dtype)
+
     loaded = _conditional(prior, "gmm")
-    reference = generate(loaded, 6, seed=2, batch_size=6, labels=[0, 1, 2, 2, 1, 0])
-    assert torch.equal(generate(loaded, 6, seed=2, batch_size=1, labels=[0, 1, 2, 2, 1, 0]), reference)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    reference = generate(loaded, 6, seed=2, batch_size=6, labels=labels)
+    eps, uniforms = standard_draws(6, 4, seed=2)
+    assert torch.equal(reference, _expected(prior(eps, uniforms, labels), labels))
+    assert torch.equal(generate(loaded, 6, seed=2, batch_size=1, labels=labels), reference)
     with pytest.raises(UsageError, match="--prior normal"):  # slerp walks N(0, I) latents
         interpolate(loaded, 2, 3, seed=0)
 
