@@ -85,7 +85,7 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
     if checkpoint.kind == "gan":
         from genvision.models.dcgan import Generator
 
-        model = Generator(*shape, **({"num_classes": len(names)} if names else {}))
+        model = Generator(*shape, num_classes=len(names))
         weights = checkpoint.weights("generator_ema") if ema else {}
         role = "generator_ema" if weights else "generator"
         _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
@@ -100,8 +100,7 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
 def checkpoint_classes(checkpoint: Checkpoint) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """(class names, training images per class) of a class-conditional checkpoint; ((), ()) for an unconditional
     one. Counts missing or of another length are refused in one line (`sampling.class_labels` needs them)."""
-    names = tuple(str(name) for name in checkpoint.meta.get("class_names") or ())
-    counts = tuple(int(count) for count in checkpoint.meta.get("class_counts") or ())
+    names, counts = checkpoint.class_names, checkpoint.class_counts
     if names and len(counts) != len(names):
         raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json has {len(names)} class_names but "
                          f"{len(counts)} class_counts (expected one count of training images per class)")
@@ -125,9 +124,8 @@ def rebuild_vae(checkpoint: Checkpoint) -> "ConvVAE":
     and `load_vae` both call it)."""
     from genvision.models.vae import ConvVAE
 
-    num_classes = len(checkpoint_classes(checkpoint)[0])
     vae = ConvVAE(*checkpoint_shape(checkpoint), checkpoint.config.get("likelihood") == "gaussian-learned",
-                  **({"num_classes": num_classes} if num_classes else {}))
+                  num_classes=len(checkpoint_classes(checkpoint)[0]))
     _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
     return vae.eval()
 
@@ -230,10 +228,12 @@ def images_in_batches(function: Callable[..., torch.Tensor], inputs: torch.Tenso
 
 
 def reconstruct(model: "ConvVAE", images: torch.Tensor, batch_size: int, device: torch.device | str,
-                what: str | None, num: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                what: str | None, num: int | None = None, seed: int = 0,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, reconstructions), uint8 (n, C, H, W): `images` (N, C, H, W) in [-1, 1], prepared as in training
     (`vae_data.held_out_images`), or with `num` the first `num` of a permutation seeded by `seed`, and their
-    posterior-mean reconstructions (`ConvVAE.reconstruct`: the decoder's mean at mu(x), no sampling noise).
+    posterior-mean reconstructions (`ConvVAE.reconstruct`: the decoder's mean at mu(x), no sampling noise; a
+    conditional VAE's at mu(x, y) with the images' `labels` (N,)).
 
     The one place reconstructions are made. They are computed `batch_size` at a time on `device`, with the model in
     eval mode (and back in its earlier mode after), and quantised like PNG saving. Each batch is checked finite,
@@ -241,11 +241,13 @@ def reconstruct(model: "ConvVAE", images: torch.Tensor, batch_size: int, device:
     divergence the training loss guard reports).
     """
     if num is not None:
-        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]
+        images, labels = images[chosen], None if labels is None else labels[chosen]
     was_training = model.training
     model.eval()
     try:
-        outputs = images_in_batches(model.reconstruct, images, batch_size, device, what, tuple(images.shape[1:]))
+        outputs = images_in_batches(model.reconstruct, images, batch_size, device, what, tuple(images.shape[1:]),
+                                    labels=labels)
     finally:
         model.train(was_training)
     return to_uint8(images), outputs
@@ -255,14 +257,16 @@ def reconstruction_images(source: str, dataset: str, batch_size: int = 500, devi
                           data_root: str | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) posterior-mean reconstructions (`reconstruct`) of every image of the split `dataset`, in
     order, by the VAE of a checkpoint or run folder (`genvision fid --reconstructions`)."""
-    from genvision.vae_data import held_out_images
+    from genvision.vae_data import held_out_images, held_out_labels
 
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
     model, config, checkpoint = load_vae(source)
     model.to(device)
     spec, images = held_out_images(config, dataset, data_root)
-    return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})")[1]
+    labels = held_out_labels(config, dataset, data_root) if checkpoint.class_names else None
+    return reconstruct(model, images, batch_size, device, f"VAE of {checkpoint.path} (reconstructions of {spec})",
+                       labels=labels)[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,9 +292,8 @@ def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device 
         except (KeyError, ValueError, RuntimeError) as error:
             raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' weights are not a Gaussian mixture "
                              f"({error})") from None
-        mixture_classes = getattr(mixture, "num_classes", 0)  # those of a conditional mixture
-        if mixture_classes != num_classes:
-            raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' mixture is for {mixture_classes} classes "
+        if mixture.num_classes != num_classes:
+            raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' mixture is for {mixture.num_classes} classes "
                              f"(0 = unconditional), its run for {num_classes}")
         return mixture
     if num_classes:

@@ -286,7 +286,7 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
     (`generators.reconstruct`: inputs prepared as in training, reconstructions decode the posterior mean). A GAN
     checkpoint is refused."""
     from genvision.generators import load_vae, reconstruct
-    from genvision.vae_data import held_out_images
+    from genvision.vae_data import held_out_images, held_out_labels
 
     checkpoint = resolve_checkpoint(source)
     if checkpoint.kind != "vae":
@@ -297,8 +297,9 @@ def reconstruction_pairs(source: str | Path, dataset: str, num: int, seed: int, 
     spec, images = held_out_images(config, dataset)
     if num > len(images):
         raise UsageError(f"--num {num} exceeds the {len(images)} images of --reconstruct {spec}")
+    labels = held_out_labels(config, dataset) if checkpoint.class_names else None  # a conditional VAE: mu(x, y)
     inputs, outputs = reconstruct(model, images, batch_size, device,
-                                  f"VAE of {checkpoint.path} (reconstructions of {spec})", num, seed)
+                                  f"VAE of {checkpoint.path} (reconstructions of {spec})", num, seed, labels)
     return inputs, outputs, checkpoint
 
 

@@ -25,12 +25,14 @@ PADDING, SIZE = 2, 32  # make_grid's padding; the runs' resolution
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, start_process) -> dict[str, Path]:
-    """{"gan": run folder, "vae": run folder}: 2-step runs of the tiny models, trained at the same time."""
+    """{"gan": run folder, "vae": run folder, "cgan", "cvae": the same trained --conditional}: 2-step runs of the
+    tiny models, trained at the same time."""
     base = tmp_path_factory.mktemp("sample-runs")
     env = subprocess_env(PYTHONWARNINGS="ignore")
     extra = {"gan": [], "vae": ["--likelihood", "bernoulli"]}  # binarised held-out inputs (reconstruction grid)
-    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]], env=env)
-               for kind in ("gan", "vae")}
+    extra.update({f"c{kind}": [*flags, "--conditional"] for kind, flags in extra.items()})
+    started = {kind: start_process([f"train_{kind[-3:]}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]],
+                                   env=env) for kind in extra}
     for kind, process in started.items():
         finish(process, kind)
     return {kind: base / kind for kind in started}
@@ -414,3 +416,62 @@ def test_class_on_an_unconditional_run_is_refused_in_one_line(runs, tmp_path, ki
         import genvision
 
         genvision.sample(runs[kind], 2, classes=[3])
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real class-conditional runs (tiny, 2 steps, on mnist5k's ten digits).
+
+
+def test_conditional_gan_run_samples_the_class_asked_for(runs, tmp_path):
+    import genvision
+
+    folder = tmp_path / "threes"
+    line = ok(runs["cgan"], "--class", 3, "--num", 8, "--out-dir", folder)
+    assert "8 images of class 3" in line and "3/000000.png .. 3/000007.png" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["3", "samples.json"]
+    assert sorted(p.name for p in (folder / "3").iterdir()) == [f"{i:06d}.png" for i in range(8)]
+    sidecar = json.loads((folder / "samples.json").read_text())
+    assert sidecar["labels"] == [3] * 8 and sidecar["class_names"] == list("0123456789")
+    images = genvision.sample(runs["cgan"], 8, classes=[3], batch_size=3)  # the same PNGs, any batch size
+    for index in range(8):
+        assert np.array_equal(png(folder / "3" / f"{index:06d}.png"), images[index, 0].numpy())
+    generator = genvision.load_generator(runs["cgan"])
+    assert generator.num_classes == 10 and generator.class_counts == (450,) * 10
+    import torch
+
+    from genvision.imageconv import to_uint8
+    from genvision.sampling import latent_noise
+
+    z = latent_noise(8, 8, seed=0)  # a 2-step run's images are nearly flat grey: compare them before quantising
+    threes = generator(z, torch.full((8,), 3))
+    assert torch.equal(torch.from_numpy(np.stack([png(folder / "3" / f"{i:06d}.png") for i in range(8)]))[:, None],
+                       to_uint8(threes))
+    assert not torch.equal(threes, generator(z, torch.full((8,), 4)))
+
+
+def test_conditional_gan_grid_rows_are_the_classes(runs, tmp_path):
+    grid_path = tmp_path / "classes.png"
+    assert "10 class rows of 8 images" in ok(runs["cgan"], "--grid", grid_path)
+    grid = png(grid_path)
+    assert grid.shape == (10 * (SIZE + PADDING) + PADDING, 8 * (SIZE + PADDING) + PADDING)
+    for label in (0, 9):
+        folder = tmp_path / f"class-{label}"
+        ok(runs["cgan"], "--class", label, "--num", 8, "--out-dir", folder)
+        for column in range(8):
+            assert np.array_equal(tile(grid, label, column), png(folder / str(label) / f"{column:06d}.png"))
+
+
+def test_conditional_vae_samples_reconstructs_and_interpolates_by_class(runs, tmp_path):
+    """Its saved --prior gmm is one mixture per class; reconstructions encode and decode with each input's label."""
+    folder = tmp_path / "pairs"
+    line = ok(runs["cvae"], "--class", "2,7", "--num", 4, "--batch-size", 3, "--out-dir", folder)
+    assert "prior gmm" in line and "classes 2 and 7" in line
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == [
+        "2/000000.png", "2/000002.png", "7/000001.png", "7/000003.png"]
+    same = tmp_path / "again"
+    ok(runs["cvae"], "--class", "2", "--class", "7", "--num", 4, "--batch-size", 1, "--out-dir", same)
+    assert snapshot(folder / "2") == snapshot(same / "2") and snapshot(folder / "7") == snapshot(same / "7")
+    ok(runs["cvae"], "--reconstruct", "mnist5k:test", "--num", 4, "--grid", tmp_path / "recon.png")
+    assert "2 rows of 3 interpolated images of class 5" in ok(
+        runs["cvae"], "--interpolate", 3, "--num", 2, "--class", 5, "--prior", "normal", "--grid", tmp_path / "w.png")
