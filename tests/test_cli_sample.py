@@ -25,12 +25,14 @@ PADDING, SIZE = 2, 32  # make_grid's padding; the runs' resolution
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, start_process) -> dict[str, Path]:
-    """{"gan": run folder, "vae": run folder}: 2-step runs of the tiny models, trained at the same time."""
+    """{"gan": run folder, "vae": run folder, "cgan", "cvae": the same trained --conditional}: 2-step runs of the
+    tiny models, trained at the same time."""
     base = tmp_path_factory.mktemp("sample-runs")
     env = subprocess_env(PYTHONWARNINGS="ignore")
     extra = {"gan": [], "vae": ["--likelihood", "bernoulli"]}  # binarised held-out inputs (reconstruction grid)
-    started = {kind: start_process([f"train_{kind}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]], env=env)
-               for kind in ("gan", "vae")}
+    extra.update({f"c{kind}": [*flags, "--conditional"] for kind, flags in extra.items()})
+    started = {kind: start_process([f"train_{kind[-3:]}.py", "--out-dir", str(base / kind), *TINY, *extra[kind]],
+                                   env=env) for kind in extra}
     for kind, process in started.items():
         finish(process, kind)
     return {kind: base / kind for kind in started}
@@ -274,3 +276,202 @@ def test_real_processes_exit_code_and_sidecar_command(runs, tmp_path, start_proc
     assert code == 2 and stdout == "" and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "--reconstruct" in stderr
     assert not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class-conditional runs. A stand-in: the tiny GAN's checkpoint with class names and counts in its checkpoint.json,
+# and a generator whose images are a known function of (latent, class) (the real GAN's image of z, darkened by
+# the class), so what each tile and file must hold is known exactly.
+
+CLASSES, COUNTS = ["ant", "bee", "cat"], [5, 3, 2]
+
+
+@pytest.fixture()
+def conditional(runs, tmp_path, monkeypatch) -> Path:
+    """A checkpoint folder of a 3-class stand-in generator (`sampling.load_generator` patched for it)."""
+    from genvision import sampling
+    from genvision.generators import LoadedGenerator
+
+    checkpoint = tmp_path / "cgan"
+    shutil.copytree(runs["gan"] / "checkpoints" / "step-000002", checkpoint)
+    meta = json.loads((checkpoint / "checkpoint.json").read_text())
+    meta.update(class_names=CLASSES, class_counts=COUNTS)
+    (checkpoint / "checkpoint.json").write_text(json.dumps(meta))
+    real_load = sampling.load_generator
+
+    def load(source, ema=True, device="cpu", prior="auto"):
+        from genvision.checkpoint import resolve_checkpoint
+
+        plain = real_load(runs["gan"], ema=ema, device=device, prior=prior)
+        if Path(source) != checkpoint:
+            return real_load(source, ema=ema, device=device, prior=prior)
+
+        def decode(z, labels):
+            return (plain.decode(z) - labels[:, None, None, None].to(z.dtype) / 2).clamp(-1, 1)
+
+        return LoadedGenerator(decode, plain.latent_dim, plain.resolution, plain.channels,
+                               resolve_checkpoint(source), plain.used_ema, class_names=tuple(CLASSES),
+                               class_counts=tuple(COUNTS))
+
+    monkeypatch.setattr(sampling, "load_generator", load)
+    return checkpoint
+
+
+def test_conditional_grid_is_one_row_per_class_with_the_same_noise(conditional, tmp_path):
+    grid_path = tmp_path / "classes.png"
+    line = ok(conditional, "--nrow", 4, "--seed", 3, "--grid", grid_path)
+    assert "3 class rows of 4 images" in line
+    grid = png(grid_path)
+    assert grid.shape[:2] == (3 * (SIZE + PADDING) + PADDING, 4 * (SIZE + PADDING) + PADDING)
+    for label, name in enumerate(CLASSES):  # row r: the samples 0..3 of class r, as --class r writes them
+        folder = tmp_path / f"only-{name}"
+        assert f"of class {label} ({name})" in ok(conditional, "--class", name, "--num", 4, "--seed", 3,
+                                                    "--out-dir", folder)
+        for column in range(4):
+            assert np.array_equal(tile(grid, label, column), png(folder / name / f"{column:06d}.png"))
+    assert not np.array_equal(tile(grid, 0, 0), tile(grid, 1, 0))  # the class changes down a column
+    sidecar = json.loads(Path(f"{grid_path}.json").read_text())
+    assert sidecar["class_names"] == CLASSES and sidecar["labels"] == [0] * 4 + [1] * 4 + [2] * 4
+    code = ok(conditional, "--class", "2,ant", "--nrow", 4, "--seed", 3, "--grid", tmp_path / "two.png")
+    assert "2 class rows" in code
+    two = png(tmp_path / "two.png")
+    assert np.array_equal(tile(two, 0, 1), tile(grid, 2, 1)) and np.array_equal(tile(two, 1, 3), tile(grid, 0, 3))
+
+
+def test_conditional_out_dir_has_a_folder_per_class_and_a_sidecar(runs, conditional, tmp_path):
+    import torch
+
+    from genvision.data import list_folder
+    from genvision.sampling import class_labels
+
+    folder = tmp_path / "fakes"
+    line = ok(conditional, "--num", 10, "--seed", 1, "--out-dir", folder)
+    assert "10 images in the training set's class frequencies (3 classes)" in line and "samples.json" in line
+    labels = class_labels(10, COUNTS, seed=1).tolist()
+    sidecar = json.loads((folder / "samples.json").read_text())
+    assert sidecar["labels"] == labels and sidecar["class_names"] == CLASSES and sidecar["class_folders"] == CLASSES
+    assert sidecar["files"] == [f"{CLASSES[label]}/{index:06d}.png" for index, label in enumerate(labels)]
+    files, read_labels, read_classes = list_folder(str(folder))  # what fid and train-classifier read
+    assert read_classes == CLASSES and len(files) == 10
+    assert sorted(zip(read_labels, (f.name for f in files))) == sorted(
+        (label, f"{index:06d}.png") for index, label in enumerate(labels))
+    assert torch.bincount(torch.tensor(read_labels)).tolist() == COUNTS
+    # the same images as genvision.sample, in sample order
+    import genvision
+
+    images = genvision.sample(conditional, 10, seed=1)
+    for index, label in enumerate(labels):
+        assert np.array_equal(png(folder / CLASSES[label] / f"{index:06d}.png"), images[index, 0].numpy())
+    chosen = genvision.sample(conditional, 4, seed=1, classes=["cat", 0])
+    again = genvision.sample(conditional, 4, seed=1, classes=[2, "ant"], batch_size=1)
+    assert np.array_equal(chosen.numpy(), again.numpy())
+    # an earlier conditional sample is replaced whole with --overwrite, by a conditional or unconditional one
+    code, _, stderr = sample(conditional, "--num", 3, "--out-dir", folder)
+    assert_one_line_error(code, stderr, "already holds", "--overwrite")
+    ok(conditional, "--class", "bee", "--num", 3, "--out-dir", folder, "--overwrite")
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == [
+        "bee", "bee/000000.png", "bee/000001.png", "bee/000002.png", "samples.json"]
+    (folder / "bee" / "notes.txt").write_text("mine")
+    code, _, stderr = sample(conditional, "--num", 3, "--out-dir", folder, "--overwrite")
+    assert_one_line_error(code, stderr, "not written by genvision sample (e.g. bee)")
+    (folder / "bee" / "notes.txt").unlink()
+    ok(runs["gan"], "--num", 2, "--out-dir", folder, "--overwrite")
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_conditional_interpolation_rows_keep_their_class(conditional, tmp_path):
+    walk = tmp_path / "walk.png"
+    assert "4 rows of 3 interpolated images of classes 2 (cat) and 1 (bee)" in ok(
+        conditional, "--interpolate", 3, "--num", 4, "--class", "2", "--class", "bee", "--grid", walk)
+    singles = {label: tmp_path / f"s{label}" for label in (1, 2)}
+    for label, folder in singles.items():
+        ok(conditional, "--class", label, "--num", 8, "--out-dir", folder)
+    grid = png(walk)
+    for row, label in enumerate([2, 1, 2, 1]):
+        name = CLASSES[label]
+        assert np.array_equal(tile(grid, row, 0), png(singles[label] / name / f"{2 * row:06d}.png"))
+        assert np.array_equal(tile(grid, row, 2), png(singles[label] / name / f"{2 * row + 1:06d}.png"))
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--class", "dog"], ["--class 'dog' is not a class of", "0 (ant), 1 (bee), 2 (cat)"]),
+    (["--class", "3"], ["--class '3' is not a class", "[0, 3)"]),
+    (["--class", "1,", "--num", "2"], ["--class '' is not a class"]),
+])
+def test_unknown_classes_are_refused_in_one_line(conditional, tmp_path, argv, words):
+    before = snapshot(tmp_path)
+    code, stdout, stderr = sample(conditional, *argv, "--grid", tmp_path / "g.png")
+    assert_one_line_error(code, stderr, *words, command="sample")
+    assert stdout == "" and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_class_on_an_unconditional_run_is_refused_in_one_line(runs, tmp_path, kind):
+    for output in (["--grid", tmp_path / "g.png"], ["--out-dir", tmp_path / "d"]):
+        code, stdout, stderr = sample(runs[kind], "--class", "3", *output)
+        assert_one_line_error(code, stderr, "--class needs a class-conditional run", "unconditional",
+                              command="sample")
+        assert stdout == "" and list(tmp_path.iterdir()) == []
+    with pytest.raises(Exception, match="--class needs a class-conditional run"):
+        import genvision
+
+        genvision.sample(runs[kind], 2, classes=[3])
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real class-conditional runs (tiny, 2 steps, on mnist5k's ten digits).
+
+
+def test_conditional_gan_run_samples_the_class_asked_for(runs, tmp_path):
+    import genvision
+
+    folder = tmp_path / "threes"
+    line = ok(runs["cgan"], "--class", 3, "--num", 8, "--out-dir", folder)
+    assert "8 images of class 3" in line and "3/000000.png .. 3/000007.png" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["3", "samples.json"]
+    assert sorted(p.name for p in (folder / "3").iterdir()) == [f"{i:06d}.png" for i in range(8)]
+    sidecar = json.loads((folder / "samples.json").read_text())
+    assert sidecar["labels"] == [3] * 8 and sidecar["class_names"] == list("0123456789")
+    images = genvision.sample(runs["cgan"], 8, classes=[3], batch_size=3)  # the same PNGs, any batch size
+    for index in range(8):
+        assert np.array_equal(png(folder / "3" / f"{index:06d}.png"), images[index, 0].numpy())
+    generator = genvision.load_generator(runs["cgan"])
+    assert generator.num_classes == 10 and generator.class_counts == (450,) * 10
+    import torch
+
+    from genvision.imageconv import to_uint8
+    from genvision.sampling import latent_noise
+
+    z = latent_noise(8, 8, seed=0)  # a 2-step run's images are nearly flat grey: compare them before quantising
+    threes = generator(z, torch.full((8,), 3))
+    assert torch.equal(torch.from_numpy(np.stack([png(folder / "3" / f"{i:06d}.png") for i in range(8)]))[:, None],
+                       to_uint8(threes))
+    assert not torch.equal(threes, generator(z, torch.full((8,), 4)))
+
+
+def test_conditional_gan_grid_rows_are_the_classes(runs, tmp_path):
+    grid_path = tmp_path / "classes.png"
+    assert "10 class rows of 8 images" in ok(runs["cgan"], "--grid", grid_path)
+    grid = png(grid_path)
+    assert grid.shape == (10 * (SIZE + PADDING) + PADDING, 8 * (SIZE + PADDING) + PADDING)
+    for label in (0, 9):
+        folder = tmp_path / f"class-{label}"
+        ok(runs["cgan"], "--class", label, "--num", 8, "--out-dir", folder)
+        for column in range(8):
+            assert np.array_equal(tile(grid, label, column), png(folder / str(label) / f"{column:06d}.png"))
+
+
+def test_conditional_vae_samples_reconstructs_and_interpolates_by_class(runs, tmp_path):
+    """Its saved --prior gmm is one mixture per class; reconstructions encode and decode with each input's label."""
+    folder = tmp_path / "pairs"
+    line = ok(runs["cvae"], "--class", "2,7", "--num", 4, "--batch-size", 3, "--out-dir", folder)
+    assert "prior gmm" in line and "classes 2 and 7" in line
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == [
+        "2/000000.png", "2/000002.png", "7/000001.png", "7/000003.png"]
+    same = tmp_path / "again"
+    ok(runs["cvae"], "--class", "2", "--class", "7", "--num", 4, "--batch-size", 1, "--out-dir", same)
+    assert snapshot(folder / "2") == snapshot(same / "2") and snapshot(folder / "7") == snapshot(same / "7")
+    ok(runs["cvae"], "--reconstruct", "mnist5k:test", "--num", 4, "--grid", tmp_path / "recon.png")
+    assert "2 rows of 3 interpolated images of class 5" in ok(
+        runs["cvae"], "--interpolate", 3, "--num", 2, "--class", 5, "--prior", "normal", "--grid", tmp_path / "w.png")
