@@ -386,3 +386,74 @@ def test_features_are_extracted_without_tf32_or_autocast_and_the_settings_come_b
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels (`need_labels`): for the conditional metrics.
+
+
+def test_dataset_labels_come_with_the_features_and_are_cached(extractor, tmp_path, monkeypatch):
+    """mnist5k:test's labels, in the order of its features; cached beside the logits (the second call extracts
+    nothing); a cache entry written without them is recomputed once."""
+    from safetensors.torch import load_file, save_file
+
+    from genvision.data import load_dataset
+
+    calls = record_calls(monkeypatch, sources, "extract", "name")
+    options = SourceOptions(cache_dir=tmp_path / "stats")
+    expected = load_dataset("mnist5k:test").labels
+    first = source_statistics("mnist5k:test", extractor, options, need_logits=True, need_labels=True)
+    assert len(calls) == 1 and torch.equal(first.labels, expected) and first.labels.dtype == torch.int64
+    assert first.class_names == ()  # a dataset spec: matched by index
+    second = source_statistics("mnist5k:test", extractor, options, need_logits=True, need_labels=True)
+    assert len(calls) == 1 and second.from_cache and torch.equal(second.labels, expected)
+    assert source_statistics("mnist5k:test", extractor, options).labels is None  # not asked for
+    (sidecar,) = (tmp_path / "stats").glob("*.features.safetensors")
+    save_file({"logits": load_file(str(sidecar))["logits"]}, str(sidecar))  # an entry of an earlier version
+    third = source_statistics("mnist5k:test", extractor, options, need_labels=True)
+    assert len(calls) == 2 and not third.from_cache and torch.equal(third.labels, expected)
+
+
+def test_folder_labels_are_its_class_subfolders_in_file_order(extractor, tmp_path):
+    write_pngs(torch.zeros(3, 1, 32, 32, dtype=torch.uint8), tmp_path / "cls" / "seven")
+    write_pngs(torch.full((2, 1, 32, 32), 255, dtype=torch.uint8), tmp_path / "cls" / "one")
+    result = source_statistics(str(tmp_path / "cls"), extractor, SourceOptions(batch_size=2), need_labels=True)
+    assert result.class_names == ("one", "seven") and result.labels.tolist() == [0, 0, 1, 1, 1]
+    features = source_statistics(str(tmp_path / "cls"), extractor, need_features=True).features
+    assert (features[:2] != features[2]).any(dim=1).all()  # rows 0-1 are the white "one" images: same order
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), tmp_path / "flat")
+    flat = source_statistics(str(tmp_path / "flat"), extractor, need_labels=True)
+    assert flat.labels is None and flat.class_names == ()
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), tmp_path / "single" / "only")
+    assert source_statistics(str(tmp_path / "single"), extractor, need_labels=True).labels is None
+
+
+class StandInGenerator:
+    """A loaded conditional generator as `sampling.load_generator` returns one (contract of issue 24)."""
+
+    num_classes = 3
+    class_names = ("x", "y", "z")
+    class_counts = (5, 3, 2)
+
+
+def test_conditional_generator_gives_the_labels_it_was_sampled_with(extractor, monkeypatch, tmp_path):
+    """The requested labels are `sampling.shard_labels` of the samples (this rank's block, gathered), with the
+    generator's class names; an unconditional generator and a source asked for no labels have none."""
+    from genvision import sampling
+
+    requested = torch.tensor([2, 0, 1, 0, 0, 1, 0, 2, 1, 0])
+    images = torch.randint(0, 256, (10, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    asked = []
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: StandInGenerator())
+    monkeypatch.setattr(sampling, "generate_shard", lambda loaded, num, seed, *args, **kwargs: images[:num])
+    monkeypatch.setattr(sampling, "shard_labels", lambda loaded, num, seed, labels=None: asked.append((num, seed))
+                        or requested[:num], raising=False)
+    source = sources.Source("gen", "generator", tmp_path)
+    options = SourceOptions(num_samples=10, seed=4)
+    result = source_statistics(source, extractor, options, need_logits=True, need_labels=True)
+    assert asked == [(10, 4)] and torch.equal(result.labels, requested) and result.class_names == ("x", "y", "z")
+    assert result.logits.shape == (10, extractor.num_classes)
+    assert source_statistics(source, extractor, options).labels is None
+    StandInUnconditional = type("StandInUnconditional", (), {"num_classes": 0, "class_names": ()})
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: StandInUnconditional())
+    assert source_statistics(source, extractor, options, need_labels=True).labels is None
