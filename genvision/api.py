@@ -41,7 +41,12 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     ``classifier=``, ``device=``, ... Keys: ``fid``, ``n_a``, ``n_b``, ``features``, ``extractor``,
     ``extractor_hash``, ``source_a``, ``source_b``, ``prior_a`` / ``prior_b`` (the resolved --prior of a generator
     SOURCE sampled: normal or gmm), plus each score computed (``kid`` and ``kid_std``, ``precision`` and
-    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...).
+    ``recall``, ``classifier_score``, ``classes_covered``, ``protocol``, ...). When SOURCE_A is a class-conditional
+    generator (its samples drawn with the training set's class frequencies, so ``fid`` compares with unconditional
+    runs): ``class_accuracy`` (the share of samples the classifier assigns to the class they were drawn for; with
+    classifier features, or ``classifier=`` given with Inception features) and, against a labelled SOURCE_B (a
+    dataset spec, or a folder with one subfolder per class), ``fid_intra_class`` ({class name: FID of that class's
+    samples against that class of SOURCE_B}) and ``fid_intra_class_mean``.
     """
     from genvision.metrics.evaluate import evaluate_fid
 

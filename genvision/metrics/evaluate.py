@@ -4,7 +4,10 @@ FID (Heusel et al. 2017, arXiv:1706.08500) on the features of `extractors` (the 
 for literature-comparable numbers); with flags KID (Bińkowski et al. 2018, arXiv:1801.01401), precision/recall
 (Kynkäänniemi et al. 2019, arXiv:1904.06991; SOURCE_A generated, SOURCE_B real) and, when the classifier is the
 extractor, the classifier score (the Inception Score formula of Salimans et al. 2016 on its logits) and class
-coverage. A generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
+coverage. A generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`); a
+class-conditional one draws its classes with the training set's frequencies (`sampling.class_labels`), and when it is
+SOURCE_A `fid` adds its conditional metrics (`metrics.conditional`: class accuracy, intra-class FID; see
+`conditional_scores`).
 
 Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
 dataclasses); torch and the extractors load inside the functions.
@@ -332,6 +335,11 @@ class FidReport:
     reconstructions: str | None = None  # the dataset split VAE sources reconstructed (--reconstructions)
     prior_a: str | None = None  # SOURCE_A's resolved --prior ("normal" or "gmm") when it is sampled from a generator
     prior_b: str | None = None  # likewise for SOURCE_B
+    # SOURCE_A a class-conditional generator (`conditional_scores`): the share of its samples the classifier assigns
+    # to the requested class, and each class's FID against that class of a labelled SOURCE_B, with their mean.
+    class_accuracy: float | None = None
+    fid_intra_class: dict[str, float] | None = None
+    fid_intra_class_mean: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: the always-present keys plus every optional score that was computed."""
@@ -359,6 +367,21 @@ class FidReport:
             if self.classes_covered is not None:
                 lines.append(f"classes covered {self.classes_covered}/{self.num_classes}, class KL "
                              f"{self.class_kl:.4f} ({self.source_a} against {self.source_b})")
+        lines.extend(self.conditional_lines())
+        return lines
+
+    def conditional_lines(self) -> list[str]:
+        """The conditional metrics' lines (SOURCE_A a class-conditional generator); none otherwise."""
+        lines = []
+        if self.class_accuracy is not None:
+            lines.append(f"class accuracy {self.class_accuracy:.4f} (share of {self.source_a}'s samples the "
+                         "classifier assigns to the class they were drawn for)")
+        if self.fid_intra_class:
+            assert self.fid_intra_class_mean is not None
+            per_class = ", ".join(f"{name} {format_number(value)}" for name, value in self.fid_intra_class.items())
+            lines.append(f"intra-class FID {format_number(self.fid_intra_class_mean)} (mean over "
+                         f"{len(self.fid_intra_class)} classes, each against that class of {self.source_b}: "
+                         f"{per_class})")
         return lines
 
 
@@ -420,11 +443,14 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     device = resolve_device(config.device)
     extractor = make_extractor(config, device, kind)
     options = source_options(config, device, extractor, resolved)
-    need_features = config.kid or config.precision_recall
+    class_names = conditional_class_names(resolved[0], config)  # SOURCE_A a class-conditional generator
+    labelled_b = bool(class_names) and resolved[1].kind in ("dataset", "folder")  # may hold labels: intra-class FID
+    need_features = config.kid or config.precision_recall or labelled_b
     results: list[SourceStatistics | None] = [None, None]
     for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
         results[index] = source_statistics(resolved[index], extractor, options, need_features=need_features,
-                                           need_logits=bool(extractor.num_classes))
+                                           need_logits=bool(extractor.num_classes),
+                                           need_labels=bool(class_names) and (index == 0 or labelled_b))
     side_a, side_b = results
     assert side_a is not None and side_b is not None
     for side in (side_a, side_b):
@@ -452,4 +478,65 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
             coverage = scores.class_coverage(side_a.logits, side_b.logits, extractor.num_classes)
             report.classes_covered, report.class_kl = coverage["classes_covered"], coverage["class_kl"]
             report.num_classes = extractor.num_classes
+    if class_names:
+        conditional_scores(report, side_a, side_b, class_names, extractor, config, options, resolved[0])
     return report
+
+
+def conditional_class_names(source: "Source", config: FeatureConfig) -> tuple[str, ...]:
+    """The class names of a class-conditional generator SOURCE sampled from its prior (checkpoint.json alone); ()
+    for any other source, an unconditional generator, and --reconstructions."""
+    if source.kind != "generator" or getattr(config, "reconstructions", ""):
+        return ()
+    from genvision.checkpoint import resolve_checkpoint
+
+    return tuple(resolve_checkpoint(source.path).class_names)
+
+
+def conditional_scores(report: FidReport, side_a: "SourceStatistics", side_b: "SourceStatistics",
+                       class_names: tuple[str, ...], extractor: "FeatureExtractor", config: FidConfig,
+                       options: "SourceOptions", source_a: "Source") -> None:
+    """Fill the conditional metrics of a class-conditional generator SOURCE_A (`metrics.conditional`), from the
+    gathered features, logits and requested labels (the same on every rank; nothing random):
+
+    - `class_accuracy`: the classifier's argmax against the requested class. With classifier features the logits
+      are those of the FID pass; with other features (Inception) only when --classifier FILE names a classifier,
+      which then scores the same samples (drawn again: same seed, same images) in a second pass; else skipped with
+      a note. Also skipped when the classifier's class count is not the generator's.
+    - `fid_intra_class` and its mean: against SOURCE_B's classes when SOURCE_B has labels (a dataset spec, matched
+      by index; a folder with one subfolder per class, matched by name); else skipped with a note.
+    """
+    import torch
+
+    from genvision import distributed
+    from genvision.metrics import conditional
+    from genvision.metrics.sources import source_statistics
+
+    device = torch.device(options.device)
+
+    def note(message: str) -> None:
+        if distributed.is_main():
+            print(f"note: {message}", file=sys.stderr)
+
+    classifier, logits = extractor, side_a.logits
+    if not extractor.num_classes and config.classifier:
+        classifier = make_extractor(config, device, "classifier")
+        logits = source_statistics(source_a, classifier, options, need_logits=True).logits
+    if logits is None:
+        note(f"class accuracy not computed: the {extractor.describe()} features have no classifier head (pass "
+             "--features classifier, or --classifier FILE to grade the samples with that classifier)")
+    elif classifier.num_classes != len(class_names):
+        note(f"class accuracy not computed: the classifier has {classifier.num_classes} classes, {source_a} "
+             f"{len(class_names)}")
+    else:
+        report.class_accuracy = conditional.class_accuracy(logits, side_a.labels)
+    if side_b.labels is None:
+        note(f"intra-class FID not computed: {side_b.source} has no class labels (expected a labelled dataset spec "
+             "or a folder with one subfolder per class)")
+        return
+    mapping, why = conditional.match_classes(class_names, side_b.class_names, side_b.labels)
+    if mapping is None:
+        note(f"intra-class FID not computed: the classes of {source_a} and {side_b.source} differ ({why})")
+        return
+    report.fid_intra_class, report.fid_intra_class_mean = conditional.intra_class_fid(
+        side_a.features, side_a.labels, side_b.features, side_b.labels, class_names, mapping, options.device)
