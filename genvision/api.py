@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from genvision.config import GANConfig, SampleConfig, VAEConfig, config_from_keywords, require
 from genvision.constants import PRIOR_FLAG_CHOICES
@@ -99,6 +99,10 @@ def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str 
     run's saved --prior, else "normal") and ``prior``: under "gmm" the VAE's `GaussianMixturePrior` (a submodule,
     (eps, u) -> z; `genvision.sampling.prior_latents(generator.prior, N, generator.latent_dim, seed)` draws the
     latents `genvision.sample(..., prior="gmm")` decodes), else None (z ~ N(0, I)). `device`: auto, cpu, cuda, ...
+
+    A class-conditional run (trained with --conditional) gives ``forward(z, labels)`` (labels int64 (N,) in
+    [0, num_classes)), with ``num_classes``, ``class_names`` and ``class_counts`` (training images per class); its
+    gmm prior maps (eps, u, labels) -> z (one mixture per class).
     """
     from genvision.generators import GeneratorModule
     from genvision.generators import load_generator as load
@@ -113,20 +117,25 @@ def load_generator(checkpoint_or_run: StrPath, *, ema: bool = True, device: str 
 
 
 def sample(checkpoint_or_run: StrPath, num: int, seed: int = 0, *, device: str = "cpu",
-           **options: Any) -> "torch.Tensor":
+           classes: Sequence[str | int] | str | int | None = None, **options: Any) -> "torch.Tensor":
     """uint8 images (num, C, H, W): exactly the PNGs `genvision sample CHECKPOINT --num NUM --seed SEED --out-dir
-    DIR` writes (on the CPU, the default `device`; other devices may differ in the last bit).
+    DIR` writes (on the CPU, the default `device`; other devices may differ in the last bit), in sample order.
 
     `options`: ``batch_size`` (does not change the images), ``ema`` (default True), ``truncation`` (0 = off) and
     ``prior`` (``"auto"``: a VAE run's saved --prior, else normal; ``"normal"``; ``"gmm"``: a VAE's Gaussian
     mixture). Sample i depends only on (seed, i); under the normal prior its latent is
     `genvision.sampling.latent_noise`'s row i, under gmm `genvision.sampling.prior_latents`'s.
+
+    `classes` (class-conditional runs only, as ``--class``): class indices (int) or names (str), or one of them;
+    sample i is of class classes[i % len(classes)]. None: the training set's class frequencies, sample i of class
+    `genvision.sampling.class_labels(num, generator.class_counts, seed)[i]`.
     """
     from genvision.metrics.evaluate import resolve_device
     from genvision.sampling import sample_images
 
+    chosen = () if classes is None else tuple(classes) if isinstance(classes, (list, tuple)) else (classes,)
     config = config_from_keywords(SampleConfig, options, what="genvision.sample()", names=SAMPLE_OPTIONS,
-                                  fixed={"source": checkpoint_or_run, "num": num, "seed": seed},
+                                  fixed={"source": checkpoint_or_run, "num": num, "seed": seed, "classes": chosen},
                                   check=SampleConfig.validate_images)
     return sample_images(config, resolve_device(device)).images
 

@@ -397,7 +397,7 @@ class SampleConfig:
 
     source: str = opt("", "checkpoint folder or run folder")
     num: int = opt(64, "number of images; with --interpolate the number of rows; with --reconstruct the number of "
-                   "held-out inputs")
+                   "held-out inputs (a conditional run's --grid: one row per class of --nrow images instead)")
     grid: str = opt("", "write one PNG grid here (with a .json sidecar)")
     out_dir: str = opt("", "write NUM numbered PNGs into this folder")
     nrow: int = opt(8, "images per grid row (with --interpolate each row holds its K images instead)")
@@ -415,6 +415,9 @@ class SampleConfig:
                            "2r to that of sample 2r+1 (0 = off; K >= 2; needs --grid; N(0, I) latents only)")
     reconstruct: str = opt("", "VAE only: a grid of held-out inputs of this dataset spec (e.g. mnist5k:test), each "
                            "row above its row of reconstructions (empty = off; needs --grid)")
+    classes: tuple[str | int, ...] = opt((), "class-conditional runs: the classes to draw, by name or index (a name "
+                                         "first), repeatable or comma-separated; a --grid shows one row each, "
+                                         "--out-dir and --interpolate rows take them in turn; none = every class")
     overwrite: bool = opt(False, "replace an existing --grid PNG and its sidecar, or the numbered PNGs of an earlier "
                           "sample in --out-dir (all removed first; other files there are always refused)")
 
@@ -444,6 +447,9 @@ class SampleConfig:
         require(self.interpolate == 0 or self.interpolate >= 2, "interpolate", ">= 2 (or 0 = off)",
                 self.interpolate)
         require(self.prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), self.prior)
+        require(isinstance(self.classes, tuple) and all(
+            isinstance(value, (str, int)) and not isinstance(value, bool) for value in self.classes),
+            "class", "class names or indices", self.classes)
 
 
 @dataclass

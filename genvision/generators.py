@@ -4,7 +4,9 @@
   Learning with Deep Convolutional Generative Adversarial Networks", arXiv:1511.06434) or a VAE's decoder mean
   (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114), as z -> images in [-1, 1], with its
   latent prior (N(0, I), or a VAE's ex-post Gaussian mixture, Ghosh et al. 2020: `latent_prior`);
-  `GeneratorModule` wraps it as one nn.Module (the Python API's `genvision.load_generator`).
+  `GeneratorModule` wraps it as one nn.Module (the Python API's `genvision.load_generator`). A class-conditional
+  checkpoint (trained with --conditional) gives (z, labels) -> images, and its mixture prior is one mixture per class
+  (`ClassMixturePrior`: (eps, u, labels) -> z).
 - `load_vae`: the whole VAE with its config; `load_generator` rebuilds a VAE through the same `rebuild_vae`.
 - `images_in_batches`: a model's images, batch by batch, checked finite and quantised like PNG saving.
 - `reconstruct`: posterior-mean reconstructions (`ConvVAE.reconstruct`) of held-out images (`vae_data`), for
@@ -32,16 +34,24 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedGenerator:
-    """A generator rebuilt from a checkpoint: `decode(z)` maps latents to images in [-1, 1]."""
+    """A generator rebuilt from a checkpoint: `decode(z)` maps latents to images in [-1, 1]; a class-conditional one
+    (`num_classes` > 0) is `decode(z, labels)`, labels int64 (N,) in [0, num_classes)."""
 
-    decode: Callable[[torch.Tensor], torch.Tensor]  # a module (`load_generator`), or any function (tests)
+    decode: Callable[..., torch.Tensor]  # a module (`load_generator`), or any function (tests)
     latent_dim: int
     resolution: int
     channels: int
     checkpoint: Checkpoint
     used_ema: bool
-    prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (eps, u) -> z; None: z = eps
+    prior: Callable[..., torch.Tensor] | None = None  # (eps, u) -> z, conditional: (eps, u, labels) -> z; None: eps
     prior_name: str = "normal"  # "normal" (N(0, I)) or "gmm" (`models.prior.GaussianMixturePrior`)
+    class_names: tuple[str, ...] = ()  # the training set's classes, in label order; () = unconditional
+    class_counts: tuple[int, ...] = ()  # training images per class, same order (`sampling.class_labels`)
+
+    @property
+    def num_classes(self) -> int:
+        """0 for an unconditional generator."""
+        return len(self.class_names)
 
 
 def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], checkpoint: Checkpoint,
@@ -70,18 +80,32 @@ def load_generator(source: str | Path, ema: bool = True, device: torch.device | 
                          "generator")
     prior = resolved_prior(prior, checkpoint)
     shape = checkpoint_shape(checkpoint)
+    names, counts = checkpoint_classes(checkpoint)
+    classes = {"class_names": names, "class_counts": counts}
     if checkpoint.kind == "gan":
         from genvision.models.dcgan import Generator
 
-        model = Generator(*shape)
+        model = Generator(*shape, **({"num_classes": len(names)} if names else {}))
         weights = checkpoint.weights("generator_ema") if ema else {}
         role = "generator_ema" if weights else "generator"
         _load_weights(model, weights or checkpoint.weights("generator"), checkpoint, role)
         model.to(device).eval()
-        return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema")
+        return LoadedGenerator(model, shape[0], shape[3], shape[2], checkpoint, role == "generator_ema", **classes)
     vae = rebuild_vae(checkpoint).to(device)
     mixture = latent_prior(checkpoint, vae, device) if prior == "gmm" else None
-    return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False, mixture, prior)
+    return LoadedGenerator(DecoderMean(vae).eval(), shape[0], shape[3], shape[2], checkpoint, False, mixture, prior,
+                           **classes)
+
+
+def checkpoint_classes(checkpoint: Checkpoint) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(class names, training images per class) of a class-conditional checkpoint; ((), ()) for an unconditional
+    one. Counts missing or of another length are refused in one line (`sampling.class_labels` needs them)."""
+    names = tuple(str(name) for name in checkpoint.meta.get("class_names") or ())
+    counts = tuple(int(count) for count in checkpoint.meta.get("class_counts") or ())
+    if names and len(counts) != len(names):
+        raise UsageError(f"checkpoint {checkpoint.path}: its checkpoint.json has {len(names)} class_names but "
+                         f"{len(counts)} class_counts (expected one count of training images per class)")
+    return names, counts
 
 
 def checkpoint_shape(checkpoint: Checkpoint) -> tuple[int, int, int, int]:
@@ -101,7 +125,9 @@ def rebuild_vae(checkpoint: Checkpoint) -> "ConvVAE":
     and `load_vae` both call it)."""
     from genvision.models.vae import ConvVAE
 
-    vae = ConvVAE(*checkpoint_shape(checkpoint), checkpoint.config.get("likelihood") == "gaussian-learned")
+    num_classes = len(checkpoint_classes(checkpoint)[0])
+    vae = ConvVAE(*checkpoint_shape(checkpoint), checkpoint.config.get("likelihood") == "gaussian-learned",
+                  **({"num_classes": num_classes} if num_classes else {}))
     _load_weights(vae, checkpoint.weights("vae"), checkpoint, "vae")
     return vae.eval()
 
@@ -120,14 +146,15 @@ def resolved_prior(prior: str, checkpoint: Checkpoint) -> str:
 
 
 class DecoderMean(torch.nn.Module):
-    """A VAE as a generator: z (N, latent_dim) -> the mean image of p(x|z), in [-1, 1]."""
+    """A VAE as a generator: z (N, latent_dim) -> the mean image of p(x|z), in [-1, 1]; a conditional VAE's
+    p(x|z, y) with labels y (N,)."""
 
     def __init__(self, vae: "ConvVAE") -> None:
         super().__init__()
         self.vae = vae
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.mean_image(self.vae.decode(z))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.vae.mean_image(self.vae.decode(z) if labels is None else self.vae.decode(z, labels))
 
 
 class GeneratorModule(torch.nn.Module):
@@ -135,7 +162,9 @@ class GeneratorModule(torch.nn.Module):
     (N, channels, resolution, resolution) in [-1, 1]; `to_uint8` of them is what `genvision sample` writes.
 
     `latent_dim`, `resolution`, `channels`, `kind` ("gan", "vae"), `step`, `checkpoint` (its folder) and `used_ema`
-    describe it. It is built in eval mode (BatchNorm uses its running statistics, as in sampling).
+    describe it. A class-conditional generator (`num_classes` > 0, `class_names`, `class_counts`) maps (z, labels)
+    to images, labels int64 (N,) in [0, num_classes). It is built in eval mode (BatchNorm uses its running
+    statistics, as in sampling).
     """
 
     def __init__(self, loaded: LoadedGenerator) -> None:
@@ -144,13 +173,22 @@ class GeneratorModule(torch.nn.Module):
         self.latent_dim, self.resolution, self.channels = loaded.latent_dim, loaded.resolution, loaded.channels
         self.kind, self.step, self.checkpoint = loaded.checkpoint.kind, loaded.checkpoint.step, loaded.checkpoint.path
         self.used_ema = loaded.used_ema
+        self.class_names, self.class_counts, self.num_classes = (loaded.class_names, loaded.class_counts,
+                                                                 loaded.num_classes)
         self.eval()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.network(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("labels given to an unconditional generator")
+            return self.network(z)
+        if labels is None:
+            raise ValueError(f"a class-conditional generator needs labels (N,) in [0, {self.num_classes})")
+        return self.network(z, labels)
 
     def extra_repr(self) -> str:
-        return (f"{self.kind} {self.checkpoint} (step {self.step}{', EMA' if self.used_ema else ''}): z "
+        classes = f", {self.num_classes} classes" if self.num_classes else ""
+        return (f"{self.kind} {self.checkpoint} (step {self.step}{', EMA' if self.used_ema else ''}{classes}): z "
                 f"{self.latent_dim} -> {self.channels}x{self.resolution}x{self.resolution}")
 
 
@@ -171,17 +209,19 @@ def check_finite(images: torch.Tensor, what: str) -> None:
 
 
 @torch.inference_mode()
-def images_in_batches(function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
+def images_in_batches(function: Callable[..., torch.Tensor], inputs: torch.Tensor, batch_size: int,
                       device: torch.device | str, what: str | None, image_shape: tuple[int, ...],
-                      first_index: int = 0) -> torch.Tensor:
+                      first_index: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (N, *image_shape) images of `function` (a generator's decode, a VAE's reconstruct: inputs -> images in
-    [-1, 1]) over `inputs` (N, ...), `batch_size` at a time on `device`, each batch checked finite; an error names
-    `what` and the images' indices (counted from `first_index`). `what=None`: not checked."""
+    [-1, 1]; with `labels` (N,), (inputs, labels) -> images) over `inputs` (N, ...), `batch_size` at a time on
+    `device`, each batch checked finite; an error names `what` and the images' indices (counted from
+    `first_index`). `what=None`: not checked."""
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {batch_size}")
     out = []
     for start in range(0, len(inputs), batch_size):
-        images = function(inputs[start:start + batch_size].to(device))
+        batch = inputs[start:start + batch_size].to(device)
+        images = function(batch) if labels is None else function(batch, labels[start:start + batch_size].to(device))
         first, last = first_index + start, first_index + start + len(images) - 1
         if what is not None:
             check_finite(images, f"{what} (images {first}..{last})")
@@ -241,6 +281,9 @@ def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device 
     from genvision.vae_data import prior_fit_images
 
     stored = checkpoint.weights("prior")
+    num_classes = len(checkpoint_classes(checkpoint)[0])
+    if num_classes:
+        return class_mixture_prior(checkpoint, stored, num_classes).to(device)
     if stored:
         try:
             return GaussianMixturePrior.from_state_dict(stored).to(device)
@@ -251,3 +294,43 @@ def latent_prior(checkpoint: Checkpoint, model: "ConvVAE", device: torch.device 
     print(f"note: checkpoint {checkpoint.path} stores no mixture prior (written before genvision 0.2.0); fitting "
           f"one to the posterior means of {config.dataset}", file=sys.stderr, flush=True)
     return vae_latent_prior(model, config, prior_fit_images(config), device).to(device)
+
+
+class ClassMixturePrior(torch.nn.Module):
+    """The latent prior of a class-conditional VAE: one `GaussianMixturePrior` per class, fitted to the posterior
+    means of that class's training images. `forward(eps, u, labels)` maps row i's standard draws through the mixture
+    of class labels[i], so a sample still depends only on (seed, index) and its class."""
+
+    def __init__(self, mixtures: "list[GaussianMixturePrior]") -> None:
+        super().__init__()
+        self.mixtures = torch.nn.ModuleList(mixtures)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.mixtures)
+
+    def forward(self, eps: torch.Tensor, uniforms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """eps (N, D) ~ N(0, I), uniforms (N,) ~ U[0, 1), labels int64 (N,) -> latents (N, D) in eps's dtype and
+        device."""
+        labels = labels.to(eps.device)
+        out = torch.empty_like(eps)
+        for label in labels.unique().tolist():
+            rows = labels == label
+            out[rows] = self.mixtures[label](eps[rows], uniforms.to(eps.device)[rows])
+        return out
+
+
+def class_mixture_prior(checkpoint: Checkpoint, stored: dict[str, torch.Tensor], num_classes: int
+                        ) -> ClassMixturePrior:
+    """The per-class mixtures of a conditional VAE checkpoint's role `prior` (keys `mixtures.<class>.weights`,
+    `.means`, `.covariances`: a `ClassMixturePrior`'s state dict), or a one-line UsageError."""
+    from genvision.models.prior import GaussianMixturePrior
+
+    try:
+        mixtures = [GaussianMixturePrior.from_state_dict(
+            {name: stored[f"mixtures.{label}.{name}"] for name in ("weights", "means", "covariances")})
+            for label in range(num_classes)]
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise UsageError(f"checkpoint {checkpoint.path}: its 'prior' weights are not one Gaussian mixture for each of "
+                         f"its {num_classes} classes ({type(error).__name__}: {error})") from None
+    return ClassMixturePrior(mixtures)

@@ -6,6 +6,7 @@ Flags come from `config.SampleConfig`; the work is `sampling.sample_command`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from genvision.config import SampleConfig, add_config_arguments, config_from_args
 
@@ -16,6 +17,9 @@ EXAMPLES = """examples:
   genvision sample runs/dcgan --interpolate 10 --num 8 --grid walk.png  # 8 rows of 10 (slerp)
   genvision sample runs/vae --num 64 --prior normal --grid normal.png # N(0, I) latents, not the run's --prior gmm
   genvision sample runs/vae --reconstruct mnist5k:test --num 32 --grid recon.png
+  genvision sample runs/cdcgan --grid classes.png          # conditional run: one row per class, same noise per column
+  genvision sample runs/cdcgan --class 7 --num 64 --out-dir sevens/  # sevens/7/000000.png ... (+ samples.json)
+  genvision sample runs/cdcgan --class 3,5 --interpolate 10 --num 4 --grid walk.png  # rows of class 3, 5, 3, 5
 """
 
 
@@ -24,6 +28,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    args.classes = tuple(getattr(args, "classes", ()))  # --class given any number of times
     config = config_from_args(SampleConfig, args)
     from genvision.sampling import sample_command
 
@@ -39,5 +44,9 @@ def register(subparsers) -> None:
                     "i depends only on (--seed, i), never on --batch-size.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     parser.add_argument("source", metavar="CHECKPOINT_OR_RUN", help="checkpoint folder, or run folder")
-    add_config_arguments(parser, SampleConfig, skip=("source",))
+    add_config_arguments(parser, SampleConfig, skip=("source", "classes"))
+    classes = {f.name: f for f in dataclasses.fields(SampleConfig)}["classes"]
+    parser.add_argument("--class", "--classes", dest="classes", action="append", metavar="CLASS",
+                        default=argparse.SUPPRESS,
+                        help=classes.metadata["help"])
     parser.set_defaults(run=run_sample)
