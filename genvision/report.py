@@ -145,6 +145,7 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     bootstrap in float64 against the reference's square root computed once (`metrics.stats.FrechetReference`)."""
     from genvision import distributed
     from genvision.checkpoint import best_checkpoint, latest_checkpoint, resolve_checkpoint
+    from genvision.generators import checkpoint_classes
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
     from genvision.metrics.stats import FrechetReference, block_frechet_distances, bootstrap_fid, percentile_interval
@@ -169,14 +170,15 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
                                    # a Hub dataset (hf:ID) is read from the Hugging Face cache, as the run read it
                                    download=bool(config.get("download")) and reference.startswith("hf:"))
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
-    conditional = bool(resolve_checkpoint(chosen).class_names)  # a class-conditional run: the reference's labels too
+    conditional = bool(checkpoint_classes(resolve_checkpoint(chosen))[0])  # class-conditional: the reference's labels
     real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits,
                              need_labels=conditional)
     loaded = load_generator(chosen, device=device, prior=options.prior)
     images = generate_shard(loaded, options.num_samples, seed, options.batch_size, device)  # this rank's samples
     generated = generated_statistics(images, extractor, options.batch_size, device, need_features=True,
                                      need_logits=has_logits)  # every rank holds every sample's features, in order
-    requested = requested_classes(loaded, options.num_samples, seed) if conditional else None  # collective
+    requested = (requested_classes(loaded, options.num_samples, seed, options.batch_size) if conditional
+                 else None)  # a collective
     # The training FID's formula on the same device, so the table's FID is the one logged at that step.
     values: dict[str, Any] = {"fid": FrechetReference(real.mu, real.sigma, device).distance(generated.mu,
                                                                                             generated.sigma)}
@@ -222,13 +224,14 @@ def sample_scores(generated, real, num_classes: int, options: ReportConfig,
     return values
 
 
-def requested_classes(loaded, num_samples: int, seed: int) -> torch.Tensor:
+def requested_classes(loaded, num_samples: int, seed: int, batch_size: int) -> torch.Tensor:
     """The class each of the report's samples of a conditional generator was drawn for (int64 (num_samples,), on
-    every rank: this rank's block, `sampling.shard_labels`, gathered in rank order). A collective under torchrun."""
+    every rank: this rank's block of `batch_size` blocks, `sampling.shard_labels`, gathered in rank order). A
+    collective under torchrun."""
     from genvision import distributed
     from genvision.sampling import shard_labels
 
-    return distributed.all_gather_rows(shard_labels(loaded, num_samples, seed).to(torch.int64).cpu())
+    return distributed.all_gather_rows(shard_labels(loaded, num_samples, seed, batch_size=batch_size).cpu())
 
 
 def class_values(generated, real, requested: torch.Tensor, class_names: tuple[str, ...], num_classes: int,

@@ -489,8 +489,9 @@ def conditional_class_names(source: "Source", config: FeatureConfig) -> tuple[st
     if source.kind != "generator" or getattr(config, "reconstructions", ""):
         return ()
     from genvision.checkpoint import resolve_checkpoint
+    from genvision.generators import checkpoint_classes
 
-    return tuple(resolve_checkpoint(source.path).class_names)
+    return checkpoint_classes(resolve_checkpoint(source.path))[0]
 
 
 def conditional_scores(report: FidReport, side_a: "SourceStatistics", side_b: "SourceStatistics",

@@ -642,19 +642,18 @@ def generator_samples(source: Source, options: SourceOptions, sharded: bool = Fa
               if sharded else generate(loaded, options.num_samples, options.seed, options.batch_size, options.device))
     if images.dtype != torch.uint8:
         raise UsageError(f"{source}: the generator returned {images.dtype} images, expected uint8")
-    labels = requested_labels(loaded, options, sharded) if with_labels else None
+    labels = generator_labels(loaded, options, sharded) if with_labels else None
     return images, labels, tuple(loaded.class_names) if labels is not None else ()
 
 
-def requested_labels(loaded, options: SourceOptions, sharded: bool) -> Tensor | None:
+def generator_labels(loaded, options: SourceOptions, sharded: bool) -> Tensor | None:
     """The class each sample of a loaded conditional generator was drawn for (int64 on the CPU): this rank's block
-    when `sharded` (`sampling.shard_labels`), else all `options.num_samples`; None for an unconditional generator."""
-    if not loaded.num_classes:
-        return None
+    when `sharded` (`sampling.shard_labels`, the blocks of `options.batch_size`), else all `options.num_samples`
+    (`sampling.requested_labels`); None for an unconditional generator."""
     from genvision import sampling
 
-    labels = (sampling.shard_labels(loaded, options.num_samples, options.seed) if sharded
-              else sampling.class_labels(options.num_samples, loaded.class_counts, options.seed))
+    labels = (sampling.shard_labels(loaded, options.num_samples, options.seed, batch_size=options.batch_size)
+              if sharded else sampling.requested_labels(loaded, options.num_samples, options.seed))
     return None if labels is None else labels.to(torch.int64).cpu()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,32 +429,43 @@ def test_folder_labels_are_its_class_subfolders_in_file_order(extractor, tmp_pat
     assert source_statistics(str(tmp_path / "single"), extractor, need_labels=True).labels is None
 
 
-class StandInGenerator:
-    """A loaded conditional generator as `sampling.load_generator` returns one (contract of issue 24)."""
+def loaded_generator(class_counts: tuple[int, ...] = ()):
+    """A `generators.LoadedGenerator` around a fixed function (a conditional one when `class_counts`): the class
+    sets the image's brightness, so the features tell the classes apart."""
+    from genvision.checkpoint import Checkpoint
+    from genvision.generators import LoadedGenerator
 
-    num_classes = 3
-    class_names = ("x", "y", "z")
-    class_counts = (5, 3, 2)
+    weight = torch.linspace(-1, 1, 4 * 32 * 32).reshape(4, 32 * 32)
+
+    def decode(latents, labels=None):
+        images = torch.tanh(latents @ weight).reshape(-1, 1, 32, 32)
+        return images if labels is None else images * 0.5 + (labels.float() / 3 - 0.4)[:, None, None, None]
+
+    names = tuple(f"c{index}" for index in range(len(class_counts)))
+    return LoadedGenerator(decode, 4, 32, 1, Checkpoint(Path("stand-in"), {}), False, class_names=names,
+                           class_counts=tuple(class_counts))
 
 
 def test_conditional_generator_gives_the_labels_it_was_sampled_with(extractor, monkeypatch, tmp_path):
-    """The requested labels are `sampling.shard_labels` of the samples (this rank's block, gathered), with the
-    generator's class names; an unconditional generator and a source asked for no labels have none."""
+    """The requested labels are those `sampling.generate_shard` drew the samples with (`sampling.shard_labels` of
+    the same batch blocks, gathered), with the generator's class names; an unconditional generator and a source
+    asked for no labels have none."""
     from genvision import sampling
 
-    requested = torch.tensor([2, 0, 1, 0, 0, 1, 0, 2, 1, 0])
-    images = torch.randint(0, 256, (10, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    asked = []
-    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: StandInGenerator())
-    monkeypatch.setattr(sampling, "generate_shard", lambda loaded, num, seed, *args, **kwargs: images[:num])
-    monkeypatch.setattr(sampling, "shard_labels", lambda loaded, num, seed, labels=None: asked.append((num, seed))
-                        or requested[:num], raising=False)
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: loaded_generator((5, 3, 2)))
     source = sources.Source("gen", "generator", tmp_path)
-    options = SourceOptions(num_samples=10, seed=4)
-    result = source_statistics(source, extractor, options, need_logits=True, need_labels=True)
-    assert asked == [(10, 4)] and torch.equal(result.labels, requested) and result.class_names == ("x", "y", "z")
-    assert result.logits.shape == (10, extractor.num_classes)
-    assert source_statistics(source, extractor, options).labels is None
-    StandInUnconditional = type("StandInUnconditional", (), {"num_classes": 0, "class_names": ()})
-    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: StandInUnconditional())
+    options = SourceOptions(num_samples=10, seed=4, batch_size=3)
+    result = source_statistics(source, extractor, options, need_features=True, need_labels=True)
+    expected = sampling.class_labels(10, (5, 3, 2), 4)
+    assert torch.equal(result.labels, expected) and result.class_names == ("c0", "c1", "c2")
+    assert expected.bincount().tolist() == [5, 3, 2]
+    one = source_statistics(source, extractor, options, need_features=True)  # same samples, no labels asked
+    assert one.labels is None and torch.equal(one.features, result.features)
+    drawn = sampling.generate(loaded_generator((5, 3, 2)), 10, 4, labels=expected)  # each row drawn for its label
+    by_label = extract(drawn, extractor, keep_features=True)[0].features()
+    torch.testing.assert_close(result.features, by_label)
+    other = extract(sampling.generate(loaded_generator((5, 3, 2)), 10, 4, labels=(expected + 1) % 3), extractor,
+                    keep_features=True)[0].features()
+    assert not torch.allclose(result.features, other)  # the labels matter to the images
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: loaded_generator())
     assert source_statistics(source, extractor, options, need_labels=True).labels is None

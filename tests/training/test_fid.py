@@ -134,13 +134,7 @@ def test_generated_samples_stay_on_the_device_up_to_the_extractor(classifier_fil
     assert fid == expected
 
 
-def stand_in_class_labels(num_samples, class_counts, seed):
-    """`sampling.class_labels`' contract (issue 24): depends on (num_samples, counts, seed) alone."""
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + 1000))
-    return (torch.arange(num_samples) % len(class_counts))[order]
-
-
-def test_conditional_run_scores_fixed_labels_and_their_class_accuracy(classifier_file, tmp_path, monkeypatch):
+def test_conditional_run_scores_fixed_labels_and_their_class_accuracy(classifier_file, tmp_path):
     """A conditional run: each draw gets its fixed class (`sampling.class_labels` of the run's counts and seed),
     handed to sampler(z, labels) and prior(eps, u, labels) batch by batch; `last_class_accuracy` is the
     classifier's argmax against those classes on the very images scored, the same at every call."""
@@ -148,14 +142,13 @@ def test_conditional_run_scores_fixed_labels_and_their_class_accuracy(classifier
     from genvision.metrics.conditional import class_accuracy
     from genvision.metrics.sources import extract
 
-    monkeypatch.setattr(sampling, "class_labels", stand_in_class_labels, raising=False)
     extractor = ClassifierExtractor.from_file(classifier_file)
     reference = tmp_path / "reference.npz"
     save_stats(reference, np.zeros(extractor.num_features), np.eye(extractor.num_features), extractor.metadata())
     counts = [7] * extractor.num_classes
     fid = training_fid.TrainingFID(str(reference), extractor, 70, LATENT_DIM, seed=1, data_root="data",
                                    device="cpu", batch_size=32, class_counts=counts)
-    expected_labels = stand_in_class_labels(70, counts, 1)
+    expected_labels = sampling.class_labels(70, counts, 1)
     seen, images, priors = [], [], []
 
     def conditional_sampler(latents, labels):
@@ -180,11 +173,8 @@ def test_conditional_run_scores_fixed_labels_and_their_class_accuracy(classifier
     assert training_fid.class_accuracy_log(fid) == {"class_accuracy": round(fid.last_class_accuracy, 5)}
 
 
-def test_class_accuracy_needs_a_classifier_of_the_runs_classes(classifier_file, tmp_path, monkeypatch):
+def test_class_accuracy_needs_a_classifier_of_the_runs_classes(classifier_file, tmp_path):
     """Unconditional runs, and a classifier whose class count is not the run's, log no class accuracy."""
-    from genvision import sampling
-
-    monkeypatch.setattr(sampling, "class_labels", stand_in_class_labels, raising=False)
     extractor = ClassifierExtractor.from_file(classifier_file)
     reference = tmp_path / "reference.npz"
     save_stats(reference, np.zeros(extractor.num_features), np.eye(extractor.num_features), extractor.metadata())
