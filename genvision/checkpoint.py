@@ -53,6 +53,16 @@ class Checkpoint:
     def config(self) -> dict:
         return self.meta.get("config", {})
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class names of a conditional run, in label order; () for unconditional runs and older checkpoints."""
+        return tuple(str(name) for name in self.meta.get("class_names") or ())
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Training images per class of a conditional run (order of `class_names`); () when unconditional."""
+        return tuple(int(count) for count in self.meta.get("class_counts") or ())
+
     def weights(self, role: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The state dict of one network (`role` = prefix in weights.safetensors); empty if absent."""
         from safetensors.torch import load_file
@@ -226,9 +236,14 @@ def check_kind(checkpoint: Checkpoint, expected: str, flag: str) -> None:
         raise UsageError(f"{flag} {checkpoint.path} is a {checkpoint.kind!r} checkpoint, expected {expected!r}")
 
 
+ARCHITECTURE_DEFAULTS = {"conditional": False}  # architecture fields that checkpoints of older versions lack
+
+
 def check_architecture(checkpoint: Checkpoint, config: dict, fields: tuple[str, ...]) -> None:
-    """Refuse to resume when architecture fields differ, naming each (checkpoint value vs requested value)."""
-    saved = checkpoint.config
+    """Refuse to resume when architecture fields differ, naming each (checkpoint value vs requested value); a field
+    an older checkpoint lacks counts as its `ARCHITECTURE_DEFAULTS` value."""
+    saved = {name: ARCHITECTURE_DEFAULTS[name] for name in ARCHITECTURE_DEFAULTS if name in fields}
+    saved.update(checkpoint.config)
     differing = [f"{name} {saved.get(name)!r} vs {config.get(name)!r}" for name in fields
                  if saved.get(name) != config.get(name)]
     if differing:

@@ -311,7 +311,7 @@ def held_out_dataset(dataset: str, eval_dataset: str = "") -> str:
 
 
 GAN_LOSS_NAMES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
-GAN_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "d_normalization")
+GAN_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "d_normalization", "conditional")
 
 
 @dataclass
@@ -343,6 +343,8 @@ class GenerativeConfig(RunConfig):
                               "cores; same weights and checkpoints)")
     compile: bool = opt(False, "torch.compile the training networks (the first steps compile them, minutes on a CPU; "
                         "same weights and checkpoints)")
+    conditional: bool = opt(False, "class-conditional model: trained on the labels of --dataset (mnist5k, torchvision "
+                            "datasets, folder: class subfolders, hf: label column), sampled per class")
 
     resolutions: ClassVar[tuple[int, ...]] = (32, 64, 128)
 
@@ -479,7 +481,7 @@ class ReportConfig:
         require(self.prior in PRIOR_FLAG_CHOICES, "prior", "one of " + ", ".join(PRIOR_FLAG_CHOICES), self.prior)
 
 
-VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood")
+VAE_ARCHITECTURE_FIELDS = ("resolution", "channels", "latent_dim", "base_channels", "likelihood", "conditional")
 
 
 @dataclass

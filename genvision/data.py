@@ -58,6 +58,16 @@ DATASETS: dict[str, tuple[tuple[str, ...], int, int]] = {
     "svhn": (("train", "test", "extra"), 3, 10),
     "celeba": (("train", "valid", "test", "all"), 3, 1),
 }
+DIGITS = tuple(str(digit) for digit in range(10))
+# name -> its class names, in label order (torchvision's for Fashion-MNIST and CIFAR-10); digits for the others.
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist5k": DIGITS, "mnist": DIGITS, "svhn": DIGITS,
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "celeba": (),
+}
+CLASS_LAYOUT = "images in one subfolder per class (at least 2 classes), e.g. {path}/CLASS/*.png"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,6 +129,44 @@ def check_dataset_specs(config, flags: tuple[str, ...] = ("dataset", "eval_datas
                 data_hf.check_hf(spec.path, spec.split, getattr(config, "download", False))
             except UsageError as error:
                 raise UsageError(f"{flag_name(name)} {value}: {error}") from None
+
+
+def class_names(spec_text: str, flag: str, config, needs: str = "a classifier") -> tuple[str, ...]:
+    """The class names (in label order; their count is the number of classes) of a dataset spec, read without
+    decoding any image: a folder is only listed (its first-level subfolders), an hf: dataset opened for its label
+    column (a ClassLabel's names, else the labels' numbers). A dataset with fewer than 2 classes (no labels) is
+    refused in one line naming the flag, the dataset, the layout expected and `needs` (what needs the labels).
+    `config` gives download, image_column and label_column (a DataConfig)."""
+    spec = DatasetSpec.parse(spec_text)
+    if spec.name == "hf":
+        source = hf_source(spec, config.download, config.image_column, config.label_column)
+        if not source.label_column:
+            raise UsageError(f"{flag} {spec_text}: {source.spec} has no label column ('label' is absent or not a "
+                             f"ClassLabel or integer column; its columns: {source.columns}); {needs} needs "
+                             "labels: name them with --label-column COLUMN")
+        if source.num_classes < 2:
+            raise UsageError(f"{flag} {spec_text}: the labels of {source.spec} (column {source.label_column!r}) "
+                             f"have {source.num_classes} class; {needs} needs at least 2")
+        return source.class_names or tuple(str(label) for label in range(source.num_classes))
+    if spec.name != "folder":
+        num_classes = DATASETS[spec.name][2]
+        if num_classes < 2:
+            raise UsageError(f"{flag} {spec_text}: {spec.name} has no class labels ({num_classes} class); {needs} "
+                             f"needs a labelled dataset of at least 2 classes, e.g. mnist5k or folder:PATH with "
+                             f"{CLASS_LAYOUT.format(path='PATH')}")
+        return CLASS_NAMES[spec.name]
+    files, _, classes = list_folder(spec.path)
+    expected = CLASS_LAYOUT.format(path=spec.path.rstrip("/") or "/")
+    if not classes:
+        loose = sum(1 for file in files if file.parent == Path(spec.path))
+        where = (f"all {len(files)} lie directly in it" if loose == len(files)
+                 else f"{loose} of {len(files)} lie directly in it")
+        raise UsageError(f"{flag} {spec_text}: the images of folder {spec.path} are not in class subfolders "
+                         f"({where}), so it has 1 class; expected {expected}")
+    if len(classes) < 2:
+        raise UsageError(f"{flag} {spec_text}: folder {spec.path} has 1 class subfolder ({classes[0]}); expected "
+                         f"{expected}")
+    return tuple(classes)
 
 
 @dataclass
@@ -493,6 +541,7 @@ class OpenedSource(NamedTuple):
     num_classes: int
     native_channels: int  # 1 or 3, before --channels converts
     fingerprint: str  # tells cache files of folders, hf: datasets and data roots apart; "" for mnist5k
+    labels: Sequence[int] | None = None  # every item's label, read without decoding (None where not at hand)
 
 
 def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_download: bool = False, *,
@@ -501,16 +550,17 @@ def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_downloa
     if spec.name == "hf":
         source = hf_source(spec, download, image_column, label_column)
         return OpenedSource(source.num_items, source.load, source.num_classes, source.native_channels,
-                            source.fingerprint)
+                            source.fingerprint, source.labels)
     if spec.name == "mnist5k":
         pixels, labels = read_mnist5k(spec.split)
-        return OpenedSource(len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, "")
+        return OpenedSource(len(labels), lambda i: (Image.fromarray(pixels[i], "L"), int(labels[i])), 10, 1, "",
+                            labels)
     if spec.name == "folder":
         files, labels, classes = list_folder(spec.path)
         listing = "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
         fingerprint = hashlib.sha256(listing.encode()).hexdigest()[:16]
         return OpenedSource(len(files), lambda i: (open_image(files[i]), labels[i]), max(1, len(classes)),
-                            folder_native_channels(files), fingerprint)
+                            folder_native_channels(files), fingerprint, labels)
     dataset = torchvision_dataset(spec, data_root, download, offer_download)
     _, channels, num_classes = DATASETS[spec.name]
     fingerprint = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]
@@ -520,7 +570,9 @@ def open_source(spec: DatasetSpec, data_root: str, download: bool, offer_downloa
         label = int(target) if spec.name != "celeba" else 0
         return image, label
 
-    return OpenedSource(len(dataset), load, num_classes, channels, fingerprint)
+    targets = getattr(dataset, "targets", None) if spec.name != "svhn" else getattr(dataset, "labels", None)
+    return OpenedSource(len(dataset), load, num_classes, channels, fingerprint,
+                        None if spec.name == "celeba" or targets is None else np.asarray(targets, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -674,6 +726,10 @@ class InMemoryBatches:
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
+    def class_counts(self, num_classes: int) -> tuple[int, ...]:
+        """Images of each class of the whole dataset (every rank's shard together), labels 0 .. num_classes - 1."""
+        return tuple(torch.bincount(self.labels.cpu(), minlength=num_classes).tolist())
+
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
 
@@ -686,6 +742,8 @@ class _DecodingDataset(torch.utils.data.Dataset):
                              label_column=config.label_column)
         self.num_items, self.load = source.num_items, source.load
         self.resolution, self.channels = config.resolution, channels
+        # every item's label (`class_counts`); where the source cannot list them undecoded, all 0
+        self.labels = source.labels if source.labels is not None else np.zeros(source.num_items, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.num_items
@@ -732,6 +790,7 @@ class StreamingBatches(InMemoryBatches):
         native = open_source(parsed, config.data_root, config.download, True, image_column=config.image_column,
                              label_column=config.label_column).native_channels
         self.dataset = _DecodingDataset(parsed, config, config.channels or native)
+        self.labels = torch.as_tensor(np.asarray(self.dataset.labels, dtype=np.int64))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.hflip, self.device, self.num_workers = config.hflip, torch.device(device), num_workers
         self.epoch, self.position, self._iterator = 0, 0, None

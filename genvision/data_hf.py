@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from genvision.errors import UsageError
 
@@ -214,6 +214,8 @@ class HFSource:
     image_column: str
     label_column: str  # "" = no labels
     columns: str  # every column with its feature, for messages: "image (Image), label (ClassLabel with 2 classes)"
+    labels: Any = None  # int64 (N,) numpy array of every row's label (all 0 without a label column)
+    class_names: tuple[str, ...] = ()  # a ClassLabel column's names; () for an integer column or none
 
 
 def describe_feature(datasets, feature) -> str:
@@ -378,5 +380,7 @@ def open_hf(path: str, split: str, *, download: bool = False, image_column: str 
         return open_stored_image(images[index][image_column], index, what, image_column, folders), int(labels[index])
 
     first = load(0)[0]
+    feature = dataset.features[label_column] if label_column else None
+    names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else ()
     return HFSource(what, len(dataset), load, num_classes, 1 if first.mode in GRAY_MODES else 3, fingerprint,
-                    image_column, label_column, columns)
+                    image_column, label_column, columns, labels, names)

@@ -6,11 +6,16 @@ training set covers the aggregate posterior, which N(0, I) does not; latents dra
 The density is a full-covariance Gaussian mixture fitted by EM (Dempster, Laird & Rubin 1977) with scikit-learn's
 `GaussianMixture`, k-means initialised with a seed, so the same codes always give the same mixture.
 `models.prior.GaussianMixturePrior` holds and samples the result; `vae_data.prior_fit_images` chooses the images.
+A class-conditional VAE (Sohn et al. 2015) gets one mixture per class, fitted to the posterior means mu(x, y) of that
+class's training images (`class_latent_prior`), of ceil(--prior-components / classes) components each, so the
+mixture as a whole has about as many components, and as many codes per component, as an unconditional run's.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import math
 
 import torch
 
@@ -24,11 +29,11 @@ if TYPE_CHECKING:
 
 @torch.inference_mode()
 def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device | str | None = None,
-                    batch_size: int = 500) -> torch.Tensor:
-    """(N, latent_dim) float64 posterior means mu(x) of `images` (N, C, H, W), on the CPU: uint8 images
-    (`vae_data.prior_fit_images`) are moved a batch at a time to `device` (None: the model's) and converted to
-    [-1, 1] there (`imageconv.to_model_range`), float images in [-1, 1] are moved as they are; the model is in eval
-    mode meanwhile and back in its earlier mode after."""
+                    batch_size: int = 500, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, latent_dim) float64 posterior means mu(x) (a conditional VAE: mu(x, y), `labels` (N,)) of `images`
+    (N, C, H, W), on the CPU: uint8 images (`vae_data.prior_fit_images`) are moved a batch at a time to `device`
+    (None: the model's) and converted to [-1, 1] there (`imageconv.to_model_range`), float images in [-1, 1] are
+    moved as they are; the model is in eval mode meanwhile and back in its earlier mode after."""
     from genvision.imageconv import to_model_range
 
     device = next(model.parameters()).device if device is None else device
@@ -38,7 +43,8 @@ def posterior_means(model: "ConvVAE", images: torch.Tensor, device: torch.device
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device)
         batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch
-        codes.append(model.encode(batch)[0].double().cpu())
+        batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+        codes.append(model.encode(batch, batch_labels)[0].double().cpu())
     model.train(was_training)
     return torch.cat(codes)
 
@@ -59,18 +65,41 @@ def fit_latent_prior(codes: torch.Tensor, components: int, seed: int) -> "Gaussi
                                 torch.from_numpy(fitted.covariances_))
 
 
+def class_latent_prior(codes: torch.Tensor, labels: torch.Tensor, num_classes: int, components: int,
+                       seed: int) -> "GaussianMixturePrior":
+    """A class-conditional mixture: for each class y, `fit_latent_prior` of the codes of class y with
+    ceil(components / num_classes) components (`GaussianMixturePrior.per_class`); a class with fewer than 2 codes is
+    refused in one line."""
+    from genvision.models.prior import GaussianMixturePrior
+
+    per_class = max(1, math.ceil(components / num_classes))
+    mixtures = []
+    for label in range(num_classes):
+        members = codes[labels.cpu() == label]
+        if len(members) < 2:
+            raise UsageError(f"a per-class Gaussian-mixture prior needs at least 2 training images of each class; "
+                             f"class {label} has {len(members)}")
+        mixtures.append(fit_latent_prior(members, per_class, seed))
+    return GaussianMixturePrior.per_class(mixtures)
+
+
 def vae_latent_prior(model: "ConvVAE", config: "VAEConfig", images: torch.Tensor,
-                     device: torch.device | str | None = None) -> "GaussianMixturePrior":
+                     device: torch.device | str | None = None,
+                     labels: torch.Tensor | None = None) -> "GaussianMixturePrior":
     """The mixture prior of `model`, fitted to the posterior means of `images` (`vae_data.prior_fit_images`), encoded
-    a batch at a time on `device` (None: the model's; `posterior_means`). The global random states (Python, NumPy,
-    torch) are left as they were, so fitting inside a run never changes its course."""
+    a batch at a time on `device` (None: the model's; `posterior_means`); a conditional VAE's (`labels` (N,) given)
+    is one mixture per class (`class_latent_prior`). The global random states (Python, NumPy, torch) are left as
+    they were, so fitting inside a run never changes its course."""
     import random
 
     import numpy as np
 
     python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        return fit_latent_prior(posterior_means(model, images, device), config.prior_components, config.seed)
+        codes = posterior_means(model, images, device, labels=labels)
+        if labels is not None:
+            return class_latent_prior(codes, labels, model.num_classes, config.prior_components, config.seed)
+        return fit_latent_prior(codes, config.prior_components, config.seed)
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)

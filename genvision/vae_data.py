@@ -63,6 +63,37 @@ def held_out_images(config: "VAEConfig", dataset: str = "", data_root: str | Non
     return spec, images
 
 
+def load_labels(config: "VAEConfig", spec: str, data_root: str | None = None, training: bool = False) -> torch.Tensor:
+    """int64 (N,) labels of `spec`'s images, in the order of `load_images` (read through the same decode cache)."""
+    from genvision.data import load_dataset
+
+    download = config.download and training and data_root is None
+    return load_dataset(spec, config.resolution, config.channels, data_root or config.data_root, download,
+                        offer_download=training, image_column=config.image_column,
+                        label_column=config.label_column).labels
+
+
+def held_out_labels(config: "VAEConfig", dataset: str = "", data_root: str | None = None,
+                    training: bool = False) -> torch.Tensor:
+    """int64 (N,) labels of the images of `held_out_images` (a conditional VAE's held-out classes)."""
+    return load_labels(config, dataset or config.resolved_eval_dataset(), data_root, training)
+
+
+def prior_fit_subset(count: int, config: "VAEConfig") -> torch.Tensor | None:
+    """The sorted indices of the seeded subset of --prior-fit-images among `count` training images; None: all."""
+    if count <= config.prior_fit_images:
+        return None
+    chosen = torch.randperm(count, generator=torch.Generator().manual_seed(config.seed))
+    return chosen[:config.prior_fit_images].sort().values
+
+
+def prior_fit_labels(config: "VAEConfig", data_root: str | None = None, training: bool = False) -> torch.Tensor:
+    """int64 labels of the images of `prior_fit_images`, same order (a conditional VAE's per-class mixtures)."""
+    labels = load_labels(config, config.dataset, data_root, training)
+    chosen = prior_fit_subset(len(labels), config)
+    return labels if chosen is None else labels[chosen]
+
+
 def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training: bool = False,
                      chunk: int = 1024) -> torch.Tensor:
     """The training images a VAE's mixture prior is fitted to, uint8 (N, C, H, W): --dataset prepared as held-out
@@ -73,10 +104,7 @@ def prior_fit_images(config: "VAEConfig", data_root: str | None = None, training
     from genvision.imageconv import to_model_range, to_uint8
 
     images = load_images(config, config.dataset, data_root, training)
-    chosen = None  # all of them
-    if len(images) > config.prior_fit_images:
-        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-        chosen = chosen[:config.prior_fit_images].sort().values
+    chosen = prior_fit_subset(len(images), config)
     if likelihood_family(config) != "bernoulli" or len(images) == 0:
         return images if chosen is None else images[chosen]
     generator, parts = torch.Generator().manual_seed(BINARIZATION_SEED), []

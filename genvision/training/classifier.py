@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from genvision import data_hf
 from genvision.config import ClassifierConfig
-from genvision.data import (DATASETS, DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, hf_source,
-                            in_memory_limit_bytes, list_folder, load_dataset, load_from_config, make_batches)
+from genvision.data import (DatasetSpec, ImageData, InMemoryBatches, check_dataset_specs, class_names,
+                            in_memory_limit_bytes, load_dataset, load_from_config, make_batches)
 from genvision.distributed import local_main_first
 from genvision.errors import UsageError
 from genvision.imageconv import to_model_range
@@ -37,7 +37,6 @@ WEIGHTS_NAME = "classifier.safetensors"
 POSTFIX_EVERY = 25  # steps between the progress bar's loss reads: each read waits for the device to catch up
 CLASSIFIER_RUN_FILES = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "tensorboard")  # any of these: a classifier run
 CLASSIFIER_RUN_CHOICES = "start afresh with --overwrite (removes them) or choose another --out-dir"
-CLASS_LAYOUT = "images in one subfolder per class (at least 2 classes), e.g. {path}/CLASS/*.png"
 
 
 def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -85,39 +84,9 @@ def same_dataset(first: str, second: str) -> bool:
 
 
 def check_classes(spec_text: str, flag: str, config: ClassifierConfig) -> int:
-    """The number of classes of a dataset spec, read without decoding any image (a folder is only listed, an hf:
-    dataset opened for its label column); fewer than 2 is refused in one line naming the flag, the dataset and the
-    layout expected."""
-    spec = DatasetSpec.parse(spec_text)
-    if spec.name == "hf":
-        source = hf_source(spec, config.download, config.image_column, config.label_column)
-        if not source.label_column:
-            raise UsageError(f"{flag} {spec_text}: {source.spec} has no label column ('label' is absent or not a "
-                             f"ClassLabel or integer column; its columns: {source.columns}); a classifier needs "
-                             "labels: name them with --label-column COLUMN")
-        if source.num_classes < 2:
-            raise UsageError(f"{flag} {spec_text}: the labels of {source.spec} (column {source.label_column!r}) "
-                             f"have {source.num_classes} class; a classifier needs at least 2")
-        return source.num_classes
-    if spec.name != "folder":
-        num_classes = DATASETS[spec.name][2]
-        if num_classes < 2:
-            raise UsageError(f"{flag} {spec_text}: {spec.name} has no class labels ({num_classes} class); a classifier "
-                             f"needs a labelled dataset of at least 2 classes, e.g. mnist5k or folder:PATH with "
-                             f"{CLASS_LAYOUT.format(path='PATH')}")
-        return num_classes
-    files, _, classes = list_folder(spec.path)
-    expected = CLASS_LAYOUT.format(path=spec.path.rstrip("/") or "/")
-    if not classes:
-        loose = sum(1 for file in files if file.parent == Path(spec.path))
-        where = (f"all {len(files)} lie directly in it" if loose == len(files)
-                 else f"{loose} of {len(files)} lie directly in it")
-        raise UsageError(f"{flag} {spec_text}: the images of folder {spec.path} are not in class subfolders "
-                         f"({where}), so it has 1 class; expected {expected}")
-    if len(classes) < 2:
-        raise UsageError(f"{flag} {spec_text}: folder {spec.path} has 1 class subfolder ({classes[0]}); expected "
-                         f"{expected}")
-    return len(classes)
+    """The number of classes of a dataset spec, read without decoding any image (`data.class_names`); fewer than 2 is
+    refused in one line naming the flag, the dataset and the layout expected."""
+    return len(class_names(spec_text, flag, config, needs="a classifier"))
 
 
 def plan_classifier(config: ClassifierConfig, given: set[str] | None = None) -> ClassifierConfig:

@@ -303,10 +303,43 @@ def config_record(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def write_config(run_dir: Path, config, kind: str) -> None:
-    """config.json, the one writer of it for every kind of run: the resolved config, its kind and the version."""
+def write_config(run_dir: Path, config, kind: str, classes: dict | None = None) -> None:
+    """config.json, the one writer of it for every kind of run: the resolved config, its kind and the version (and
+    a conditional run's `class_record`)."""
     write_json(run_dir / "config.json", {"kind": kind, "genvision_version": __version__,
-                                         "config": config_record(config)})
+                                         "config": config_record(config), **(classes or {})})
+
+
+def set_classes(task, names: tuple[str, ...]) -> None:
+    """A task's classes: `class_names` (() when unconditional), `num_classes` (0 when unconditional) and
+    `class_counts`, the training images of each class (`task.batches.class_counts`)."""
+    task.class_names, task.num_classes = tuple(names), len(names)
+    task.class_counts = task.batches.class_counts(len(names)) if names else ()
+
+
+def class_record(task) -> dict:
+    """What config.json and every checkpoint.json of a conditional run record of its classes: ``class_names`` and
+    ``class_counts`` (training images per class, same order); {} for an unconditional run."""
+    names = getattr(task, "class_names", ())
+    return {"class_names": list(names), "class_counts": list(task.class_counts)} if names else {}
+
+
+GRID_COLUMNS = 8  # a conditional run's sample grid: one row per class, this many fixed draws in each
+
+
+def set_fixed_draws(task, standard_draws, columns: int = GRID_COLUMNS) -> None:
+    """The draws of a task's sample grids (`fixed_noise`, `fixed_uniforms`, on the task's device; `fixed_labels`):
+    --num-grid-images draws of seed + 1, unconditional (`fixed_labels` None); a conditional run's grid has one row
+    per class, the same `columns` draws of seed + 1 in every row (`fixed_labels` the row's class)."""
+    config = task.config
+    if not task.num_classes:
+        noise, uniforms = standard_draws(config.num_grid_images, config.latent_dim, seed=config.seed + 1)
+        task.fixed_noise, task.fixed_uniforms, task.fixed_labels = noise.to(task.accelerator.device), uniforms, None
+        return
+    noise, uniforms = standard_draws(columns, config.latent_dim, seed=config.seed + 1)
+    task.fixed_noise = noise.repeat(task.num_classes, 1).to(task.accelerator.device)  # (classes * columns, D)
+    task.fixed_uniforms = uniforms.repeat(task.num_classes)
+    task.fixed_labels = torch.arange(task.num_classes).repeat_interleave(columns).to(task.accelerator.device)
 
 
 def log_metrics(run_dir: Path, record: dict, accelerator=None, step: int | None = None) -> None:

@@ -27,10 +27,15 @@ def write_fixed_grid(task, path: Path):
     from genvision.imageconv import to_uint8
     from genvision.sampling import make_grid, save_png
 
+    labels = getattr(task, "fixed_labels", None)  # a conditional run's grid: one row per class
     with torch.no_grad():
         prior = task.prior()
-        latents = task.fixed_noise if prior is None else prior(task.fixed_noise, task.fixed_uniforms)
-        images = task.sampler()(latents)
+        if labels is None:
+            latents = task.fixed_noise if prior is None else prior(task.fixed_noise, task.fixed_uniforms)
+            images = task.sampler()(latents)
+        else:
+            latents = task.fixed_noise if prior is None else prior(task.fixed_noise, task.fixed_uniforms, labels)
+            images = task.sampler()(latents, labels)
     grid = make_grid(to_uint8(images).cpu())
     save_png(grid, path)
     return grid

@@ -6,11 +6,18 @@ with beta1 = 0.5 as in the DCGAN paper, and an exponential moving average of the
 2018; Yazıcı et al. 2019) that sample grids and FID use. The discriminator sees real and fake images in separate
 forward passes (separate BatchNorm statistics, as in the DCGAN recipe); multi-process gradient averaging and
 buffer broadcasting live in `training.common`.
+
+With --conditional the generator has conditional BatchNorm and the discriminator is a projection discriminator
+(Miyato & Koyama 2018; `models.dcgan`). The fake images of a step are drawn with the labels of the step's real
+batch: D sees real images with their labels and fakes with theirs, and the fakes' classes keep the training set's
+class frequencies (without a second draw, so the run's noise stream is that of an unconditional run). The
+fixed-noise grid has one row per class, the same `common.GRID_COLUMNS` latents in every row.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -21,7 +28,7 @@ from genvision.losses import gan_losses, gradient_penalty, r1_penalty
 from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common, performance
 from genvision.training.loop import train
-from genvision.training.plan import plan_run
+from genvision.training.plan import conditional_class_names, plan_run
 
 
 @torch.no_grad()
@@ -62,10 +69,13 @@ class GANTask:
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
         self.channels = channels  # the config's channels resolved (0 = the dataset's own): `RunPlan.resolved`
+        common.set_classes(self, conditional_class_names(config))
         self.generator = performance.place(Generator(config.latent_dim, config.base_channels, channels,
-                                                     config.resolution), device, config.channels_last)
+                                                     config.resolution, self.num_classes),
+                                           device, config.channels_last)
         self.discriminator = performance.place(Discriminator(config.base_channels, channels, config.resolution,
-                                                             config.d_normalization), device, config.channels_last)
+                                                             config.d_normalization, self.num_classes),
+                                               device, config.channels_last)
         self.generator_ema = (copy.deepcopy(self.generator).eval().requires_grad_(False)
                               if config.ema_decay > 0 else None)
         # The networks as the step calls them (compiled with --compile); the modules above share their weights and
@@ -79,10 +89,9 @@ class GANTask:
         self.d_loss_fn, self.g_loss_fn = gan_losses(config.loss)
         self.noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + 17 +
                                                                 accelerator.process_index)
-        self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
-                                                               seed=config.seed + 1)
-        self.fixed_noise = self.fixed_noise.to(device)
+        common.set_fixed_draws(self, standard_draws)
         self.images_per_step = config.batch_size * config.d_steps * accelerator.num_processes
+        self.labels: torch.Tensor | None = None  # the classes of the last D step's batch (conditional runs)
         self.step = 0
 
     # -- the step ---------------------------------------------------------------------------------------------
@@ -91,22 +100,30 @@ class GANTask:
         return torch.randn(self.config.batch_size, self.config.latent_dim, device=self.accelerator.device,
                            generator=self.noise)
 
-    def discriminator_step(self, fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Minimise L_D(D(x), D(G(z))) (+ penalties) with G fixed; `fake` (detached) saves a G forward pass."""
+    def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next real images and, for a conditional run, their labels (None when unconditional)."""
+        real, labels = next(self.batches)
+        return real, (labels if self.num_classes else None)
+
+    def discriminator_step(self, fake: torch.Tensor | None = None,
+                           batch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+        """Minimise L_D(D(x), D(G(z))) (+ penalties) with G fixed; `fake` (detached) saves a G forward pass, drawn
+        with the labels of `batch` (the real images and labels; None: the next batch)."""
         config, accelerator = self.config, self.accelerator
         # Penalties differentiate D's input gradient, which compiled graphs cannot (AOTAutograd has no double
         # backward), so the passes they differentiate run the module itself; with R1 both D passes do, since a
         # compiled pass after the eager one would rewrite the BatchNorm statistics the eager graph saved.
         discriminator = self.discriminator if config.r1_gamma > 0 else self.discriminator_fn
-        real, _ = next(self.batches)
+        real, labels = batch if batch is not None else self.real_batch()
+        self.labels = labels  # the fakes of this step's G update are of these classes too
         real = performance.to_layout(real, config.channels_last)
         if fake is None:
             with torch.no_grad(), accelerator.autocast():
-                fake = self.generator_fn(self.latents())
+                fake = self.generator_fn(self.latents(), labels)
         real.requires_grad_(config.r1_gamma > 0)
         with accelerator.autocast():
-            real_logits = discriminator(real).float()
-            fake_logits = discriminator(fake).float()
+            real_logits = discriminator(real, labels).float()
+            fake_logits = discriminator(fake, labels).float()
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         penalty = torch.zeros((), device=accelerator.device)
         if config.r1_gamma > 0:  # Mescheder et al. 2018: gamma / 2 * E ||grad_x D(x)||^2
@@ -114,8 +131,8 @@ class GANTask:
             penalty = penalty + 0.5 * config.r1_gamma * r1_penalty(real_logits, real,
                                                                    performance.loss_scale(accelerator))
         if config.loss == "wgan-gp":  # Gulrajani et al. 2017: lambda * E (||grad D(x_hat)|| - 1)^2
-            penalty = penalty + config.gp_weight * gradient_penalty(self.discriminator, real.detach(), fake,
-                                                                    noise=self.noise)
+            critic = self.discriminator if labels is None else functools.partial(self.discriminator, labels=labels)
+            penalty = penalty + config.gp_weight * gradient_penalty(critic, real.detach(), fake, noise=self.noise)
         self.optimizer_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss + penalty)
         common.average_gradients(self.discriminator, accelerator)
@@ -126,13 +143,14 @@ class GANTask:
                 "d_fake": as_probability(fake_logits.detach()).mean()}
 
     def generator_step(self, fake: torch.Tensor | None = None) -> torch.Tensor:
-        """Minimise L_G(D(G(z))) with D fixed (D's weights get no gradients); `fake` may be reused from D's step."""
-        accelerator = self.accelerator
+        """Minimise L_G(D(G(z))) with D fixed (D's weights get no gradients); `fake` may be reused from D's step.
+        The fakes are of the classes of the last D step's real batch (`self.labels`)."""
+        accelerator, labels = self.accelerator, self.labels
         self.discriminator.requires_grad_(False)
         with accelerator.autocast():
             if fake is None:
-                fake = self.generator_fn(self.latents())
-            fake_logits = self.discriminator_fn(fake).float()
+                fake = self.generator_fn(self.latents(), labels)
+            fake_logits = self.discriminator_fn(fake, labels).float()
         g_loss = self.g_loss_fn(fake_logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
@@ -148,9 +166,10 @@ class GANTask:
         is taken through the updated D on the same batch (the pytorch/examples DCGAN step), saving a G forward.
         """
         if self.config.d_steps == 1:
+            batch = self.real_batch()  # its own seeded order: taking it before the latents changes no draw
             with self.accelerator.autocast():
-                fake = self.generator_fn(self.latents())
-            stats = self.discriminator_step(fake.detach())
+                fake = self.generator_fn(self.latents(), batch[1])
+            stats = self.discriminator_step(fake.detach(), batch)
             stats["g_loss"] = self.generator_step(fake)
         else:
             for _ in range(self.config.d_steps):
@@ -169,14 +188,15 @@ class GANTask:
         return None
 
     def sampler(self):
-        """z -> images in [-1, 1]: the EMA generator when on, else the generator in eval mode for the call."""
+        """z -> images in [-1, 1] (a conditional run: (z, labels) -> images): the EMA generator when on, else the
+        generator in eval mode for the call."""
         if self.generator_ema is not None:
             return self.generator_ema
 
-        def sample(z: torch.Tensor) -> torch.Tensor:
+        def sample(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
             self.generator.eval()
             try:
-                return self.generator(z)
+                return self.generator(z, labels)
             finally:
                 self.generator.train()
 

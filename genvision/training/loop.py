@@ -133,7 +133,7 @@ def start_session(task: Task, plan: RunPlan, accelerator, fid_extractor: str | N
     if main:
         remove_stale_temps(run_dir)
         (run_dir / "samples").mkdir(exist_ok=True)
-        common.write_config(run_dir, config, task.kind)
+        common.write_config(run_dir, config, task.kind, common.class_record(task))
         if checkpoint is not None:
             common.drop_metrics_after(run_dir / "metrics.jsonl", state.step)
             print(f"resuming from {checkpoint.path} at step {state.step}", flush=True)
@@ -262,7 +262,7 @@ def save_checkpoints(task: Task, config, accelerator, run_dir: Path, state: Sche
             "fid_extractor": state.fid_extractor,
             "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
             "best_step": state.best_step, "world_size": accelerator.num_processes,
-            "wall_time_s": round(time.time() - state.start_time, 3)}
+            "wall_time_s": round(time.time() - state.start_time, 3), **common.class_record(task)}
     if not math.isnan(fid):
         meta["fid"] = fid
     if accelerator.is_main_process:

@@ -139,12 +139,31 @@ def checked_inputs(config):
     from genvision.data import check_dataset_specs
 
     check_dataset_specs(config)
+    conditional_class_names(config)
     if config.classifier and not Path(config.classifier).is_file():
         raise UsageError(f"--classifier {config.classifier}: no such file (expected a .safetensors file written by "
                          "genvision train-classifier)")
     features = planned_features(config)
     common.check_trackers(config.report_to)
     return config if features == config.features else dataclasses.replace(config, features=features)
+
+
+def conditional_class_names(config) -> tuple[str, ...]:
+    """The class names of a --conditional run's --dataset (`data.class_names`: read without decoding; an unlabelled
+    or one-class dataset refused in one line), () for an unconditional run. A VAE's held-out split (--eval-dataset,
+    whose labels its held-out ELBO conditions on) must have as many classes."""
+    from genvision.data import class_names
+
+    if not getattr(config, "conditional", False):
+        return ()
+    names = class_names(config.dataset, "--dataset", config, needs="--conditional")
+    resolved_eval = getattr(config, "resolved_eval_dataset", None)
+    if resolved_eval is not None and resolved_eval() != config.dataset:
+        eval_names = class_names(resolved_eval(), "--eval-dataset", config, needs="--conditional")
+        if len(eval_names) != len(names):
+            raise UsageError(f"--eval-dataset {resolved_eval()} has {len(eval_names)} classes but --dataset "
+                             f"{config.dataset} has {len(names)}; a --conditional run needs the same classes")
+    return names
 
 
 def planned_features(config) -> str:

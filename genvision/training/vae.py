@@ -10,6 +10,10 @@ Gaussian mixture fitted to the training posterior means, Ghosh et al. 2020) and 
 every checkpoint stores that step's mixture. At the end it reports the held-out negative ELBO in nats per image and
 bits per dimension. Held-out inputs (`vae_data`), mixture fitting (`prior_fit`) and loading (`generators`) are shared
 with sampling and evaluation.
+
+With --conditional the VAE is a conditional VAE (Sohn et al. 2015; `models.vae`): each batch's labels enter the
+encoder and the decoder, the held-out ELBO is that of log p(x | y), the mixture prior is one mixture per class fitted
+to that class's posterior means (`prior_fit.class_latent_prior`), and the prior-sample grid has one row per class.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from genvision.losses import elbo, importance_weighted_nll, kl_weight
 from genvision.models.vae import ConvVAE
 from genvision.training import common, performance
 from genvision.training.loop import train
-from genvision.training.plan import plan_run
-from genvision.vae_data import binarize, held_out_images, likelihood_family
+from genvision.training.plan import conditional_class_names, plan_run
+from genvision.vae_data import binarize, held_out_images, held_out_labels, likelihood_family
 
 
 def likelihood_sigma(model: ConvVAE, config: VAEConfig) -> float | torch.Tensor:
@@ -71,8 +75,10 @@ class VAETask:
                                                  rank=accelerator.process_index,
                                                  world_size=accelerator.num_processes, device=device)
         self.channels = channels  # the config's channels resolved (0 = the dataset's own): `RunPlan.resolved`
+        common.set_classes(self, conditional_class_names(config))
         self.model = performance.place(ConvVAE(config.latent_dim, config.base_channels, channels, config.resolution,
-                                               learned_variance=config.likelihood == "gaussian-learned"),
+                                               learned_variance=config.likelihood == "gaussian-learned",
+                                               num_classes=self.num_classes),
                                        device, config.channels_last)
         # The model as the step calls it (compiled with --compile: two graphs, encoder and decoder, around the
         # seeded draw of eps); `self.model` shares its weights and is what sampling and checkpoints use.
@@ -80,26 +86,31 @@ class VAETask:
         self.optimizer = accelerator.prepare(performance.adam(self.model.parameters(), device, lr=config.lr))
         self.noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + 29 +
                                                                 accelerator.process_index)
-        self.fixed_noise, self.fixed_uniforms = standard_draws(config.num_grid_images, config.latent_dim,
-                                                               seed=config.seed + 1)
-        self.fixed_noise = self.fixed_noise.to(device)
+        common.set_fixed_draws(self, standard_draws)
         self._mixture, self._mixture_step = None, -1
         self._prior_fit_images: torch.Tensor | None = None  # uint8, read on the main process at its first fit
+        self._prior_fit_labels: torch.Tensor | None = None  # their labels (conditional runs)
         self.images_per_step = config.batch_size * accelerator.num_processes
         self.held_out = load_held_out(dataclasses.replace(config, channels=channels))  # (N, C, H, W) in [-1, 1]
+        # The held-out images' labels (N,) of a conditional run, None otherwise
+        self.held_out_labels = (held_out_labels(dataclasses.replace(config, channels=channels))
+                                if self.num_classes else None)
 
     # -- the step ---------------------------------------------------------------------------------------------
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One Adam step on -ELBO_beta of a batch."""
         config, model = self.config, self.model
-        images, _ = next(self.batches)
+        images, labels = next(self.batches)
         if likelihood_family(config) == "bernoulli":
             images = binarize(images, self.noise)
         images = performance.to_layout(images, config.channels_last)
         beta = kl_weight(self.step, config.kl_schedule, config.beta, config.kl_warmup_steps)
         with self.accelerator.autocast():
-            out, mu, logvar = self.model_fn(images, generator=self.noise)
+            if self.num_classes:
+                out, mu, logvar = self.model_fn(images, generator=self.noise, labels=labels)
+            else:
+                out, mu, logvar = self.model_fn(images, generator=self.noise)
         total, reconstruction, kl = elbo(images, out.float(), mu.float(), logvar.float(), likelihood_family(config),
                                          beta, likelihood_sigma(model, config), config.free_bits)
         self.optimizer.zero_grad(set_to_none=True)
@@ -114,10 +125,13 @@ class VAETask:
     # -- images -----------------------------------------------------------------------------------------------
 
     def sampler(self):
-        """z -> mean images in [-1, 1]; the model is in eval mode for each call and back in train mode after."""
+        """z -> mean images in [-1, 1] (a conditional run: (z, labels) -> images); the model is in eval mode for each
+        call and back in train mode after."""
 
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            return self.model.mean_image(self.model.decode(z.to(self.accelerator.device)))
+        def decode(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            device = self.accelerator.device
+            labels = None if labels is None else labels.to(device)
+            return self.model.mean_image(self.model.decode(z.to(device), labels))
 
         return _TrainAfter(decode, self.model)
 
@@ -128,14 +142,17 @@ class VAETask:
         ranks receive the whole mixture (`share_mixture`). A collective when it fits: every rank calls it at the same
         steps (the schedule's grid/FID steps and `state_payload`)."""
         from genvision.prior_fit import vae_latent_prior
-        from genvision.vae_data import prior_fit_images
+        from genvision.vae_data import prior_fit_images, prior_fit_labels
 
         if self._mixture_step != self.step:
             fitted = None
             if self.accelerator.is_main_process:
                 if self._prior_fit_images is None:
                     self._prior_fit_images = prior_fit_images(self.config, training=True)
-                fitted = vae_latent_prior(self.model, self.config, self._prior_fit_images, self.accelerator.device)
+                    if self.num_classes:
+                        self._prior_fit_labels = prior_fit_labels(self.config, training=True)
+                fitted = vae_latent_prior(self.model, self.config, self._prior_fit_images, self.accelerator.device,
+                                          labels=self._prior_fit_labels)
             self._mixture = share_mixture(fitted, self.accelerator)
             self._mixture_step = self.step
         return self._mixture
@@ -155,10 +172,22 @@ class VAETask:
         splits such as mnist5k:test are stored sorted by class, so their first images are all one digit.
         """
         from genvision.generators import reconstruct
+        from genvision.imageconv import to_uint8
         from genvision.sampling import rows_above
 
-        inputs, outputs = reconstruct(self.model, self.held_out, count, self.accelerator.device, None, count, seed=0)
-        return rows_above(inputs, outputs, 8)
+        if not self.num_classes:
+            inputs, outputs = reconstruct(self.model, self.held_out, count, self.accelerator.device, None, count,
+                                          seed=0)
+            return rows_above(inputs, outputs, 8)
+        # the subset `generators.reconstruct` takes, reconstructed with each image's label
+        chosen = torch.randperm(len(self.held_out), generator=torch.Generator().manual_seed(0))[:count]
+        device = self.accelerator.device
+        self.model.eval()
+        try:
+            outputs = self.model.reconstruct(self.held_out[chosen].to(device), self.held_out_labels[chosen].to(device))
+        finally:
+            self.model.train()
+        return rows_above(to_uint8(self.held_out[chosen]), to_uint8(outputs).cpu(), 8)
 
     def write_grids(self, run_dir: Path, step: int) -> dict:
         """The reconstructions grid of this step as a PNG in samples/; returns it (uint8 H, W, C) by name."""
@@ -192,7 +221,8 @@ class VAETask:
         """Held-out negative ELBO (nats per image, bits per dim) on the main process."""
         if not self.accelerator.is_main_process:
             return {}
-        nelbo = held_out_negative_elbo(self.model, self.held_out, self.config, self.accelerator.device)
+        nelbo = held_out_negative_elbo(self.model, self.held_out, self.config, self.accelerator.device,
+                                       labels=self.held_out_labels)
         dims = self.held_out[0].numel()
         bpd = nats_to_bits_per_dim(nelbo, dims, likelihood_family(self.config))
         print(f"held-out negative ELBO {nelbo:.2f} nats/image ({bpd:.4f} bits/dim) on "
@@ -212,10 +242,11 @@ def share_mixture(mixture, accelerator):
     from genvision.models.prior import GaussianMixturePrior
 
     device = accelerator.device
-    shape = torch.tensor(mixture.means.shape if accelerator.is_main_process else (0, 0), device=device)
-    count, dim = broadcast(shape, from_process=0).tolist()
+    shape = torch.tensor((*mixture.means.shape, mixture.num_classes) if accelerator.is_main_process else (0, 0, 0),
+                         device=device)
+    count, dim, num_classes = broadcast(shape, from_process=0).tolist()
     if not accelerator.is_main_process:
-        mixture = GaussianMixturePrior.standard(count, dim)
+        mixture = GaussianMixturePrior.standard(count, dim, num_classes)
     with torch.no_grad():
         for buffer in mixture.buffers():
             buffer.copy_(broadcast(buffer.to(device), from_process=0).to(buffer.device))
@@ -228,40 +259,47 @@ class _TrainAfter:
     def __init__(self, decode, model) -> None:
         self.decode, self.model = decode, model
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         self.model.eval()
         try:
-            return self.decode(z)
+            return self.decode(z, labels)
         finally:
             self.model.train()
 
 
 @torch.no_grad()
-def mean_per_image(model: ConvVAE, images: torch.Tensor, batch_total, device, batch_size: int) -> float:
-    """Mean over `images` of a per-image quantity; `batch_total(x)` returns its sum over the batch x.
+def mean_per_image(model: ConvVAE, images: torch.Tensor, batch_total, device, batch_size: int,
+                   labels: torch.Tensor | None = None) -> float:
+    """Mean over `images` of a per-image quantity; `batch_total(x)` returns its sum over the batch x (with `labels`
+    (N,) given, `batch_total(x, y)` with the batch's labels).
 
     The model is in eval mode meanwhile and back in train mode afterwards.
     """
     model.eval()
     total = 0.0
     for start in range(0, len(images), batch_size):
-        total += batch_total(images[start:start + batch_size].to(device))
+        batch = images[start:start + batch_size].to(device)
+        if labels is None:
+            total += batch_total(batch)
+        else:
+            total += batch_total(batch, labels[start:start + batch_size].to(device))
     model.train()
     return total / len(images)
 
 
 def held_out_negative_elbo(model: ConvVAE, images: torch.Tensor, config: VAEConfig, device,
-                           batch_size: int = 500, seed: int = 0) -> float:
-    """Mean -ELBO (beta = 1, no free bits) in nats per image over `images` (already binarised if Bernoulli)."""
+                           batch_size: int = 500, seed: int = 0, labels: torch.Tensor | None = None) -> float:
+    """Mean -ELBO (beta = 1, no free bits) in nats per image over `images` (already binarised if Bernoulli); a
+    conditional VAE's (`labels` (N,) given) is that of log p(x | y)."""
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    def batch_total(x: torch.Tensor) -> float:
-        out, mu, logvar = model(x, generator=generator)
+    def batch_total(x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        out, mu, logvar = model(x, generator=generator, labels=y)
         _, reconstruction, kl = elbo(x, out, mu, logvar, likelihood_family(config), 1.0,
                                      likelihood_sigma(model, config))
         return (reconstruction + kl).item() * len(x)
 
-    return mean_per_image(model, images, batch_total, device, batch_size)
+    return mean_per_image(model, images, batch_total, device, batch_size, labels)
 
 
 def held_out_iw_nll(model: ConvVAE, images: torch.Tensor, config: VAEConfig, num_samples: int, device,

@@ -112,3 +112,48 @@ def test_importance_weighted_bound_tighter_than_elbo(likelihood: str) -> None:
         negative_elbos = [elbo(x, *model(x, gen), likelihood=likelihood, sigma=0.5)[0] for _ in range(4)]
     assert iw_nll.shape == (4,)
     assert iw_nll.mean() < torch.stack(negative_elbos).mean() - 0.5  # 1.1 to 2.6 nats over seeds 0-4
+
+
+# -- the conditional VAE (Sohn et al. 2015) ------------------------------------------------------------------------
+
+
+def test_unconditional_vae_is_unchanged() -> None:
+    """num_classes=0: the keys and a seeded forward of genvision 0.2 (numbers recorded from it)."""
+    torch.manual_seed(0)
+    model = ConvVAE(4, 4, 1, 32)
+    keys = list(model.state_dict())
+    assert keys[:2] == ["encoder.0.weight", "encoder.0.bias"] and len(keys) == 36
+    assert model.encoder[0].in_channels == 1 and model.decoder[0].in_channels == 4
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    mu, _ = model.encode(x)
+    torch.testing.assert_close(mu[:, :2].detach(), torch.tensor([[0.65548772, 0.73557842], [0.01380967, 0.32378969],
+                                                                 [0.44206268, 0.27344254]]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.decode(mu)[:, 0, 5, 5].detach(),
+                               torch.tensor([0.02002698, 0.04931638, 0.05337838]), rtol=0, atol=1e-6)
+
+
+def test_conditional_vae_reads_labels_in_encoder_and_decoder() -> None:
+    model = ConvVAE(4, 4, 1, 32, num_classes=3).eval()
+    assert model.encoder[0].in_channels == 1 + 3 and model.decoder[0].in_channels == 4 + 3
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    same = torch.tensor([1, 1])
+    with torch.no_grad():
+        mu_a, _ = model.encode(x, same)
+        mu_b, _ = model.encode(x, torch.tensor([2, 2]))
+        assert not torch.equal(mu_a, mu_b)
+        # the encoder's input: the image, then one-hot maps (class 1: the second map all ones)
+        seen = []
+        handle = model.encoder[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+        model.encode(x, same)
+        handle.remove()
+        torch.testing.assert_close(seen[0][:, :1], x)
+        assert torch.equal(seen[0][:, 1:], torch.tensor([0.0, 1.0, 0.0])[None, :, None, None].expand(2, 3, 32, 32))
+        z = torch.randn(2, 4)
+        assert not torch.equal(model.decode(z, same), model.decode(z, torch.tensor([0, 0])))
+        out, mu, logvar = model(x, torch.Generator().manual_seed(0), labels=same)
+    assert out.shape == x.shape and mu.shape == logvar.shape == (2, 4)
+    assert model.reconstruct(x, same).shape == x.shape and model.sample(2, labels=same).shape == x.shape
+    with pytest.raises(ValueError, match="conditional"):
+        model.encode(x)
+    with pytest.raises(ValueError, match="conditional"):
+        model.decode(z)

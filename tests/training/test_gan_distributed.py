@@ -127,3 +127,28 @@ def test_distributed_resume_is_bit_exact(launches):
             for name, value in moments.items():
                 assert torch.equal(value, sb[key]["state"][index][name]), (key, index, name)
     assert torch.equal(sa["fixed_noise"], sb["fixed_noise"]) and sa["step"] == sb["step"] == STEPS
+
+
+def test_two_process_conditional_run(tmp_path, start_process):
+    """--conditional under torchrun: both ranks end with identical conditional weights (class embeddings of the
+    generator's BatchNorms and of the projection discriminator included) and rank 0 records the classes."""
+    from genvision.checkpoint import read_checkpoint
+
+    probe, run = tmp_path / "probe", tmp_path / "run"
+    probe.mkdir()
+    code, stdout, stderr = wait(start_process(
+        ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1", "--master-port",
+         str(free_port()), str(PROBE), str(probe), "--out-dir", str(run), *FLAGS, "--num-steps", "2",
+         "--conditional", "--d-normalization", "spectral"]))
+    assert code == 0, stderr[-4000:]
+    init = [load_file(probe / f"init-rank{r}.safetensors") for r in (0, 1)]
+    final = [load_file(probe / f"rank-rank{r}.safetensors") for r in (0, 1)]
+    assert "generator.layers.1.gamma.weight" in final[0] and "discriminator.embed.parametrizations.weight.original" \
+        in final[0]
+    for a, b in ((init[0], init[1]), (final[0], final[1])):
+        assert [key for key in a if not torch.equal(a[key], b[key])] == []
+    for key in ("generator.layers.1.gamma.weight", "discriminator.embed.parametrizations.weight.original"):
+        assert not torch.equal(init[0][key], final[0][key]), key  # the class embeddings trained
+    checkpoint = read_checkpoint(run / "checkpoints" / "step-000002")
+    assert checkpoint.class_names == tuple("0123456789") and checkpoint.class_counts == (450,) * 10
+    assert checkpoint.state()["world_size"] == 2

@@ -27,6 +27,10 @@ VARIANTS = {  # a plain 3 + 3 step resume on mnist5k is checked bit for bit by t
     # checkpoint at step 3 lands exactly on an epoch boundary); flips are drawn per epoch; spectral norm has buffers.
     "hinge-r1-dsteps2-hflip": ["--loss", "hinge", "--r1-gamma", "1.0", "--d-steps", "2", "--hflip",
                                "--d-normalization", "spectral", "--dataset", "folder:{digits}", "--seed", "5"],
+    # class-conditional (conditional BatchNorm, a spectrally normalised projection discriminator) on 2 class
+    # subfolders of 12 images each, with the WGAN-GP penalty (interpolates of real and fake images of the same labels)
+    "conditional-wgan-gp-dsteps2": ["--conditional", "--loss", "wgan-gp", "--d-steps", "2", "--hflip",
+                                    "--d-normalization", "spectral", "--dataset", "folder:{classes}", "--seed", "7"],
 }
 
 
@@ -38,13 +42,17 @@ def runs(tmp_path_factory, start_process):
     base = tmp_path_factory.mktemp("gan-resume")
     digits = base / "digits"
     write_pngs(noise_images(24), digits)
-    for spec in ("mnist5k:train", f"folder:{digits}"):  # decode once here, not in every process at once
+    classes = base / "classes"
+    write_pngs(noise_images(12, seed=1), classes / "a")
+    write_pngs(noise_images(12, seed=2), classes / "b")
+    for spec in ("mnist5k:train", f"folder:{digits}", f"folder:{classes}"):  # decoded once here, not by every process
         load_dataset(spec, 32, 0)
 
     def train(*argv: str) -> subprocess.Popen:
         return start_process(["train_gan.py", *argv])
 
-    args = {name: [a.format(digits=digits) for a in extra] + COMMON for name, extra in VARIANTS.items()}
+    args = {name: [a.format(digits=digits, classes=classes) for a in extra] + COMMON
+            for name, extra in VARIANTS.items()}
     straight = {name: train("--out-dir", str(base / name / "straight"), "--num-steps", "6", *a)
                 for name, a in args.items()}
     first = {name: train("--out-dir", str(base / name / "resumed"), "--num-steps", "3", *a) for name, a in args.items()}
