@@ -245,6 +245,24 @@ def test_conditional_run_gets_class_accuracy_and_a_row_per_class():
     assert "class accuracy" not in plain and "intra-class FID" not in plain
 
 
+def test_report_of_a_conditional_run_has_a_row_per_class(tmp_path):
+    """A tiny --conditional GAN run with FID on writes its report: the final table's class accuracy is the one it
+    logged (the same samples, the same classes), the per-class table has a row for each digit and the mean, and the
+    FID evaluations show the logged class accuracy."""
+    from helpers import train_to_completion
+
+    run = tmp_path / "run"
+    train_to_completion("train_gan.py", run, *TINY, *tiny_flags(latent_dim=8, fid_every=2), "--conditional",
+                        "--num-fid-samples", "60")
+    page = (run / "report.html").read_text()
+    (logged,) = [record for record in metrics_records(run) if "fid" in record]
+    assert_printed(metrics_table(page)["class accuracy"], logged["class_accuracy"])
+    rows = class_table(page)
+    assert list(rows) == [*"0123456789", "mean"] and all(fid != "–" for fid, _ in rows.values())
+    assert_printed(rows["mean"][1], logged["class_accuracy"])  # 6 samples of each class: the mean of the rows
+    assert "<th>class-accuracy</th>" in page
+
+
 def test_sample_scores_run_on_the_runs_device(monkeypatch):
     """KID and precision/recall (the reference split's N x N distances) are computed on the device the report is
     given (the run's accelerator), not on the CPU the features arrive on."""

@@ -2,6 +2,7 @@
 eigendecomposition per evaluation, on the run's device, on rank 0 with its value broadcast (extraction and sampling
 stubbed). The samples: they stay on the run's device from the generator to the extractor, and score as on the CPU."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,3 +187,25 @@ def test_class_accuracy_needs_a_classifier_of_the_runs_classes(classifier_file, 
                                      device="cpu", batch_size=32)
     plain(sampler)
     assert plain.labels is None and training_fid.class_accuracy_log(plain) == {}
+
+
+@pytest.mark.parametrize("script", ["train_gan.py", "train_vae.py"])
+def test_conditional_runs_log_the_fid_and_class_accuracy_genvision_fid_gives(tmp_path, script):
+    """A tiny --conditional run with FID on logs fid and class_accuracy; `genvision fid CKPT REFERENCE
+    --num-samples K --seed S` of its checkpoint gives both to the logged digits (the same draws, the same classes),
+    and its intra-class FIDs (10 classes of mnist5k:train)."""
+    from helpers import TINY_GAN, TINY_VAE, metrics_records, run_genvision, train_to_completion
+
+    out = tmp_path / "run"
+    tiny = TINY_GAN if script == "train_gan.py" else [*TINY_VAE, "--prior", "normal"]
+    train_to_completion(script, out, *tiny, "--conditional", "--num-steps", "2", "--fid-every", "2",
+                        "--num-fid-samples", "60", "--log-every", "1", "--sample-every", "0", "--checkpoint-every", "2",
+                        "--report-to", "none", "--seed", "3")
+    (logged,) = [record for record in metrics_records(out) if "fid" in record]
+    scored = run_genvision("fid", out / "checkpoints" / "step-000002", "mnist5k:train", "--num-samples", "60",
+                           "--seed", "3", "--json")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    report = json.loads(scored.stdout)
+    assert round(report["fid"], 5) == logged["fid"]
+    assert round(report["class_accuracy"], 5) == logged["class_accuracy"]
+    assert list(report["fid_intra_class"]) == list("0123456789") and report["fid_intra_class_mean"] > 0
