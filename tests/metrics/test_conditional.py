@@ -131,3 +131,37 @@ def test_intra_class_fid_of_real_digits_against_themselves_is_at_the_floor(digit
                                                     (labels[second] + 1) % 10, names)
     assert halves_mean < other_mean / 5
     assert all(halves[name] < other[name] for name in names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distributed evaluation: two gloo processes equal one.
+
+
+def test_conditional_fid_under_torchrun_equals_one_process(tmp_path, monkeypatch):
+    """`torchrun --nproc_per_node 2 -m genvision fid CONDITIONAL_RUN mnist5k:train` (300 samples in batches of 64:
+    ranks take 192 and 108): the requested labels are gathered in the one-process order, so class accuracy is the
+    same number and each intra-class FID the one-process value to rounding (float64 sums added in another order)."""
+    import json
+
+    from helpers import TINY_GAN, cli, free_port, run_python, subprocess_env, train_to_completion
+
+    run = tmp_path / "run"
+    train_to_completion("train_gan.py", run, *TINY_GAN, "--conditional", "--num-steps", "2", "--log-every", "0",
+                        "--sample-every", "0")
+    flags = [run, "mnist5k:train", "--json", "--num-samples", "300", "--batch-size", "64"]
+    proc = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
+                       "--master-port", str(free_port()), "-m", "genvision", "fid", *map(str, flags)],
+                      env=subprocess_env(tmp_path / "cache", CUDA_VISIBLE_DEVICES=""), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    two = json.loads(line)
+    monkeypatch.setenv("GENVISION_CACHE", str(tmp_path / "other"))
+    code, stdout, stderr = cli("fid", *flags, "--no-cache")
+    assert code == 0, stderr[-3000:]
+    one = json.loads(stdout)
+    assert two["class_accuracy"] == one["class_accuracy"]
+    assert two["fid"] == pytest.approx(one["fid"], rel=1e-6)
+    assert list(two["fid_intra_class"]) == list(one["fid_intra_class"]) == list("0123456789")
+    for name, value in one["fid_intra_class"].items():
+        assert two["fid_intra_class"][name] == pytest.approx(value, rel=1e-6)
+    assert two["fid_intra_class_mean"] == pytest.approx(one["fid_intra_class_mean"], rel=1e-6)
