@@ -524,3 +524,22 @@ def test_conditional_metrics_are_skipped_with_a_note_when_they_do_not_apply(setu
     assert "intra-class FID not computed" in result.stderr and "has no class labels" in result.stderr
     plain = genvision("fid", str(setup["digits"]), str(setup["noise"]), *flags, cache=setup["cache"])
     assert not {"class_accuracy", "fid_intra_class"} & set(json.loads(plain.stdout)) and "note:" not in plain.stderr
+
+
+def test_class_accuracy_under_inception_features_needs_classifier(setup, conditional, inception_weights, tmp_path):
+    """With Inception features --classifier FILE grades the samples in a second pass over the same samples (the
+    classifier-features run's class accuracy), and is not said to be ignored. (Against an unlabelled folder: each
+    intra-class FID of 2048 Inception features costs two 2048 x 2048 eigendecompositions, a minute for 10 classes on
+    2 CPU cores.)"""
+    checkpoint, _, _ = conditional
+    write_pngs(noise_images(20), tmp_path / "small")
+    flags = ["--num-samples", "20", "--batch-size", "20", "--classifier", str(setup["classifier"]), "--json"]
+    graded = genvision("fid", str(checkpoint), str(tmp_path / "small"), "--features", "inception",
+                       "--inception-weights", str(inception_weights), *flags, cache=setup["cache"])
+    assert graded.returncode == 0, graded.stderr
+    assert "ignored" not in graded.stderr
+    report = json.loads(graded.stdout)
+    by_classifier = json.loads(genvision("fid", str(checkpoint), str(tmp_path / "small"), *flags,
+                                         cache=setup["cache"]).stdout)
+    assert report["extractor"] == "inception-v3-compat"
+    assert report["class_accuracy"] == by_classifier["class_accuracy"]

@@ -439,11 +439,13 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
     if config.reconstructions:
         check_reconstruction_sources(resolved, config.reconstructions)
     priors = generator_priors(config, resolved)
+    class_names = conditional_class_names(resolved[0], config)  # SOURCE_A a class-conditional generator
     kind = choose_features(config, resolved)
     device = resolve_device(config.device)
-    extractor = make_extractor(config, device, kind)
+    # --classifier beside other features grades a conditional SOURCE_A's classes (`conditional_scores`): not ignored
+    extractor = make_extractor(dataclasses.replace(config, classifier="") if class_names and kind != "classifier"
+                               else config, device, kind)
     options = source_options(config, device, extractor, resolved)
-    class_names = conditional_class_names(resolved[0], config)  # SOURCE_A a class-conditional generator
     labelled_b = bool(class_names) and resolved[1].kind in ("dataset", "folder")  # may hold labels: intra-class FID
     need_features = config.kid or config.precision_recall or labelled_b
     results: list[SourceStatistics | None] = [None, None]
@@ -521,7 +523,7 @@ def conditional_scores(report: FidReport, side_a: "SourceStatistics", side_b: "S
 
     classifier, logits = extractor, side_a.logits
     if not extractor.num_classes and config.classifier:
-        classifier = make_extractor(config, device, "classifier")
+        classifier = make_extractor(dataclasses.replace(config, inception_weights=""), device, "classifier")
         logits = source_statistics(source_a, classifier, options, need_logits=True).logits
     if logits is None:
         note(f"class accuracy not computed: the {extractor.describe()} features have no classifier head (pass "
