@@ -49,7 +49,13 @@ def fid(source_a: StrPath, source_b: StrPath, **options: Any) -> dict[str, Any]:
     image than the threshold), ``copy_threshold`` (that percentile of the held-out images' nearest-training
     distances), ``copy_percentile``, ``memorization_held_out``, ``memorization_num_held_out``,
     ``memorization_distance_ratio`` (median nearest-training distance of SOURCE_A over that of the held-out images)
-    and ``closest_pairs`` (``[{"generated": i, "training": j, "distance": d}, ...]``, closest first).
+    and ``closest_pairs`` (``[{"generated": i, "training": j, "distance": d}, ...]``, closest first). When
+    SOURCE_A is a class-conditional
+    generator (its samples drawn with the training set's class frequencies, so ``fid`` compares with unconditional
+    runs): ``class_accuracy`` (the share of samples the classifier assigns to the class they were drawn for; with
+    classifier features, or ``classifier=`` given with Inception features) and, against a labelled SOURCE_B (a
+    dataset spec, or a folder with one subfolder per class), ``fid_intra_class`` ({class name: FID of that class's
+    samples against that class of SOURCE_B}) and ``fid_intra_class_mean``.
     """
     from genvision.metrics.evaluate import evaluate_fid
 

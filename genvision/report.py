@@ -8,8 +8,10 @@ ELBO, and a final metrics table (`final_metrics`): FID (Heusel et al. 2017) with
 classifier score (the Inception Score formula of Salimans et al. 2016), on samples of the run's best checkpoint,
 and a memorization check (`metrics.memorization`: the share of samples closer to a training image than held-out real
 images are, with the closest pairs side by side). With the run's seed, prior and --num-fid-samples those samples
-are exactly the training FID's, so the table's FID equals the FID logged at that step. Every image is an inline
-``data:`` URI: the page has no external asset. Written atomically.
+are exactly the training FID's, so the table's FID equals the FID logged at that step. For a class-conditional run
+the samples are drawn with the training set's class frequencies, the table adds their class accuracy (Shmelkov et
+al. 2018's "GAN-test") and a second table gives each class's intra-class FID (Miyato & Koyama 2018) and class
+accuracy, with the mean (`class_values`, `class_table_html`). Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
     distinct held-out split (a folder dataset) gets a note instead. Rank 0 computes it from every feature, and the
     samples of its closest pairs are gathered from the ranks that made them, so the page is the one-process page."""
     from genvision import distributed
-    from genvision.checkpoint import best_checkpoint, latest_checkpoint
+    from genvision.checkpoint import best_checkpoint, latest_checkpoint, resolve_checkpoint
+    from genvision.generators import checkpoint_classes
     from genvision.metrics.extractors import run_extractor
     from genvision.metrics.sources import SourceOptions, generated_statistics, source_statistics
     from genvision.metrics.memorization import memorization
@@ -182,11 +185,15 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
                                    # a Hub dataset (hf:ID) is read from the Hugging Face cache, as the run read it
                                    download=bool(config.get("download")) and reference.startswith("hf:"))
     has_logits = bool(extractor.num_classes)  # the classifier has a head; Inception's pool3 features have none
-    real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits)
+    conditional = bool(checkpoint_classes(resolve_checkpoint(chosen))[0])  # class-conditional: the reference's labels
+    real = source_statistics(reference, extractor, source_options, need_features=True, need_logits=has_logits,
+                             need_labels=conditional)
     loaded = load_generator(chosen, device=device, prior=options.prior)
     images = generate_shard(loaded, options.num_samples, seed, options.batch_size, device)  # this rank's samples
     generated = generated_statistics(images, extractor, options.batch_size, device, need_features=True,
                                      need_logits=has_logits)  # every rank holds every sample's features, in order
+    requested = (requested_classes(loaded, options.num_samples, seed, options.batch_size) if conditional
+                 else None)  # a collective
     # The training FID's formula on the same device, so the table's FID is the one logged at that step.
     reference_statistics = FrechetReference(real.mu, real.sigma, device)
     values: dict[str, Any] = {"fid": reference_statistics.distance(generated.mu, generated.sigma)}
@@ -227,6 +234,9 @@ def final_metrics(run: RunRecord, options: ReportConfig, device: torch.device) -
             values["fd_infinity"], values["fd_infinity_slope"] = extrapolated.value, extrapolated.slope
             values["fd_infinity_points"] = extrapolated.points
     values.update(sample_scores(generated, real, extractor.num_classes, options, device))
+    if requested is not None:
+        values.update(class_values(generated, real, requested, tuple(loaded.class_names), extractor.num_classes,
+                                   device))
     return FinalMetrics(str(chosen), loaded.checkpoint.step, options.num_samples, seed, reference, real.count,
                         values, time.perf_counter() - started,
                         extractor=f"{extractor.extractor_id}@{extractor.weights_hash[:12]}", prior=loaded.prior_name,
@@ -317,6 +327,55 @@ def sample_scores(generated, real, num_classes: int, options: ReportConfig,
             values["classes_covered"] = (coverage["classes_covered"], num_classes)
             values["class_kl"] = coverage["class_kl"]
     return values
+
+
+def requested_classes(loaded, num_samples: int, seed: int, batch_size: int) -> torch.Tensor:
+    """The class each of the report's samples of a conditional generator was drawn for (int64 (num_samples,), on
+    every rank: this rank's block of `batch_size` blocks, `sampling.shard_labels`, gathered in rank order). A
+    collective under torchrun."""
+    from genvision import distributed
+    from genvision.sampling import shard_labels
+
+    return distributed.all_gather_rows(shard_labels(loaded, num_samples, seed, batch_size=batch_size).cpu())
+
+
+def class_values(generated, real, requested: torch.Tensor, class_names: tuple[str, ...], num_classes: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A conditional run's scores (`metrics.conditional`): "class_accuracy" of every sample (when the extractor is
+    a classifier of the run's classes), and "class_rows", one (class name, intra-class FID against that class of the
+    reference, class accuracy of that class's samples) per class, with "fid_intra_class_mean" (the intra-class FIDs
+    when the reference has labels matching the run's classes, else None in the rows; accuracies None without a
+    classifier)."""
+    from genvision.metrics import conditional
+
+    values: dict[str, Any] = {}
+    accuracies: list[float | None] = [None] * len(class_names)
+    if generated.logits is not None and num_classes == len(class_names):
+        values["class_accuracy"] = conditional.class_accuracy(generated.logits, requested)
+        accuracies = conditional.per_class_accuracy(generated.logits, requested, num_classes)
+    distances: dict[str, float] = {}
+    if real.labels is not None:
+        mapping, _ = conditional.match_classes(class_names, real.class_names, real.labels)
+        if mapping is not None:
+            distances, values["fid_intra_class_mean"] = conditional.intra_class_fid(
+                generated.features, requested, real.features, real.labels, class_names, mapping, device)
+    values["class_rows"] = [(name, distances.get(name), accuracy) for name, accuracy in zip(class_names, accuracies)]
+    return values
+
+
+def class_table_html(values: dict[str, Any], reference: str) -> str:
+    """The per-class table of a conditional run (`class_values`): a row per class and the mean; "" otherwise."""
+    rows = values.get("class_rows")
+    if not rows:
+        return ""
+    table_rows = [(name, number(fid), number(accuracy)) for name, fid, accuracy in rows]
+    known = [accuracy for _, _, accuracy in rows if accuracy is not None]
+    table_rows.append(("mean", number(values.get("fid_intra_class_mean")),
+                       number(sum(known) / len(known)) if known else "–"))
+    what = (f"Each class's samples against that class of {reference}: intra-class FID (Miyato & Koyama 2018) and "
+            "class accuracy, the share the classifier assigns to the requested class (Shmelkov et al. 2018).")
+    return (f"<h3>Per class</h3><p class=sub>{esc(what)}</p>" +
+            table(table_rows, ("class", "intra-class FID", "class accuracy")))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -575,6 +634,9 @@ def metrics_html(metrics: FinalMetrics) -> str:
                      "closer to the training set than fresh real images)"))
     elif "memorization_note" in values:
         rows.append(("memorization (copy rate)", "–", values["memorization_note"]))
+    if "class_accuracy" in values:  # a conditional run graded by a classifier of its classes
+        rows.append(("class accuracy", number(values["class_accuracy"]), "share of samples the classifier assigns "
+                     "to the class they were drawn for (Shmelkov et al. 2018's GAN-test)"))
     blocks = ", ".join(f"{name} {number(value)}" for name, value in values.get("fid_blocks", {}).items())
     headline = (f"FID {number(values['fid'])}" + (f" ({blocks})" if blocks else "") +
                 f" · precision {number(values['precision'])} (fidelity: samples inside the real manifold) · "
@@ -584,13 +646,14 @@ def metrics_html(metrics: FinalMetrics) -> str:
                f"prior {metrics.prior}) against {metrics.reference} ({metrics.num_reference} images); computed in "
                f"{metrics.seconds:.1f} s")
     return (f"<p class=headline>{esc(headline)}</p><p class=sub>{esc(caption)}</p>" +
-            table(rows, ("metric", "value", "what")))
+            table(rows, ("metric", "value", "what")) + class_table_html(values, metrics.reference))
 
 
 def logged_html(run: RunRecord) -> str:
     """The FID evaluations and the last logged losses of metrics.jsonl."""
     evaluations = [r for r in run.records if "fid" in r]
-    block_keys = [key for key in (evaluations[-1] if evaluations else {}) if key.startswith("fid_")]
+    block_keys = [key for key in (evaluations[-1] if evaluations else {})
+                  if key.startswith("fid_") or key == "class_accuracy"]  # with a conditional run's class accuracy
     parts = []
     if evaluations:
         rows = [(r["step"], r["fid"], *(r.get(key, "") for key in block_keys)) for r in evaluations]

@@ -490,3 +490,113 @@ def test_28px_pngs_of_real_digits_score_as_their_dataset_spec(tmp_path):
     assert "padded with 2 px of black to 32x32 px" in folder.stderr
     assert folder_report["protocol"]["resize"] == "pad28+bicubic-antialias to 32 px"
     assert [side["size"] for side in folder_report["protocol"]["sides"]] == [28, 32]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A class-conditional generator as SOURCE_A: class accuracy and intra-class FID.
+
+
+
+def stand_in_conditional(root, num_classes: int = 10):
+    """(checkpoint folder, LoadedGenerator): a committed GAN checkpoint whose checkpoint.json names `num_classes`
+    classes (c0, c1, ...; 3 training images each), and the loaded generator `sampling.load_generator` is made to
+    return for it: a fixed function of (z, labels) whose class sets the image's brightness."""
+    from genvision.checkpoint import Checkpoint, save_checkpoint
+    from genvision.generators import LoadedGenerator
+
+    weight = torch.linspace(-1, 1, 4 * 32 * 32).reshape(4, 32 * 32)
+
+    def decode(latents, labels):
+        shift = (labels.float() / num_classes - 0.4)[:, None, None, None]
+        return torch.tanh(latents @ weight).reshape(-1, 1, 32, 32) * 0.5 + shift
+
+    names, counts = [f"c{index}" for index in range(num_classes)], [3] * num_classes
+    meta = {"kind": "gan", "step": 1, "config": {"latent_dim": 4, "base_channels": 8, "channels": 1,
+                                                  "resolution": 32, "dataset": "mnist5k:train"},
+            "class_names": names, "class_counts": counts}
+    folder = save_checkpoint(root / "run" / "checkpoints" / "step-000001", meta, {"generator": {"w": torch.zeros(1)}},
+                             {})
+    return folder, LoadedGenerator(decode, 4, 32, 1, Checkpoint(folder, meta), False, class_names=tuple(names),
+                                   class_counts=tuple(counts))
+
+
+@pytest.fixture
+def conditional(setup, tmp_path, monkeypatch):
+    """A stand-in conditional generator (`stand_in_conditional`) and a reference folder of its own images, one
+    subfolder per class (c0 .. c9, 4 images each, another seed)."""
+    from genvision import sampling
+
+    folder, loaded = stand_in_conditional(tmp_path)
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: loaded)
+    for label in range(10):
+        write_pngs(sampling.generate(loaded, 4, 9, labels=[label] * 4), tmp_path / "reference" / f"c{label}")
+    return folder, loaded, tmp_path / "reference"
+
+
+def test_conditional_generator_gets_class_accuracy_and_intra_class_fid(setup, conditional):
+    """`fid CKPT FOLDER --json` of a conditional generator: class_accuracy and fid_intra_class (classes matched by
+    subfolder name) equal `metrics.conditional` of the features, logits and labels the sources give, the labels
+    being the training frequencies' (`sampling.class_labels`); the human-readable lines say them; the API returns
+    the same."""
+    from genvision import api
+    from genvision.metrics import conditional as metrics
+    from genvision.metrics.extractors import ClassifierExtractor
+    from genvision.metrics.sources import SourceOptions, source_statistics
+    from genvision.sampling import class_labels
+
+    checkpoint, loaded, reference = conditional
+    flags = ["--classifier", str(setup["classifier"]), "--num-samples", "40", "--seed", "3", "--batch-size", "16"]
+    result = genvision("fid", str(checkpoint), str(reference), *flags, "--json", cache=setup["cache"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    extractor = ClassifierExtractor.from_file(setup["classifier"])
+    options = SourceOptions(batch_size=16, num_samples=40, seed=3)
+    side_a = source_statistics(str(checkpoint), extractor, options, need_features=True, need_logits=True,
+                               need_labels=True)
+    side_b = source_statistics(str(reference), extractor, options, need_features=True, need_labels=True)
+    assert torch.equal(side_a.labels, class_labels(40, [3] * 10, 3)) and side_a.class_names == loaded.class_names
+    assert report["class_accuracy"] == metrics.class_accuracy(side_a.logits, side_a.labels)
+    distances, mean = metrics.intra_class_fid(side_a.features, side_a.labels, side_b.features, side_b.labels,
+                                              loaded.class_names)
+    assert report["fid_intra_class"] == pytest.approx(distances, rel=1e-12)
+    assert report["fid_intra_class_mean"] == pytest.approx(mean, rel=1e-12)
+    assert list(report["fid_intra_class"]) == [f"c{index}" for index in range(10)]
+    lines = genvision("fid", str(checkpoint), str(reference), *flags, cache=setup["cache"]).stdout
+    assert f"class accuracy {report['class_accuracy']:.4f} (share of {checkpoint}'s samples" in lines
+    assert "intra-class FID " in lines and "mean over 10 classes" in lines
+    returned = api.fid(checkpoint, reference, classifier=str(setup["classifier"]), num_samples=40, seed=3,
+                       batch_size=16)
+    keys = ("fid", "class_accuracy", "fid_intra_class", "fid_intra_class_mean")
+    assert {key: returned[key] for key in keys} == {key: report[key] for key in keys}
+
+
+def test_conditional_metrics_are_skipped_with_a_note_when_they_do_not_apply(setup, conditional):
+    """Against an unlabelled folder: class accuracy only, and a note for the intra-class FID; an unconditional
+    SOURCE_A: no conditional key, no note."""
+    checkpoint, _, _ = conditional
+    flags = ["--classifier", str(setup["classifier"]), "--num-samples", "40", "--batch-size", "16", "--json"]
+    result = genvision("fid", str(checkpoint), str(setup["digits"]), *flags, cache=setup["cache"])
+    report = json.loads(result.stdout)
+    assert "class_accuracy" in report and "fid_intra_class" not in report
+    assert "intra-class FID not computed" in result.stderr and "has no class labels" in result.stderr
+    plain = genvision("fid", str(setup["digits"]), str(setup["noise"]), *flags, cache=setup["cache"])
+    assert not {"class_accuracy", "fid_intra_class"} & set(json.loads(plain.stdout)) and "note:" not in plain.stderr
+
+
+def test_class_accuracy_under_inception_features_needs_classifier(setup, conditional, inception_weights, tmp_path):
+    """With Inception features --classifier FILE grades the samples in a second pass over the same samples (the
+    classifier-features run's class accuracy), and is not said to be ignored. (Against an unlabelled folder: each
+    intra-class FID of 2048 Inception features costs two 2048 x 2048 eigendecompositions, a minute for 10 classes on
+    2 CPU cores.)"""
+    checkpoint, _, _ = conditional
+    write_pngs(noise_images(20), tmp_path / "small")
+    flags = ["--num-samples", "20", "--batch-size", "20", "--classifier", str(setup["classifier"]), "--json"]
+    graded = genvision("fid", str(checkpoint), str(tmp_path / "small"), "--features", "inception",
+                       "--inception-weights", str(inception_weights), *flags, cache=setup["cache"])
+    assert graded.returncode == 0, graded.stderr
+    assert "ignored" not in graded.stderr
+    report = json.loads(graded.stdout)
+    by_classifier = json.loads(genvision("fid", str(checkpoint), str(tmp_path / "small"), *flags,
+                                         cache=setup["cache"]).stdout)
+    assert report["extractor"] == "inception-v3-compat"
+    assert report["class_accuracy"] == by_classifier["class_accuracy"]

@@ -304,6 +304,71 @@ def test_fd_infinity_row_shows_the_fit_or_why_it_was_not_computed():
         ReportConfig(fd_infinity_points=1).validate()
 
 
+def class_table(page: str) -> dict[str, tuple[str, str]]:
+    """class -> (intra-class FID cell, class accuracy cell) of a conditional run's per-class table."""
+    table = page[page.index("<th>intra-class FID</th>"):]
+    table = table[:table.index("</table>")]
+    return {html.unescape(name): (html.unescape(fid), html.unescape(accuracy))
+            for name, fid, accuracy in re.findall(r"<tr><td>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td>",
+                                                   table)}
+
+
+def test_conditional_run_gets_class_accuracy_and_a_row_per_class():
+    """class_values and metrics_html on hand-made features and logits of 3 classes (names b, a, c: the generator's
+    order, matched by name to a reference folder's sorted subfolders): the table's class accuracy and each class's
+    row (intra-class FID, accuracy of its samples) are `metrics.conditional` of the right rows; the mean row too."""
+    from genvision.metrics import conditional
+    from genvision.report import FinalMetrics, class_values, metrics_html
+
+    generator = torch.Generator().manual_seed(0)
+    requested = torch.tensor([0, 1, 2] * 20)
+    fake = torch.randn(60, 3, generator=generator, dtype=torch.float64) + requested[:, None].double()
+    logits = torch.nn.functional.one_hot((requested + (torch.arange(60) % 5 == 0)) % 3, 3).float()  # 1 in 5 wrong
+    logits[requested == 2] = torch.tensor([0.0, 0.0, 1.0])  # class c: every sample right
+    reference_labels = torch.tensor([0, 1, 2] * 30)  # subfolders a, b, c
+    real_features = torch.randn(90, 3, generator=generator, dtype=torch.float64) + 2 * reference_labels[:, None]
+    real = SimpleNamespace(features=real_features, labels=reference_labels, class_names=("a", "b", "c"))
+    generated = SimpleNamespace(features=fake, logits=logits)
+    values = class_values(generated, real, requested, ("b", "a", "c"), 3)
+    distances, mean = conditional.intra_class_fid(fake, requested, real_features, reference_labels, ["b", "a", "c"],
+                                                  [1, 0, 2])
+    accuracies = conditional.per_class_accuracy(logits, requested, 3)
+    assert accuracies[2] == 1.0 and accuracies[0] < 1.0
+    scored = {"fid": 1.0, "kid": (0.0, 0.0), "precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0}
+    page = metrics_html(FinalMetrics(values={**scored, **values}, num_samples=60, reference="folder"))
+    assert_printed(metrics_table(page)["class accuracy"], conditional.class_accuracy(logits, requested))
+    rows = class_table(page)
+    assert list(rows) == ["b", "a", "c", "mean"]
+    for index, name in enumerate(["b", "a", "c"]):
+        assert_printed(rows[name][0], distances[name])
+        assert_printed(rows[name][1], accuracies[index])
+    assert_printed(rows["mean"][0], mean)
+    assert_printed(rows["mean"][1], sum(accuracies) / 3)
+    unlabelled = class_values(generated, SimpleNamespace(labels=None), requested, ("b", "a", "c"), 3)
+    assert "fid_intra_class_mean" not in unlabelled and class_table(metrics_html(FinalMetrics(
+        values={**scored, **unlabelled})))["b"][0] == "–"
+    plain = metrics_html(FinalMetrics(values=scored))
+    assert "class accuracy" not in plain and "intra-class FID" not in plain
+
+
+def test_report_of_a_conditional_run_has_a_row_per_class(tmp_path):
+    """A tiny --conditional GAN run with FID on writes its report: the final table's class accuracy is the one it
+    logged (the same samples, the same classes), the per-class table has a row for each digit and the mean, and the
+    FID evaluations show the logged class accuracy."""
+    from helpers import train_to_completion
+
+    run = tmp_path / "run"
+    train_to_completion("train_gan.py", run, *TINY, *tiny_flags(latent_dim=8, fid_every=2), "--conditional",
+                        "--num-fid-samples", "60")
+    page = (run / "report.html").read_text()
+    (logged,) = [record for record in metrics_records(run) if "fid" in record]
+    assert_printed(metrics_table(page)["class accuracy"], logged["class_accuracy"])
+    rows = class_table(page)
+    assert list(rows) == [*"0123456789", "mean"] and all(fid != "–" for fid, _ in rows.values())
+    assert_printed(rows["mean"][1], logged["class_accuracy"])  # 6 samples of each class: the mean of the rows
+    assert "<th>class-accuracy</th>" in page
+
+
 def test_sample_scores_run_on_the_runs_device(monkeypatch):
     """KID and the k-NN scores (the reference split's N x N distances) are computed on the device the report is
     given (the run's accelerator), not on the CPU the features arrive on."""

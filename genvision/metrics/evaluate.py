@@ -7,7 +7,9 @@ generated, SOURCE_B real) and, when the classifier is the extractor, the classif
 formula of Salimans et al. 2016 on its logits) and class coverage; with --memorization, how many of SOURCE_A's
 images lie closer to a SOURCE_B (training) image than real held-out images do (`memorization`); with --fd-infinity
 FD-infinity (Chong & Forsyth 2020, arXiv:1911.07023), FID extrapolated to infinitely many SOURCE_A images. A
-generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`).
+generator SOURCE gives --num-samples samples with latents of --prior (`FeatureConfig.prior`); a class-conditional one
+draws its classes with the training set's frequencies (`sampling.class_labels`), and when it is SOURCE_A `fid` adds
+its conditional metrics (`metrics.conditional`: class accuracy, intra-class FID; see `conditional_scores`).
 
 Only the standard library and `genvision.config` load at import time (the CLI registers its flags from these
 dataclasses); torch and the extractors load inside the functions.
@@ -389,6 +391,11 @@ class FidReport:
     memorization_num_held_out: int | None = None  # how many
     memorization_distance_ratio: float | None = None  # median nearest-training distance, SOURCE_A / held-out
     closest_pairs: list[dict[str, Any]] | None = None  # {"generated": i, "training": j, "distance": d}, closest first
+    # SOURCE_A a class-conditional generator (`conditional_scores`): the share of its samples the classifier assigns
+    # to the requested class, and each class's FID against that class of a labelled SOURCE_B, with their mean.
+    class_accuracy: float | None = None
+    fid_intra_class: dict[str, float] | None = None
+    fid_intra_class_mean: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: the always-present keys plus every optional score that was computed."""
@@ -421,6 +428,21 @@ class FidReport:
                              f"{self.class_kl:.4f} ({self.source_a} against {self.source_b})")
         if self.copy_rate is not None:
             lines.append(memorization_line(self))
+        lines.extend(self.conditional_lines())
+        return lines
+
+    def conditional_lines(self) -> list[str]:
+        """The conditional metrics' lines (SOURCE_A a class-conditional generator); none otherwise."""
+        lines = []
+        if self.class_accuracy is not None:
+            lines.append(f"class accuracy {self.class_accuracy:.4f} (share of {self.source_a}'s samples the "
+                         "classifier assigns to the class they were drawn for)")
+        if self.fid_intra_class:
+            assert self.fid_intra_class_mean is not None
+            per_class = ", ".join(f"{name} {format_number(value)}" for name, value in self.fid_intra_class.items())
+            lines.append(f"intra-class FID {format_number(self.fid_intra_class_mean)} (mean over "
+                         f"{len(self.fid_intra_class)} classes, each against that class of {self.source_b}: "
+                         f"{per_class})")
         return lines
 
 
@@ -531,17 +553,22 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
                          "(mu and sigma only); pass the images or the generator")
     held_out = memorization_held_out(resolved[1], config.held_out) if config.memorization else None
     priors = generator_priors(config, resolved)
+    class_names = conditional_class_names(resolved[0], config)  # SOURCE_A a class-conditional generator
     kind = choose_features(config, resolved)
     device = resolve_device(config.device)
-    extractor = make_extractor(config, device, kind)
+    # --classifier beside other features grades a conditional SOURCE_A's classes (`conditional_scores`): not ignored
+    extractor = make_extractor(dataclasses.replace(config, classifier="") if class_names and kind != "classifier"
+                               else config, device, kind)
     options = source_options(config, device, extractor, resolved)
-    need_features = config.kid or config.precision_recall or config.memorization
+    labelled_b = bool(class_names) and resolved[1].kind in ("dataset", "folder")  # may hold labels: intra-class FID
+    need_features = config.kid or config.precision_recall or config.memorization or labelled_b
     results: list[SourceStatistics | None] = [None, None]
     for index in sorted(range(2), key=lambda i: resolved[i].kind != "stats"):
         # FD-infinity subsamples SOURCE_A alone: SOURCE_B may stay a statistics file
         features = need_features or (config.fd_infinity and index == 0)
         results[index] = source_statistics(resolved[index], extractor, options, need_features=features,
-                                           need_logits=bool(extractor.num_classes))
+                                           need_logits=bool(extractor.num_classes),
+                                           need_labels=bool(class_names) and (index == 0 or labelled_b))
     side_a, side_b = results
     assert side_a is not None and side_b is not None
     for side in (side_a, side_b):
@@ -588,4 +615,66 @@ def evaluate_fid(source_a: str, source_b: str, config: FidConfig) -> FidReport:
         report.memorization_num_held_out = check["num_held_out"]
         report.memorization_distance_ratio = check["distance_ratio"]
         report.closest_pairs = [dict(pair) for pair in check["closest_pairs"]]
+    if class_names:
+        conditional_scores(report, side_a, side_b, class_names, extractor, config, options, resolved[0])
     return report
+
+
+def conditional_class_names(source: "Source", config: FeatureConfig) -> tuple[str, ...]:
+    """The class names of a class-conditional generator SOURCE sampled from its prior (checkpoint.json alone); ()
+    for any other source, an unconditional generator, and --reconstructions."""
+    if source.kind != "generator" or getattr(config, "reconstructions", ""):
+        return ()
+    from genvision.checkpoint import resolve_checkpoint
+    from genvision.generators import checkpoint_classes
+
+    return checkpoint_classes(resolve_checkpoint(source.path))[0]
+
+
+def conditional_scores(report: FidReport, side_a: "SourceStatistics", side_b: "SourceStatistics",
+                       class_names: tuple[str, ...], extractor: "FeatureExtractor", config: FidConfig,
+                       options: "SourceOptions", source_a: "Source") -> None:
+    """Fill the conditional metrics of a class-conditional generator SOURCE_A (`metrics.conditional`), from the
+    gathered features, logits and requested labels (the same on every rank; nothing random):
+
+    - `class_accuracy`: the classifier's argmax against the requested class. With classifier features the logits
+      are those of the FID pass; with other features (Inception) only when --classifier FILE names a classifier,
+      which then scores the same samples (drawn again: same seed, same images) in a second pass; else skipped with
+      a note. Also skipped when the classifier's class count is not the generator's.
+    - `fid_intra_class` and its mean: against SOURCE_B's classes when SOURCE_B has labels (a dataset spec, matched
+      by index; a folder with one subfolder per class, matched by name); else skipped with a note.
+    """
+    import torch
+
+    from genvision import distributed
+    from genvision.metrics import conditional
+    from genvision.metrics.sources import source_statistics
+
+    device = torch.device(options.device)
+
+    def note(message: str) -> None:
+        if distributed.is_main():
+            print(f"note: {message}", file=sys.stderr)
+
+    classifier, logits = extractor, side_a.logits
+    if not extractor.num_classes and config.classifier:
+        classifier = make_extractor(dataclasses.replace(config, inception_weights=""), device, "classifier")
+        logits = source_statistics(source_a, classifier, options, need_logits=True).logits
+    if logits is None:
+        note(f"class accuracy not computed: the {extractor.describe()} features have no classifier head (pass "
+             "--features classifier, or --classifier FILE to grade the samples with that classifier)")
+    elif classifier.num_classes != len(class_names):
+        note(f"class accuracy not computed: the classifier has {classifier.num_classes} classes, {source_a} "
+             f"{len(class_names)}")
+    else:
+        report.class_accuracy = conditional.class_accuracy(logits, side_a.labels)
+    if side_b.labels is None:
+        note(f"intra-class FID not computed: {side_b.source} has no class labels (expected a labelled dataset spec "
+             "or a folder with one subfolder per class)")
+        return
+    mapping, why = conditional.match_classes(class_names, side_b.class_names, side_b.labels)
+    if mapping is None:
+        note(f"intra-class FID not computed: the classes of {source_a} and {side_b.source} differ ({why})")
+        return
+    report.fid_intra_class, report.fid_intra_class_mean = conditional.intra_class_fid(
+        side_a.features, side_a.labels, side_b.features, side_b.labels, class_names, mapping, options.device)

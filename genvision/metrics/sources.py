@@ -9,7 +9,10 @@ On that path 28-px digits are padded to 32 px, as `data.prepare_image` pads data
 `extract` accumulates `stats.FeatureStats` (FID, Heusel et al. 2017), optionally keeping raw features (KID,
 precision/recall) and classifier logits; `generated_statistics` is the one scoring path of generated samples
 (training FID, the report, `fid` / `stats`). Reference statistics of dataset specs are cached
-(`reference_cache_path`); folders and generators never are: their content changes.
+(`reference_cache_path`); folders and generators never are: their content changes. Asked for (`need_labels`), a
+source also gives the label of each image in the order of its features, for the conditional metrics
+(`metrics.conditional`): a dataset's labels, a folder's class subfolders, a conditional generator's requested
+classes.
 """
 
 from __future__ import annotations
@@ -420,6 +423,10 @@ class SourceStatistics:
     logits: Tensor | None = None  # (N, num_classes)
     from_cache: bool = False
     metadata: StatsMetadata | None = field(default=None, repr=False)
+    # With need_labels: int64 (N,) in the order of the features: a dataset's labels, a folder's class subfolder
+    # indices, a conditional generator's requested labels; None when the source has none (`source_statistics`).
+    labels: Tensor | None = None
+    class_names: tuple[str, ...] = ()  # names of the labels where known: a folder's subfolders, a generator's classes
 
 
 def default_dataset_resolution(extractor: FeatureExtractor) -> int:
@@ -512,7 +519,8 @@ def sidecar_path(stats_path: Path) -> Path:
 
 
 def _read_sidecar(path: Path, count: int) -> dict[str, Tensor]:
-    """The cached raw features / logits beside a reference stats file; {} when absent or inconsistent."""
+    """The cached raw features / logits (N, ...) and labels (N,) beside a reference stats file; {} when absent or
+    inconsistent."""
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -521,7 +529,8 @@ def _read_sidecar(path: Path, count: int) -> dict[str, Tensor]:
         tensors = load_file(str(path))
     except Exception:  # an unreadable cache is rebuilt, never trusted
         return {}
-    return {key: value for key, value in tensors.items() if value.ndim == 2 and value.shape[0] == count}
+    return {key: value for key, value in tensors.items()
+            if value.ndim == (1 if key == "labels" else 2) and value.shape[0] == count}
 
 
 def _write_reference_cache(path: Path, result: SourceStatistics) -> None:
@@ -534,6 +543,8 @@ def _write_reference_cache(path: Path, result: SourceStatistics) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {key: value.detach().to(torch.float32).contiguous().cpu()
                    for key, value in (("features", result.features), ("logits", result.logits)) if value is not None}
+        if result.labels is not None:  # int64, small: always cached with the logits
+            tensors["labels"] = result.labels.detach().to(torch.int64).contiguous().cpu()
         side = sidecar_path(path)
         if tensors:
             atomic_save(side, lambda tmp: save_file(tensors, tmp, metadata={"num_samples": str(result.count)}))
@@ -547,8 +558,11 @@ def _write_reference_cache(path: Path, result: SourceStatistics) -> None:
 
 
 def dataset_statistics(source: Source, extractor: FeatureExtractor, options: SourceOptions, *,
-                       need_features: bool = False, need_logits: bool = False) -> SourceStatistics:
-    """Statistics of a dataset spec, through the on-disk reference cache (see the module docstring).
+                       need_features: bool = False, need_logits: bool = False,
+                       need_labels: bool = False) -> SourceStatistics:
+    """Statistics of a dataset spec, through the on-disk reference cache (see the module docstring); with
+    `need_labels` the dataset's labels too (whole on every rank, in the order of the features; cached beside the
+    logits, so a cache entry written without them is recomputed once).
 
     Under torchrun the images are downloaded (--download) and decoded once per machine, by its local rank 0, which
     writes them to the decoded-image cache (`data.load_dataset`) while the other ranks wait
@@ -570,14 +584,15 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
             mu, sigma, metadata = load_stats(path, extractor.metadata(), expected_dim=extractor.num_features)
         except UsageError:
             metadata = None  # a corrupt or foreign cache entry is recomputed, never trusted
-        extras = _read_sidecar(sidecar_path(path), metadata.num_samples) if metadata and (need_features or
-                                                                                         need_logits) else {}
+        extras = _read_sidecar(sidecar_path(path), metadata.num_samples) if metadata and (
+            need_features or need_logits or need_labels) else {}
         usable = metadata is not None and (not need_features or "features" in extras) and (
-            not need_logits or "logits" in extras)
+            not need_logits or "logits" in extras) and (not need_labels or "labels" in extras)
         if distributed.all_agree(usable):
             assert metadata is not None
             return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma,
-                                    extras.get("features"), extras.get("logits"), True, metadata)
+                                    extras.get("features"), extras.get("logits"), True, metadata,
+                                    labels=extras.get("labels") if need_labels else None)
     with distributed.local_main_first():
         data = load_dataset(source.spec, resolution, 0, options.data_root, options.download,
                             image_column=options.image_column, label_column=options.label_column)
@@ -586,8 +601,11 @@ def dataset_statistics(source: Source, extractor: FeatureExtractor, options: Sou
     stats, logits = extract(data.images[shard.start:shard.stop], extractor, options.batch_size, options.device,
                             need_features, bool(extractor.num_classes), name=str(source), notes=notes)
     result = _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
+    result.labels = data.labels.to(torch.int64).cpu()  # every rank decoded every label: the one-process order
     if options.use_cache and distributed.is_main():
         _write_reference_cache(path, result)
+    if not need_labels:
+        result.labels = None
     return result
 
 
@@ -598,13 +616,22 @@ def generator_images(source: Source, options: SourceOptions, sharded: bool = Fal
     With `options.reconstructions` (a dataset spec) the generator must be a VAE, and gives instead its posterior-mean
     reconstructions of every image of that split (`generators.reconstruction_images`), whole on every rank.
     """
+    return generator_samples(source, options, sharded)[0]
+
+
+def generator_samples(source: Source, options: SourceOptions, sharded: bool = False, with_labels: bool = False
+                      ) -> tuple[Tensor, Tensor | None, tuple[str, ...]]:
+    """(`generator_images`, the requested labels of those samples, the generator's class names): `with_labels`, for
+    a conditional generator the labels (this rank's block when `sharded`, `sampling.shard_labels`; all of them
+    otherwise) are those `sampling.generate` drew with the training set's class frequencies; (images, None, ()) for
+    an unconditional generator, for reconstructions and without `with_labels`."""
     if options.reconstructions:
         from genvision.generators import reconstruction_images
 
         images = reconstruction_images(str(source.path), options.reconstructions, options.batch_size,
                                        options.device, options.data_root)
         _require_two(f"{source} (reconstructions of {options.reconstructions})", images.shape[0])
-        return images
+        return images, None, ()
     try:
         from genvision.sampling import generate, generate_shard, load_generator
     except ImportError:
@@ -615,14 +642,44 @@ def generator_images(source: Source, options: SourceOptions, sharded: bool = Fal
               if sharded else generate(loaded, options.num_samples, options.seed, options.batch_size, options.device))
     if images.dtype != torch.uint8:
         raise UsageError(f"{source}: the generator returned {images.dtype} images, expected uint8")
-    return images
+    labels = generator_labels(loaded, options, sharded) if with_labels else None
+    return images, labels, tuple(loaded.class_names) if labels is not None else ()
+
+
+def generator_labels(loaded, options: SourceOptions, sharded: bool) -> Tensor | None:
+    """The class each sample of a loaded conditional generator was drawn for (int64 on the CPU): this rank's block
+    when `sharded` (`sampling.shard_labels`, the blocks of `options.batch_size`), else all `options.num_samples`
+    (`sampling.requested_labels`); None for an unconditional generator."""
+    from genvision import sampling
+
+    labels = (sampling.shard_labels(loaded, options.num_samples, options.seed, batch_size=options.batch_size)
+              if sharded else sampling.requested_labels(loaded, options.num_samples, options.seed))
+    return None if labels is None else labels.to(torch.int64).cpu()
+
+
+def folder_labels(files: Sequence[str], root: Path) -> tuple[Tensor | None, tuple[str, ...]]:
+    """(int64 labels (N,), class names) of image files under `root`, by their first-level subfolder as
+    `data.list_folder` reads them (names sorted, label i = the i-th name); (None, ()) when some file lies directly
+    in `root` or there is a single subfolder: no classes."""
+    parts = [Path(os.path.relpath(file, root)).parts for file in files]
+    if not parts or any(len(part) < 2 for part in parts):
+        return None, ()
+    names = sorted({part[0] for part in parts})
+    if len(names) < 2:
+        return None, ()
+    index = {name: i for i, name in enumerate(names)}
+    return torch.tensor([index[part[0]] for part in parts], dtype=torch.int64), tuple(names)
 
 
 def source_statistics(source: Source | str, extractor: FeatureExtractor, options: SourceOptions | None = None, *,
-                      need_features: bool = False, need_logits: bool = False) -> SourceStatistics:
+                      need_features: bool = False, need_logits: bool = False,
+                      need_labels: bool = False) -> SourceStatistics:
     """FID statistics of any SOURCE with `extractor`; raw features / logits too when asked for and available.
 
-    Statistics files have neither: asking them for raw features is a UsageError; logits are simply None.
+    Statistics files have neither: asking them for raw features is a UsageError; logits are simply None. With
+    `need_labels`, `labels` (int64 (N,), in the order of the features, on every rank) and `class_names` where the
+    source has them: a dataset spec's labels (`class_names` empty: matched by index), a folder's class subfolders
+    (at least 2), a conditional generator's requested labels and class names; None for other sources.
     """
     options = options or SourceOptions()
     if isinstance(source, str):
@@ -639,11 +696,11 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
         return SourceStatistics(str(source), source.kind, metadata.num_samples, mu, sigma, metadata=metadata)
     if source.kind == "dataset":
         return dataset_statistics(source, extractor, options, need_features=need_features,
-                                  need_logits=with_logits)
+                                  need_logits=with_logits, need_labels=need_labels)
     if source.kind == "folder":
-        files = list_images(source.path)
-        shard = distributed.shard_range(len(files), options.batch_size)
-        files = files[shard.start:shard.stop]
+        listed = list_images(source.path)
+        shard = distributed.shard_range(len(listed), options.batch_size)
+        files = listed[shard.start:shard.stop]
         decode_workers, torch_threads = split_cpu_cores(torch.device(options.device))
         notes = GeometryNotes(str(source), extractor)
         with limited_torch_threads(torch_threads):
@@ -653,11 +710,18 @@ def source_statistics(source: Source | str, extractor: FeatureExtractor, options
             # geometry, which its own notes would record as a second image side.
             stats, logits = extract(batches, extractor, options.batch_size, options.device, need_features,
                                     with_logits, total=len(files), name=str(source))
-        return _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
+        result = _from_feature_stats(str(source), source.kind, stats, logits, extractor, notes)
+        if need_labels:  # every rank listed every file: the labels are whole, in the one-process order
+            result.labels, result.class_names = folder_labels(listed, source.path)
+        return result
     if source.kind == "generator":
         # Samples are split by index across ranks; a VAE's reconstructions of a split are made whole on every rank.
         sharded = not options.reconstructions
-        return generated_statistics(generator_images(source, options, sharded), extractor, options.batch_size,
-                                    options.device, name=str(source), need_features=need_features,
-                                    need_logits=with_logits, sharded=sharded)
+        images, labels, class_names = generator_samples(source, options, sharded, with_labels=need_labels)
+        result = generated_statistics(images, extractor, options.batch_size, options.device, name=str(source),
+                                      need_features=need_features, need_logits=with_logits, sharded=sharded)
+        if need_labels and labels is not None:  # gathered in rank order, like the features and logits
+            result.labels = distributed.all_gather_rows(labels) if sharded else labels
+            result.class_names = class_names
+        return result
     raise ValueError(f"unknown source kind {source.kind!r}")

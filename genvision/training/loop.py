@@ -29,7 +29,7 @@ from genvision.checkpoint import Checkpoint, prune, remove_stale_temps, save_che
 from genvision.errors import TrainingDiverged
 from genvision.training import common
 from genvision.training.finish import finish, write_fixed_grid
-from genvision.training.fid import block_log
+from genvision.training.fid import block_log, class_accuracy_log
 from genvision.training.plan import (RunPlan, check_same_extractor, fetch_features, is_main_launch_process, plan_run,
                                      recheck_run_dir)
 
@@ -176,10 +176,12 @@ def run_schedule(task: Task, plan: RunPlan, accelerator,
             fid = fid_evaluator(task.sampler(), prior)
             if main:
                 blocks = getattr(fid_evaluator, "last_blocks", {})
-                common.log_metrics(run_dir, {"step": state.step, "fid": round(fid, 5), **block_log(blocks)},
-                                   accelerator, state.step)
+                accuracy = class_accuracy_log(fid_evaluator)  # a conditional run graded by a classifier
+                common.log_metrics(run_dir, {"step": state.step, "fid": round(fid, 5), **block_log(blocks),
+                                             **accuracy}, accelerator, state.step)
                 by_block = ", ".join(f"{name} {value:.3f}" for name, value in blocks.items())
-                progress.write(f"step {state.step}: FID {fid:.3f}" + (f" ({by_block})" if by_block else ""))
+                progress.write(f"step {state.step}: FID {fid:.3f}" + (f" ({by_block})" if by_block else "")
+                               + (f", class accuracy {accuracy['class_accuracy']:.4f}" if accuracy else ""))
         if due.checkpoint or due.fid:
             save_checkpoints(task, config, accelerator, run_dir, state, fid, due.checkpoint)
     progress.close()
@@ -302,7 +304,8 @@ def train(task_class, config, given: set[str] | None = None) -> dict:
     if plan.config.fid_every > 0:  # every rank: the reference statistics are built (and cached) sharded, before step 1
         from genvision.training.fid import TrainingFID
 
-        evaluator = TrainingFID.from_config(plan.config, accelerator.device)
+        evaluator = TrainingFID.from_config(plan.config, accelerator.device,
+                                            class_counts=getattr(task, "class_counts", ()))
         check_same_extractor(plan.checkpoint, evaluator.describe())
     # Before the first write: the main process locks the run folder (one run writes it) and checks it again.
     lock, rechecked = common.claim_run_dir(accelerator, plan.run_dir, lambda: recheck_run_dir(plan))

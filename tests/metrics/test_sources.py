@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -386,3 +387,85 @@ def test_features_are_extracted_without_tf32_or_autocast_and_the_settings_come_b
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels (`need_labels`): for the conditional metrics.
+
+
+def test_dataset_labels_come_with_the_features_and_are_cached(extractor, tmp_path, monkeypatch):
+    """mnist5k:test's labels, in the order of its features; cached beside the logits (the second call extracts
+    nothing); a cache entry written without them is recomputed once."""
+    from safetensors.torch import load_file, save_file
+
+    from genvision.data import load_dataset
+
+    calls = record_calls(monkeypatch, sources, "extract", "name")
+    options = SourceOptions(cache_dir=tmp_path / "stats")
+    expected = load_dataset("mnist5k:test").labels
+    first = source_statistics("mnist5k:test", extractor, options, need_logits=True, need_labels=True)
+    assert len(calls) == 1 and torch.equal(first.labels, expected) and first.labels.dtype == torch.int64
+    assert first.class_names == ()  # a dataset spec: matched by index
+    second = source_statistics("mnist5k:test", extractor, options, need_logits=True, need_labels=True)
+    assert len(calls) == 1 and second.from_cache and torch.equal(second.labels, expected)
+    assert source_statistics("mnist5k:test", extractor, options).labels is None  # not asked for
+    (sidecar,) = (tmp_path / "stats").glob("*.features.safetensors")
+    save_file({"logits": load_file(str(sidecar))["logits"]}, str(sidecar))  # an entry of an earlier version
+    third = source_statistics("mnist5k:test", extractor, options, need_labels=True)
+    assert len(calls) == 2 and not third.from_cache and torch.equal(third.labels, expected)
+
+
+def test_folder_labels_are_its_class_subfolders_in_file_order(extractor, tmp_path):
+    write_pngs(torch.zeros(3, 1, 32, 32, dtype=torch.uint8), tmp_path / "cls" / "seven")
+    write_pngs(torch.full((2, 1, 32, 32), 255, dtype=torch.uint8), tmp_path / "cls" / "one")
+    result = source_statistics(str(tmp_path / "cls"), extractor, SourceOptions(batch_size=2), need_labels=True)
+    assert result.class_names == ("one", "seven") and result.labels.tolist() == [0, 0, 1, 1, 1]
+    features = source_statistics(str(tmp_path / "cls"), extractor, need_features=True).features
+    assert (features[:2] != features[2]).any(dim=1).all()  # rows 0-1 are the white "one" images: same order
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), tmp_path / "flat")
+    flat = source_statistics(str(tmp_path / "flat"), extractor, need_labels=True)
+    assert flat.labels is None and flat.class_names == ()
+    write_pngs(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), tmp_path / "single" / "only")
+    assert source_statistics(str(tmp_path / "single"), extractor, need_labels=True).labels is None
+
+
+def loaded_generator(class_counts: tuple[int, ...] = ()):
+    """A `generators.LoadedGenerator` around a fixed function (a conditional one when `class_counts`): the class
+    sets the image's brightness, so the features tell the classes apart."""
+    from genvision.checkpoint import Checkpoint
+    from genvision.generators import LoadedGenerator
+
+    weight = torch.linspace(-1, 1, 4 * 32 * 32).reshape(4, 32 * 32)
+
+    def decode(latents, labels=None):
+        images = torch.tanh(latents @ weight).reshape(-1, 1, 32, 32)
+        return images if labels is None else images * 0.5 + (labels.float() / 3 - 0.4)[:, None, None, None]
+
+    names = tuple(f"c{index}" for index in range(len(class_counts)))
+    return LoadedGenerator(decode, 4, 32, 1, Checkpoint(Path("stand-in"), {}), False, class_names=names,
+                           class_counts=tuple(class_counts))
+
+
+def test_conditional_generator_gives_the_labels_it_was_sampled_with(extractor, monkeypatch, tmp_path):
+    """The requested labels are those `sampling.generate_shard` drew the samples with (`sampling.shard_labels` of
+    the same batch blocks, gathered), with the generator's class names; an unconditional generator and a source
+    asked for no labels have none."""
+    from genvision import sampling
+
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: loaded_generator((5, 3, 2)))
+    source = sources.Source("gen", "generator", tmp_path)
+    options = SourceOptions(num_samples=10, seed=4, batch_size=3)
+    result = source_statistics(source, extractor, options, need_features=True, need_labels=True)
+    expected = sampling.class_labels(10, (5, 3, 2), 4)
+    assert torch.equal(result.labels, expected) and result.class_names == ("c0", "c1", "c2")
+    assert expected.bincount().tolist() == [5, 3, 2]
+    one = source_statistics(source, extractor, options, need_features=True)  # same samples, no labels asked
+    assert one.labels is None and torch.equal(one.features, result.features)
+    drawn = sampling.generate(loaded_generator((5, 3, 2)), 10, 4, labels=expected)  # each row drawn for its label
+    by_label = extract(drawn, extractor, keep_features=True)[0].features()
+    torch.testing.assert_close(result.features, by_label)
+    other = extract(sampling.generate(loaded_generator((5, 3, 2)), 10, 4, labels=(expected + 1) % 3), extractor,
+                    keep_features=True)[0].features()
+    assert not torch.allclose(result.features, other)  # the labels matter to the images
+    monkeypatch.setattr(sampling, "load_generator", lambda *args, **kwargs: loaded_generator())
+    assert source_statistics(source, extractor, options, need_labels=True).labels is None

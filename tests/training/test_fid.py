@@ -2,6 +2,7 @@
 eigendecomposition per evaluation, on the run's device, on rank 0 with its value broadcast (extraction and sampling
 stubbed). The samples: they stay on the run's device from the generator to the extractor, and score as on the CPU."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -132,3 +133,79 @@ def test_generated_samples_stay_on_the_device_up_to_the_extractor(classifier_fil
     assert [copy.dtype for copy in cuda.to_host() if copy.dtype == torch.uint8] == []
     assert [copy.shape[0] for copy in cuda.to_device(torch.float32) if copy.shape[1:] == (LATENT_DIM,)] == [32, 32, 6]
     assert fid == expected
+
+
+def test_conditional_run_scores_fixed_labels_and_their_class_accuracy(classifier_file, tmp_path):
+    """A conditional run: each draw gets its fixed class (`sampling.class_labels` of the run's counts and seed),
+    handed to sampler(z, labels) and prior(eps, u, labels) batch by batch; `last_class_accuracy` is the
+    classifier's argmax against those classes on the very images scored, the same at every call."""
+    from genvision import sampling
+    from genvision.metrics.conditional import class_accuracy
+    from genvision.metrics.sources import extract
+
+    extractor = ClassifierExtractor.from_file(classifier_file)
+    reference = tmp_path / "reference.npz"
+    save_stats(reference, np.zeros(extractor.num_features), np.eye(extractor.num_features), extractor.metadata())
+    counts = [7] * extractor.num_classes
+    fid = training_fid.TrainingFID(str(reference), extractor, 70, LATENT_DIM, seed=1, data_root="data",
+                                   device="cpu", batch_size=32, class_counts=counts)
+    expected_labels = sampling.class_labels(70, counts, 1)
+    seen, images, priors = [], [], []
+
+    def conditional_sampler(latents, labels):
+        seen.append(labels)
+        out = sampler(latents) * (1 - 0.1 * labels.float())[:, None, None, None]  # the class changes the image
+        images.append(out)
+        return out
+
+    def prior(eps, u, labels):
+        priors.append(labels)
+        return eps
+
+    value = fid(conditional_sampler, prior)
+    assert [len(labels) for labels in seen] == [32, 32, 6] and torch.equal(torch.cat(seen), expected_labels)
+    assert torch.equal(torch.cat(priors), expected_labels)
+    from genvision.imageconv import to_uint8
+
+    _, logits = extract(to_uint8(torch.cat(images)), extractor, with_logits=True)
+    assert fid.last_class_accuracy == class_accuracy(logits, expected_labels)
+    assert fid(conditional_sampler, prior) == value and fid.last_class_accuracy == class_accuracy(logits,
+                                                                                                   expected_labels)
+    assert training_fid.class_accuracy_log(fid) == {"class_accuracy": round(fid.last_class_accuracy, 5)}
+
+
+def test_class_accuracy_needs_a_classifier_of_the_runs_classes(classifier_file, tmp_path):
+    """Unconditional runs, and a classifier whose class count is not the run's, log no class accuracy."""
+    extractor = ClassifierExtractor.from_file(classifier_file)
+    reference = tmp_path / "reference.npz"
+    save_stats(reference, np.zeros(extractor.num_features), np.eye(extractor.num_features), extractor.metadata())
+    other = training_fid.TrainingFID(str(reference), extractor, 20, LATENT_DIM, seed=1, data_root="data",
+                                     device="cpu", batch_size=32, class_counts=[3, 4])
+    other(lambda latents, labels: sampler(latents))
+    assert other.last_class_accuracy is None and training_fid.class_accuracy_log(other) == {}
+    plain = training_fid.TrainingFID(str(reference), extractor, 20, LATENT_DIM, seed=1, data_root="data",
+                                     device="cpu", batch_size=32)
+    plain(sampler)
+    assert plain.labels is None and training_fid.class_accuracy_log(plain) == {}
+
+
+@pytest.mark.parametrize("script", ["train_gan.py", "train_vae.py"])
+def test_conditional_runs_log_the_fid_and_class_accuracy_genvision_fid_gives(tmp_path, script):
+    """A tiny --conditional run with FID on logs fid and class_accuracy; `genvision fid CKPT REFERENCE
+    --num-samples K --seed S` of its checkpoint gives both to the logged digits (the same draws, the same classes),
+    and its intra-class FIDs (10 classes of mnist5k:train)."""
+    from helpers import TINY_GAN, TINY_VAE, metrics_records, run_genvision, train_to_completion
+
+    out = tmp_path / "run"
+    tiny = TINY_GAN if script == "train_gan.py" else [*TINY_VAE, "--prior", "normal"]
+    train_to_completion(script, out, *tiny, "--conditional", "--num-steps", "2", "--fid-every", "2",
+                        "--num-fid-samples", "60", "--log-every", "1", "--sample-every", "0", "--checkpoint-every", "2",
+                        "--report-to", "none", "--seed", "3")
+    (logged,) = [record for record in metrics_records(out) if "fid" in record]
+    scored = run_genvision("fid", out / "checkpoints" / "step-000002", "mnist5k:train", "--num-samples", "60",
+                           "--seed", "3", "--json")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    report = json.loads(scored.stdout)
+    assert round(report["fid"], 5) == logged["fid"]
+    assert round(report["class_accuracy"], 5) == logged["class_accuracy"]
+    assert list(report["fid_intra_class"]) == list("0123456789") and report["fid_intra_class_mean"] > 0
