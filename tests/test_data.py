@@ -974,3 +974,42 @@ def test_describe(mnist5k_test):
 
     assert json.loads(data.describe(mnist5k_test)) == {"dataset": "mnist5k:test", "images": 500,
                                                       "shape": [1, 32, 32], "classes": 10}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class names (class-conditional training, train-classifier), read without decoding.
+
+
+def test_class_names_of_each_labelled_source(tmp_path):
+    config = DataConfig()
+    assert data.class_names("mnist5k", "--dataset", config) == tuple("0123456789")
+    assert data.class_names("fashion-mnist:test", "--dataset", config)[-1] == "Ankle boot"
+    assert data.class_names("cifar10", "--dataset", config)[:2] == ("airplane", "automobile")
+    for name in ("b", "a"):
+        write_pngs_to(tmp_path / "labelled" / name)
+    assert data.class_names(f"folder:{tmp_path / 'labelled'}", "--dataset", config) == ("a", "b")
+
+
+def write_pngs_to(folder, count: int = 2) -> None:
+    folder.mkdir(parents=True)
+    for index in range(count):
+        Image.fromarray(np.full((8, 8), 40 * index, dtype=np.uint8), "L").save(folder / f"{index}.png")
+
+
+@pytest.mark.parametrize("layout, words", [("loose", "not in class subfolders"), ("one", "1 class subfolder (x)")])
+def test_class_names_refuse_unlabelled_and_one_class_folders(tmp_path, layout, words):
+    write_pngs_to(tmp_path / "loose" if layout == "loose" else tmp_path / "one" / "x")
+    with pytest.raises(UsageError, match=r"--dataset folder:.*" + words.replace("(", r"\(").replace(")", r"\)")) as error:
+        data.class_names(f"folder:{tmp_path / layout}", "--dataset", DataConfig(), needs="--conditional")
+    assert "\n" not in str(error.value)
+
+
+def test_class_names_refuse_a_dataset_without_classes():
+    with pytest.raises(UsageError, match="celeba has no class labels .* --conditional needs a labelled dataset"):
+        data.class_names("celeba", "--dataset", DataConfig(), needs="--conditional")
+
+
+def test_batches_count_the_images_of_each_class():
+    images = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
+    batches = InMemoryBatches(ImageData(images, torch.tensor([0, 2, 2, 1, 2, 0]), 3, "x"), 2)
+    assert batches.class_counts(3) == (2, 1, 3) and batches.class_counts(4) == (2, 1, 3, 0)

@@ -302,16 +302,31 @@ def held_out_negative_elbo(model: ConvVAE, images: torch.Tensor, config: VAEConf
     return mean_per_image(model, images, batch_total, device, batch_size, labels)
 
 
+class _GivenLabels:
+    """A conditional VAE with the labels of one batch fixed: encode(x) and decode(z), as `losses` calls them."""
+
+    def __init__(self, model: ConvVAE, labels: torch.Tensor) -> None:
+        self.model, self.labels = model, labels
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(x, self.labels)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z, self.labels)
+
+
 def held_out_iw_nll(model: ConvVAE, images: torch.Tensor, config: VAEConfig, num_samples: int, device,
-                    batch_size: int = 100, seed: int = 0) -> float:
-    """Importance-weighted NLL bound (Burda et al. 2016, k = num_samples) in nats per image."""
+                    batch_size: int = 100, seed: int = 0, labels: torch.Tensor | None = None) -> float:
+    """Importance-weighted NLL bound (Burda et al. 2016, k = num_samples) in nats per image; a conditional VAE's
+    (`labels` (N,) given) bounds -log p(x | y)."""
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    def batch_total(x: torch.Tensor) -> float:
-        return importance_weighted_nll(model, x, num_samples, likelihood_family(config),
+    def batch_total(x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        conditioned = model if y is None else _GivenLabels(model, y)
+        return importance_weighted_nll(conditioned, x, num_samples, likelihood_family(config),
                                        likelihood_sigma(model, config), generator).sum().item()
 
-    return mean_per_image(model, images, batch_total, device, batch_size)
+    return mean_per_image(model, images, batch_total, device, batch_size, labels)
 
 
 def train_vae(config: VAEConfig, given: set[str] | None = None) -> dict:
@@ -339,9 +354,10 @@ def evaluate_vae(source: str, dataset: str = "", num_importance_samples: int = 1
     model, config, checkpoint = load_vae(source)
     model.to(device)
     spec, images = held_out_images(config, dataset)
+    labels = held_out_labels(config, dataset) if getattr(model, "num_classes", 0) else None  # conditional: log p(x|y)
     family = likelihood_family(config)
-    nelbo = held_out_negative_elbo(model, images, config, device, seed=seed)
-    iw_nll = held_out_iw_nll(model, images, config, num_importance_samples, device, seed=seed)
+    nelbo = held_out_negative_elbo(model, images, config, device, seed=seed, labels=labels)
+    iw_nll = held_out_iw_nll(model, images, config, num_importance_samples, device, seed=seed, labels=labels)
     dims = images[0].numel()
     return {"checkpoint": str(checkpoint.path), "step": checkpoint.step, "dataset": spec, "num_images": len(images),
             "likelihood": config.likelihood, "negative_elbo_nats": nelbo,

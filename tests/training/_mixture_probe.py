@@ -1,4 +1,5 @@
-"""Probe for test_vae_prior.py, started by torchrun with 2 gloo processes: `_mixture_probe.py OUT_DIR IMAGE_FOLDER`.
+"""Probe for test_vae_prior.py, started by torchrun with 2 gloo processes: `_mixture_probe.py OUT_DIR IMAGE_FOLDER
+[conditional]` (conditional: IMAGE_FOLDER has 2 class subfolders and the VAE and its mixture are per class).
 
 Each rank builds a tiny VAE of its own (seeded by rank: other weights, so other posterior means than rank 0's),
 fits the mixture prior as the schedule does (`VAETask.mixture` on a task holding only what it reads), and saves every
@@ -21,10 +22,11 @@ from genvision.training.vae import VAETask
 
 if __name__ == "__main__":
     out_dir, folder = Path(sys.argv[1]), sys.argv[2]
+    conditional = sys.argv[3:] == ["conditional"]
     accelerator = make_accelerator("no")
     rank = accelerator.process_index
     config = VAEConfig(dataset=f"folder:{folder}", latent_dim=3, base_channels=4, likelihood="bernoulli",
-                       prior_components=2, prior_fit_images=16)
+                       prior_components=4 if conditional else 2, prior_fit_images=16, conditional=conditional)
     encoded = []
     real_posterior_means = prior_fit.posterior_means
 
@@ -36,8 +38,9 @@ if __name__ == "__main__":
     torch.manual_seed(rank)
     task = VAETask.__new__(VAETask)
     task.config, task.accelerator, task.step = config, accelerator, 0
-    task.model = ConvVAE(config.latent_dim, config.base_channels, 1, config.resolution)
-    task._mixture, task._mixture_step, task._prior_fit_images = None, -1, None
+    task.num_classes = 2 if conditional else 0
+    task.model = ConvVAE(config.latent_dim, config.base_channels, 1, config.resolution, num_classes=task.num_classes)
+    task._mixture, task._mixture_step, task._prior_fit_images, task._prior_fit_labels = None, -1, None, None
     mixture = task.mixture()
     save_file({name: buffer.contiguous() for name, buffer in mixture.named_buffers()},
               str(out_dir / f"rank{rank}.safetensors"))

@@ -8,8 +8,6 @@ import torch
 from PIL import Image
 
 from genvision.checkpoint import read_checkpoint
-from genvision.data import class_names
-from genvision.config import GANConfig
 from helpers import TINY_GAN, assert_one_line_error, cli, noise_images, train_to_completion, write_pngs
 
 
@@ -42,13 +40,6 @@ def test_dry_run_of_a_labelled_folder_passes(folders, tmp_path):
                                tmp_path / "run", "--fid-every", "0", "--dry-run")
     assert code == 0, stderr
     assert not (tmp_path / "run").exists()
-
-
-def test_class_names_of_each_source(folders):
-    config = GANConfig()
-    assert class_names("mnist5k", "--dataset", config) == tuple("0123456789")
-    assert class_names("cifar10", "--dataset", config)[:2] == ("airplane", "automobile")
-    assert class_names(f"folder:{folders / 'two'}", "--dataset", config) == ("cats", "dogs")
 
 
 def test_tiny_conditional_run_records_its_classes(tmp_path):

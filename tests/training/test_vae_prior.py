@@ -51,19 +51,28 @@ def test_resume_keeps_the_prior_the_run_scored_with(tmp_path):
     assert cli(*resume, "--prior", "normal", "--fid-every", "0")[0] == 0  # no FID: nothing to compare
 
 
-def test_two_ranks_end_with_rank_0s_whole_mixture_and_only_rank_0_encodes(tmp_path):
+@pytest.mark.parametrize("conditional", [False, True])
+def test_two_ranks_end_with_rank_0s_whole_mixture_and_only_rank_0_encodes(tmp_path, conditional):
     """Each rank's VAE has other weights (seeded by rank), as a rank whose codes differ slightly would: every buffer
     the mixture samples and scores with, the Cholesky factors `scale_tril` too (not in its state dict), is rank 0's
-    on rank 1, and rank 1 encoded nothing."""
-    write_pngs(noise_images(24), tmp_path / "images")
+    on rank 1, and rank 1 encoded nothing. Conditional: the per-class mixture, its components' classes too."""
+    if conditional:
+        write_pngs(noise_images(12, seed=1), tmp_path / "images" / "a")
+        write_pngs(noise_images(12, seed=2), tmp_path / "images" / "b")
+    else:
+        write_pngs(noise_images(24), tmp_path / "images")
     probe = tmp_path / "probe"
     probe.mkdir()
     proc = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
-                       "--master-port", str(free_port()), str(PROBE), str(probe), str(tmp_path / "images")],
+                       "--master-port", str(free_port()), str(PROBE), str(probe), str(tmp_path / "images"),
+                       *(["conditional"] if conditional else [])],
                       env=subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = (load_file(str(probe / f"rank{rank}.safetensors")) for rank in (0, 1))
-    assert set(first) == set(second) == {"weights", "means", "covariances", "scale_tril"}
+    names = {"weights", "means", "covariances", "scale_tril"} | ({"component_classes"} if conditional else set())
+    assert set(first) == set(second) == names
+    if conditional:
+        assert first["component_classes"].tolist() == [0, 0, 1, 1]  # ceil(4 / 2) components per class
     for name, tensor in first.items():
         torch.testing.assert_close(second[name], tensor, rtol=0, atol=0, msg=f"rank 1's {name} is not rank 0's")
     torch.testing.assert_close(first["scale_tril"] @ first["scale_tril"].mT, first["covariances"])
