@@ -219,3 +219,24 @@ def test_conditional_generator_depends_on_the_label() -> None:
         z = torch.randn(1, 8).repeat(3, 1)
         images = generator(z, torch.tensor([0, 1, 2]))
     assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+
+
+def test_conditional_generator_takes_the_one_hot_label_beside_z() -> None:
+    """The first layer sees (N, latent_dim + num_classes, 1, 1): z, then the label's one-hot code (Mirza & Osindero
+    2014); with every conditional BatchNorm made class-blind (the same scale and shift for every class), the label
+    still changes the image, through that input alone, exactly as a stack fed the concatenation by hand."""
+    generator = Generator(8, 4, 1, 32, num_classes=3).eval()
+    first = generator.layers[0]
+    assert first.in_channels == 8 + 3
+    with torch.no_grad():
+        for module in generator.modules():
+            if module.__class__.__name__ == "ConditionalBatchNorm2d":
+                module.gamma.weight.copy_(module.gamma.weight[:1].expand_as(module.gamma.weight))
+                module.beta.weight.zero_()
+        z = torch.randn(3, 8)
+        labels = torch.tensor([2, 0, 1])
+        images = generator(z, labels)
+        by_hand = torch.cat([z, torch.eye(3)[labels]], dim=1)[:, :, None, None]  # (N, 11, 1, 1)
+        torch.testing.assert_close(images, torch.tanh(generator.layers(by_hand, labels)), rtol=0, atol=0)
+        same_z = generator(z[:1].repeat(3, 1), torch.tensor([0, 1, 2]))
+    assert not torch.equal(same_z[0], same_z[1]) and not torch.equal(same_z[1], same_z[2])
