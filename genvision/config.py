@@ -514,7 +514,8 @@ class VAEConfig(GenerativeConfig):
     prior: str = opt("gmm", "latents of samples, grids and FID: normal (N(0, I)) or gmm (a Gaussian mixture fitted "
                      "to the training posterior means, stored in every checkpoint; Ghosh et al. 2020)",
                      choices=("normal", "gmm"))
-    prior_components: int = opt(20, "components of the --prior gmm mixture (full covariance)")
+    prior_components: int = opt(20, "components of the --prior gmm mixture (full covariance); a --conditional VAE "
+                                "fits one such mixture per class")
     prior_fit_images: int = opt(20000, "training images encoded to fit the mixture (a seeded subset if more)")
 
     def validate(self) -> None:

@@ -15,13 +15,13 @@ from helpers import TINY_VAE, train_to_completion
 def test_conditional_vae_stores_a_mixture_per_class(tmp_path):
     out = tmp_path / "run"
     train_to_completion("train_vae.py", out, *TINY_VAE, "--conditional", "--num-steps", "3", "--prior", "gmm",
-                        "--prior-components", "20", "--sample-every", "3")
+                        "--prior-components", "3", "--sample-every", "3")
     checkpoint = read_checkpoint(out / "checkpoints" / "step-000003")
     assert checkpoint.class_names == tuple("0123456789") and checkpoint.class_counts == (450,) * 10
     stored = checkpoint.weights("prior")
     mixture = GaussianMixturePrior.from_state_dict(stored)
-    assert mixture.num_classes == 10 and mixture.num_components == 20  # ceil(20 / 10) = 2 per class
-    assert torch.bincount(mixture.component_classes).tolist() == [2] * 10
+    assert mixture.num_classes == 10 and mixture.num_components == 30  # --prior-components 3 for each class
+    assert torch.bincount(mixture.component_classes).tolist() == [3] * 10
     per_class = torch.zeros(10, dtype=torch.float64).index_add_(0, mixture.component_classes, mixture.weights)
     torch.testing.assert_close(per_class, torch.ones(10, dtype=torch.float64))
 

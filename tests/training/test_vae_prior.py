@@ -72,7 +72,7 @@ def test_two_ranks_end_with_rank_0s_whole_mixture_and_only_rank_0_encodes(tmp_pa
     names = {"weights", "means", "covariances", "scale_tril"} | ({"component_classes"} if conditional else set())
     assert set(first) == set(second) == names
     if conditional:
-        assert first["component_classes"].tolist() == [0, 0, 1, 1]  # ceil(4 / 2) components per class
+        assert first["component_classes"].tolist() == [0] * 4 + [1] * 4  # --prior-components 4 for each class
     for name, tensor in first.items():
         torch.testing.assert_close(second[name], tensor, rtol=0, atol=0, msg=f"rank 1's {name} is not rank 0's")
     torch.testing.assert_close(first["scale_tril"] @ first["scale_tril"].mT, first["covariances"])
