@@ -6,15 +6,16 @@ the pages share one folder rather than running as self-contained tests. A comman
 page (the README's table repeats commands of the manual) runs once, where it first appears.
 
 The commands are read from the pages' ```bash blocks and from the `example` column of their tables. The runs that
-later commands use (`runs/dcgan`, `runs/vae`) are trained with tiny models and step counts (the flags are replaced
-or appended, the rest of the command is kept); every other training command, and those that need the network
-(`--download`) or GPUs (`accelerate launch`, `torchrun`), runs as `--dry-run`, which still parses every flag and
-makes every check that needs no data (dataset names, run folder, the checkpoint a `--resume` continues); the other
-commands that need the network (`download-weights`, `--download`, and `--features dinov2`, which needs Meta's DINOv2
-weights and hours on a CPU: tests/metrics/test_dinov2.py runs it on random weights) are parsed with the real argument
-parser but not run; the install and test commands are the suite itself, and `torchrun -m genvision ...` evaluations are parsed
-(tests/metrics/test_distributed_fid.py runs them). Everything else runs exactly as written, with random InceptionV3
-weights in $GENVISION_INCEPTION_WEIGHTS standing in for the official file (which cannot be downloaded here).
+later commands use (`runs/dcgan`, `runs/vae` and the class-conditional `runs/cdcgan`, `runs/cvae`) are trained with
+tiny models and step counts (the flags are replaced or appended, the rest of the command is kept); every other
+training command, and those that need the network (`--download`) or GPUs (`accelerate launch`, `torchrun`), runs as
+`--dry-run`, which still parses every flag and makes every check that needs no data (dataset names, run folder, the
+checkpoint a `--resume` continues); the other commands that need the network (`download-weights`, `--download`, and
+`--features dinov2`, which needs Meta's DINOv2 weights and hours on a CPU: tests/metrics/test_dinov2.py runs it on
+random weights) are parsed with the real argument parser but not run; the install and test commands are the suite
+itself, and `torchrun -m genvision ...` evaluations are parsed (tests/metrics/test_distributed_fid.py runs them).
+Everything else runs exactly as written, with random InceptionV3 weights in $GENVISION_INCEPTION_WEIGHTS standing in
+for the official file (which cannot be downloaded here).
 `python train_gan.py ARGS` is `genvision train-gan ARGS` (the script is `cli.run_command("train-gan")`).
 """
 
@@ -27,7 +28,8 @@ from helpers import ROOT, cli, wait
 TRAINING = {"train_gan.py", "train_vae.py", "train-gan", "train-vae"}
 TINY_TRAINING = {"--base-channels": "4", "--batch-size": "8", "--num-grid-images": "4", "--fid-every": "0",
                  "--sample-every": "2", "--checkpoint-every": "2", "--log-every": "1"}
-TRAINED = {"runs/dcgan", "runs/vae"}  # the runs later commands use are trained (tiny); other training: --dry-run
+TRAINED = {"runs/dcgan", "runs/vae", "runs/cdcgan", "runs/cvae"}  # the runs later commands use are trained (tiny);
+# other training: --dry-run
 NOT_RUN = {"pip install -e '.[test]'": "the install command (CI runs it)", "python -m pytest": "this suite"}
 MAX_PNGS = 100  # `sample --out-dir` writes at most this many of the manual's 10000 PNGs
 DOCS_PAGES = ("docs/README.md", "docs/training.md", "docs/evaluation.md", "docs/evaluation-protocol.md",
@@ -147,7 +149,8 @@ def test_every_documented_command_runs_as_written(tmp_path, monkeypatch, start_p
     commands = documented_commands()
     assert ("README.md", "python train_gan.py") in commands and len(commands) > 20, commands
     assert {page for page, _ in commands} >= {"README.md", "docs/training.md", "docs/evaluation.md"}, commands
-    monkeypatch.chdir(tmp_path)  # a fresh clone's root, without its runs/ or samples/
+    monkeypatch.chdir(tmp_path)  # a fresh clone's root, without its runs/ and with an empty samples/ folder
+    (tmp_path / "samples").mkdir()
     training: dict[str, tuple[str, list[str], object]] = {}  # run folder -> (page: command, argv, process)
 
     def done(folder: str | None = None) -> None:
