@@ -45,3 +45,7 @@ if __name__ == "__main__":
     save_file({name: buffer.contiguous() for name, buffer in mixture.named_buffers()},
               str(out_dir / f"rank{rank}.safetensors"))
     (out_dir / f"rank{rank}.json").write_text(json.dumps({"encoded": encoded}))
+    # End the group before exit: a gloo group torn down by interpreter shutdown can abort the process ("terminate
+    # called without an active exception", SIGABRT) when the other rank is still in its last collective.
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
