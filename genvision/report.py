@@ -11,7 +11,8 @@ images are, with the closest pairs side by side). With the run's seed, prior and
 are exactly the training FID's, so the table's FID equals the FID logged at that step. For a class-conditional run
 the samples are drawn with the training set's class frequencies, the table adds their class accuracy (Shmelkov et
 al. 2018's "GAN-test") and a second table gives each class's intra-class FID (Miyato & Koyama 2018) and class
-accuracy, with the mean (`class_values`, `class_table_html`). Every image is an inline ``data:`` URI: the page has no external asset. Written atomically.
+accuracy, with the mean (`class_values`, `class_table_html`). Every image is an inline ``data:`` URI: the page has
+no external asset. Written atomically.
 """
 
 from __future__ import annotations

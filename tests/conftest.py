@@ -104,6 +104,15 @@ def start_process():
     helpers.kill_strays(started)
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A private, empty $TORCH_HOME (its hub cache is created by whoever writes there first): the weights tests'
+    torch hub cache."""
+    torch_home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    return torch_home
+
+
 @pytest.fixture(scope="session")
 def classifier_file(tmp_path_factory) -> Path:
     """A random tiny classifier file (helpers.make_classifier, seed 0), shared read-only by every test."""

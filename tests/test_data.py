@@ -999,7 +999,8 @@ def write_pngs_to(folder, count: int = 2) -> None:
 @pytest.mark.parametrize("layout, words", [("loose", "not in class subfolders"), ("one", "1 class subfolder (x)")])
 def test_class_names_refuse_unlabelled_and_one_class_folders(tmp_path, layout, words):
     write_pngs_to(tmp_path / "loose" if layout == "loose" else tmp_path / "one" / "x")
-    with pytest.raises(UsageError, match=r"--dataset folder:.*" + words.replace("(", r"\(").replace(")", r"\)")) as error:
+    pattern = r"--dataset folder:.*" + words.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(UsageError, match=pattern) as error:
         data.class_names(f"folder:{tmp_path / layout}", "--dataset", DataConfig(), needs="--conditional")
     assert "\n" not in str(error.value)
 

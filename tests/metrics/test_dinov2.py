@@ -32,14 +32,6 @@ def meta_weights(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A private, empty $TORCH_HOME."""
-    torch_home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    return torch_home
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Two tiny PNG folders: 3 gray 28-px noise images (padded to 32 px on the way) and 3 RGB 32-px ones."""

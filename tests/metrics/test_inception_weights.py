@@ -24,14 +24,6 @@ from helpers import (CLOSED_PORT_URL, assert_one_line_error, cli, hub_checkpoint
 pytest.importorskip("torch_fidelity")
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A private, empty $TORCH_HOME (its hub cache is created by whoever writes there first)."""
-    torch_home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    return torch_home
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Two tiny PNG folders: 3 gray noise images and 3 RGB ones (32 px)."""
