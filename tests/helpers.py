@@ -377,6 +377,16 @@ def hub_checkpoints(torch_home: Path) -> Path:
     return torch_home / "hub" / "checkpoints"
 
 
+def cached(torch_home: Path, source: Path, name: str) -> Path:
+    """Copy `source` into the hub cache of `torch_home` as `name`; returns the copy."""
+    import shutil
+
+    folder = hub_checkpoints(torch_home)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, folder / name)
+    return folder / name
+
+
 def named_by_hash(path: Path, stem: str = "weights-inception-test") -> str:
     """torch.hub's convention for `path`'s bytes: STEM-<first 8 hex digits of its SHA-256>.pth."""
     return f"{stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"

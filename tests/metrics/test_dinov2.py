@@ -15,8 +15,8 @@ import torch
 
 from genvision.errors import UsageError
 from genvision.metrics import dinov2, weights_fetch
-from helpers import (assert_one_line_error, cli, hub_checkpoints, noise_images, run_genvision, serve_files,
-                     snapshot, subprocess_env, write_pngs)
+from helpers import (assert_one_line_error, cached, cli, hub_checkpoints, noise_images, run_genvision,
+                     serve_files, snapshot, subprocess_env, write_pngs)
 
 pytest.importorskip("timm")
 
@@ -44,13 +44,6 @@ def folders(tmp_path_factory):
 def hashed_name(path) -> str:
     """torch.hub's NAME-<hex>.pth for the bytes of `path`, with Meta's stem."""
     return f"dinov2_{MODEL}_pretrain-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
-
-
-def cached(home, source, name: str):
-    folder = hub_checkpoints(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, folder / name)
-    return folder / name
 
 
 # ---------------------------------------------------------------------------------------------------------------

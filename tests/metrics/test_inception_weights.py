@@ -18,8 +18,8 @@ import pytest
 
 from genvision.errors import UsageError
 from genvision.metrics import inception_weights as weights
-from helpers import (CLOSED_PORT_URL, assert_one_line_error, cli, hub_checkpoints, named_by_hash, noise_images,
-                     serve_files, snapshot, write_pngs)
+from helpers import (CLOSED_PORT_URL, assert_one_line_error, cached, cli, hub_checkpoints, named_by_hash,
+                     noise_images, serve_files, snapshot, write_pngs)
 
 pytest.importorskip("torch_fidelity")
 
@@ -31,14 +31,6 @@ def folders(tmp_path_factory):
     write_pngs(noise_images(3, seed=0), root / "a")
     write_pngs(noise_images(3, seed=1, channels=3), root / "b")
     return root / "a", root / "b"
-
-
-def cached(home, source, name: str):
-    """Copy `source` into the hub cache of `home` as `name`."""
-    folder = hub_checkpoints(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, folder / name)
-    return folder / name
 
 
 def test_hash_prefix_follows_torch_hub():
