@@ -1,0 +1,201 @@
+"""Search the default DCGAN recipe: candidate flag sets trained in full and scored in two feature spaces.
+
+    python benchmarks/bench_recipe.py                          # every candidate of CANDIDATES, 2 at a time
+    python benchmarks/bench_recipe.py --only default lr4e-4    # some of them
+    python benchmarks/bench_recipe.py --quick --work-dir /tmp/recipe   # the whole pipeline, tiny
+
+Each candidate is `python train_gan.py` with its flags added to the defaults (its own `--out-dir` under `--work-dir`,
+`--seed`), trained to the end, then scored on `--num-samples` samples of its final checkpoint (EMA generator) against
+`--reference`: FID, precision, recall, density, coverage and the classes covered in the shipped classifier's space
+(`genvision.fid`), and FID in the independent LeNet-5 space of `extractor_agreement.py` (trained by that script's
+rule, cached in `--lenet-dir`). A run already finished in `--work-dir` is only rescored, so the table grows run by
+run. `--jobs 2` trains two candidates at once, each on cores / 2 threads: the seconds then compare candidates of the
+same search with each other, not with a run alone on the machine (the wall-time acceptance of a new default is
+`bench_revisions.py`'s, interleaved against the old one). Prints a markdown table with the CPU model; `--json PATH`
+writes every number.
+
+Candidates differ from today's default (3000 steps of batch 64, base width 32, Adam 2e-4 with betas 0.5 / 0.999,
+EMA 0.999, non-saturating loss) in one or two choices each; those with a cheaper step take more steps so that each
+costs about the same wall time (`images x width^2` kept near the default's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement's LeNet-5
+
+# name -> flags added to `python train_gan.py`'s defaults. The search's table in benchmarks/README.md names them.
+CANDIDATES: dict[str, list[str]] = {
+    "default": [],
+    "lr4e-4": ["--lr", "4e-4"],
+    "ttur-g1e-4-d4e-4": ["--lr", "1e-4", "--d-lr", "4e-4"],
+    "g4e-4-d2e-4": ["--lr", "4e-4", "--d-lr", "2e-4"],
+    "betas-0.0-0.99": ["--beta1", "0.0", "--beta2", "0.99"],
+    "bs32-6000": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000"],
+    "bs32-6000-lr4e-4": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000", "--lr", "4e-4"],
+    "bs128-1500-lr4e-4": ["--batch-size", "128", "--num-steps", "1500", "--fid-every", "500", "--lr", "4e-4"],
+    "width16-9000": ["--base-channels", "16", "--num-steps", "9000", "--fid-every", "3000"],
+    "width48-1500": ["--base-channels", "48", "--num-steps", "1500", "--fid-every", "500"],
+    "ema0.99": ["--ema-decay", "0.99"],
+    "ema0.9995-lr4e-4": ["--ema-decay", "0.9995", "--lr", "4e-4"],
+    "lsgan": ["--loss", "lsgan"],
+    "hinge": ["--loss", "hinge"],
+    "latent32": ["--latent-dim", "32"],
+}
+QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
+               "--sample-every", "2", "--log-every", "2", "--checkpoint-every", "2"]  # --quick: every run tiny
+LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cached LeNet-5 is reused
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def train_command(name: str, flags: list[str], args) -> list[str]:
+    extra = QUICK_FLAGS if args.quick else []
+    return [sys.executable, str(ROOT / "train_gan.py"), "--out-dir", str(args.work_dir / name), "--seed",
+            str(args.seed), "--report-to", "none", *flags, *extra]
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "summary.json").is_file()
+
+
+def train_all(names: list[str], args) -> None:
+    """Train the candidates not yet finished, `--jobs` at a time, each with cores / jobs threads."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    pending = [name for name in names if not finished(args.work_dir / name)]
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            (args.work_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            log = open(args.work_dir / f"{name}.log", "w")
+            command = train_command(name, CANDIDATES[name], args)
+            if (args.work_dir / name).exists():
+                command.append("--overwrite")  # an interrupted earlier attempt
+            print(f"training {name}: {' '.join(CANDIDATES[name]) or '(defaults)'}", file=sys.stderr, flush=True)
+            running.append((name, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log),
+                            time.perf_counter()))
+        time.sleep(1.0)
+        for item in list(running):
+            name, process, began = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            if process.returncode != 0:
+                raise SystemExit(f"{name} failed (exit {process.returncode}); see {args.work_dir / name}.log")
+            print(f"finished {name} in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return run_dir / "checkpoints" / f"step-{summary['step']:06d}"
+
+
+def score(name: str, args, lenet, reference) -> dict:
+    """The numbers of one finished candidate (see the module docstring)."""
+    import genvision
+    from genvision.metrics.sources import extract
+    from genvision.metrics.stats import frechet_distance
+
+    run_dir = args.work_dir / name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    speeds = [r["img_per_s"] for r in records if "img_per_s" in r]
+    checkpoint = final_checkpoint(run_dir)
+    measured = genvision.fid(checkpoint, args.reference, num_samples=args.num_samples, seed=args.seed,
+                             precision_recall=True)
+    images = genvision.sample(checkpoint, args.num_samples, seed=args.seed)
+    mu, sigma = extract(images, lenet, name=name)[0].mean_and_covariance()
+    ref_mu, ref_sigma = reference
+    return {"name": name, "flags": CANDIDATES[name], "steps": summary["step"],
+            "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
+            "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
+            **{key: measured.get(key) for key in ("precision", "recall", "density", "coverage", "classes_covered")},
+            "fid_by_step": {r["step"]: r["fid"] for r in records if "fid" in r}}
+
+
+def markdown(rows: list[dict], cpu: str, threads: int) -> str:
+    base = next((row for row in rows if row["name"] == "default"), None)
+    lines = [f"CPU: {cpu}; {threads} thread(s) per run. FID: final checkpoint (EMA), samples vs reference.", "",
+             "| candidate | flags | steps | wall time | FID (shipped) | vs default | FID (LeNet-5) | vs default | "
+             "precision | recall | density | coverage | classes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: r["fid"]):
+        ratio = f"{row['fid'] / base['fid']:.2f}x" if base else "-"
+        ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
+        minutes, seconds = divmod(round(row["wall_time_s"]), 60)
+        lines.append(f"| {row['name']} | `{' '.join(row['flags']) or '(defaults)'}` | {row['steps']} | "
+                     f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
+                     f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "
+                     f"{row['coverage']:.3f} | {row['classes_covered']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", default=[], choices=sorted(CANDIDATES), metavar="NAME",
+                        help=f"candidates to run (default: all): {', '.join(CANDIDATES)}")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/recipe"), help="run folders and logs")
+    parser.add_argument("--lenet-dir", type=Path, default=Path("runs/agreement"),
+                        help="where extractor_agreement.py caches its LeNet-5 (trained here when absent)")
+    parser.add_argument("--jobs", type=int, default=2, help="candidates trained at once")
+    parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
+    parser.add_argument("--num-samples", type=int, default=5000, help="samples scored per candidate")
+    parser.add_argument("--reference", default="mnist5k:train", help="dataset spec of the FID reference")
+    parser.add_argument("--quick", action="store_true", help="tiny runs (the pipeline's test)")
+    parser.add_argument("--json", type=Path, help="write every number here")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.quick:
+        args.num_samples = min(args.num_samples, 64)
+    names = args.only or list(CANDIDATES)
+    args.work_dir = args.work_dir.resolve()
+    train_all(names, args)
+
+    from extractor_agreement import independent_extractor
+
+    from genvision.config import held_out_dataset
+    from genvision.data import load_dataset
+    from genvision.metrics.sources import extract
+
+    reference = load_dataset(args.reference)
+    held_out = load_dataset(held_out_dataset(args.reference))
+    lenet, lenet_accuracy, _ = independent_extractor(args.lenet_dir, reference, held_out,
+                                                     1 if args.quick else LENET_EPOCHS, LENET_SEED)
+    reference_stats = extract(reference.images, lenet, name="reference")[0].mean_and_covariance()
+    rows = [score(name, args, lenet, reference_stats) for name in names]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    cpu = cpu_model()
+    print(markdown(rows, cpu, threads))
+    print(f"\nLeNet-5 held-out accuracy {lenet_accuracy:.4f}")
+    if args.json:
+        from genvision.fileio import write_json
+
+        write_json(args.json, {"cpu": cpu, "threads_per_run": threads, "jobs": args.jobs,
+                               "lenet_accuracy": lenet_accuracy, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
