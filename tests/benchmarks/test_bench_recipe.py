@@ -1,0 +1,66 @@
+"""benchmarks/bench_recipe.py end to end in --quick mode: each candidate trains with its flags, its numbers are the
+library's own (`genvision fid` of its final checkpoint; the LeNet-5 FID of its `genvision sample` images), and a
+rerun only rescores."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+import genvision
+from genvision.data import load_dataset
+from genvision.metrics.sources import extract
+from genvision.metrics.stats import frechet_distance
+from helpers import ROOT, run_genvision, run_python, saved_config, subprocess_env
+
+SCRIPT = ROOT / "benchmarks" / "bench_recipe.py"
+
+
+@pytest.fixture(scope="module")
+def agreement():
+    """benchmarks/extractor_agreement.py as a module: the LeNet-5 the search scores with."""
+    spec = importlib.util.spec_from_file_location("extractor_agreement", ROOT / "benchmarks" / "extractor_agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_library_does(tmp_path, agreement):
+    env = subprocess_env(tmp_path / "cache")
+    work, lenet_dir = tmp_path / "recipe", tmp_path / "lenet"
+    argv = [str(SCRIPT), "--quick", "--only", "default", "lr4e-4", "--jobs", "2", "--work-dir", str(work),
+            "--lenet-dir", str(lenet_dir), "--json", str(tmp_path / "recipe.json")]
+    proc = run_python(argv, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "recipe.json").read_text())
+    rows = {row["name"]: row for row in figures["rows"]}
+    assert set(rows) == {"default", "lr4e-4"} and figures["threads_per_run"] >= 1
+    assert saved_config(work / "lr4e-4", "gan")["lr"] == 4e-4 and saved_config(work / "default", "gan")["lr"] == 2e-4
+    assert "| lr4e-4 | `--lr 4e-4` |" in proc.stdout and proc.stdout.startswith("CPU: ")
+
+    checkpoint = work / "default" / "checkpoints" / f"step-{rows['default']['steps']:06d}"
+    scored = run_genvision("fid", checkpoint, "mnist5k:train", "--num-samples", "64", "--seed", "0", "--json",
+                           "--precision-recall", env=env)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    fid = json.loads(scored.stdout)
+    for key in ("fid", "precision", "recall", "density", "coverage", "classes_covered"):
+        assert rows["default"][key] == pytest.approx(fid[key], rel=1e-9), key
+
+    # The LeNet-5 FID: the cached extractor on the checkpoint's `genvision.sample` images.
+    reference = load_dataset("mnist5k:train")
+    lenet, _, trained = agreement.independent_extractor(lenet_dir, reference, load_dataset("mnist5k:test"), 1, 1)
+    assert not trained  # the script's cached LeNet-5 is what it scored with
+    mu, sigma = extract(genvision.sample(checkpoint, 64, seed=0), lenet)[0].mean_and_covariance()
+    ref_mu, ref_sigma = extract(reference.images, lenet)[0].mean_and_covariance()
+    assert rows["default"]["fid_lenet"] == pytest.approx(frechet_distance(mu, sigma, ref_mu, ref_sigma), rel=1e-6)
+
+    # A rerun trains nothing (the runs' checkpoints are untouched) and prints the same table.
+    before = {path: path.stat().st_mtime_ns for path in work.rglob("*.safetensors")}
+    again = run_python(argv, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training" not in again.stderr
+    assert {path: path.stat().st_mtime_ns for path in work.rglob("*.safetensors")} == before
+    assert json.loads((tmp_path / "recipe.json").read_text())["rows"] == figures["rows"]
