@@ -1,12 +1,16 @@
 """Is a change slower? The default training runs of two git revisions, shortened, in interleaved rounds.
 
     python benchmarks/bench_revisions.py BASE [HEAD] [--steps 400] [--fid-every 200] [--rounds 3]
+    python benchmarks/bench_revisions.py BASE --steps 0 --scripts train_gan.py --rounds 2 --keep runs/revisions
 
 Each revision is checked out into a temporary git worktree (HEAD defaults to the working tree itself) and runs
 `python train_gan.py` and `python train_vae.py` with their default config but `--num-steps`, `--fid-every` and a
 fresh `--out-dir`, rounds interleaved (base, head, base, head, ...) so that drift of the machine's speed hits both
-alike. It prints per script the median wall time of each revision (start-up, training, FID evaluations, report) and
-the ratio head / base, with the CPU model: compare ratios, not seconds across machines.
+alike. `--steps 0` runs each revision's own defaults in full (no --num-steps or --fid-every given): two default
+recipes compared at their own lengths, as a new default must be against the old one. It prints per script the median
+wall time of each revision (start-up, training, FID evaluations, report), the ratio head / base, and each run's final
+FID when it logged one, with the CPU model: compare ratios, not seconds across machines. `--keep DIR` keeps the run
+folders (DIR/<base|head>-<script>-<round>) for scoring and grids; otherwise they are deleted.
 """
 
 from __future__ import annotations
@@ -35,30 +39,41 @@ def cpu_model() -> str:
     return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
-def timed_run(tree: Path, script: str, out_dir: Path, steps: int, fid_every: int, cache: Path) -> tuple[float, float]:
-    """(wall seconds, median logged img/s) of `python SCRIPT` of the revision in `tree` (its genvision first on the
-    path)."""
+def timed_run(tree: Path, script: str, out_dir: Path, steps: int, fid_every: int, cache: Path
+              ) -> tuple[float, float, float | None]:
+    """(wall seconds, median logged img/s, final FID or None) of `python SCRIPT` of the revision in `tree` (its
+    genvision first on the path); `steps` 0: the script's own --num-steps and --fid-every."""
     env = {**os.environ, "PYTHONPATH": str(tree), "GENVISION_CACHE": str(cache)}
-    command = [sys.executable, str(tree / script), "--out-dir", str(out_dir), "--num-steps", str(steps),
-               "--fid-every", str(fid_every)]
+    command = [sys.executable, str(tree / script), "--out-dir", str(out_dir)]
+    if steps:
+        command += ["--num-steps", str(steps), "--fid-every", str(fid_every)]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{script} of {tree} failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return seconds, statistics.median(r["img_per_s"] for r in records if "img_per_s" in r)
+    summary = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").is_file() else {}
+    return seconds, statistics.median(r["img_per_s"] for r in records if "img_per_s" in r), summary.get("final_fid")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="git revision to compare against")
     parser.add_argument("head", nargs="?", default="", help="git revision to measure (default: the working tree)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps of each run")
+    parser.add_argument("--steps", type=int, default=400, help="training steps of each run (0 = each revision's "
+                        "default --num-steps and --fid-every)")
     parser.add_argument("--fid-every", type=int, default=200, help="steps between FID evaluations (0 = off)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per revision")
     parser.add_argument("--scripts", nargs="+", default=["train_gan.py", "train_vae.py"], help="what to run")
+    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: deleted)")
     args = parser.parse_args()
+    if args.steps < 0 or args.rounds < 1:
+        parser.error(f"--steps must be >= 0 and --rounds >= 1, got {args.steps} and {args.rounds}")
+    if args.keep is not None:
+        if args.keep.exists() and any(args.keep.iterdir()):
+            parser.error(f"--keep {args.keep} is not empty: give a new folder")
+        args.keep = args.keep.resolve()  # the runs start in the revisions' trees
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         trees = {}
@@ -76,7 +91,7 @@ def main() -> int:
             for round_index in range(args.rounds):
                 for script in args.scripts:
                     for name, tree in trees.items():
-                        out_dir = work / f"{name}-{script}-{round_index}"
+                        out_dir = (args.keep or work) / f"{name}-{script}-{round_index}"
                         seconds[script, name].append(timed_run(tree, script, out_dir, args.steps, args.fid_every,
                                                                cache))
         finally:
@@ -84,15 +99,18 @@ def main() -> int:
                 if tree != ROOT:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                    capture_output=True)
-    print(f"{cpu_model()}; {args.rounds} interleaved rounds of --num-steps {args.steps} --fid-every {args.fid_every}")
+    length = "each revision's defaults" if not args.steps else f"--num-steps {args.steps} --fid-every {args.fid_every}"
+    print(f"{cpu_model()}; {args.rounds} interleaved rounds of {length}")
     for script in args.scripts:
         medians = {}
         for name in trees:
             runs = seconds[script, name]
             medians[name] = [statistics.median(value[i] for value in runs) for i in (0, 1)]
+            fids = [value[2] for value in runs if value[2] is not None]
             print(f"{script} {name} ({getattr(args, name) or 'working tree'}): wall s "
                   f"{', '.join(f'{value[0]:.1f}' for value in runs)}; median img/s "
-                  f"{', '.join(f'{value[1]:.0f}' for value in runs)}")
+                  f"{', '.join(f'{value[1]:.0f}' for value in runs)}"
+                  + (f"; final FID {', '.join(f'{fid:.3f}' for fid in fids)}" if fids else ""))
         (base_s, base_speed), (head_s, head_speed) = medians["base"], medians["head"]
         print(f"{script}: head / base wall time {head_s / base_s:.3f}, training img/s {head_speed / base_speed:.3f} "
               "(medians over rounds)")
