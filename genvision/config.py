@@ -382,7 +382,8 @@ class GANConfig(GenerativeConfig):
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
     augment: str = opt("", "differentiable augmentation of every discriminator input (DiffAugment, Zhao et al. 2020): "
-                       "comma-separated policies color, translation, cutout, applied in that order (empty = off)")
+                       "comma-separated policies of color, translation, cutout, applied in the order given (empty = "
+                       "off)")
     augment_p: float = opt(1.0, "probability in [0, 1] of applying each --augment policy to each image (fixed; with "
                            "--augment-target > 0 p is adaptive and starts at 0, as in ADA)")
     augment_target: float = opt(0.0, "adaptive p (ADA, Karras et al. 2020): target in (0, 1) of r_t = E[sign "
