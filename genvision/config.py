@@ -381,16 +381,43 @@ class GANConfig(GenerativeConfig):
     beta1: float = opt(0.5, "Adam beta1")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
+    augment: str = opt("", "differentiable augmentation of every discriminator input (DiffAugment, Zhao et al. 2020): "
+                       "comma-separated policies of color, translation, cutout, applied in the order given (empty = "
+                       "off)")
+    augment_p: float = opt(1.0, "probability in [0, 1] of applying each --augment policy to each image (fixed; with "
+                           "--augment-target > 0 p is adaptive and starts at 0, as in ADA)")
+    augment_target: float = opt(0.0, "adaptive p (ADA, Karras et al. 2020): target in (0, 1) of r_t = E[sign "
+                                "D(real)], ADA's 0.6 (0 = p fixed at --augment-p)")
+    augment_kimg: float = opt(100.0, "adaptive p: thousands of real images over which p can move from 0 to 1")
+    augment_interval: int = opt(4, "adaptive p: discriminator steps between updates of p")
 
     def validate(self) -> None:
         super().validate()
         require(self.d_steps > 0, "d_steps", "> 0", self.d_steps)
+        self.validate_augment()
         for name in ("r1_gamma", "gp_weight", "d_lr"):
             require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1" if not 0 <= self.beta1 < 1 else "beta2",
                 "in [0, 1)", self.beta1 if not 0 <= self.beta1 < 1 else self.beta2)
         require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
+
+    def validate_augment(self) -> None:
+        """--augment names known policies (each once); its probability, target, kimg and interval are in range, and
+        given only with a policy to apply."""
+        if self.augment:
+            from genvision.augment import parse_policy
+
+            parse_policy(self.augment)
+        require(0 <= self.augment_p <= 1, "augment_p", "in [0, 1]", self.augment_p)
+        require(0 <= self.augment_target < 1, "augment_target", "in [0, 1) (0 = fixed p)", self.augment_target)
+        require(0 < self.augment_kimg < float("inf"), "augment_kimg", "> 0 (thousands of images)", self.augment_kimg)
+        require(self.augment_interval > 0, "augment_interval", "> 0", self.augment_interval)
+        if not self.augment and (self.augment_p != 1.0 or self.augment_target != 0.0):
+            flag = "--augment-target" if self.augment_target != 0.0 else "--augment-p"
+            value = self.augment_target if self.augment_target != 0.0 else self.augment_p
+            raise UsageError(f"{flag} {value} sets the probability of --augment's policies, but --augment is empty; "
+                             "give --augment with some of color, translation, cutout")
 
 
 @dataclass

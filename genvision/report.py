@@ -575,10 +575,25 @@ def training_rows(run: RunRecord) -> list[tuple]:
     if speed is not None:
         rows.append(("training throughput", round(speed, 1), "images/s over the logged windows of metrics.jsonl "
                      "(all processes; includes sampling, FID and checkpoint time)"))
+    augment = augment_row(run)
+    if augment is not None:
+        rows.append(augment)
     if isinstance(summary.get("test_negative_elbo_nats"), (int, float)):
         rows.append(("held-out negative ELBO", number(summary["test_negative_elbo_nats"], 2),
                      f"nats/image (upper bound on the NLL) = {number(summary.get('test_bits_per_dim'))} bits/dim"))
     return rows
+
+
+def augment_row(run: RunRecord) -> tuple | None:
+    """A run with --augment: its last logged p and the range p took (`aug_p` in metrics.jsonl); None without."""
+    values = [r["aug_p"] for r in run.records if isinstance(r.get("aug_p"), (int, float))]
+    if not values:
+        return None
+    target = run.config.get("augment_target") or 0
+    how = (f"adaptive (ADA, target r_t = E[sign D(real)] of {target}), from {number(values[0], 3)} at the first "
+           f"logged step, within [{number(min(values), 3)}, {number(max(values), 3)}]" if target > 0 else "fixed")
+    return ("augmentation probability", number(values[-1], 3), f"p of each --augment {run.config.get('augment', '')} "
+            f"policy per image at the last logged step; {how}")
 
 
 BLOCK_DETAILS = {  # what each feature block of the classifier sees (docs/evaluation-protocol.md)

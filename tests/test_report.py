@@ -587,3 +587,24 @@ def test_report_of_a_run_whose_config_names_a_hostile_cifar10_runs_nothing(runs,
     assert stdout == ""
     assert_one_line_error(code, stderr, str(batches / "test_batch"), "refusing to unpickle", command="report")
     assert not marker.exists() and (run / "report.html").read_bytes() == report_before
+
+
+def test_augmentation_row_shows_the_logged_p():
+    """A run with --augment logs aug_p: the training table gets its last value (and, adaptive, its range); a run
+    without gets no row."""
+    from genvision.report import RunRecord, augment_row, training_rows
+
+    logged = [{"step": 1, "d_loss": 1.0, "aug_p": 0.0}, {"step": 2, "fid": 3.0}, {"step": 3, "aug_p": 0.32},
+              {"step": 4, "aug_p": 0.16}]
+    adaptive = RunRecord(Path("run"), "gan", "", {"augment": "color,cutout", "augment_target": 0.6}, logged, None)
+    label, value, detail = augment_row(adaptive)
+    assert (label, value) == ("augmentation probability", "0.160")
+    assert "--augment color,cutout" in detail and "target r_t = E[sign D(real)] of 0.6" in detail
+    assert "within [0.000, 0.320]" in detail
+    assert augment_row(adaptive) in training_rows(adaptive)
+    fixed = RunRecord(Path("run"), "gan", "", {"augment": "translation", "augment_target": 0.0},
+                      [{"step": 1, "aug_p": 0.5}], None)
+    assert augment_row(fixed)[1] == "0.500" and augment_row(fixed)[2].endswith("; fixed")
+    plain = RunRecord(Path("run"), "gan", "", {}, [{"step": 1, "d_loss": 1.0}], None)
+    assert augment_row(plain) is None
+    assert not any(row[0] == "augmentation probability" for row in training_rows(plain))

@@ -449,6 +449,13 @@ def average_gradients(module: torch.nn.Module, accelerator) -> None:
         offset += grad.numel()
 
 
+def sum_over_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
+    """`tensor` added over processes (one all-reduce; the tensor itself in a single process)."""
+    if accelerator.num_processes == 1:
+        return tensor
+    return accelerator.reduce(tensor, reduction="sum")
+
+
 def broadcast_buffers(modules: list[torch.nn.Module], accelerator) -> None:
     """Copy rank 0's floating-point buffers (BatchNorm running statistics) to every rank."""
     if accelerator.num_processes == 1:

@@ -12,6 +12,14 @@ With --conditional the generator has conditional BatchNorm and the discriminator
 batch: D sees real images with their labels and fakes with theirs, and the fakes' classes keep the training set's
 class frequencies (without a second draw, so the run's noise stream is that of an unconditional run). The
 fixed-noise grid has one row per class, the same `common.GRID_COLUMNS` latents in every row.
+
+With --augment every image D sees, real and fake, in the D and in the G step, goes through `augment.augment` first
+(DiffAugment, Zhao et al. 2020), each policy applied to each image with probability p: --augment-p, or adaptive with
+--augment-target (ADA, Karras et al. 2020: `augment.AdaptiveProbability` fed the real logits of every D step, its
+sums added over ranks at each update so every rank has the same p). The draws come from a generator of their own per
+rank, so the noise stream is that of a run without augmentation. R1 is the gradient with respect to the real images
+before augmentation (as in StyleGAN2-ADA: the ops are differentiable); the WGAN-GP interpolates are drawn between the
+augmented real and fake images D saw. `aug_p` is logged with the losses.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import functools
 import torch
 from torch import nn
 
+from genvision.augment import AdaptiveProbability, augment, parse_policy
 from genvision.config import GAN_ARCHITECTURE_FIELDS, GANConfig
 from genvision.constants import SEED_STRIDE
 from genvision.losses import gan_losses, gradient_penalty, r1_penalty
@@ -29,6 +38,8 @@ from genvision.models.dcgan import Discriminator, Generator
 from genvision.training import common, performance
 from genvision.training.loop import train
 from genvision.training.plan import conditional_class_names, plan_run
+
+AUGMENT_STREAM = 37  # the seed offset of each rank's augmentation generator (seed * SEED_STRIDE + 37 + rank)
 
 
 @torch.no_grad()
@@ -93,12 +104,36 @@ class GANTask:
         self.images_per_step = config.batch_size * config.d_steps * accelerator.num_processes
         self.labels: torch.Tensor | None = None  # the classes of the last D step's batch (conditional runs)
         self.step = 0
+        self.augment_policy = parse_policy(config.augment)  # () = no augmentation
+        self.augment_noise: torch.Generator | None = None
+        self.adaptive: AdaptiveProbability | None = None
+        if self.augment_policy:
+            self.augment_noise = torch.Generator(device=device).manual_seed(config.seed * SEED_STRIDE + AUGMENT_STREAM +
+                                                                            accelerator.process_index)
+            if config.augment_target > 0:
+                self.adaptive = AdaptiveProbability(config.augment_target, config.augment_kimg,
+                                                    config.augment_interval, device,
+                                                    reduce=functools.partial(common.sum_over_processes,
+                                                                             accelerator=accelerator))
+            self.postfix_keys = {**self.postfix_keys, "aug_p": "p"}
 
     # -- the step ---------------------------------------------------------------------------------------------
 
     def latents(self) -> torch.Tensor:
         return torch.randn(self.config.batch_size, self.config.latent_dim, device=self.accelerator.device,
                            generator=self.noise)
+
+    def augment_probability(self) -> torch.Tensor | float:
+        """p of the augmentation now: the adaptive one (a 0-d tensor on the device) or --augment-p."""
+        return self.adaptive.p if self.adaptive is not None else self.config.augment_p
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of `images`: the --augment policies applied with p (a fresh draw per call), in the networks'
+        layout; `images` itself without --augment."""
+        if not self.augment_policy:
+            return images
+        return performance.to_layout(augment(images, self.augment_policy, self.augment_probability(),
+                                             self.augment_noise), self.config.channels_last)
 
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next real images and, for a conditional run, their labels (None when unconditional)."""
@@ -120,10 +155,11 @@ class GANTask:
         if fake is None:
             with torch.no_grad(), accelerator.autocast():
                 fake = self.generator_fn(self.latents(), labels)
-        real.requires_grad_(config.r1_gamma > 0)
+        real.requires_grad_(config.r1_gamma > 0)  # R1 differentiates through the augmentation to `real`
+        real_seen, fake_seen = self.augmented(real), self.augmented(fake)
         with accelerator.autocast():
-            real_logits = discriminator(real, labels).float()
-            fake_logits = discriminator(fake, labels).float()
+            real_logits = discriminator(real_seen, labels).float()
+            fake_logits = discriminator(fake_seen, labels).float()
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         penalty = torch.zeros((), device=accelerator.device)
         if config.r1_gamma > 0:  # Mescheder et al. 2018: gamma / 2 * E ||grad_x D(x)||^2
@@ -132,11 +168,14 @@ class GANTask:
                                                                    performance.loss_scale(accelerator))
         if config.loss == "wgan-gp":  # Gulrajani et al. 2017: lambda * E (||grad D(x_hat)|| - 1)^2
             critic = self.discriminator if labels is None else functools.partial(self.discriminator, labels=labels)
-            penalty = penalty + config.gp_weight * gradient_penalty(critic, real.detach(), fake, noise=self.noise)
+            penalty = penalty + config.gp_weight * gradient_penalty(critic, real_seen.detach(), fake_seen,
+                                                                    noise=self.noise)
         self.optimizer_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss + penalty)
         common.average_gradients(self.discriminator, accelerator)
         self.optimizer_d.step()
+        if self.adaptive is not None:  # every `--augment-interval` D steps p moves (a collective)
+            self.adaptive.observe(real_logits)
         as_probability = torch.sigmoid if config.loss == "nonsaturating" else (lambda t: t)
         return {"d_loss": d_loss.detach(), "penalty": penalty.detach(),
                 "d_real": as_probability(real_logits.detach()).mean(),
@@ -150,7 +189,7 @@ class GANTask:
         with accelerator.autocast():
             if fake is None:
                 fake = self.generator_fn(self.latents(), labels)
-            fake_logits = self.discriminator_fn(fake, labels).float()
+            fake_logits = self.discriminator_fn(self.augmented(fake), labels).float()
         g_loss = self.g_loss_fn(fake_logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
@@ -178,6 +217,8 @@ class GANTask:
         common.broadcast_buffers([self.generator, self.discriminator], self.accelerator)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, ema_decay_at(self.step, self.config.ema_decay))
+        if self.augment_policy:
+            stats["aug_p"] = torch.as_tensor(self.augment_probability())
         self.step += 1
         return stats
 
@@ -214,7 +255,26 @@ class GANTask:
             weights["generator_ema"] = self.generator_ema.state_dict()
         return weights, {"optimizer_g": performance.contiguous_state(self.optimizer_g.state_dict()),
                          "optimizer_d": performance.contiguous_state(self.optimizer_d.state_dict()),
-                         **common.run_state(self)}
+                         **common.run_state(self), **self.augment_state()}
+
+    def augment_state(self) -> dict:
+        """With --augment: every rank's augmentation generator (`augment_noise`) and the adaptive p's state
+        (`augment_adaptive`); a collective. {} without (the checkpoint of a run without augmentation is unchanged)."""
+        if not self.augment_policy:
+            return {}
+        state = {"augment_noise": common.gather_generator_states(self.augment_noise, self.accelerator)}
+        if self.adaptive is not None:
+            state["augment_adaptive"] = self.adaptive.state_dict()
+        return state
+
+    def restore_augment(self, state: dict) -> None:
+        """Load what `augment_state` saved; a checkpoint without it (a run that did not augment, or adapt, before)
+        leaves the augmentation as a fresh run starts it."""
+        accelerator = self.accelerator
+        if self.augment_noise is not None and "augment_noise" in state:
+            common.restore_generator_state(self.augment_noise, state["augment_noise"], state["step"], accelerator)
+        if self.adaptive is not None and "augment_adaptive" in state:
+            self.adaptive.load_state_dict(state["augment_adaptive"], holds_sums=accelerator.process_index == 0)
 
     def restore(self, checkpoint) -> int:
         state = checkpoint.state()
@@ -225,6 +285,7 @@ class GANTask:
                                                checkpoint.weights("generator"))
         performance.load_optimizer_state(self.optimizer_g, state["optimizer_g"])
         performance.load_optimizer_state(self.optimizer_d, state["optimizer_d"])
+        self.restore_augment(state)
         return common.restore_run_state(self, state)
 
     def final_metrics(self) -> dict:

@@ -36,7 +36,8 @@ def finish(task, config, accelerator, run_dir, state, fid):
     dump(task, accelerator, "rank")
     info = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type), "step": state.step,
-            "is_main_process": accelerator.is_main_process}
+            "is_main_process": accelerator.is_main_process,
+            "aug_p": None if getattr(task, "adaptive", None) is None else task.adaptive.p.item()}  # --augment-target
     (probe_dir / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
     return original_finish(task, config, accelerator, run_dir, state, fid)
 
