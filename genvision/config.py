@@ -381,6 +381,8 @@ class GANConfig(GenerativeConfig):
     beta1: float = opt(0.5, "Adam beta1")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
+    lr_ramp_down: float = opt(0.0, "share of --num-steps at the end over which both learning rates fall linearly "
+                              "toward 0 (0 = constant learning rates)")
     augment: str = opt("", "differentiable augmentation of every discriminator input (DiffAugment, Zhao et al. 2020): "
                        "comma-separated policies of color, translation, cutout, applied in the order given (empty = "
                        "off)")
@@ -401,6 +403,7 @@ class GANConfig(GenerativeConfig):
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1" if not 0 <= self.beta1 < 1 else "beta2",
                 "in [0, 1)", self.beta1 if not 0 <= self.beta1 < 1 else self.beta2)
         require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
+        require(0 <= self.lr_ramp_down <= 1, "lr_ramp_down", "in [0, 1]", self.lr_ramp_down)
 
     def validate_augment(self) -> None:
         """--augment names known policies (each once); its probability, target, kimg and interval are in range, and

@@ -61,6 +61,15 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def lr_factor(step: int, num_steps: int, ramp_down: float) -> float:
+    """The learning rates' multiplier for the step after `step` steps: 1, then over the last `ramp_down` share of
+    `num_steps` a linear fall toward 0, (num_steps - step) / (ramp_down * num_steps), so the last step still moves."""
+    ramp_steps = ramp_down * num_steps
+    if ramp_steps <= 0 or step < num_steps - ramp_steps:
+        return 1.0
+    return max(0.0, (num_steps - step) / ramp_steps)
+
+
 class GANTask:
     """Generator, discriminator, EMA generator, their optimizers, data and noise: what the schedule trains."""
 
@@ -204,6 +213,12 @@ class GANTask:
         With one D step the fake batch is generated once, with gradients: D trains on it detached, then G's loss
         is taken through the updated D on the same batch (the pytorch/examples DCGAN step), saving a G forward.
         """
+        if self.config.lr_ramp_down > 0:  # a function of the step alone: a resumed run continues it exactly
+            factor = lr_factor(self.step, self.config.num_steps, self.config.lr_ramp_down)
+            for optimizer, lr in ((self.optimizer_g, self.config.lr),
+                                  (self.optimizer_d, self.config.d_lr or self.config.lr)):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * factor
         if self.config.d_steps == 1:
             batch = self.real_batch()  # its own seeded order: taking it before the latents changes no draw
             with self.accelerator.autocast():
