@@ -14,9 +14,10 @@ same search with each other, not with a run alone on the machine (the wall-time 
 `bench_revisions.py`'s, interleaved against the old one). Prints a markdown table with the CPU model; `--json PATH`
 writes every number.
 
-Candidates differ from today's default (3000 steps of batch 64, base width 32, Adam 2e-4 with betas 0.5 / 0.999,
-EMA 0.999, non-saturating loss) in one or two choices each; those with a cheaper step take more steps so that each
-costs about the same wall time (`images x width^2` kept near the default's).
+Candidates differ from 0.2.0's default (3000 steps of batch 64, base width 32, Adam 2e-4 with betas 0.5 / 0.999, EMA
+0.999, non-saturating loss) in one or two choices each, round by round around the last round's best (`CANDIDATES`);
+those with a cheaper step take more steps, to cost about the same wall time. Every ratio divides by 0.2.0's default
+trained in the same search.
 """
 
 from __future__ import annotations
@@ -35,24 +36,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement's LeNet-5
 
-# name -> flags added to `python train_gan.py`'s defaults. The search's table in benchmarks/README.md names them.
+OLD = ["--lr", "2e-4"]  # 0.2.0's default recipe; every other default of train_gan.py is still 0.2.0's
+# name -> flags added to `python train_gan.py`'s defaults, round by round (the table in benchmarks/README.md).
 CANDIDATES: dict[str, list[str]] = {
-    "default": [],
+    # Round 1: one choice at a time around 0.2.0's default (3000 steps of batch 64, width 32, Adam 2e-4 with betas
+    # 0.5 / 0.999, EMA 0.999, non-saturating loss).
+    "0.2.0-default": OLD,
     "lr4e-4": ["--lr", "4e-4"],
-    "ttur-g1e-4-d4e-4": ["--lr", "1e-4", "--d-lr", "4e-4"],
     "g4e-4-d2e-4": ["--lr", "4e-4", "--d-lr", "2e-4"],
-    "betas-0.0-0.99": ["--beta1", "0.0", "--beta2", "0.99"],
-    "bs32-6000": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000"],
+    "ttur-g1e-4-d4e-4": ["--lr", "1e-4", "--d-lr", "4e-4"],
+    "betas-0.0-0.99": [*OLD, "--beta1", "0.0", "--beta2", "0.99"],
+    "bs32-6000": [*OLD, "--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000"],
     "bs32-6000-lr4e-4": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000", "--lr", "4e-4"],
-    "bs128-1500-lr4e-4": ["--batch-size", "128", "--num-steps", "1500", "--fid-every", "500", "--lr", "4e-4"],
-    "width16-9000": ["--base-channels", "16", "--num-steps", "9000", "--fid-every", "3000"],
-    "width48-1500": ["--base-channels", "48", "--num-steps", "1500", "--fid-every", "500"],
-    "ema0.99": ["--ema-decay", "0.99"],
-    "ema0.9995-lr4e-4": ["--ema-decay", "0.9995", "--lr", "4e-4"],
-    "lsgan": ["--loss", "lsgan"],
-    "hinge": ["--loss", "hinge"],
-    "latent32": ["--latent-dim", "32"],
+    "width16-9000": [*OLD, "--base-channels", "16", "--num-steps", "9000", "--fid-every", "3000"],
+    # Round 2: the learning rate, round 1's lever (a smaller batch or width costs more time per image: dropped).
+    "lr6e-4": ["--lr", "6e-4"],
+    "lr8e-4": ["--lr", "8e-4"],
+    # Round 3: higher still.
+    "lr1.2e-3": ["--lr", "1.2e-3"],
+    "lr1.6e-3": ["--lr", "1.6e-3"],
+    # Round 4: around --lr 1.2e-3: the rate, EMA, beta2, the D/G ratio, augmentation, a ramp-down.
+    "lr1e-3": ["--lr", "1e-3"],
+    "lr1.2e-3-ema0.9995": ["--lr", "1.2e-3", "--ema-decay", "0.9995"],
+    "lr1.2e-3-ema0.998": ["--lr", "1.2e-3", "--ema-decay", "0.998"],
+    "lr1.2e-3-beta2-0.99": ["--lr", "1.2e-3", "--beta2", "0.99"],
+    "lr1.2e-3-d6e-4": ["--lr", "1.2e-3", "--d-lr", "6e-4"],
+    "lr1.2e-3-adaptive-translation": ["--lr", "1.2e-3", "--augment", "translation", "--augment-target", "0.6"],
+    "lr1.2e-3-ramp0.3": ["--lr", "1.2e-3", "--lr-ramp-down", "0.3"],
+    # A second seed of 0.2.0's default and of the winner: is the gain more than seed noise?
+    "0.2.0-default-seed1": [*OLD, "--seed", "1"],
+    "lr1.2e-3-seed1": ["--lr", "1.2e-3", "--seed", "1"],
 }
+BASELINE = "0.2.0-default"  # the row the ratios divide by
 QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
                "--sample-every", "2", "--log-every", "2", "--checkpoint-every", "2"]  # --quick: every run tiny
 LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cached LeNet-5 is reused
@@ -135,10 +150,10 @@ def score(name: str, args, lenet, reference) -> dict:
 
 
 def markdown(rows: list[dict], cpu: str, threads: int) -> str:
-    base = next((row for row in rows if row["name"] == "default"), None)
+    base = next((row for row in rows if row["name"] == BASELINE), None)
     lines = [f"CPU: {cpu}; {threads} thread(s) per run. FID: final checkpoint (EMA), samples vs reference.", "",
-             "| candidate | flags | steps | wall time | FID (shipped) | vs default | FID (LeNet-5) | vs default | "
-             "precision | recall | density | coverage | classes |",
+             f"| candidate | flags | steps | wall time | FID (shipped) | vs {BASELINE} | FID (LeNet-5) | "
+             f"vs {BASELINE} | precision | recall | density | coverage | classes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: r["fid"]):
         ratio = f"{row['fid'] / base['fid']:.2f}x" if base else "-"

@@ -31,23 +31,24 @@ def agreement():
 def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_library_does(tmp_path, agreement):
     env = subprocess_env(tmp_path / "cache")
     work, lenet_dir = tmp_path / "recipe", tmp_path / "lenet"
-    argv = [str(SCRIPT), "--quick", "--only", "default", "lr4e-4", "--jobs", "2", "--work-dir", str(work),
+    argv = [str(SCRIPT), "--quick", "--only", "0.2.0-default", "lr4e-4", "--jobs", "2", "--work-dir", str(work),
             "--lenet-dir", str(lenet_dir), "--json", str(tmp_path / "recipe.json")]
     proc = run_python(argv, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads((tmp_path / "recipe.json").read_text())
     rows = {row["name"]: row for row in figures["rows"]}
-    assert set(rows) == {"default", "lr4e-4"} and figures["threads_per_run"] >= 1
-    assert saved_config(work / "lr4e-4", "gan")["lr"] == 4e-4 and saved_config(work / "default", "gan")["lr"] == 2e-4
+    assert set(rows) == {"0.2.0-default", "lr4e-4"} and figures["threads_per_run"] >= 1
+    assert saved_config(work / "lr4e-4", "gan")["lr"] == 4e-4
+    assert saved_config(work / "0.2.0-default", "gan")["lr"] == 2e-4
     assert "| lr4e-4 | `--lr 4e-4` |" in proc.stdout and proc.stdout.startswith("CPU: ")
 
-    checkpoint = work / "default" / "checkpoints" / f"step-{rows['default']['steps']:06d}"
+    checkpoint = work / "0.2.0-default" / "checkpoints" / f"step-{rows['0.2.0-default']['steps']:06d}"
     scored = run_genvision("fid", checkpoint, "mnist5k:train", "--num-samples", "64", "--seed", "0", "--json",
                            "--precision-recall", env=env)
     assert scored.returncode == 0, scored.stderr[-3000:]
     fid = json.loads(scored.stdout)
     for key in ("fid", "precision", "recall", "density", "coverage", "classes_covered"):
-        assert rows["default"][key] == pytest.approx(fid[key], rel=1e-9), key
+        assert rows["0.2.0-default"][key] == pytest.approx(fid[key], rel=1e-9), key
 
     # The LeNet-5 FID: the cached extractor on the checkpoint's `genvision.sample` images.
     reference = load_dataset("mnist5k:train")
@@ -55,7 +56,8 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     assert not trained  # the script's cached LeNet-5 is what it scored with
     mu, sigma = extract(genvision.sample(checkpoint, 64, seed=0), lenet)[0].mean_and_covariance()
     ref_mu, ref_sigma = extract(reference.images, lenet)[0].mean_and_covariance()
-    assert rows["default"]["fid_lenet"] == pytest.approx(frechet_distance(mu, sigma, ref_mu, ref_sigma), rel=1e-6)
+    lenet_fid = frechet_distance(mu, sigma, ref_mu, ref_sigma)
+    assert rows["0.2.0-default"]["fid_lenet"] == pytest.approx(lenet_fid, rel=1e-6)
 
     # A rerun trains nothing (the runs' checkpoints are untouched) and prints the same table.
     before = {path: path.stat().st_mtime_ns for path in work.rglob("*.safetensors")}
