@@ -3,6 +3,7 @@
     python benchmarks/bench_recipe.py                          # every candidate of CANDIDATES, 2 at a time
     python benchmarks/bench_recipe.py --only default lr4e-4    # some of them
     python benchmarks/bench_recipe.py --quick --work-dir /tmp/recipe   # the whole pipeline, tiny
+    python benchmarks/bench_recipe.py --runs runs/revisions/*           # score finished runs, train nothing
 
 Each candidate is `python train_gan.py` with its flags added to the defaults (its own `--out-dir` under `--work-dir`,
 `--seed`), trained to the end, then scored on `--num-samples` samples of its final checkpoint (EMA generator) against
@@ -63,6 +64,11 @@ CANDIDATES: dict[str, list[str]] = {
     "lr1.2e-3-d6e-4": ["--lr", "1.2e-3", "--d-lr", "6e-4"],
     "lr1.2e-3-adaptive-translation": ["--lr", "1.2e-3", "--augment", "translation", "--augment-target", "0.6"],
     "lr1.2e-3-ramp0.3": ["--lr", "1.2e-3", "--lr-ramp-down", "0.3"],
+    # Round 5: the EMA's window (0.999 and 0.9995 never apply within 3000 steps: the warm-up min(decay, (1 + t) /
+    # (10 + t)) is 0.997 at step 3000) and beta1.
+    "lr1.2e-3-ema0.99": ["--lr", "1.2e-3", "--ema-decay", "0.99"],
+    "lr1.2e-3-ema0.98": ["--lr", "1.2e-3", "--ema-decay", "0.98"],
+    "lr1.2e-3-beta1-0.0": ["--lr", "1.2e-3", "--beta1", "0.0"],
     # A second seed of 0.2.0's default and of the winner: is the gain more than seed noise?
     "0.2.0-default-seed1": [*OLD, "--seed", "1"],
     "lr1.2e-3-seed1": ["--lr", "1.2e-3", "--seed", "1"],
@@ -126,13 +132,13 @@ def final_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / f"step-{summary['step']:06d}"
 
 
-def score(name: str, args, lenet, reference) -> dict:
+def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dict:
     """The numbers of one finished candidate (see the module docstring)."""
     import genvision
     from genvision.metrics.sources import extract
     from genvision.metrics.stats import frechet_distance
 
-    run_dir = args.work_dir / name
+    run_dir = run_dir or args.work_dir / name
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["img_per_s"] for r in records if "img_per_s" in r]
@@ -142,24 +148,27 @@ def score(name: str, args, lenet, reference) -> dict:
     images = genvision.sample(checkpoint, args.num_samples, seed=args.seed)
     mu, sigma = extract(images, lenet, name=name)[0].mean_and_covariance()
     ref_mu, ref_sigma = reference
-    return {"name": name, "flags": CANDIDATES[name], "steps": summary["step"],
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    return {"name": name, "flags": CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
             **{key: measured.get(key) for key in ("precision", "recall", "density", "coverage", "classes_covered")},
             "fid_by_step": {r["step"]: r["fid"] for r in records if "fid" in r}}
 
 
-def markdown(rows: list[dict], cpu: str, threads: int) -> str:
-    base = next((row for row in rows if row["name"] == BASELINE), None)
+def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE) -> str:
+    """The table, best FID first; the ratios divide by the row named `baseline`."""
+    base = next((row for row in rows if row["name"] == baseline), None)
     lines = [f"CPU: {cpu}; {threads} thread(s) per run. FID: final checkpoint (EMA), samples vs reference.", "",
-             f"| candidate | flags | steps | wall time | FID (shipped) | vs {BASELINE} | FID (LeNet-5) | "
-             f"vs {BASELINE} | precision | recall | density | coverage | classes |",
+             f"| candidate | flags | steps | wall time | FID (shipped) | vs {baseline} | FID (LeNet-5) | "
+             f"vs {baseline} | precision | recall | density | coverage | classes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: r["fid"]):
         ratio = f"{row['fid'] / base['fid']:.2f}x" if base else "-"
         ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
         minutes, seconds = divmod(round(row["wall_time_s"]), 60)
-        lines.append(f"| {row['name']} | `{' '.join(row['flags']) or '(defaults)'}` | {row['steps']} | "
+        flags = " ".join(row["flags"]) or f"(its defaults: --lr {row['lr']:g})"
+        lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
                      f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
                      f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "
                      f"{row['coverage']:.3f} | {row['classes_covered']} |")
@@ -177,6 +186,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     parser.add_argument("--num-samples", type=int, default=5000, help="samples scored per candidate")
     parser.add_argument("--reference", default="mnist5k:train", help="dataset spec of the FID reference")
+    parser.add_argument("--runs", type=Path, nargs="+", default=[],
+                        help="score these finished run folders instead of training candidates (e.g. the runs "
+                        "bench_revisions.py --keep kept)")
     parser.add_argument("--quick", action="store_true", help="tiny runs (the pipeline's test)")
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args()
@@ -186,7 +198,13 @@ def main() -> int:
         args.num_samples = min(args.num_samples, 64)
     names = args.only or list(CANDIDATES)
     args.work_dir = args.work_dir.resolve()
-    train_all(names, args)
+    if args.runs:
+        missing = [str(run) for run in args.runs if not (run / "summary.json").is_file()]
+        if missing:
+            parser.error(f"--runs: no finished run (summary.json) in {', '.join(missing)}")
+        names = []
+    else:
+        train_all(names, args)
 
     from extractor_agreement import independent_extractor
 
@@ -199,10 +217,11 @@ def main() -> int:
     lenet, lenet_accuracy, _ = independent_extractor(args.lenet_dir, reference, held_out,
                                                      1 if args.quick else LENET_EPOCHS, LENET_SEED)
     reference_stats = extract(reference.images, lenet, name="reference")[0].mean_and_covariance()
-    rows = [score(name, args, lenet, reference_stats) for name in names]
+    rows = ([score(name, args, lenet, reference_stats) for name in names] if not args.runs else
+            [score(str(run), args, lenet, reference_stats, run) for run in args.runs])
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cpu = cpu_model()
-    print(markdown(rows, cpu, threads))
+    print(markdown(rows, cpu, threads, rows[0]["name"] if args.runs else BASELINE))
     print(f"\nLeNet-5 held-out accuracy {lenet_accuracy:.4f}")
     if args.json:
         from genvision.fileio import write_json

@@ -66,3 +66,17 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     assert "training" not in again.stderr
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.safetensors")} == before
     assert json.loads((tmp_path / "recipe.json").read_text())["rows"] == figures["rows"]
+
+    # --runs scores finished run folders (as bench_revisions.py --keep leaves them) with the same numbers.
+    scored_runs = run_python([str(SCRIPT), "--quick", "--runs", str(work / "0.2.0-default"), str(work / "lr4e-4"),
+                              "--lenet-dir", str(lenet_dir), "--json", str(tmp_path / "runs.json")], env=env,
+                             timeout=600)
+    assert scored_runs.returncode == 0, scored_runs.stderr[-3000:]
+    by_run = json.loads((tmp_path / "runs.json").read_text())["rows"]
+    assert [row["name"] for row in by_run] == [str(work / "0.2.0-default"), str(work / "lr4e-4")]
+    for row, name in zip(by_run, ("0.2.0-default", "lr4e-4")):
+        for key in ("fid", "fid_lenet", "precision", "recall", "classes_covered", "steps", "lr"):
+            assert row[key] == rows[name][key], key
+    assert "(its defaults: --lr 0.0002)" in scored_runs.stdout and "| 1.00x |" in scored_runs.stdout
+    missing = run_python([str(SCRIPT), "--runs", str(tmp_path)], env=env, timeout=60)
+    assert missing.returncode == 2 and "no finished run" in missing.stderr.strip().splitlines()[-1]
