@@ -376,9 +376,9 @@ class GANConfig(GenerativeConfig):
     r1_gamma: float = opt(0.0, "R1 penalty weight gamma on real images (0 = off)")
     gp_weight: float = opt(10.0, "gradient-penalty weight lambda for --loss wgan-gp")
     d_steps: int = opt(1, "discriminator updates per generator update")
-    lr: float = opt(2e-4, "Adam learning rate of the generator")
+    lr: float = opt(1.2e-3, "Adam learning rate of the generator (searched: benchmarks/README.md)")
     d_lr: float = opt(0.0, "Adam learning rate of the discriminator (0 = same as --lr)")
-    beta1: float = opt(0.5, "Adam beta1")
+    beta1: float = opt(0.0, "Adam beta1 (searched: benchmarks/README.md; the DCGAN paper used 0.5)")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
     lr_ramp_down: float = opt(0.0, "share of --num-steps at the end over which both learning rates fall linearly "

@@ -2,8 +2,9 @@
 
 `GANTask.train_step` is `d_steps` discriminator updates followed by one generator update, with the adversarial loss
 of `--loss`, an optional R1 penalty (Mescheder et al. 2018) or WGAN gradient penalty (Gulrajani et al. 2017), Adam
-with beta1 = 0.5 as in the DCGAN paper, and an exponential moving average of the generator's weights (Karras et al.
-2018; Yazıcı et al. 2019) that sample grids and FID use. The discriminator sees real and fake images in separate
+(by default lr 1.2e-3 and beta1 0, searched at the default's wall time: benchmarks/bench_recipe.py; the DCGAN paper's
+2e-4 and 0.5 are 0.2.0's), an optional linear ramp-down of both learning rates (--lr-ramp-down), and an exponential
+moving average of the generator's weights (Karras et al. 2018; Yazıcı et al. 2019) that sample grids and FID use. The discriminator sees real and fake images in separate
 forward passes (separate BatchNorm statistics, as in the DCGAN recipe); multi-process gradient averaging and
 buffer broadcasting live in `training.common`.
 
