@@ -5,7 +5,8 @@
     python benchmarks/extractor_agreement.py --inception-weights PATH --device cuda   # InceptionV3 too (a GPU helps)
     python benchmarks/extractor_agreement.py --quick --work-dir /tmp/agreement          # the whole pipeline, tiny
 
-The panel (at least eight generators of different quality and failure): one default-recipe DCGAN run checkpointed at
+The panel (at least eight generators of different quality and failure): one DCGAN run of 0.2.0's recipe
+(`PANEL_GAN_RECIPE`: Adam 2e-4, beta1 0.5, the published panel's; today's default trains better) checkpointed at
 each of `--gan-steps` (EMA generator), the default VAE under its Gaussian-mixture prior and under N(0, I), a
 mode-collapsed generator (the last DCGAN checkpoint with its latents drawn around 3 fixed points), the last DCGAN's
 samples blurred (Gaussian, sigma 1 px) and noised (sigma 16 grey levels), and the real held-out digits (`--held-out`,
@@ -38,6 +39,7 @@ from genvision.errors import UsageError  # noqa: E402
 from genvision.metrics.extractors import BICUBIC_RESIZE, MetadataFromContract, check_extractor_input  # noqa: E402
 
 FULL_GAN_STEPS = "500,1000,2000,3000"  # the default DCGAN trains 3000 steps (docs/training.md)
+PANEL_GAN_RECIPE = {"lr": 2e-4, "beta1": 0.5}  # 0.2.0's default Adam: the panel's DCGAN, so its figures reproduce
 FULL_VAE_STEPS = 2500  # the default VAE's --num-steps
 QUICK = {"gan_steps": "2,4", "vae_steps": 2, "num_samples": 64, "independent_epochs": 1,
          "work_dir": Path("runs/agreement-quick")}  # --quick
@@ -189,7 +191,7 @@ def quietly(function, /, **options):
 
 
 def gan_checkpoints(run: Path, steps: list[int], seed: int) -> dict[int, Path]:
-    """step -> checkpoint folder of one default-recipe DCGAN run in `run` saved at each of `steps`, trained now where
+    """step -> checkpoint folder of one DCGAN run (`PANEL_GAN_RECIPE`) in `run` saved at each of `steps`, trained where
     missing: the run trains to each step in turn and is resumed from there (a resumed run equals one trained straight
     through), keeping every one of those checkpoints. FID during training is off: the benchmark scores them."""
     import genvision
@@ -209,7 +211,7 @@ def gan_checkpoints(run: Path, steps: list[int], seed: int) -> dict[int, Path]:
             options["resume"] = "auto"
         else:  # a folder without a checkpoint holds a run stopped before its first one: start it again
             options.update(seed=seed, fid_every=0, sample_every=0, checkpoint_every=0, report_to="none",
-                           overwrite=run.exists())
+                           overwrite=run.exists(), **PANEL_GAN_RECIPE)
         print(f"training the DCGAN of {run} to step {step}", file=sys.stderr, flush=True)
         quietly(genvision.train_gan, **options)
     return folders
@@ -260,7 +262,7 @@ def build_panel(args, held_out) -> list[Entry]:
                      held_out.images)]
     for step in reversed(steps):
         images = final if step == steps[-1] else genvision.sample(gans[step], num, seed, device=device)
-        entries.append(Entry(f"dcgan-{step}", f"default DCGAN after {step} steps (EMA generator)", images))
+        entries.append(Entry(f"dcgan-{step}", f"0.2.0's default DCGAN after {step} steps (EMA generator)", images))
     for prior, what in (("gmm", "Gaussian-mixture prior (its default)"), ("normal", "N(0, I) prior")):
         entries.append(Entry(f"vae-{prior}", f"default VAE after {args.vae_steps} steps, {what}",
                              genvision.sample(vae, num, seed, device=device, prior=prior)))
