@@ -159,7 +159,8 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
 def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE) -> str:
     """The table, best FID first; the ratios divide by the row named `baseline`."""
     base = next((row for row in rows if row["name"] == baseline), None)
-    lines = [f"CPU: {cpu}; {threads} thread(s) per run. FID: final checkpoint (EMA), samples vs reference.", "",
+    per_run = f"; {threads} thread(s) per run" if threads else ""
+    lines = [f"CPU: {cpu}{per_run}. FID: final checkpoint (EMA), samples vs reference.", "",
              f"| candidate | flags | steps | wall time | FID (shipped) | vs {baseline} | FID (LeNet-5) | "
              f"vs {baseline} | precision | recall | density | coverage | classes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -221,7 +222,7 @@ def main() -> int:
             [score(str(run), args, lenet, reference_stats, run) for run in args.runs])
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cpu = cpu_model()
-    print(markdown(rows, cpu, threads, rows[0]["name"] if args.runs else BASELINE))
+    print(markdown(rows, cpu, 0 if args.runs else threads, rows[0]["name"] if args.runs else BASELINE))
     print(f"\nLeNet-5 held-out accuracy {lenet_accuracy:.4f}")
     if args.json:
         from genvision.fileio import write_json
