@@ -16,7 +16,9 @@ same search with each other, not with a run alone on the machine (the wall-time 
 writes every number.
 
 Candidates differ from 0.2.0's default (3000 steps of batch 64, base width 32, Adam 2e-4 with betas 0.5 / 0.999, EMA
-0.999, non-saturating loss) in one or two choices each, round by round around the last round's best (`CANDIDATES`);
+0.999, non-saturating loss) in one or two choices each, round by round around the last round's best (`CANDIDATES`:
+each lists its differences; 0.2.0's learning rate and beta1 are added where it sets neither, so a candidate trains
+the same run whatever today's defaults are, and `lr1.2e-3-beta1-0.0` is today's default);
 those with a cheaper step take more steps, to cost about the same wall time. Every ratio divides by 0.2.0's default
 trained in the same search.
 """
@@ -37,19 +39,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement's LeNet-5
 
-OLD = ["--lr", "2e-4"]  # 0.2.0's default recipe; every other default of train_gan.py is still 0.2.0's
-# name -> flags added to `python train_gan.py`'s defaults, round by round (the table in benchmarks/README.md).
+OLD_RECIPE = {"--lr": "2e-4", "--beta1": "0.5"}  # 0.2.0's default Adam, added to every candidate that does not set it
+# name -> flags: the candidate's differences from 0.2.0's default, round by round (the table in benchmarks/README.md).
 CANDIDATES: dict[str, list[str]] = {
     # Round 1: one choice at a time around 0.2.0's default (3000 steps of batch 64, width 32, Adam 2e-4 with betas
     # 0.5 / 0.999, EMA 0.999, non-saturating loss).
-    "0.2.0-default": OLD,
+    "0.2.0-default": [],
     "lr4e-4": ["--lr", "4e-4"],
     "g4e-4-d2e-4": ["--lr", "4e-4", "--d-lr", "2e-4"],
     "ttur-g1e-4-d4e-4": ["--lr", "1e-4", "--d-lr", "4e-4"],
-    "betas-0.0-0.99": [*OLD, "--beta1", "0.0", "--beta2", "0.99"],
-    "bs32-6000": [*OLD, "--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000"],
+    "betas-0.0-0.99": ["--beta1", "0.0", "--beta2", "0.99"],
+    "bs32-6000": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000"],
     "bs32-6000-lr4e-4": ["--batch-size", "32", "--num-steps", "6000", "--fid-every", "2000", "--lr", "4e-4"],
-    "width16-9000": [*OLD, "--base-channels", "16", "--num-steps", "9000", "--fid-every", "3000"],
+    "width16-9000": ["--base-channels", "16", "--num-steps", "9000", "--fid-every", "3000"],
     # Round 2: the learning rate, round 1's lever (a smaller batch or width costs more time per image: dropped).
     "lr6e-4": ["--lr", "6e-4"],
     "lr8e-4": ["--lr", "8e-4"],
@@ -68,9 +70,9 @@ CANDIDATES: dict[str, list[str]] = {
     # (10 + t)) is 0.997 at step 3000) and beta1.
     "lr1.2e-3-ema0.99": ["--lr", "1.2e-3", "--ema-decay", "0.99"],
     "lr1.2e-3-ema0.98": ["--lr", "1.2e-3", "--ema-decay", "0.98"],
-    "lr1.2e-3-beta1-0.0": ["--lr", "1.2e-3", "--beta1", "0.0"],
+    "lr1.2e-3-beta1-0.0": ["--lr", "1.2e-3", "--beta1", "0.0"],  # today's default
     # A second seed of 0.2.0's default and of the winner: is the gain more than seed noise?
-    "0.2.0-default-seed1": [*OLD, "--seed", "1"],
+    "0.2.0-default-seed1": ["--seed", "1"],
     "lr1.2e-3-seed1": ["--lr", "1.2e-3", "--seed", "1"],
 }
 BASELINE = "0.2.0-default"  # the row the ratios divide by
@@ -89,10 +91,16 @@ def cpu_model() -> str:
     return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
+def resolved_flags(flags: list[str]) -> list[str]:
+    """A candidate's flags with 0.2.0's Adam settings (`OLD_RECIPE`) for those it does not set: a candidate means
+    the same run whatever today's defaults are."""
+    return [item for flag, value in OLD_RECIPE.items() if flag not in flags for item in (flag, value)] + flags
+
+
 def train_command(name: str, flags: list[str], args) -> list[str]:
     extra = QUICK_FLAGS if args.quick else []
     return [sys.executable, str(ROOT / "train_gan.py"), "--out-dir", str(args.work_dir / name), "--seed",
-            str(args.seed), "--report-to", "none", *flags, *extra]
+            str(args.seed), "--report-to", "none", *resolved_flags(flags), *extra]
 
 
 def finished(run_dir: Path) -> bool:
@@ -150,6 +158,7 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
     ref_mu, ref_sigma = reference
     config = json.loads((run_dir / "config.json").read_text())["config"]
     return {"name": name, "flags": CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
+            "beta1": config.get("beta1"),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
             **{key: measured.get(key) for key in ("precision", "recall", "density", "coverage", "classes_covered")},
@@ -168,7 +177,8 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
         ratio = f"{row['fid'] / base['fid']:.2f}x" if base else "-"
         ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
         minutes, seconds = divmod(round(row["wall_time_s"]), 60)
-        flags = " ".join(row["flags"]) or f"(its defaults: --lr {row['lr']:g})"
+        flags = (" ".join(row["flags"]) or "(0.2.0's default)" if row["name"] in CANDIDATES else
+                 f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g})")
         lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
                      f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
                      f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "

@@ -38,8 +38,10 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     figures = json.loads((tmp_path / "recipe.json").read_text())
     rows = {row["name"]: row for row in figures["rows"]}
     assert set(rows) == {"0.2.0-default", "lr4e-4"} and figures["threads_per_run"] >= 1
-    assert saved_config(work / "lr4e-4", "gan")["lr"] == 4e-4
-    assert saved_config(work / "0.2.0-default", "gan")["lr"] == 2e-4
+    # A candidate sets its differences from 0.2.0's default; 0.2.0's Adam fills in what it leaves unset.
+    assert (saved_config(work / "lr4e-4", "gan")["lr"], saved_config(work / "lr4e-4", "gan")["beta1"]) == (4e-4, 0.5)
+    assert (saved_config(work / "0.2.0-default", "gan")["lr"], saved_config(work / "0.2.0-default", "gan")["beta1"]) \
+        == (2e-4, 0.5)
     assert "| lr4e-4 | `--lr 4e-4` |" in proc.stdout and proc.stdout.startswith("CPU: ")
 
     checkpoint = work / "0.2.0-default" / "checkpoints" / f"step-{rows['0.2.0-default']['steps']:06d}"
@@ -69,6 +71,6 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     for row, name in zip(by_run, ("0.2.0-default", "lr4e-4")):
         for key in ("fid", "fid_lenet", "precision", "recall", "classes_covered", "steps", "lr"):
             assert row[key] == rows[name][key], key
-    assert "(its defaults: --lr 0.0002)" in scored_runs.stdout and "| 1.00x |" in scored_runs.stdout
+    assert "(its defaults: --lr 0.0002, --beta1 0.5)" in scored_runs.stdout and "| 1.00x |" in scored_runs.stdout
     missing = run_python([str(SCRIPT), "--runs", str(tmp_path)], env=env, timeout=60)
     assert missing.returncode == 2 and "no finished run" in missing.stderr.strip().splitlines()[-1]
