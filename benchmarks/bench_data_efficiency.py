@@ -26,29 +26,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs_at_once
+
+from runs_at_once import cpu_model, train_runs  # noqa: E402
 
 MODES = ("none", "fixed", "adaptive")
 FRACTIONS = (10, 20, 100)  # % of each class of mnist5k:train
 QUICK_FLAGS = ["--num-fid-samples", "64", "--base-channels", "8", "--sample-every", "2", "--log-every", "2",
                "--checkpoint-every", "2"]  # --quick: every run tiny
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{sys.platform}, {os.cpu_count()} cores"
 
 
 def subset_spec(fraction: int, work_dir: Path) -> str:
@@ -93,34 +83,6 @@ def train_command(fraction: int, mode: str, args) -> list[str]:
             "--features", "classifier", "--classifier", str(shipped_classifier_path("mnist5k")),
             "--seed", str(args.seed), "--report-to", "none", *mode_flags(mode, args),
             *(QUICK_FLAGS if args.quick else [])]
-
-
-def train_all(cells: list[tuple[int, str]], args) -> None:
-    """Train the cells not yet finished, `--jobs` at a time, each with cores / jobs threads."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    pending = [cell for cell in cells if not (args.work_dir / cell_name(*cell) / "summary.json").is_file()]
-    running: list[tuple[str, subprocess.Popen, float]] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            fraction, mode = pending.pop(0)
-            name = cell_name(fraction, mode)
-            command = train_command(fraction, mode, args)
-            if (args.work_dir / name).exists():
-                command.append("--overwrite")  # an interrupted earlier attempt
-            log = open(args.work_dir / f"{name}.log", "w")
-            print(f"training {name}", file=sys.stderr, flush=True)
-            running.append((name, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log),
-                            time.perf_counter()))
-        time.sleep(1.0)
-        for item in list(running):
-            name, process, began = item
-            if process.poll() is None:
-                continue
-            running.remove(item)
-            if process.returncode != 0:
-                raise SystemExit(f"{name} failed (exit {process.returncode}); see {args.work_dir / name}.log")
-            print(f"finished {name} in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
 
 
 def discriminator_outputs(checkpoint, images) -> dict[str, float]:
@@ -189,7 +151,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fractions", type=int, nargs="+", default=list(FRACTIONS), choices=range(1, 101),
-                        metavar="PERCENT", help="% of each class of mnist5k:train (default: 10 20 100)")
+                        metavar="PERCENT", help="%% of each class of mnist5k:train (default: 10 20 100)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="augmentation modes")
     parser.add_argument("--policy", default="color,translation,cutout", help="DiffAugment policy of fixed/adaptive")
     parser.add_argument("--fixed-p", type=float, default=1.0, help="probability of the fixed mode")
@@ -209,7 +171,8 @@ def main() -> int:
     args.work_dir = args.work_dir.resolve()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     cells = [(fraction, mode) for fraction in args.fractions for mode in args.modes]
-    train_all(cells, args)
+    train_runs({cell_name(*cell): (args.work_dir / cell_name(*cell), train_command(*cell, args), "")
+                for cell in cells}, args.jobs)
     rows = [score(fraction, mode, args) for fraction, mode in cells]
     cpu = cpu_model()
     print(markdown(rows, cpu, args))

@@ -28,16 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement's LeNet-5
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement's LeNet-5, runs_at_once
+
+from runs_at_once import cpu_model, train_runs  # noqa: E402
 
 OLD_RECIPE = {"--lr": "2e-4", "--beta1": "0.5"}  # 0.2.0's default Adam, added to every candidate that does not set it
 # name -> flags: the candidate's differences from 0.2.0's default, round by round (the table in benchmarks/README.md).
@@ -81,16 +80,6 @@ QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64"
 LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cached LeNet-5 is reused
 
 
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
-
-
 def resolved_flags(flags: list[str]) -> list[str]:
     """A candidate's flags with 0.2.0's Adam settings (`OLD_RECIPE`) for those it does not set: a candidate means
     the same run whatever today's defaults are."""
@@ -101,38 +90,6 @@ def train_command(name: str, flags: list[str], args) -> list[str]:
     extra = QUICK_FLAGS if args.quick else []
     return [sys.executable, str(ROOT / "train_gan.py"), "--out-dir", str(args.work_dir / name), "--seed",
             str(args.seed), "--report-to", "none", *resolved_flags(flags), *extra]
-
-
-def finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").is_file()
-
-
-def train_all(names: list[str], args) -> None:
-    """Train the candidates not yet finished, `--jobs` at a time, each with cores / jobs threads."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    pending = [name for name in names if not finished(args.work_dir / name)]
-    running: list[tuple[str, subprocess.Popen, float]] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            (args.work_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            log = open(args.work_dir / f"{name}.log", "w")
-            command = train_command(name, CANDIDATES[name], args)
-            if (args.work_dir / name).exists():
-                command.append("--overwrite")  # an interrupted earlier attempt
-            print(f"training {name}: {' '.join(CANDIDATES[name]) or '(defaults)'}", file=sys.stderr, flush=True)
-            running.append((name, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log),
-                            time.perf_counter()))
-        time.sleep(1.0)
-        for item in list(running):
-            name, process, began = item
-            if process.poll() is None:
-                continue
-            running.remove(item)
-            if process.returncode != 0:
-                raise SystemExit(f"{name} failed (exit {process.returncode}); see {args.work_dir / name}.log")
-            print(f"finished {name} in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
 
 
 def final_checkpoint(run_dir: Path) -> Path:
@@ -215,7 +172,8 @@ def main() -> int:
             parser.error(f"--runs: no finished run (summary.json) in {', '.join(missing)}")
         names = []
     else:
-        train_all(names, args)
+        train_runs({name: (args.work_dir / name, train_command(name, CANDIDATES[name], args),
+                           f": {' '.join(CANDIDATES[name]) or '(0.2.0 default)'}") for name in names}, args.jobs)
 
     from extractor_agreement import independent_extractor
 

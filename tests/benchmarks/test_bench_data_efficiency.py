@@ -50,3 +50,8 @@ def test_quick_cells_train_on_the_subset_with_their_mode_and_score_as_the_librar
         assert rows["none"][key] == pytest.approx(fid[key], rel=1e-9), key
     assert -1 <= rows["none"]["d_train"]["sign"] <= 1 and 0 < rows["none"]["d_held_out"]["sigmoid"] < 1
     assert "| 10% (450) | adaptive |" in proc.stdout
+
+
+def test_help_prints():
+    proc = run_python([str(SCRIPT), "--help"], timeout=120)
+    assert proc.returncode == 0 and "% of each class of mnist5k:train" in proc.stdout, proc.stderr[-2000:]
