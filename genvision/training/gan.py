@@ -4,9 +4,9 @@
 of `--loss`, an optional R1 penalty (Mescheder et al. 2018) or WGAN gradient penalty (Gulrajani et al. 2017), Adam
 (by default lr 1.2e-3 and beta1 0, searched at the default's wall time: benchmarks/bench_recipe.py; the DCGAN paper's
 2e-4 and 0.5 are 0.2.0's), an optional linear ramp-down of both learning rates (--lr-ramp-down), and an exponential
-moving average of the generator's weights (Karras et al. 2018; Yazıcı et al. 2019) that sample grids and FID use. The discriminator sees real and fake images in separate
-forward passes (separate BatchNorm statistics, as in the DCGAN recipe); multi-process gradient averaging and
-buffer broadcasting live in `training.common`.
+moving average of the generator's weights (Karras et al. 2018; Yazıcı et al. 2019) that sample grids and FID use.
+The discriminator sees real and fake images in separate forward passes (separate BatchNorm statistics, as in the
+DCGAN recipe); multi-process gradient averaging and buffer broadcasting live in `training.common`.
 
 With --conditional the generator has conditional BatchNorm and the discriminator is a projection discriminator
 (Miyato & Koyama 2018; `models.dcgan`). The fake images of a step are drawn with the labels of the step's real
