@@ -381,6 +381,9 @@ class GANConfig(GenerativeConfig):
     beta1: float = opt(0.0, "Adam beta1 (searched: benchmarks/README.md; the DCGAN paper used 0.5)")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
+    ema_bn_batches: int = opt(32, "batches of --batch-size latents from which the EMA generator's BatchNorm "
+                              "statistics are re-estimated before each grid, FID and checkpoint (standing "
+                              "statistics, Brock et al. 2019; 0 = the generator's own running statistics)")
     lr_ramp_down: float = opt(0.0, "share of --num-steps at the end over which both learning rates fall linearly "
                               "toward 0 (0 = constant learning rates)")
     augment: str = opt("", "differentiable augmentation of every discriminator input (DiffAugment, Zhao et al. 2020): "
@@ -403,6 +406,7 @@ class GANConfig(GenerativeConfig):
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1" if not 0 <= self.beta1 < 1 else "beta2",
                 "in [0, 1)", self.beta1 if not 0 <= self.beta1 < 1 else self.beta2)
         require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
+        require(self.ema_bn_batches >= 0, "ema_bn_batches", ">= 0", self.ema_bn_batches)
         require(0 <= self.lr_ramp_down <= 1, "lr_ramp_down", "in [0, 1]", self.lr_ramp_down)
 
     def validate_augment(self) -> None:
