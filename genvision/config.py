@@ -381,7 +381,7 @@ class GANConfig(GenerativeConfig):
     beta1: float = opt(0.0, "Adam beta1 (searched: benchmarks/README.md; the DCGAN paper used 0.5)")
     beta2: float = opt(0.999, "Adam beta2")
     ema_decay: float = opt(0.999, "decay of the generator's exponential moving average per step (0 = no EMA)")
-    ema_bn_batches: int = opt(32, "batches of --batch-size latents from which the EMA generator's BatchNorm "
+    ema_bn_batches: int = opt(16, "batches of --batch-size latents from which the EMA generator's BatchNorm "
                               "statistics are re-estimated before each grid, FID and checkpoint (standing "
                               "statistics, Brock et al. 2019; 0 = the generator's own running statistics)")
     lr_ramp_down: float = opt(0.0, "share of --num-steps at the end over which both learning rates fall linearly "
