@@ -17,8 +17,9 @@ writes every number.
 
 Candidates differ from 0.2.0's default (3000 steps of batch 64, base width 32, Adam 2e-4 with betas 0.5 / 0.999, EMA
 0.999, non-saturating loss) in one or two choices each, round by round around the last round's best (`CANDIDATES`:
-each lists its differences; 0.2.0's learning rate and beta1 are added where it sets neither, so a candidate trains
-the same run whatever today's defaults are, and `lr1.2e-3-beta1-0.0` is today's default);
+each lists its differences; 0.2.0's learning rate, beta1 and copied EMA BatchNorm statistics (`OLD_RECIPE`) are
+added where it does not set them, so a candidate trains the same run whatever today's defaults are, and
+`lr1.2e-3-beta1-0.0-bn16` is today's default);
 those with a cheaper step take more steps, to cost about the same wall time. Every ratio divides by 0.2.0's default
 trained in the same search.
 """
@@ -38,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # extractor_agreement'
 
 from runs_at_once import cpu_model, train_runs  # noqa: E402
 
-OLD_RECIPE = {"--lr": "2e-4", "--beta1": "0.5"}  # 0.2.0's default Adam, added to every candidate that does not set it
+# 0.2.0's default Adam and its EMA generator's copied BatchNorm statistics, added to every candidate that does not set
+# them, so a candidate trains the same run whatever today's defaults are.
+OLD_RECIPE = {"--lr": "2e-4", "--beta1": "0.5", "--ema-bn-batches": "0"}
 # name -> flags: the candidate's differences from 0.2.0's default, round by round (the table in benchmarks/README.md).
 CANDIDATES: dict[str, list[str]] = {
     # Round 1: one choice at a time around 0.2.0's default (3000 steps of batch 64, width 32, Adam 2e-4 with betas
@@ -90,6 +93,11 @@ CANDIDATES: dict[str, list[str]] = {
     "lr1.2e-3-beta1-0.0-ramp0.25": ["--lr", "1.2e-3", "--beta1", "0.0", "--lr-ramp-down", "0.25"],
     "lr1.2e-3-beta1-0.0-width24-4800": ["--lr", "1.2e-3", "--beta1", "0.0", "--base-channels", "24", "--num-steps",
                                         "4800", "--fid-every", "1600"],
+    # Round 8: standing statistics for the EMA generator (--ema-bn-batches 16: its BatchNorm statistics re-estimated
+    # on its own weights), on today's default over three seeds.
+    "lr1.2e-3-beta1-0.0-bn16": ["--lr", "1.2e-3", "--beta1", "0.0", "--ema-bn-batches", "16"],
+    "lr1.2e-3-beta1-0.0-bn16-seed1": ["--lr", "1.2e-3", "--beta1", "0.0", "--ema-bn-batches", "16", "--seed", "1"],
+    "lr1.2e-3-beta1-0.0-bn16-seed2": ["--lr", "1.2e-3", "--beta1", "0.0", "--ema-bn-batches", "16", "--seed", "2"],
 }
 BASELINE = "0.2.0-default"  # the row the ratios divide by
 QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
@@ -132,7 +140,7 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
     ref_mu, ref_sigma = reference
     config = json.loads((run_dir / "config.json").read_text())["config"]
     return {"name": name, "flags": CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
-            "beta1": config.get("beta1"),
+            "beta1": config.get("beta1"), "ema_bn_batches": config.get("ema_bn_batches", 0),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
             **{key: measured.get(key) for key in ("precision", "recall", "density", "coverage", "classes_covered")},
@@ -152,7 +160,8 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
         ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
         minutes, seconds = divmod(round(row["wall_time_s"]), 60)
         flags = (" ".join(row["flags"]) or "(0.2.0's default)" if row["name"] in CANDIDATES else
-                 f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g})")
+                 f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches "
+                 f"{row['ema_bn_batches']})")
         lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
                      f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
                      f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "

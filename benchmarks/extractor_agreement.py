@@ -6,12 +6,12 @@
     python benchmarks/extractor_agreement.py --quick --work-dir /tmp/agreement          # the whole pipeline, tiny
 
 The panel (at least eight generators of different quality and failure): one DCGAN run of 0.2.0's recipe
-(`PANEL_GAN_RECIPE`: Adam 2e-4, beta1 0.5, the published panel's; today's default trains better) checkpointed at
-each of `--gan-steps` (EMA generator), the default VAE under its Gaussian-mixture prior and under N(0, I), a
-mode-collapsed generator (the last DCGAN checkpoint with its latents drawn around 3 fixed points), the last DCGAN's
-samples blurred (Gaussian, sigma 1 px) and noised (sigma 16 grey levels), and the real held-out digits (`--held-out`,
-the best a generator can do). Runs are trained once into `--work-dir` and reused when present (a rerun only
-rescores). Every generator gives `--num-samples` seeded samples (the held-out digits: all of them).
+(`PANEL_GAN_RECIPE`: Adam 2e-4, beta1 0.5, no standing statistics, the published panel's; today's default trains
+better) checkpointed at each of `--gan-steps` (EMA generator), the default VAE under its Gaussian-mixture prior and
+under N(0, I), a mode-collapsed generator (the last DCGAN checkpoint with its latents drawn around 3 fixed points),
+the last DCGAN's samples blurred (Gaussian, sigma 1 px) and noised (sigma 16 grey levels), and the real held-out
+digits (`--held-out`, the best a generator can do). Runs are trained once into `--work-dir` and reused when present (a
+rerun only rescores). Every generator gives `--num-samples` seeded samples (the held-out digits: all of them).
 
 Each sample set is scored by FID against `--reference` in every feature space: the shipped classifier (and each
 block of its features when it names them, `feature_blocks`), every `--classifier` file, InceptionV3 with
@@ -39,7 +39,8 @@ from genvision.errors import UsageError  # noqa: E402
 from genvision.metrics.extractors import BICUBIC_RESIZE, MetadataFromContract, check_extractor_input  # noqa: E402
 
 FULL_GAN_STEPS = "500,1000,2000,3000"  # the default DCGAN trains 3000 steps (docs/training.md)
-PANEL_GAN_RECIPE = {"lr": 2e-4, "beta1": 0.5}  # 0.2.0's default Adam: the panel's DCGAN, so its figures reproduce
+# 0.2.0's default Adam and copied EMA BatchNorm statistics: the panel's DCGAN, so its published figures reproduce
+PANEL_GAN_RECIPE = {"lr": 2e-4, "beta1": 0.5, "ema_bn_batches": 0}
 FULL_VAE_STEPS = 2500  # the default VAE's --num-steps
 QUICK = {"gan_steps": "2,4", "vae_steps": 2, "num_samples": 64, "independent_epochs": 1,
          "work_dir": Path("runs/agreement-quick")}  # --quick

@@ -42,6 +42,7 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     assert (saved_config(work / "lr4e-4", "gan")["lr"], saved_config(work / "lr4e-4", "gan")["beta1"]) == (4e-4, 0.5)
     assert (saved_config(work / "0.2.0-default", "gan")["lr"], saved_config(work / "0.2.0-default", "gan")["beta1"]) \
         == (2e-4, 0.5)
+    assert [saved_config(work / name, "gan")["ema_bn_batches"] for name in ("lr4e-4", "0.2.0-default")] == [0, 0]
     assert "| lr4e-4 | `--lr 4e-4` |" in proc.stdout and proc.stdout.startswith("CPU: ")
 
     checkpoint = work / "0.2.0-default" / "checkpoints" / f"step-{rows['0.2.0-default']['steps']:06d}"
@@ -71,6 +72,6 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
     for row, name in zip(by_run, ("0.2.0-default", "lr4e-4")):
         for key in ("fid", "fid_lenet", "precision", "recall", "classes_covered", "steps", "lr"):
             assert row[key] == rows[name][key], key
-    assert "(its defaults: --lr 0.0002, --beta1 0.5)" in scored_runs.stdout and "| 1.00x |" in scored_runs.stdout
+    assert "(its defaults: --lr 0.0002, --beta1 0.5, --ema-bn-batches 0)" in scored_runs.stdout and "| 1.00x |" in scored_runs.stdout
     missing = run_python([str(SCRIPT), "--runs", str(tmp_path)], env=env, timeout=60)
     assert missing.returncode == 2 and "no finished run" in missing.stderr.strip().splitlines()[-1]

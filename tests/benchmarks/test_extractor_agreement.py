@@ -102,7 +102,8 @@ def test_quick_mode_trains_once_and_prints_the_table_and_json(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training the DCGAN" in first.stderr and "trained now" in first.stdout
     panel_gan = json.loads((work / "dcgan" / "config.json").read_text())["config"]
-    assert (panel_gan["lr"], panel_gan["beta1"]) == (2e-4, 0.5)  # 0.2.0's recipe, whatever today's default is
+    assert (panel_gan["lr"], panel_gan["beta1"], panel_gan["ema_bn_batches"]) == (2e-4, 0.5, 0)  # 0.2.0's recipe,
+    # whatever today's default is
     rows = [line for line in first.stdout.splitlines() if line.startswith("| ")]
     assert "| generator | N | shipped | shipped: semantic | shipped: low-level | independent |" in rows
     assert [row.split(" | ")[0][2:] for row in rows if " | 64 | " in row or " | 500 | " in row] == PANEL
