@@ -1,9 +1,10 @@
-"""Search the default DCGAN recipe: candidate flag sets trained in full and scored in two feature spaces.
+"""Search the default DCGAN (or VAE) recipe: candidate flag sets trained in full and scored in two feature spaces.
 
     python benchmarks/bench_recipe.py                          # every candidate of CANDIDATES, 2 at a time
     python benchmarks/bench_recipe.py --only default lr4e-4    # some of them
     python benchmarks/bench_recipe.py --quick --work-dir /tmp/recipe   # the whole pipeline, tiny
     python benchmarks/bench_recipe.py --runs runs/revisions/*           # score finished runs, train nothing
+    python benchmarks/bench_recipe.py --model vae                      # the VAE's candidates (train_vae.py)
 
 Each candidate is `python train_gan.py` with its flags added to the defaults (its own `--out-dir` under `--work-dir`,
 `--seed`), trained to the end, then scored on `--num-samples` samples of its final checkpoint (EMA generator) against
@@ -19,9 +20,9 @@ Candidates differ from 0.2.0's default (3000 steps of batch 64, base width 32, A
 0.999, non-saturating loss) in one or two choices each, round by round around the last round's best (`CANDIDATES`:
 each lists its differences; 0.2.0's learning rate, beta1 and copied EMA BatchNorm statistics (`OLD_RECIPE`) are
 added where it does not set them, so a candidate trains the same run whatever today's defaults are, and
-`lr1.2e-3-beta1-0.0-bn16` is today's default);
-those with a cheaper step take more steps, to cost about the same wall time. Every ratio divides by 0.2.0's default
-trained in the same search.
+`lr1.2e-3-beta1-0.0-bn16` is today's default); those with a cheaper step take more steps, to cost about the same wall
+time. Every ratio divides by 0.2.0's default trained in the same search. `--model vae` searches `python train_vae.py`
+the same way (`VAE_CANDIDATES`, each its differences from today's default VAE, the ratios dividing by `vae-default`).
 """
 
 from __future__ import annotations
@@ -100,21 +101,38 @@ CANDIDATES: dict[str, list[str]] = {
     "lr1.2e-3-beta1-0.0-bn16-seed2": ["--lr", "1.2e-3", "--beta1", "0.0", "--ema-bn-batches", "16", "--seed", "2"],
 }
 BASELINE = "0.2.0-default"  # the row the ratios divide by
+# The VAE's candidates (`--model vae`, `python train_vae.py`), each its differences from today's default VAE (2500
+# steps of batch 64, latent 32, base width 32, learned-sigma Gaussian likelihood, beta 1 with a 500-step linear warm-up,
+# Adam 2e-3, a 20-component Gaussian-mixture prior), scored the same way (samples through the saved --prior gmm).
+VAE_CANDIDATES: dict[str, list[str]] = {
+    "vae-default": [],
+    "vae-lr1e-3": ["--lr", "1e-3"],
+    "vae-lr4e-3": ["--lr", "4e-3"],
+    "vae-beta0.5": ["--beta", "0.5"],
+    "vae-latent16": ["--latent-dim", "16"],
+    "vae-latent64": ["--latent-dim", "64"],
+    "vae-components40": ["--prior-components", "40"],
+    "vae-bs128-1250": ["--batch-size", "128", "--num-steps", "1250", "--fid-every", "500"],
+}
+VAE_BASELINE = "vae-default"
+MODELS = {"gan": ("train_gan.py", CANDIDATES, BASELINE), "vae": ("train_vae.py", VAE_CANDIDATES, VAE_BASELINE)}
 QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
                "--sample-every", "2", "--log-every", "2", "--checkpoint-every", "2"]  # --quick: every run tiny
 LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cached LeNet-5 is reused
 
 
-def resolved_flags(flags: list[str]) -> list[str]:
+def resolved_flags(flags: list[str], model: str = "gan") -> list[str]:
     """A candidate's flags with 0.2.0's Adam settings (`OLD_RECIPE`) for those it does not set: a candidate means
     the same run whatever today's defaults are."""
+    if model != "gan":
+        return flags
     return [item for flag, value in OLD_RECIPE.items() if flag not in flags for item in (flag, value)] + flags
 
 
 def train_command(name: str, flags: list[str], args) -> list[str]:
     extra = QUICK_FLAGS if args.quick else []
-    return [sys.executable, str(ROOT / "train_gan.py"), "--out-dir", str(args.work_dir / name), "--seed",
-            str(args.seed), "--report-to", "none", *resolved_flags(flags), *extra]
+    return [sys.executable, str(ROOT / MODELS[args.model][0]), "--out-dir", str(args.work_dir / name), "--seed",
+            str(args.seed), "--report-to", "none", *resolved_flags(flags, args.model), *extra]
 
 
 def final_checkpoint(run_dir: Path) -> Path:
@@ -139,7 +157,7 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
     mu, sigma = extract(images, lenet, name=name)[0].mean_and_covariance()
     ref_mu, ref_sigma = reference
     config = json.loads((run_dir / "config.json").read_text())["config"]
-    return {"name": name, "flags": CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
+    return {"name": name, "flags": {**CANDIDATES, **VAE_CANDIDATES}.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
             "beta1": config.get("beta1"), "ema_bn_batches": config.get("ema_bn_batches", 0),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
@@ -160,6 +178,7 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
         ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
         minutes, seconds = divmod(round(row["wall_time_s"]), 60)
         flags = (" ".join(row["flags"]) or "(0.2.0's default)" if row["name"] in CANDIDATES else
+                 " ".join(row["flags"]) or "(today's default)" if row["name"] in VAE_CANDIDATES else
                  f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches "
                  f"{row['ema_bn_batches']})")
         lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
@@ -171,8 +190,11 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", default=[], choices=sorted(CANDIDATES), metavar="NAME",
-                        help=f"candidates to run (default: all): {', '.join(CANDIDATES)}")
+    parser.add_argument("--model", choices=sorted(MODELS), default="gan",
+                        help="gan: the DCGAN's CANDIDATES (train_gan.py); vae: VAE_CANDIDATES (train_vae.py)")
+    parser.add_argument("--only", nargs="+", default=[], choices=sorted({**CANDIDATES, **VAE_CANDIDATES}),
+                        metavar="NAME", help=f"candidates of --model to run (default: all): {', '.join(CANDIDATES)}; "
+                        f"with --model vae: {', '.join(VAE_CANDIDATES)}")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/recipe"), help="run folders and logs")
     parser.add_argument("--lenet-dir", type=Path, default=Path("runs/agreement"),
                         help="where extractor_agreement.py caches its LeNet-5 (trained here when absent)")
@@ -190,7 +212,12 @@ def main() -> int:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.quick:
         args.num_samples = min(args.num_samples, 64)
-    names = args.only or list(CANDIDATES)
+    _, candidates, baseline = MODELS[args.model]
+    foreign = [name for name in args.only if name not in candidates]
+    if foreign:
+        parser.error(f"--only {' '.join(foreign)}: not a candidate of --model {args.model} (expected one of "
+                     f"{', '.join(candidates)})")
+    names = args.only or list(candidates)
     args.work_dir = args.work_dir.resolve()
     if args.runs:
         missing = [str(run) for run in args.runs if not (run / "summary.json").is_file()]
@@ -198,8 +225,8 @@ def main() -> int:
             parser.error(f"--runs: no finished run (summary.json) in {', '.join(missing)}")
         names = []
     else:
-        train_runs({name: (args.work_dir / name, train_command(name, CANDIDATES[name], args),
-                           f": {' '.join(CANDIDATES[name]) or '(0.2.0 default)'}") for name in names}, args.jobs)
+        train_runs({name: (args.work_dir / name, train_command(name, candidates[name], args),
+                           f": {' '.join(candidates[name]) or '(default)'}") for name in names}, args.jobs)
 
     from extractor_agreement import independent_extractor
 
@@ -216,7 +243,7 @@ def main() -> int:
             [score(str(run), args, lenet, reference_stats, run) for run in args.runs])
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cpu = cpu_model()
-    print(markdown(rows, cpu, 0 if args.runs else threads, rows[0]["name"] if args.runs else BASELINE))
+    print(markdown(rows, cpu, 0 if args.runs else threads, rows[0]["name"] if args.runs else baseline))
     print(f"\nLeNet-5 held-out accuracy {lenet_accuracy:.4f}")
     if args.json:
         from genvision.fileio import write_json

@@ -3,14 +3,14 @@
     python benchmarks/bench_revisions.py BASE [HEAD] [--steps 400] [--fid-every 200] [--rounds 3]
     python benchmarks/bench_revisions.py BASE --steps 0 --scripts train_gan.py --rounds 2 --keep runs/revisions
 
-Each revision is checked out into a temporary git worktree (HEAD defaults to the working tree itself) and runs
-`python train_gan.py` and `python train_vae.py` with their default config but `--num-steps`, `--fid-every` and a
-fresh `--out-dir`, rounds interleaved (base, head, base, head, ...) so that drift of the machine's speed hits both
-alike. `--steps 0` runs each revision's own defaults in full (no --num-steps or --fid-every given): two default
-recipes compared at their own lengths, as a new default must be against the old one. It prints per script the median
-wall time of each revision (start-up, training, FID evaluations, report), the ratio head / base, and each run's final
-FID when it logged one, with the CPU model: compare ratios, not seconds across machines. `--keep DIR` keeps the run
-folders (DIR/<base|head>-<script>-<round>) for scoring and grids; otherwise they are deleted.
+Each revision is checked out into a temporary git worktree (HEAD defaults to the working tree itself) and runs `python
+train_gan.py` and `python train_vae.py` with their default config but `--num-steps`, `--fid-every` and a fresh
+`--out-dir`, rounds interleaved in alternating order (base, head, head, base, ...) so that drift of the machine's
+speed hits both alike. `--steps 0` runs each revision's own defaults in full (no --num-steps or --fid-every given):
+two default recipes compared at their own lengths, as a new default must be against the old one. It prints per script
+the median wall time of each revision (start-up, training, FID evaluations, report), the ratio head / base, and each
+run's final FID when it logged one, with the CPU model: compare ratios, not seconds across machines. `--keep DIR`
+keeps the run folders (DIR/<base|head>-<script>-<round>) for scoring and grids; otherwise they are deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs_at_once
 
 from runs_at_once import cpu_model  # noqa: E402
+
+
+def round_order(round_index: int) -> tuple[str, str]:
+    """Which revision runs first in a round: base in even rounds, head in odd ones (base, head, head, base, ...), so
+    that a machine slowing down (or speeding up) over the rounds does not favour the revision that always runs first.
+    """
+    return ("base", "head") if round_index % 2 == 0 else ("head", "base")
 
 
 def timed_run(tree: Path, script: str, out_dir: Path, steps: int, fid_every: int, cache: Path
@@ -82,7 +89,8 @@ def main() -> int:
             seconds = {(script, name): [] for script in args.scripts for name in trees}
             for round_index in range(args.rounds):
                 for script in args.scripts:
-                    for name, tree in trees.items():
+                    for name in round_order(round_index):
+                        tree = trees[name]
                         out_dir = (args.keep or work) / f"{name}-{script}-{round_index}"
                         seconds[script, name].append(timed_run(tree, script, out_dir, args.steps, args.fid_every,
                                                                cache))
@@ -92,7 +100,8 @@ def main() -> int:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                    capture_output=True)
     length = "each revision's defaults" if not args.steps else f"--num-steps {args.steps} --fid-every {args.fid_every}"
-    print(f"{cpu_model()}; {args.rounds} interleaved rounds of {length}")
+    print(f"{cpu_model()}; {args.rounds} interleaved rounds of {length}, in the order "
+          f"{', '.join('/'.join(round_order(index)) for index in range(args.rounds))}")
     for script in args.scripts:
         medians = {}
         for name in trees:

@@ -14,7 +14,7 @@ def test_interleaved_rounds_time_both_revisions_and_keep_their_runs(tmp_path):
                        "train_gan.py", "--keep", str(keep)], env=subprocess_env(tmp_path / "cache"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].endswith("1 interleaved rounds of --num-steps 2 --fid-every 0")
+    assert lines[0].endswith("1 interleaved rounds of --num-steps 2 --fid-every 0, in the order base/head")
     assert any(line.startswith("train_gan.py base (HEAD): wall s ") for line in lines)
     assert any(line.startswith("train_gan.py head (working tree): wall s ") for line in lines)
     assert any(line.startswith("train_gan.py: head / base wall time ") for line in lines)
@@ -24,3 +24,17 @@ def test_interleaved_rounds_time_both_revisions_and_keep_their_runs(tmp_path):
     again = run_python([str(SCRIPT), "HEAD", "--keep", str(keep)], timeout=60)  # a folder that holds runs
     assert again.returncode == 2 and "is not empty" in again.stderr.strip().splitlines()[-1]
     assert run_python([str(SCRIPT), "HEAD", "--rounds", "0"], timeout=60).returncode == 2
+
+
+def test_rounds_alternate_which_revision_runs_first():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_revisions", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    assert [module.round_order(index) for index in range(4)] == [("base", "head"), ("head", "base")] * 2
