@@ -116,6 +116,7 @@ VAE_CANDIDATES: dict[str, list[str]] = {
 }
 VAE_BASELINE = "vae-default"
 MODELS = {"gan": ("train_gan.py", CANDIDATES, BASELINE), "vae": ("train_vae.py", VAE_CANDIDATES, VAE_BASELINE)}
+ALL_CANDIDATES = {**CANDIDATES, **VAE_CANDIDATES}  # every name --only accepts
 QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
                "--sample-every", "2", "--log-every", "2", "--checkpoint-every", "2"]  # --quick: every run tiny
 LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cached LeNet-5 is reused
@@ -157,7 +158,7 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
     mu, sigma = extract(images, lenet, name=name)[0].mean_and_covariance()
     ref_mu, ref_sigma = reference
     config = json.loads((run_dir / "config.json").read_text())["config"]
-    return {"name": name, "flags": {**CANDIDATES, **VAE_CANDIDATES}.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
+    return {"name": name, "flags": ALL_CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
             "beta1": config.get("beta1"), "ema_bn_batches": config.get("ema_bn_batches", 0),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
@@ -180,7 +181,7 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
         flags = (" ".join(row["flags"]) or "(0.2.0's default)" if row["name"] in CANDIDATES else
                  " ".join(row["flags"]) or "(today's default)" if row["name"] in VAE_CANDIDATES else
                  f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches "
-                 f"{row['ema_bn_batches']})")
+                 f"{row['ema_bn_batches']})" if row["beta1"] is not None else f"(its defaults: --lr {row['lr']:g})")
         lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
                      f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
                      f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "
@@ -192,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="gan",
                         help="gan: the DCGAN's CANDIDATES (train_gan.py); vae: VAE_CANDIDATES (train_vae.py)")
-    parser.add_argument("--only", nargs="+", default=[], choices=sorted({**CANDIDATES, **VAE_CANDIDATES}),
+    parser.add_argument("--only", nargs="+", default=[], choices=sorted(ALL_CANDIDATES),
                         metavar="NAME", help=f"candidates of --model to run (default: all): {', '.join(CANDIDATES)}; "
                         f"with --model vae: {', '.join(VAE_CANDIDATES)}")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/recipe"), help="run folders and logs")
