@@ -123,8 +123,8 @@ LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cache
 
 
 def resolved_flags(flags: list[str], model: str = "gan") -> list[str]:
-    """A candidate's flags with 0.2.0's Adam settings (`OLD_RECIPE`) for those it does not set: a candidate means
-    the same run whatever today's defaults are."""
+    """A DCGAN candidate's flags with 0.2.0's settings (`OLD_RECIPE`) for those it does not set: a candidate means
+    the same run whatever today's defaults are. A VAE candidate's flags as they are."""
     if model != "gan":
         return flags
     return [item for flag, value in OLD_RECIPE.items() if flag not in flags for item in (flag, value)] + flags
@@ -166,6 +166,15 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
             "fid_by_step": {r["step"]: r["fid"] for r in records if "fid" in r}}
 
 
+def row_flags(row: dict) -> str:
+    """The flags column: a candidate's differences (or which default it is); a finished run's own settings."""
+    if row["name"] in ALL_CANDIDATES:
+        return " ".join(row["flags"]) or ("(0.2.0's default)" if row["name"] in CANDIDATES else "(today's default)")
+    if row["beta1"] is None:  # a VAE run
+        return f"(its defaults: --lr {row['lr']:g})"
+    return f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches {row['ema_bn_batches']})"
+
+
 def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE) -> str:
     """The table, best FID first; the ratios divide by the row named `baseline`."""
     base = next((row for row in rows if row["name"] == baseline), None)
@@ -178,10 +187,7 @@ def markdown(rows: list[dict], cpu: str, threads: int, baseline: str = BASELINE)
         ratio = f"{row['fid'] / base['fid']:.2f}x" if base else "-"
         ratio_lenet = f"{row['fid_lenet'] / base['fid_lenet']:.2f}x" if base else "-"
         minutes, seconds = divmod(round(row["wall_time_s"]), 60)
-        flags = (" ".join(row["flags"]) or "(0.2.0's default)" if row["name"] in CANDIDATES else
-                 " ".join(row["flags"]) or "(today's default)" if row["name"] in VAE_CANDIDATES else
-                 f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches "
-                 f"{row['ema_bn_batches']})" if row["beta1"] is not None else f"(its defaults: --lr {row['lr']:g})")
+        flags = row_flags(row)
         lines.append(f"| {row['name']} | `{flags}` | {row['steps']} | "
                      f"{minutes} min {seconds:02d} s | {row['fid']:.3f} | {ratio} | {row['fid_lenet']:.3f} | "
                      f"{ratio_lenet} | {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} | "

@@ -67,7 +67,7 @@ def standing_statistics(generator: nn.Module, batches: Sequence[tuple[torch.Tens
     BigGAN's "standing statistics" (Brock et al. 2019; `accumulate_standing_stats` in their BigGAN-PyTorch). An EMA
     generator's weights are an average the live generator never had, so the live generator's running statistics,
     which `update_ema` copies, describe another network's activations; re-estimated on the EMA weights they lowered
-    the default run's FID by 4-17% over three seeds (benchmarks/README.md). Parameters are untouched; the result
+    the default run's FID by 4-16% over three seeds (benchmarks/README.md). Parameters are untouched; the result
     depends on the weights and `batches` alone (no momentum, no earlier statistics)."""
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or not batches:
