@@ -1,0 +1,81 @@
+"""Does a trained state cost more per training step? Two runs' latest checkpoints trained on in one process.
+
+    python benchmarks/bench_step_states.py RUN_A RUN_B [--block 50] [--rounds 12]
+
+Each run's newest checkpoint (weights, optimizer states, data order, noise) is restored into its own training task
+(`GANTask` or `VAETask`, as `--resume` restores it) in this one process, and the two take turns training `--block`
+steps at a time, in alternating order (A, B, B, A, ...), for `--rounds` rounds. Prints the images per second of each
+block and the ratio of B's total time to A's, with the CPU model. One process and interleaved blocks take the
+machine's drift and each process's own speed level out of the comparison: what is left is what the two states' steps
+cost (the same networks and batch cost the same unless values matter, as denormal floats would). Nothing is written:
+the run folders are only read. Used in benchmarks/README.md's "wall-time comparison" of the default DCGAN recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs_at_once
+
+from runs_at_once import cpu_model  # noqa: E402
+
+
+def restored_task(run: Path, accelerator):
+    """The training task of `run`'s newest checkpoint, restored as `--resume` restores it."""
+    from genvision.checkpoint import latest_checkpoint, read_checkpoint
+    from genvision.config import GANConfig, VAEConfig, config_from_dict
+    from genvision.training.gan import GANTask
+    from genvision.training.vae import VAETask
+
+    checkpoint = read_checkpoint(latest_checkpoint(run))
+    config_class, task_class = {"gan": (GANConfig, GANTask), "vae": (VAEConfig, VAETask)}[checkpoint.kind]
+    task = task_class(config_from_dict(config_class, checkpoint.config), accelerator)
+    task.restore(checkpoint)
+    return task
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs=2, metavar="RUN", help="two run folders with checkpoints (A, B)")
+    parser.add_argument("--block", type=int, default=50, help="training steps per turn")
+    parser.add_argument("--rounds", type=int, default=12, help="turns of each run")
+    args = parser.parse_args()
+    for name in ("block", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    from genvision.checkpoint import latest_checkpoint
+
+    for run in args.runs:
+        if not run.is_dir() or latest_checkpoint(run) is None:
+            parser.error(f"{run}: no checkpoint (expected a run folder with checkpoints/step-*)")
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    tasks = [restored_task(run, accelerator) for run in args.runs]
+    kinds = {type(task).__name__ for task in tasks}
+    if len(kinds) > 1:
+        parser.error(f"{args.runs[0]} and {args.runs[1]} are runs of different models ({', '.join(sorted(kinds))})")
+    seconds: list[list[float]] = [[], []]
+    for round_index in range(args.rounds):
+        for which in ((0, 1) if round_index % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            for _ in range(args.block):
+                tasks[which].train_step()
+            seconds[which].append(time.perf_counter() - start)
+    print(f"CPU: {cpu_model()}; {args.rounds} rounds of {args.block} steps each, alternating A/B, B/A")
+    for label, run, task, spent in zip("AB", args.runs, tasks, seconds):
+        rates = " ".join(f"{args.block * task.images_per_step / s:.0f}" for s in spent)
+        print(f"{label} {run} (from step {task.step - args.block * args.rounds}): img/s per block {rates}; "
+              f"{sum(spent):.2f} s in all")
+    print(f"B / A time per step: {sum(seconds[1]) / sum(seconds[0]):.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
