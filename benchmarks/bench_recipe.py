@@ -22,7 +22,8 @@ each lists its differences; 0.2.0's learning rate, beta1 and copied EMA BatchNor
 added where it does not set them, so a candidate trains the same run whatever today's defaults are, and
 `lr1.2e-3-beta1-0.0-bn16` is today's default); those with a cheaper step take more steps, to cost about the same wall
 time. Every ratio divides by 0.2.0's default trained in the same search. `--model vae` searches `python train_vae.py`
-the same way (`VAE_CANDIDATES`, each its differences from today's default VAE, the ratios dividing by `vae-default`).
+the same way (`VAE_CANDIDATES`, each its differences from 0.2.0's default VAE, whose 20-component mixture
+(`OLD_VAE_RECIPE`) is pinned likewise, the ratios dividing by `vae-0.2.0-default`).
 """
 
 from __future__ import annotations
@@ -101,11 +102,13 @@ CANDIDATES: dict[str, list[str]] = {
     "lr1.2e-3-beta1-0.0-bn16-seed2": ["--lr", "1.2e-3", "--beta1", "0.0", "--ema-bn-batches", "16", "--seed", "2"],
 }
 BASELINE = "0.2.0-default"  # the row the ratios divide by
-# The VAE's candidates (`--model vae`, `python train_vae.py`), each its differences from today's default VAE (2500
+# 0.2.0's default VAE mixture, added to every VAE candidate that does not set it (as OLD_RECIPE for the DCGAN).
+OLD_VAE_RECIPE = {"--prior-components": "20"}
+# The VAE's candidates (`--model vae`, `python train_vae.py`), each its differences from 0.2.0's default VAE (2500
 # steps of batch 64, latent 32, base width 32, learned-sigma Gaussian likelihood, beta 1 with a 500-step linear warm-up,
 # Adam 2e-3, a 20-component Gaussian-mixture prior), scored the same way (samples through the saved --prior gmm).
 VAE_CANDIDATES: dict[str, list[str]] = {
-    "vae-default": [],
+    "vae-0.2.0-default": [],
     "vae-lr1e-3": ["--lr", "1e-3"],
     "vae-lr4e-3": ["--lr", "4e-3"],
     "vae-beta0.5": ["--beta", "0.5"],
@@ -113,8 +116,18 @@ VAE_CANDIDATES: dict[str, list[str]] = {
     "vae-latent64": ["--latent-dim", "64"],
     "vae-components40": ["--prior-components", "40"],
     "vae-bs128-1250": ["--batch-size", "128", "--num-steps", "1250", "--fid-every", "500"],
+    # Round 2: round 1's lever, a finer mixture, over three seeds; more components still, combined with round 1's
+    # runners-up, and the conditional VAE's mixture (a count per class) at 20 and 40.
+    "vae-0.2.0-default-seed1": ["--seed", "1"],
+    "vae-0.2.0-default-seed2": ["--seed", "2"],
+    "vae-components40-seed1": ["--prior-components", "40", "--seed", "1"],
+    "vae-components40-seed2": ["--prior-components", "40", "--seed", "2"],
+    "vae-components60": ["--prior-components", "60"],
+    "vae-components40-latent16": ["--prior-components", "40", "--latent-dim", "16"],
+    "vae-conditional": ["--conditional"],
+    "vae-conditional-components40": ["--conditional", "--prior-components", "40"],
 }
-VAE_BASELINE = "vae-default"
+VAE_BASELINE = "vae-0.2.0-default"
 MODELS = {"gan": ("train_gan.py", CANDIDATES, BASELINE), "vae": ("train_vae.py", VAE_CANDIDATES, VAE_BASELINE)}
 ALL_CANDIDATES = {**CANDIDATES, **VAE_CANDIDATES}  # every name --only accepts
 QUICK_FLAGS = ["--num-steps", "4", "--fid-every", "2", "--num-fid-samples", "64", "--base-channels", "8",
@@ -123,11 +136,10 @@ LENET_EPOCHS, LENET_SEED = 10, 1  # extractor_agreement.py's defaults: its cache
 
 
 def resolved_flags(flags: list[str], model: str = "gan") -> list[str]:
-    """A DCGAN candidate's flags with 0.2.0's settings (`OLD_RECIPE`) for those it does not set: a candidate means
-    the same run whatever today's defaults are. A VAE candidate's flags as they are."""
-    if model != "gan":
-        return flags
-    return [item for flag, value in OLD_RECIPE.items() if flag not in flags for item in (flag, value)] + flags
+    """A candidate's flags with 0.2.0's settings (`OLD_RECIPE`, the VAE's `OLD_VAE_RECIPE`) for those it does not
+    set: a candidate means the same run whatever today's defaults are."""
+    pinned = OLD_RECIPE if model == "gan" else OLD_VAE_RECIPE
+    return [item for flag, value in pinned.items() if flag not in flags for item in (flag, value)] + flags
 
 
 def train_command(name: str, flags: list[str], args) -> list[str]:
@@ -160,6 +172,7 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
     config = json.loads((run_dir / "config.json").read_text())["config"]
     return {"name": name, "flags": ALL_CANDIDATES.get(name, []), "steps": summary["step"], "lr": config.get("lr"),
             "beta1": config.get("beta1"), "ema_bn_batches": config.get("ema_bn_batches", 0),
+            "prior_components": config.get("prior_components"),
             "wall_time_s": summary["wall_time_s"], "img_per_s": statistics.median(speeds) if speeds else None,
             "fid": measured["fid"], "fid_lenet": frechet_distance(mu, sigma, ref_mu, ref_sigma),
             **{key: measured.get(key) for key in ("precision", "recall", "density", "coverage", "classes_covered")},
@@ -169,9 +182,9 @@ def score(name: str, args, lenet, reference, run_dir: Path | None = None) -> dic
 def row_flags(row: dict) -> str:
     """The flags column: a candidate's differences (or which default it is); a finished run's own settings."""
     if row["name"] in ALL_CANDIDATES:
-        return " ".join(row["flags"]) or ("(0.2.0's default)" if row["name"] in CANDIDATES else "(today's default)")
+        return " ".join(row["flags"]) or "(0.2.0's default)"
     if row["beta1"] is None:  # a VAE run
-        return f"(its defaults: --lr {row['lr']:g})"
+        return f"(its defaults: --lr {row['lr']:g}, --prior-components {row.get('prior_components')})"
     return f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches {row['ema_bn_batches']})"
 
 

@@ -7,8 +7,9 @@ Each run's newest checkpoint (weights, optimizer states, data order, noise) is r
 steps at a time, in alternating order (A, B, B, A, ...), for `--rounds` rounds. Prints the images per second of each
 block and the ratio of B's total time to A's, with the CPU model. One process and interleaved blocks take the
 machine's drift and each process's own speed level out of the comparison: what is left is what the two states' steps
-cost (the same networks and batch cost the same unless values matter, as denormal floats would). Nothing is written:
-the run folders are only read. Used in benchmarks/README.md's "wall-time comparison" of the default DCGAN recipes.
+cost (the same networks and batch cost the same unless values matter, as denormal floats would; their count in each
+state, and in each layer's output and gradient of one more step, is printed last). Nothing is written: the run
+folders are only read. Used in benchmarks/README.md's "wall-time comparison" of the default DCGAN recipes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,42 @@ def restored_task(run: Path, accelerator):
     task = task_class(config_from_dict(config_class, checkpoint.config), accelerator)
     task.restore(checkpoint)
     return task
+
+
+def denormal_counts(task) -> tuple[int, int]:
+    """(denormal floats, floats) in the task's modules' parameters, buffers and optimizer states, and in every
+    module's output and output gradient during one more training step: denormals (nonzero, below the smallest
+    normal float) are the values that make a CPU's floating-point arithmetic slow."""
+    import torch
+
+    counts = [0, 0]
+
+    def count(tensor) -> None:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            tiny = torch.finfo(tensor.dtype).tiny
+            counts[0] += int(((tensor != 0) & (tensor.abs() < tiny)).sum())
+            counts[1] += tensor.numel()
+
+    def on_output(module, inputs, output) -> None:
+        count(output)
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(count)
+
+    modules = list({id(m): m for m in vars(task).values() if isinstance(m, torch.nn.Module)}.values())
+    optimizers = [o for o in vars(task).values() if isinstance(o, torch.optim.Optimizer)]
+    for tensor in [t for m in modules for t in (*m.parameters(), *m.buffers())]:
+        count(tensor)
+    for state in [s for o in optimizers for s in o.state.values()]:
+        for tensor in state.values():
+            count(tensor)
+    hooks = [leaf.register_forward_hook(on_output) for m in modules for leaf in m.modules()
+             if not list(leaf.children())]
+    try:
+        task.train_step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counts[0], counts[1]
 
 
 def main() -> int:
@@ -74,6 +111,10 @@ def main() -> int:
         print(f"{label} {run} (from step {task.step - args.block * args.rounds}): img/s per block {rates}; "
               f"{sum(spent):.2f} s in all")
     print(f"B / A time per step: {sum(seconds[1]) / sum(seconds[0]):.3f}x")
+    for label, task in zip("AB", tasks):
+        denormals, total = denormal_counts(task)
+        print(f"{label}: {denormals} denormal floats among {total} (weights, buffers, optimizer states, and each "
+              f"layer's output and its gradient in one more step)")
     return 0
 
 

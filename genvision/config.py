@@ -532,6 +532,8 @@ class VAEConfig(GenerativeConfig):
 
     out_dir: str = opt("runs/vae", "run folder: config.json, metrics.jsonl, checkpoints/, samples/, plots")
     num_steps: int = opt(2500, "optimizer steps to train for")
+    sample_every: int = opt(1000, "steps between sample grids in samples/ (0 = off); with --prior gmm each grid fits "
+                            "the mixture anew (seconds on a CPU), so they share the steps of --fid-every")
     batch_size: int = opt(64, "images per process per step")
     latent_dim: int = opt(32, "size of the latent z (trained with the prior N(0, I))")
     base_channels: int = opt(32, "width of the first encoder / last decoder layer; others are 2x, 4x, ...")
@@ -548,8 +550,9 @@ class VAEConfig(GenerativeConfig):
     prior: str = opt("gmm", "latents of samples, grids and FID: normal (N(0, I)) or gmm (a Gaussian mixture fitted "
                      "to the training posterior means, stored in every checkpoint; Ghosh et al. 2020)",
                      choices=("normal", "gmm"))
-    prior_components: int = opt(20, "components of the --prior gmm mixture (full covariance); a --conditional VAE "
-                                "fits one such mixture per class")
+    prior_components: int = opt(40, "components of the --prior gmm mixture (full covariance; searched: "
+                                "benchmarks/README.md, 0.2.0 used 20); a --conditional VAE fits one such mixture per "
+                                "class")
     prior_fit_images: int = opt(20000, "training images encoded to fit the mixture (a seeded subset if more)")
 
     def validate(self) -> None:

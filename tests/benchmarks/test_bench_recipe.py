@@ -80,20 +80,27 @@ def test_quick_search_trains_each_candidate_with_its_flags_and_scores_it_as_the_
 def test_model_vae_trains_its_candidates_with_train_vae_and_divides_by_its_default(tmp_path):
     env = subprocess_env(tmp_path / "cache")
     work = tmp_path / "recipe"
-    argv = [str(SCRIPT), "--model", "vae", "--quick", "--only", "vae-default", "vae-lr4e-3", "--work-dir", str(work),
+    argv = [str(SCRIPT), "--model", "vae", "--quick", "--only", "vae-0.2.0-default", "vae-lr4e-3", "--work-dir", str(work),
             "--lenet-dir", str(tmp_path / "lenet"), "--json", str(tmp_path / "vae.json")]
     proc = run_python(argv, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads((tmp_path / "vae.json").read_text())["rows"]}
-    assert set(rows) == {"vae-default", "vae-lr4e-3"}
+    assert set(rows) == {"vae-0.2.0-default", "vae-lr4e-3"}
     config = saved_config(work / "vae-lr4e-3", "vae")
     assert config["lr"] == 4e-3 and "beta1" not in config  # a VAE run, with no GAN flag added (OLD_RECIPE)
-    assert saved_config(work / "vae-default", "vae")["lr"] == 2e-3  # today's default VAE
-    assert "| vae-default | `(today's default)` |" in proc.stdout and "vs vae-default" in proc.stdout
+    baseline = saved_config(work / "vae-0.2.0-default", "vae")
+    assert baseline["lr"] == 2e-3 and baseline["prior_components"] == 20  # 0.2.0's mixture, pinned (OLD_VAE_RECIPE)
+    assert config["prior_components"] == 20
+    assert "| vae-0.2.0-default | `(0.2.0's default)` |" in proc.stdout and "vs vae-0.2.0-default" in proc.stdout
+    # A finished VAE run scored with --runs names its learning rate and mixture (no GAN flag).
+    scored = run_python([str(SCRIPT), "--model", "vae", "--quick", "--runs", str(work / "vae-lr4e-3"), "--lenet-dir",
+                         str(tmp_path / "lenet")], env=env, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "`(its defaults: --lr 0.004, --prior-components 20)`" in scored.stdout
 
 
 def test_a_candidate_of_the_other_model_is_one_line(tmp_path):
     proc = run_python([str(SCRIPT), "--model", "vae", "--only", "lr4e-4", "--work-dir", str(tmp_path)], timeout=60)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert "lr4e-4" in last and "--model vae" in last and "vae-default" in last
+    assert "lr4e-4" in last and "--model vae" in last and "vae-0.2.0-default" in last

@@ -77,7 +77,7 @@ def test_checkpoint(run):
     assert (checkpoint.kind, checkpoint.step, checkpoint.config["channels"]) == ("vae", 3, 1)
     assert checkpoint.roles() == {"vae", "prior"}  # the step's Gaussian-mixture prior is stored with it
     prior = checkpoint.weights("prior")
-    assert prior["means"].shape == (20, 4) and prior["covariances"].shape == (20, 4, 4)  # --prior-components 20
+    assert prior["means"].shape == (40, 4) and prior["covariances"].shape == (40, 4, 4)  # --prior-components 40
     assert all(torch.isfinite(t).all() for t in checkpoint.weights("vae").values() if t.is_floating_point())
     state = load_state(folder)
     assert state["step"] == 3 and state["world_size"] == 1 and state["data"] == {"epoch": 0, "position": 3}
