@@ -7,7 +7,8 @@
 
 The panel (at least eight generators of different quality and failure): one DCGAN run of 0.2.0's recipe
 (`PANEL_GAN_RECIPE`: Adam 2e-4, beta1 0.5, no standing statistics, the published panel's; today's default trains
-better) checkpointed at each of `--gan-steps` (EMA generator), the default VAE under its Gaussian-mixture prior and
+better) checkpointed at each of `--gan-steps` (EMA generator), the default VAE (with 0.2.0's 20 mixture components,
+`PANEL_VAE_RECIPE`) under its Gaussian-mixture prior and
 under N(0, I), a mode-collapsed generator (the last DCGAN checkpoint with its latents drawn around 3 fixed points),
 the last DCGAN's samples blurred (Gaussian, sigma 1 px) and noised (sigma 16 grey levels), and the real held-out
 digits (`--held-out`, the best a generator can do). Runs are trained once into `--work-dir` and reused when present (a
@@ -41,6 +42,7 @@ from genvision.metrics.extractors import BICUBIC_RESIZE, MetadataFromContract, c
 FULL_GAN_STEPS = "500,1000,2000,3000"  # the default DCGAN trains 3000 steps (docs/training.md)
 # 0.2.0's default Adam and copied EMA BatchNorm statistics: the panel's DCGAN, so its published figures reproduce
 PANEL_GAN_RECIPE = {"lr": 2e-4, "beta1": 0.5, "ema_bn_batches": 0}
+PANEL_VAE_RECIPE = {"prior_components": 20}  # 0.2.0's mixture, the published panel's (today's default: 40)
 FULL_VAE_STEPS = 2500  # the default VAE's --num-steps
 QUICK = {"gan_steps": "2,4", "vae_steps": 2, "num_samples": 64, "independent_epochs": 1,
          "work_dir": Path("runs/agreement-quick")}  # --quick
@@ -247,6 +249,12 @@ def collapsed_samples(checkpoint: Path, num: int, seed: int, device: str) -> Ten
     return torch.cat([to_uint8(generator(part.to(device))).cpu() for part in latents.split(500)])
 
 
+def panel_vae_options(quick: bool) -> dict:
+    """train_vae keywords of the panel's VAE: 0.2.0's mixture (`PANEL_VAE_RECIPE`), whatever today's default is;
+    --quick's tiny mixture (`QUICK_VAE`) over it."""
+    return {**PANEL_VAE_RECIPE, **(QUICK_VAE if quick else {})}
+
+
 def build_panel(args, held_out) -> list[Entry]:
     """The panel's entries in a fixed order, training what `args.work_dir` lacks."""
     import genvision
@@ -255,7 +263,7 @@ def build_panel(args, held_out) -> list[Entry]:
     steps = parse_steps(args.gan_steps)
     gans = gan_checkpoints(args.work_dir / "dcgan", steps, args.train_seed)
     vae = vae_checkpoint(args.work_dir / f"vae-{args.vae_steps}", args.vae_steps, args.train_seed,
-                         **(QUICK_VAE if args.quick else {}))
+                         **panel_vae_options(args.quick))
     num, seed, device = args.num_samples, args.seed, args.device
     last = gans[steps[-1]]
     final = genvision.sample(last, num, seed, device=device)

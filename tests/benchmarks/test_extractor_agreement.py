@@ -94,6 +94,14 @@ def test_bad_input_is_one_line_and_exit_2(agreement, monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "work").exists()  # refused before anything is trained
 
 
+def test_the_panels_vae_keeps_0_2_0s_mixture_whatever_todays_default(agreement):
+    from genvision.config import VAEConfig
+
+    assert agreement.panel_vae_options(quick=False) == {"prior_components": 20} != {
+        "prior_components": VAEConfig().prior_components}
+    assert agreement.panel_vae_options(quick=True)["prior_components"] == 2  # --quick's tiny mixture over it
+
+
 @pytest.mark.slow
 def test_quick_mode_trains_once_and_prints_the_table_and_json(tmp_path):
     work, out = tmp_path / "work", tmp_path / "agreement.json"
