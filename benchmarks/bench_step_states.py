@@ -26,14 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs_at_once
 from runs_at_once import cpu_model  # noqa: E402
 
 
-def restored_task(run: Path, accelerator):
-    """The training task of `run`'s newest checkpoint, restored as `--resume` restores it."""
-    from genvision.checkpoint import latest_checkpoint, read_checkpoint
+def restored_task(checkpoint, accelerator):
+    """The training task of `checkpoint` (a `genvision.checkpoint.Checkpoint`), restored as `--resume` restores it."""
     from genvision.config import GANConfig, VAEConfig, config_from_dict
     from genvision.training.gan import GANTask
     from genvision.training.vae import VAETask
 
-    checkpoint = read_checkpoint(latest_checkpoint(run))
     config_class, task_class = {"gan": (GANConfig, GANTask), "vae": (VAEConfig, VAETask)}[checkpoint.kind]
     task = task_class(config_from_dict(config_class, checkpoint.config), accelerator)
     task.restore(checkpoint)
@@ -85,19 +83,20 @@ def main() -> int:
     for name in ("block", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    from genvision.checkpoint import latest_checkpoint
+    from genvision.checkpoint import latest_checkpoint, read_checkpoint
 
     for run in args.runs:
         if not run.is_dir() or latest_checkpoint(run) is None:
             parser.error(f"{run}: no checkpoint (expected a run folder with checkpoints/step-*)")
+    checkpoints = [read_checkpoint(latest_checkpoint(run)) for run in args.runs]
+    if checkpoints[0].kind != checkpoints[1].kind:
+        parser.error(f"{args.runs[0]} and {args.runs[1]} are runs of different models "
+                     f"({checkpoints[0].kind}, {checkpoints[1].kind}; expected two of one)")
 
     from accelerate import Accelerator
 
     accelerator = Accelerator()
-    tasks = [restored_task(run, accelerator) for run in args.runs]
-    kinds = {type(task).__name__ for task in tasks}
-    if len(kinds) > 1:
-        parser.error(f"{args.runs[0]} and {args.runs[1]} are runs of different models ({', '.join(sorted(kinds))})")
+    tasks = [restored_task(checkpoint, accelerator) for checkpoint in checkpoints]
     seconds: list[list[float]] = [[], []]
     for round_index in range(args.rounds):
         for which in ((0, 1) if round_index % 2 == 0 else (1, 0)):

@@ -41,7 +41,7 @@ def test_a_folder_without_checkpoints_or_two_models_are_one_line(tmp_path):
     assert "empty: no checkpoint" in proc.stderr.strip().splitlines()[-1]
     proc = run_python([str(SCRIPT), str(gan), str(vae), "--block", "1", "--rounds", "1"], timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "different models (GANTask, VAETask)" in proc.stderr.strip().splitlines()[-1]
+    assert "different models (gan, vae; expected two of one)" in proc.stderr.strip().splitlines()[-1]
     proc = run_python([str(SCRIPT), str(gan), str(gan), "--block", "0"], timeout=120)
     assert proc.returncode == 2 and "--block must be >= 1, got 0" in proc.stderr.strip().splitlines()[-1]
 
