@@ -4,19 +4,35 @@ folders left as they were, and bad input refused in one line."""
 import importlib.util
 import re
 
+import pytest
 import torch
 
-from helpers import ROOT, TINY_GAN, TINY_VAE, run_python, snapshot, train_to_completion
+from helpers import ROOT, TINY_GAN, TINY_VAE, finish, kill_strays, run_python, snapshot, start
 
 SCRIPT = ROOT / "benchmarks" / "bench_step_states.py"
 
 
-def test_two_runs_take_turns_from_their_checkpoints_and_nothing_is_written(tmp_path):
-    runs = [tmp_path / "a", tmp_path / "b"]
-    train_to_completion("train_gan.py", runs[0], *TINY_GAN, "--num-steps", "3", "--report-to", "none")
-    train_to_completion("train_gan.py", runs[1], *TINY_GAN, "--num-steps", "5", "--lr", "1e-3", "--report-to", "none")
-    before = [snapshot(run) for run in runs]
-    proc = run_python([str(SCRIPT), *map(str, runs), "--block", "2", "--rounds", "3"], timeout=300)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny DCGAN runs (3 and 5 steps, their own learning rates) and a tiny VAE run."""
+    root = tmp_path_factory.mktemp("step-states")
+    gan_a, gan_b, vae = root / "a", root / "b", root / "vae"
+    argv = {gan_a: ["train_gan.py", *TINY_GAN, "--num-steps", "3"],
+            gan_b: ["train_gan.py", *TINY_GAN, "--num-steps", "5", "--lr", "1e-3"],
+            vae: ["train_vae.py", *TINY_VAE, "--num-steps", "2", "--prior", "normal"]}
+    processes = [start([*args, "--out-dir", str(out), "--report-to", "none"]) for out, args in argv.items()]
+    try:  # started together: a tiny run's time is mostly importing torch
+        for out, proc in zip(argv, processes):
+            finish(proc, str(out))
+    finally:
+        kill_strays(processes)
+    return gan_a, gan_b, vae
+
+
+def test_two_runs_take_turns_from_their_checkpoints_and_nothing_is_written(runs):
+    gans = list(runs[:2])
+    before = [snapshot(run) for run in gans]
+    proc = run_python([str(SCRIPT), *map(str, gans), "--block", "2", "--rounds", "3"], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("CPU: ") and "3 rounds of 2 steps" in lines[0]
@@ -27,13 +43,11 @@ def test_two_runs_take_turns_from_their_checkpoints_and_nothing_is_written(tmp_p
     assert ratio > 0
     for label, line in zip("AB", lines[4:6]):
         assert re.fullmatch(label + r": \d+ denormal floats among [1-9]\d* \(.*\)", line), line
-    assert [snapshot(run) for run in runs] == before  # the run folders are only read
+    assert [snapshot(run) for run in gans] == before  # the run folders are only read
 
 
-def test_a_folder_without_checkpoints_or_two_models_are_one_line(tmp_path):
-    gan, vae = tmp_path / "gan", tmp_path / "vae"
-    train_to_completion("train_gan.py", gan, *TINY_GAN, "--num-steps", "2", "--report-to", "none")
-    train_to_completion("train_vae.py", vae, *TINY_VAE, "--num-steps", "2", "--prior", "normal", "--report-to", "none")
+def test_a_folder_without_checkpoints_or_two_models_are_one_line(runs, tmp_path):
+    gan, _, vae = runs
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_python([str(SCRIPT), str(gan), str(empty)], timeout=120)
