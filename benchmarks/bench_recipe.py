@@ -184,7 +184,7 @@ def row_flags(row: dict) -> str:
     if row["name"] in ALL_CANDIDATES:
         return " ".join(row["flags"]) or "(0.2.0's default)"
     if row["beta1"] is None:  # a VAE run
-        return f"(its defaults: --lr {row['lr']:g}, --prior-components {row.get('prior_components')})"
+        return f"(its defaults: --lr {row['lr']:g}, --prior-components {row['prior_components']})"
     return f"(its defaults: --lr {row['lr']:g}, --beta1 {row['beta1']:g}, --ema-bn-batches {row['ema_bn_batches']})"
 
 
