@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -343,6 +344,30 @@ def peak_flops(device, dtype, max_size: int) -> tuple[float, int]:
     return 2 * size ** 3 / best, size
 
 
+def warm_up(pipelines: dict[str, Pipeline], steps: int, device, watch: CompileWatch,
+            setting_name: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Run each pipeline's untimed warm-up steps; returns ({pipeline: seconds}, {variant: error}). A genvision variant
+    whose warm-up raises (a torch.compile bug of the installed torch, say) is dropped from `pipelines` and reported
+    by its error's first line, one line on stderr, and the others are measured; the baseline's failure ends the run."""
+    warmup: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for pipeline_name, pipeline in list(pipelines.items()):
+        before = watch.snapshot()
+        try:
+            warmup[pipeline_name] = pipeline.seconds(steps, device)
+        except Exception as error:  # noqa: BLE001 - any failure of a variant is its result
+            if pipeline_name == "baseline":
+                raise
+            lines = str(error).strip().splitlines()
+            failed[pipeline_name] = f"{type(error).__name__}: {lines[0][:300] if lines else ''}".strip()
+            del pipelines[pipeline_name]
+            print(f"bench_train: {setting_name}: genvision {pipeline_name} failed at warm-up "
+                  f"({failed[pipeline_name]}); measuring the others", file=sys.stderr)
+            continue
+        pipeline.compiles["warmup"], pipeline.compiles["limit_hits"] = watch.since(before)
+    return warmup, failed
+
+
 def bench_setting(name: str, setting: Setting, variants: list[str], args, accelerator, workdir: Path,
                   watch: CompileWatch) -> dict:
     """Warm up, count FLOPs, time interleaved rounds, print the table of one setting; returns its figures."""
@@ -358,11 +383,8 @@ def bench_setting(name: str, setting: Setting, variants: list[str], args, accele
     pipelines = {"baseline": baseline_runner(folder, setting, device, workers)}
     features = {variant: variant_features(variant, device.type) for variant in variants}
     pipelines.update({variant: genvision_runner(setting, features[variant], accelerator) for variant in variants})
-    warmup = {}
-    for pipeline_name, pipeline in pipelines.items():
-        before = watch.snapshot()
-        warmup[pipeline_name] = pipeline.seconds(args.warmup_steps, device)
-        pipeline.compiles["warmup"], pipeline.compiles["limit_hits"] = watch.since(before)
+    warmup, failed = warm_up(pipelines, args.warmup_steps, device, watch, name)
+    variants = [variant for variant in variants if variant not in failed]
     flops = {"baseline": step_flops(pipelines["baseline"])}
     eager = pipelines.get("eager") or genvision_runner(setting, frozenset(), accelerator)
     flops["genvision"] = step_flops(eager)
@@ -420,6 +442,8 @@ def bench_setting(name: str, setting: Setting, variants: list[str], args, accele
                           "compiled_graphs_warmup": pipelines[pipeline].compiles["warmup"],
                           "compiled_graphs_timed": pipelines[pipeline].compiles["timed"],
                           "recompile_limit_hits": pipelines[pipeline].compiles["limit_hits"]}
+    for pipeline, error in failed.items():
+        print(f"| genvision {pipeline} | failed at warm-up: {error} | | | | | |")
     compiled = [p for p in variants if "compile" in features[p]]
     fell_back = [p for p in pipelines if pipelines[p].compiles["timed"] or pipelines[p].compiles["limit_hits"]]
     if compiled:
@@ -437,7 +461,8 @@ def bench_setting(name: str, setting: Setting, variants: list[str], args, accele
             "step_gflop": {"genvision": flops["genvision"] / 1e9, "baseline": flops["baseline"] / 1e9},
             "matmul_peak_tflop_per_s": {str(dtype).removeprefix("torch."): value / 1e12
                                         for dtype, (value, _) in peaks.items()},
-            "recompile_limit": RECOMPILE_LIMIT, "compile_fell_back": fell_back, "pipelines": rows}
+            "recompile_limit": RECOMPILE_LIMIT, "compile_fell_back": fell_back, "pipelines": rows,
+            "failed": failed}
 
 
 def device_name(device) -> str:

@@ -23,6 +23,7 @@ commit (git, else --commit), each step's command, timeout, wall time, status and
 benchmarks, and the targets with whether they were met.
 
     bash benchmarks/gpu_check.sh [--json FILE] [--budget-seconds 460] [--workdir DIR] [--commit SHA] [--dry-run]
+                                 [--steps cuda_tests,bench_train_classic]
 
 --json defaults to $OUT/gpu_check.json when $OUT is set, else gpu_check.json. --dry-run (for a CPU) checks in under
 a minute that every step's command parses, without running it: the training commands with their own --dry-run,
@@ -119,6 +120,11 @@ def steps(workdir: Path) -> list[Step]:
     ]
 
 
+def selected_steps(args: argparse.Namespace) -> list[str]:
+    """The step names --steps gives ([] for every step)."""
+    return [name.strip() for name in args.steps.split(",") if name.strip()]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     out = os.environ.get("OUT")
@@ -130,11 +136,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="", help="run folders, PNGs and caches (default: a new temp folder)")
     parser.add_argument("--commit", default="", help="the commit checked, when the checkout has no .git")
     parser.add_argument("--dry-run", action="store_true", help="check that every step's command parses (on a CPU)")
+    parser.add_argument("--steps", default="",
+                        help="comma-separated step names to run, in the check's order (default: every step; to "
+                             "rerun the steps that failed, in a lease too short for the whole check)")
     parser.add_argument("--fid50k", action="store_true", help=argparse.SUPPRESS)  # step 5, in its own process
     parser.add_argument("--num-samples", type=int, default=FID50K_SAMPLES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.budget_seconds <= 0 or args.num_samples < 2:
         parser.error("--budget-seconds must be > 0 and --num-samples >= 2")
+    known = [step.name for step in steps(Path("."))]
+    unknown = [name for name in selected_steps(args) if name not in known]
+    if unknown:
+        parser.error(f"--steps: unknown {', '.join(unknown)}; expected names from {', '.join(known)}")
     return args
 
 
@@ -243,7 +256,7 @@ def targets(report: dict) -> dict:
         result["classic_step_vs_usual_loop"] = {
             "target": f">= {CLASSIC_TARGET_SPEEDUP}x", "ratios": ratios, "fastest": fastest,
             "met": bool(fastest) and ratios[fastest] >= CLASSIC_TARGET_SPEEDUP,
-            "compile_fell_back": classic.get("compile_fell_back", [])}
+            "compile_fell_back": classic.get("compile_fell_back", []), "failed": classic.get("failed", {})}
     else:
         result["classic_step_vs_usual_loop"] = {"target": f">= {CLASSIC_TARGET_SPEEDUP}x", "met": None,
                                                 "note": "not measured (bench_train_classic did not finish)"}
@@ -273,10 +286,13 @@ def check(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
     plan = steps(workdir)
+    if selected_steps(args):
+        plan = [step for step in plan if step.name in selected_steps(args)]
     report: dict = {"check": "benchmarks/gpu_check.py", "dry_run": args.dry_run,
                     "commit": args.commit or git_commit() or "unknown (no git; pass --commit)",
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": args.budget_seconds,
-                    "workdir": str(workdir), "machine": machine(), "steps": {}}
+                    "workdir": str(workdir), "machine": machine(),
+                    "steps_selected": selected_steps(args) or "all", "steps": {}}
     if not args.dry_run and not report["machine"]["cuda_available"]:
         report["error"] = "no CUDA device is visible: run with --dry-run on a CPU"
         write_report(json_path, report)

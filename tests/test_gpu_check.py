@@ -60,6 +60,23 @@ def test_a_failing_step_is_recorded_and_the_others_still_run(tmp_path, monkeypat
     assert "bad flag" in report["steps"]["first"]["output_tail"] and report["steps"]["second"]["status"] == "ok"
 
 
+def test_steps_runs_only_the_named_steps_and_refuses_an_unknown_name(tmp_path, monkeypatch, capsys):
+    """--steps reruns part of the check (a lease too short for all of it): only the named steps run, in the
+    check's order; an unknown name is one line on stderr and exit 2, before anything runs."""
+    gpu_check = load_gpu_check()
+    report_path = tmp_path / "report.json"
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--dry-run", "--json", str(report_path), "--steps", "cuda_tests,bench_trains"])
+    assert exit_info.value.code == 2 and not report_path.exists()
+    assert "--steps: unknown bench_trains; expected names from cuda_tests, " in capsys.readouterr().err
+    succeed = [sys.executable, "-c", "print('fine')"]
+    monkeypatch.setattr(gpu_check, "steps", lambda workdir: [gpu_check.Step(name, succeed, 10, succeed)
+                                                             for name in ("first", "second", "third")])
+    assert gpu_check.main(["--dry-run", "--json", str(report_path), "--steps", "third, first"]) == 0
+    report = json.loads(report_path.read_text())
+    assert list(report["steps"]) == ["first", "third"] and report["steps_selected"] == ["third", "first"]
+
+
 def test_a_step_past_its_timeout_is_killed_and_recorded(tmp_path):
     gpu_check = load_gpu_check()
     result = gpu_check.run_command([sys.executable, "-c", "import time; print('started', flush=True); "

@@ -172,6 +172,11 @@ class Classifier(nn.Module):
         predicted = torch.linalg.lstsq(layer_centred, low_centred).solution  # (feature_width, 2w)
         residual = low_centred - layer_centred @ predicted                    # (N, 2w)
         eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(residual.T))
+        # eigh fixes each eigenvector only up to its sign, and CPU and CUDA LAPACK pick different signs: make the
+        # largest-magnitude entry of each positive (scikit-learn's svd_flip convention), so one model calibrated on
+        # either device gives the same features (a flipped column leaves the FID unchanged, not the features).
+        largest = eigenvectors.gather(0, eigenvectors.abs().argmax(0, keepdim=True))  # (1, 2w)
+        eigenvectors = eigenvectors * torch.where(largest < 0, -1.0, 1.0).to(eigenvectors.dtype)
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
         whitening = whitening * (low_level_variance / torch.cov((residual @ whitening).T).trace()).sqrt()

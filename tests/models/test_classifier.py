@@ -62,6 +62,27 @@ def test_calibration_makes_every_tensor_on_the_layers_device():
         torch.testing.assert_close(getattr(model, name), tensor, rtol=0, atol=0)
 
 
+def test_calibration_does_not_depend_on_the_signs_eigh_returns(monkeypatch):
+    """eigh's eigenvectors are defined up to sign, and CPU and CUDA return different ones (the first GPU check: 5
+    of 48 feature columns flipped): the map fixes each sign, so flipped eigenvectors give the same features."""
+    torch.manual_seed(0)
+    model = Classifier(1, 32, base_channels=4, feature_width=12).eval()
+    images = torch.rand(80, 1, 32, 32) * 2 - 1
+    model.calibrate(images.split(40))
+    expected = model.features(images)
+    eigh = torch.linalg.eigh
+
+    def flipped_eigh(matrix):
+        eigenvalues, eigenvectors = eigh(matrix)
+        signs = torch.ones(eigenvectors.shape[1], dtype=eigenvectors.dtype)
+        signs[::2] = -1  # every other eigenvector negated, as another LAPACK may return them
+        return eigenvalues, eigenvectors * signs
+
+    monkeypatch.setattr(torch.linalg, "eigh", flipped_eigh)
+    model.calibrate(images.split(40))
+    torch.testing.assert_close(model.features(images), expected)
+
+
 def test_classifier_files_of_0_1_0_load_as_the_layer_only_extractor(tmp_path):
     legacy = Classifier(1, 32, base_channels=4, feature_width=8, pooling="global-average", multi_depth=False).eval()
     path = tmp_path / "old.safetensors"
