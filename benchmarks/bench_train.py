@@ -330,13 +330,16 @@ def reset_compile_cache() -> None:
 
 def peak_flops(device, dtype, max_size: int) -> tuple[float, int]:
     """(FLOP/s, n) of the best of 5 (n x n) @ (n x n) matmuls in `dtype` on `device`: n doubles from 256 up to
-    `max_size` while one product takes under 0.1 s (a CPU without bf16 units multiplies bf16 ~400x slower)."""
+    `max_size` while one product takes under 0.1 s (a CPU without bf16 units multiplies bf16 ~400x slower). Each
+    size is timed after one untimed product: the first product of a dtype also pays for the library's set-up
+    (the first GPU check timed cuBLAS's first bf16 product at over 0.1 s, stopped at 256 and reported 0.78 TFLOP/s)."""
     import torch
 
     size = 256
     while True:
         a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
-        took = seconds(lambda _: a @ b, 1, device)  # also the warm-up
+        seconds(lambda _: a @ b, 1, device)  # warm-up
+        took = seconds(lambda _: a @ b, 1, device)
         if size >= max_size or took > 0.1:
             break
         size *= 2

@@ -101,9 +101,12 @@ def generator_stack(latent_dim: int, base_channels: int, image_channels: int, re
         return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
 
     widths = [base_channels * 2 ** (stages - 1 - i) for i in range(stages)]  # 64 px, base 64: 512, 256, 128, 64
+    first = nn.ConvTranspose2d(latent_dim + num_classes, widths[0], 4, 1, 0, bias=False)
+    # Its input is 1 x 1: NCHW and NHWC are one layout, so --channels-last keeps this weight NCHW
+    # (`genvision.training.performance.place`).
+    first.one_by_one_input = True
     layers: list[nn.Module] = [
-        # (N, latent_dim [+ num_classes one-hot], 1, 1) -> (N, widths[0], 4, 4)
-        nn.ConvTranspose2d(latent_dim + num_classes, widths[0], 4, 1, 0, bias=False),
+        first,  # (N, latent_dim [+ num_classes one-hot], 1, 1) -> (N, widths[0], 4, 4)
         norm(widths[0]),
         nn.ReLU(inplace=True),
     ]

@@ -167,7 +167,11 @@ def test_same_losses_as_the_default_path(runs, kind, mode):
     network = getattr(task, NETWORKS[kind][role])
     assert default["compiled_calls"] == 0
     if mode == "channels_last":
-        first_conv = next(m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+        convs = [m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        one_by_one = [m for m in convs if getattr(m, "one_by_one_input", False)]
+        assert len(one_by_one) == 1  # the generator's first layer; the VAE decoder's
+        assert all(m.weight.is_contiguous() for m in one_by_one)  # kept NCHW (performance.place)
+        first_conv = next(m for m in convs if m not in one_by_one)
         assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert not first_conv.weight.is_contiguous()
         # the image batches reach the networks in NHWC too (one more step of the finished run)
@@ -215,7 +219,8 @@ def test_a_checkpoint_continues_in_the_other_mode(runs, kind, mode):
                                         (default, default[f"continued-{mode}"], mode)):
         torch.testing.assert_close(reader["losses"], writer["straight_losses"][STEPS // 2:], **LOSS_TOLERANCE)
         network = getattr(reader["task"], NETWORKS[kind][FIRST_ROLE[kind]])
-        weight = next(p for p in network.parameters() if p.dim() == 4 and p.shape[1] > 1)
+        weight = next(m.weight for m in network.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+                      and not getattr(m, "one_by_one_input", False))
         assert weight.is_contiguous(memory_format=torch.channels_last) == (reader_mode == "channels_last")
 
 
