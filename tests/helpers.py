@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -21,6 +22,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (its main() does not run), registered in sys.modules under NAME, where its
+    dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
 # Port 9 (discard) on loopback: nothing listens in a test environment, so a download is refused at once.
 CLOSED_PORT_URL = "http://127.0.0.1:9/weights-inception-2015-12-05-6726825d.pth"
 CLOSED_PORT_DINOV2_URL = "http://127.0.0.1:9/dinov2_{model}_pretrain.pth"

@@ -3,25 +3,20 @@ and writes the report; a step that fails is recorded and makes the check fail, w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, subprocess_env
+from helpers import ROOT, load_benchmark, subprocess_env
 
 STEPS = ["cuda_tests", "train_classifier", "train_gan", "train_vae", "fid50k", "bench_train_classic", "bench_fid",
          "bench_train_cifar"]
 
 
 def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gpu_check", module)  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 @pytest.mark.slow

@@ -1,22 +1,16 @@
 """benchmarks/bench_train.py's warm-up: a genvision variant that fails (the first GPU check: torch 2.11's inductor
 refused one compiled variant's backward) is reported and dropped, and the others are still measured; the
-baseline's failure still ends the run. The full benchmark runs in the GPU check (tests/test_gpu_check.py)."""
-
-import importlib.util
-import sys
+baseline's failure still ends the run; the matmul peak is timed after a warm-up product. The full benchmark runs in
+the GPU check (tests/test_gpu_check.py)."""
 
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 
 def load_bench_train():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_train", module)  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_train")
 
 
 def broken(steps: int) -> None:
