@@ -31,8 +31,8 @@ def place(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Mo
     """`module` moved to `device`, its 4-d weights in NHWC with --channels-last (others are unaffected), except the
     weights of layers marked `one_by_one_input` (the generator's first layer, whose (N, C, 1, 1) input is NCHW and
     NHWC at once): they stay NCHW. With an NHWC weight there, torch 2.11's inductor (CUDA) predicted NHWC strides
-    for the weight's gradient, cuDNN returned NCHW, and every --compile --channels-last step failed
-    (`assert_size_stride` in `convolution_backward`, the first GPU check, H200); with it NCHW, the step ran."""
+    for the weight's gradient, cuDNN returned NCHW, and --compile --channels-last steps at base width 64 failed
+    (`assert_size_stride` in `convolution_backward`, the first GPU check, H200); with it NCHW, they ran."""
     module = module.to(device=device, memory_format=memory_format(channels_last))
     if channels_last:
         for layer in module.modules():
