@@ -285,14 +285,13 @@ def check(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genvision-gpu-check-"))
     workdir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
-    plan = steps(workdir)
-    if selected_steps(args):
-        plan = [step for step in plan if step.name in selected_steps(args)]
+    selected = selected_steps(args)
+    plan = [step for step in steps(workdir) if not selected or step.name in selected]
     report: dict = {"check": "benchmarks/gpu_check.py", "dry_run": args.dry_run,
                     "commit": args.commit or git_commit() or "unknown (no git; pass --commit)",
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": args.budget_seconds,
                     "workdir": str(workdir), "machine": machine(),
-                    "steps_selected": selected_steps(args) or "all", "steps": {}}
+                    "steps_selected": selected or "all", "steps": {}}
     if not args.dry_run and not report["machine"]["cuda_available"]:
         report["error"] = "no CUDA device is visible: run with --dry-run on a CPU"
         write_report(json_path, report)

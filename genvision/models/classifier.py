@@ -175,8 +175,8 @@ class Classifier(nn.Module):
         # eigh fixes each eigenvector only up to its sign, and CPU and CUDA LAPACK pick different signs: make the
         # largest-magnitude entry of each positive (scikit-learn's svd_flip convention), so one model calibrated on
         # either device gives the same features (a flipped column leaves the FID unchanged, not the features).
-        largest = eigenvectors.gather(0, eigenvectors.abs().argmax(0, keepdim=True))  # (1, 2w)
-        eigenvectors = eigenvectors * torch.where(largest < 0, -1.0, 1.0).to(eigenvectors.dtype)
+        largest = eigenvectors.gather(0, eigenvectors.abs().argmax(0, keepdim=True))  # (1, 2w), never 0: unit columns
+        eigenvectors = eigenvectors * largest.sign()
         eigenvalues = eigenvalues.clamp_min(0) + self.whitening_floor * eigenvalues.max().clamp_min(1e-12)
         whitening = eigenvectors / eigenvalues.sqrt()              # (2w, 2w): about unit variance per direction
         whitening = whitening * (low_level_variance / torch.cov((residual @ whitening).T).trace()).sqrt()
